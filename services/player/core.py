@@ -1,0 +1,239 @@
+"""Player core: the projection of pipeline events onto one call's status row. No I/O.
+
+Rules that make the projection safe to replay and to receive out of order:
+- a stage's status only moves forward within a pipeline attempt (a late `processing` never
+  overwrites `completed`); a higher attempt (a retry) starts the stage over;
+- duplicates are filtered before this by event id (see the repository), and applying the same
+  event twice gives the same row anyway.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared.events import (
+    AnyEvent,
+    CallStarted,
+    RecordingCompleted,
+    RecordingDownloaded,
+    Stage,
+    StageFailed,
+    StageStarted,
+    SummaryReady,
+    TranscriptReady,
+)
+
+PENDING = "pending"
+PROCESSING = "processing"
+COMPLETED = "completed"
+FAILED = "failed"
+NO_RECORDING = "no_recording"
+NO_SPEECH = "no_speech"
+SKIPPED = "skipped"
+
+STATUS_RANK = {
+    PENDING: 0,
+    PROCESSING: 1,
+    FAILED: 2,
+    COMPLETED: 3,
+    NO_RECORDING: 3,
+    NO_SPEECH: 3,
+    SKIPPED: 3,
+}
+TERMINAL = {COMPLETED, FAILED, NO_RECORDING, NO_SPEECH, SKIPPED}
+STAGES = (Stage.RECORDING, Stage.TRANSCRIPT, Stage.SUMMARY)
+
+
+@dataclass(frozen=True)
+class CallState:
+    call_sid: str
+    business_id: str
+    created_at: datetime
+    updated_at: datetime
+    from_number: str = ""
+    to_number: str = ""
+    direction: str = ""
+    recording_status: str = PENDING
+    recording_attempt: int = 0
+    recording_tries: int = 0
+    transcript_status: str = PENDING
+    transcript_attempt: int = 0
+    transcript_tries: int = 0
+    summary_status: str = PENDING
+    summary_attempt: int = 0
+    summary_tries: int = 0
+    last_error: str | None = None
+    recording_sid: str | None = None
+    recording_key: str | None = None
+    recording_content_type: str | None = None
+    recording_bytes: int | None = None
+    duration_seconds: float | None = None
+    transcript_key: str | None = None
+    transcript_preview: str | None = None
+    language: str | None = None
+    summary: str | None = None
+    lead_service: str | None = None
+    lead_city: str | None = None
+    lead_confidence: float | None = None
+
+    @classmethod
+    def new(cls, event: AnyEvent) -> CallState:
+        return cls(
+            call_sid=event.call_sid,
+            business_id=event.business_id,
+            created_at=event.occurred_at,
+            updated_at=event.occurred_at,
+        )
+
+    @property
+    def status(self) -> str:
+        """The call as a whole: failed if any stage failed, completed when all are done."""
+        statuses = [self.stage_status(stage) for stage in STAGES]
+        if FAILED in statuses:
+            return FAILED
+        if all(s in TERMINAL for s in statuses):
+            return COMPLETED
+        if any(s != PENDING for s in statuses):
+            return PROCESSING
+        return PENDING
+
+    def stage_status(self, stage: Stage) -> str:
+        return str(getattr(self, f"{stage.value}_status"))
+
+
+def _move(state: CallState, stage: Stage, status: str, attempt: int, **fields: object) -> CallState:
+    """Moves `stage` to `status` if that is forward (or a newer attempt); other fields of the
+    same event are applied only when the move is accepted."""
+    current = state.stage_status(stage)
+    current_attempt = int(getattr(state, f"{stage.value}_attempt"))
+    newer = attempt > current_attempt
+    forward = attempt == current_attempt and STATUS_RANK[status] > STATUS_RANK[current]
+    if not (newer or forward):
+        return state
+    changes: dict[str, Any] = {
+        f"{stage.value}_status": status,
+        f"{stage.value}_attempt": attempt,
+        **fields,
+    }
+    return dataclasses.replace(state, **changes)
+
+
+def _downstream(stage: Stage) -> tuple[Stage, ...]:
+    return STAGES[STAGES.index(stage) + 1 :]
+
+
+def _skip_downstream(state: CallState, stage: Stage, attempt: int) -> CallState:
+    for later in _downstream(stage):
+        state = _move(state, later, SKIPPED, attempt)
+    return state
+
+
+def _count_try(state: CallState, stage: Stage, tries: int) -> CallState:
+    field = f"{stage.value}_tries"
+    changes: dict[str, Any] = {field: max(int(getattr(state, field)), tries)}
+    return dataclasses.replace(state, **changes)
+
+
+def apply(state: CallState | None, event: AnyEvent) -> CallState:
+    state = state or CallState.new(event)
+    state = dataclasses.replace(state, updated_at=max(state.updated_at, event.occurred_at))
+    match event:
+        case CallStarted():
+            return dataclasses.replace(
+                state,
+                from_number=event.from_number,
+                to_number=event.to_number,
+                direction=event.direction,
+                created_at=min(state.created_at, event.occurred_at),
+            )
+        case RecordingCompleted(recording_status="completed"):
+            return _move(
+                state,
+                Stage.RECORDING,
+                PROCESSING,
+                event.attempt,
+                recording_sid=event.recording_sid,
+                duration_seconds=event.duration_seconds,
+            )
+        case RecordingCompleted():
+            status = NO_RECORDING if event.recording_status == "absent" else FAILED
+            moved = _move(
+                state,
+                Stage.RECORDING,
+                status,
+                event.attempt,
+                recording_sid=event.recording_sid,
+                last_error=f"Twilio reported the recording {event.recording_status}"
+                + (f" (error {event.error_code})" if event.error_code else ""),
+            )
+            return _skip_downstream(moved, Stage.RECORDING, event.attempt)
+        case StageStarted():
+            return _count_try(_move(state, event.stage, PROCESSING, event.attempt), event.stage, 1)
+        case StageFailed(terminal=False):
+            moved = _move(state, event.stage, PROCESSING, event.attempt)
+            return _count_try(
+                dataclasses.replace(moved, last_error=event.error), event.stage, event.tries
+            )
+        case StageFailed():
+            moved = _move(state, event.stage, FAILED, event.attempt, last_error=event.error)
+            moved = _count_try(moved, event.stage, event.tries)
+            return _skip_downstream(moved, event.stage, event.attempt)
+        case RecordingDownloaded():
+            return _move(
+                state,
+                Stage.RECORDING,
+                COMPLETED,
+                event.attempt,
+                recording_sid=event.recording_sid,
+                recording_key=event.object_key,
+                recording_content_type=event.content_type,
+                recording_bytes=event.size_bytes,
+            )
+        case TranscriptReady():
+            return _move(
+                state,
+                Stage.TRANSCRIPT,
+                COMPLETED if event.outcome == "transcribed" else NO_SPEECH,
+                event.attempt,
+                transcript_key=event.transcript_key,
+                transcript_preview=event.preview,
+                language=event.language,
+            )
+        case SummaryReady():
+            return _move(
+                state,
+                Stage.SUMMARY,
+                COMPLETED,
+                event.attempt,
+                summary=event.summary,
+                lead_service=event.lead.service,
+                lead_city=event.lead.city,
+                lead_confidence=event.lead.confidence,
+            )
+    raise AssertionError(f"unhandled event type {event.event_type}")
+
+
+def timeline_detail(event: AnyEvent) -> str:
+    """One line for the call's timeline."""
+    match event:
+        case StageStarted():
+            return f"{event.stage} started"
+        case StageFailed():
+            kind = "failed" if event.terminal else "will retry"
+            return f"{event.stage} {kind}: {event.error}"
+        case RecordingCompleted():
+            return f"recording {event.recording_status}"
+        case TranscriptReady():
+            return f"transcript {event.outcome}"
+        case SummaryReady():
+            return f"summary {event.outcome}"
+    return event.event_type
+
+
+def timeline_stage(event: AnyEvent) -> str | None:
+    if isinstance(event, StageStarted | StageFailed):
+        return event.stage.value
+    return None

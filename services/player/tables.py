@@ -1,0 +1,67 @@
+"""The status table and the call timeline (SQLAlchemy Core). Alembic migrations create them."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+
+def _stage_columns(stage: str) -> list[Column[object]]:
+    return [
+        Column(f"{stage}_status", String(16), nullable=False, index=True),
+        Column(f"{stage}_attempt", Integer, nullable=False),
+        Column(f"{stage}_tries", Integer, nullable=False),
+    ]
+
+
+calls = Table(
+    "calls",
+    metadata,
+    Column("call_sid", String(64), primary_key=True),
+    Column("business_id", String(64), nullable=False, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("from_number", String(32), nullable=False),
+    Column("to_number", String(32), nullable=False),
+    Column("direction", String(32), nullable=False),
+    *_stage_columns("recording"),
+    *_stage_columns("transcript"),
+    *_stage_columns("summary"),
+    Column("last_error", Text),
+    Column("recording_sid", String(64)),
+    Column("recording_key", String(512)),
+    Column("recording_content_type", String(64)),
+    Column("recording_bytes", Integer),
+    Column("duration_seconds", Float),
+    Column("transcript_key", String(512)),
+    Column("transcript_preview", Text),
+    Column("language", String(16)),
+    Column("summary", Text),
+    Column("lead_service", String(128)),
+    Column("lead_city", String(128)),
+    Column("lead_confidence", Float),
+)
+
+# One row per applied event: its primary key makes the projection idempotent (an event id
+# is applied once, in the same transaction as the change it caused), and it is the timeline.
+call_events = Table(
+    "call_events",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("call_sid", String(64), nullable=False, index=True),
+    Column("event_type", String(64), nullable=False),
+    Column("stage", String(16)),
+    Column("attempt", Integer, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("detail", Text, nullable=False),
+)

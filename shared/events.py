@@ -1,0 +1,176 @@
+"""The event contract between callpipe's services and for outside consumers.
+
+Every event is a frozen pydantic model serialised as JSON, keyed on Kafka by its call SID.
+Within a schema version only optional fields are added. Audio never travels here: events
+carry object keys. `docs/events/` holds the JSON Schemas generated from these models.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+SCHEMA_VERSION = 1
+EventT = TypeVar("EventT", bound="Event")
+
+
+class Topic(StrEnum):
+    CALL_STARTED = "call.started"
+    RECORDING_COMPLETED = "recording.completed"
+    RECORDING_DOWNLOADED = "recording.downloaded"
+    TRANSCRIPT_READY = "transcript.ready"
+    SUMMARY_READY = "summary.ready"
+    STAGE_STATUS = "stage.status"
+
+
+class Stage(StrEnum):
+    RECORDING = "recording"
+    TRANSCRIPT = "transcript"
+    SUMMARY = "summary"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def derived_event_id(source_event_id: uuid.UUID, name: str) -> uuid.UUID:
+    """A deterministic id for an event caused by another: a redelivery yields the same id."""
+    return uuid.uuid5(source_event_id, name)
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    schema_version: int = SCHEMA_VERSION
+    occurred_at: datetime = Field(default_factory=utc_now)
+    call_sid: str = Field(min_length=1, max_length=64)
+    business_id: str = Field(min_length=1, max_length=64)
+    attempt: int = Field(default=1, ge=1)
+    correlation_id: str = Field(
+        min_length=1, description="Same for every event of one call; W3C trace id when traced."
+    )
+
+    def caused(self, event_cls: type[EventT], name: str, **fields: Any) -> EventT:
+        """Builds the next event of this call, with a deterministic id and the same lineage."""
+        return event_cls(
+            event_id=derived_event_id(self.event_id, name),
+            call_sid=self.call_sid,
+            business_id=self.business_id,
+            attempt=self.attempt,
+            correlation_id=self.correlation_id,
+            **fields,
+        )
+
+
+class CallStarted(Event):
+    event_type: Literal["call.started"] = "call.started"
+    account_sid: str
+    from_number: str = ""
+    to_number: str = ""
+    direction: str = "inbound"
+
+
+class RecordingCompleted(Event):
+    """Twilio's recording status callback: `completed`, `absent` or `failed`."""
+
+    event_type: Literal["recording.completed"] = "recording.completed"
+    recording_sid: str
+    recording_status: Literal["completed", "absent", "failed"]
+    recording_url: str = ""
+    duration_seconds: float | None = None
+    channels: int = 1
+    error_code: str | None = None
+
+
+class RecordingDownloaded(Event):
+    event_type: Literal["recording.downloaded"] = "recording.downloaded"
+    recording_sid: str
+    object_key: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    channels: int = 1
+
+
+class TranscriptReady(Event):
+    event_type: Literal["transcript.ready"] = "transcript.ready"
+    outcome: Literal["transcribed", "no_speech"]
+    transcript_key: str
+    language: str | None = None
+    duration_seconds: float = 0.0
+    speakers: list[str] = Field(default_factory=list)
+    preview: str = Field("", max_length=500)
+
+
+class Lead(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    service: str | None = None
+    city: str | None = None
+    confidence: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class SummaryReady(Event):
+    event_type: Literal["summary.ready"] = "summary.ready"
+    outcome: Literal["extracted", "nothing_to_extract"]
+    summary: str
+    lead: Lead
+    extractor: str = Field(description="Backend and version that produced this result.")
+
+
+class StageStarted(Event):
+    """A stage took the call's work: its status becomes `processing`."""
+
+    event_type: Literal["stage.started"] = "stage.started"
+    stage: Stage
+
+
+class StageFailed(Event):
+    """A stage gave up on the call (terminal) or will retry (not terminal)."""
+
+    event_type: Literal["stage.failed"] = "stage.failed"
+    stage: Stage
+    error: str = Field(max_length=2000)
+    terminal: bool
+    tries: int = Field(1, ge=0, description="Tries the stage made on this event so far.")
+
+
+AnyEvent = Annotated[
+    CallStarted
+    | RecordingCompleted
+    | RecordingDownloaded
+    | TranscriptReady
+    | SummaryReady
+    | StageStarted
+    | StageFailed,
+    Field(discriminator="event_type"),
+]
+_any_event: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
+
+EVENT_TOPICS: dict[type[Event], Topic] = {
+    CallStarted: Topic.CALL_STARTED,
+    RecordingCompleted: Topic.RECORDING_COMPLETED,
+    RecordingDownloaded: Topic.RECORDING_DOWNLOADED,
+    TranscriptReady: Topic.TRANSCRIPT_READY,
+    SummaryReady: Topic.SUMMARY_READY,
+    StageStarted: Topic.STAGE_STATUS,
+    StageFailed: Topic.STAGE_STATUS,
+}
+
+
+def topic_of(event: Event) -> Topic:
+    return EVENT_TOPICS[type(event)]
+
+
+def encode(event: Event) -> bytes:
+    return event.model_dump_json().encode()
+
+
+def decode(raw: bytes) -> AnyEvent:
+    """Parses any callpipe event; raises pydantic.ValidationError on malformed input."""
+    return _any_event.validate_json(raw)

@@ -1,0 +1,334 @@
+"""The consumer runtime every stage runs on (aiokafka, manual commits).
+
+- A message's offset is committed only once its output events are acknowledged by the broker
+  (acks=all), or once it has been dead-lettered: at-least-once, nothing skipped.
+- Messages of different calls are handled concurrently (bounded); messages of one call (same
+  key) are handled in order. The commit point of a partition advances over the contiguous
+  prefix of finished offsets, so a slow call never lets a later offset be committed past it.
+- A handler's transient error is retried with capped, jittered backoff without holding up
+  other calls; a terminal error, or retries exhausted, emits `stage.failed` and sends the
+  original bytes with the reason to the worker's dead-letter topic. Undecodable or unknown
+  messages go to the dead-letter topic at once.
+- If the broker itself cannot take the output, the worker stops without committing: the
+  message is redelivered after restart (handlers are idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from pydantic import ValidationError
+from tenacity import RetryCallState
+
+from shared.events import (
+    AnyEvent,
+    Event,
+    Stage,
+    StageFailed,
+    StageStarted,
+    Topic,
+    decode,
+    encode,
+    topic_of,
+)
+from shared.logs import call_context
+from shared.retry import describe, retrying
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[AnyEvent], Awaitable[Sequence[Event]]]
+
+
+# The consumer groups; each has its own dead-letter topic.
+WORKERS = ("downloader", "transcriber", "extractor", "player")
+
+
+def dead_letter_topic(worker: str) -> str:
+    return f"{worker}.dlq"
+
+
+def all_topics() -> list[str]:
+    return [t.value for t in Topic] + [dead_letter_topic(w) for w in WORKERS]
+
+
+def traceparent(correlation_id: str) -> bytes:
+    trace_id = correlation_id if len(correlation_id) == 32 else secrets.token_hex(16)
+    return f"00-{trace_id}-{secrets.token_hex(8)}-01".encode()
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Creates every topic callpipe uses that does not exist yet."""
+    topics = all_topics()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [NewTopic(t, settings.kafka_partitions, 1) for t in missing]
+                )
+    finally:
+        await admin.close()
+
+
+class EventProducer:
+    """Publishes events keyed by call SID, waiting for acks=all. Created in the event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self._settings.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=self._settings.kafka_idempotent_producer,
+            linger_ms=2,
+        )
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+
+    @property
+    def _started(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("EventProducer.start() was not awaited")
+        return self._producer
+
+    async def publish(self, event: Event) -> None:
+        await self._started.send_and_wait(
+            topic_of(event).value,
+            encode(event),
+            key=event.call_sid.encode(),
+            headers=[("traceparent", traceparent(event.correlation_id))],
+        )
+
+    async def publish_raw(
+        self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        await self._started.send_and_wait(topic, value, key=key, headers=headers)
+
+
+class _OffsetTracker:
+    """Per partition: offsets in arrival order, and which are finished."""
+
+    def __init__(self) -> None:
+        self._pending: dict[TopicPartition, deque[int]] = {}
+        self._done: dict[TopicPartition, set[int]] = {}
+
+    def add(self, tp: TopicPartition, offset: int) -> None:
+        self._pending.setdefault(tp, deque()).append(offset)
+        self._done.setdefault(tp, set())
+
+    def finish(self, tp: TopicPartition, offset: int) -> None:
+        self._done[tp].add(offset)
+
+    def commit_points(self) -> dict[TopicPartition, int]:
+        points: dict[TopicPartition, int] = {}
+        for tp, pending in self._pending.items():
+            done = self._done[tp]
+            while pending and pending[0] in done:
+                offset = pending.popleft()
+                done.discard(offset)
+                points[tp] = offset + 1
+        return points
+
+    def forget(self, partitions: Sequence[TopicPartition]) -> None:
+        for tp in partitions:
+            self._pending.pop(tp, None)
+            self._done.pop(tp, None)
+
+
+@dataclass
+class StageWorker:
+    """Consumes `topics` as consumer group `name` and hands each event to `handle`."""
+
+    name: str
+    topics: Sequence[str]
+    handle: Handler
+    settings: Settings
+    producer: EventProducer
+    stage: Stage | None = None
+    wants: Callable[[AnyEvent], bool] = lambda event: True
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._tracker = _OffsetTracker()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._last_by_key: dict[bytes | None, asyncio.Task[None]] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._failure: BaseException | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=self.name,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.settings.max_in_flight,
+        )
+        self._consumer = consumer
+        consumer.subscribe(list(self.topics), listener=_DrainOnRevoke(self))
+        await consumer.start()
+        log.info("%s consuming %s", self.name, ", ".join(self.topics))
+        try:
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=200)
+                self.ready.set()
+                for tp, records in batch.items():
+                    for record in records:
+                        self._dispatch(tp, record)
+                await self._wait_for_room()
+                await self._commit()
+            await self.drain()
+        finally:
+            await consumer.stop()
+
+    def _dispatch(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        self._tracker.add(tp, record.offset)
+        previous = self._last_by_key.get(record.key)
+        task = asyncio.create_task(self._process_in_order(previous, tp, record))
+        self._last_by_key[record.key] = task
+        self._in_flight.add(task)
+        task.add_done_callback(self._on_task_done(record.key))
+
+    def _on_task_done(self, key: bytes | None) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            self._in_flight.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                self._failure = task.exception()
+            if self._last_by_key.get(key) is task:
+                del self._last_by_key[key]
+
+        return done
+
+    async def _wait_for_room(self) -> None:
+        while len(self._in_flight) >= self.settings.max_in_flight:
+            await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+
+    async def drain(self) -> None:
+        if self._in_flight:
+            await asyncio.wait(self._in_flight)
+        await self._commit()
+
+    async def _commit(self) -> None:
+        if self._failure is not None:
+            # The output could not be made durable (broker down): stop without committing,
+            # so the message is redelivered after restart.
+            raise RuntimeError("a message could not be completed") from self._failure
+        points = self._tracker.commit_points()
+        if points and self._consumer is not None:
+            await self._consumer.commit(points)
+
+    async def _process_in_order(
+        self,
+        previous: asyncio.Task[None] | None,
+        tp: TopicPartition,
+        record: ConsumerRecord[bytes, bytes],
+    ) -> None:
+        if previous is not None:
+            await asyncio.shield(previous)
+        await self._process(record)
+        self._tracker.finish(tp, record.offset)
+
+    async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        try:
+            event = decode(record.value)
+        except ValidationError as error:
+            log.error("undecodable message at %s:%s: %s", record.topic, record.offset, error)
+            await self._dead_letter(record, f"invalid event: {describe(error)}", tries=0)
+            return
+        if not self.wants(event):
+            return
+        with call_context(event.call_sid, str(event.event_id)):
+            if self.stage is not None:
+                await self.producer.publish(
+                    event.caused(StageStarted, f"{self.stage}.started", stage=self.stage)
+                )
+            tries = 0
+
+            async def report_retry(state: RetryCallState) -> None:
+                error = state.outcome.exception() if state.outcome else None
+                log.warning("try %d failed, will retry: %s", state.attempt_number, error)
+                if self.stage is not None and error is not None:
+                    await self.producer.publish(
+                        event.caused(
+                            StageFailed,
+                            f"{self.stage}.retry.{state.attempt_number}",
+                            stage=self.stage,
+                            error=describe(error),
+                            terminal=False,
+                            tries=state.attempt_number,
+                        )
+                    )
+
+            try:
+                async for attempt in retrying(
+                    self.settings.max_attempts,
+                    self.settings.retry_base_seconds,
+                    self.settings.retry_max_seconds,
+                    report_retry,
+                ):
+                    with attempt:
+                        tries += 1
+                        outputs = await self.handle(event)
+                for output in outputs:
+                    await self.producer.publish(output)
+            except Exception as error:  # terminal, or retries exhausted
+                reason = describe(error)
+                log.error("giving up after %d tries: %s", tries, reason)
+                if self.stage is not None:
+                    await self.producer.publish(
+                        event.caused(
+                            StageFailed,
+                            f"{self.stage}.failed",
+                            stage=self.stage,
+                            error=reason,
+                            terminal=True,
+                            tries=tries,
+                        )
+                    )
+                await self._dead_letter(record, reason, tries)
+
+    async def _dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], reason: str, tries: int
+    ) -> None:
+        headers = [
+            *list(record.headers or ()),
+            ("dlq.reason", reason.encode()),
+            ("dlq.worker", self.name.encode()),
+            ("dlq.tries", str(tries).encode()),
+            ("dlq.source", f"{record.topic}:{record.partition}:{record.offset}".encode()),
+        ]
+        await self.producer.publish_raw(
+            dead_letter_topic(self.name), record.value, record.key, headers
+        )
+
+
+class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Before partitions move to another member, finish and commit what was taken."""
+
+    def __init__(self, worker: StageWorker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        await self._worker.drain()
+        self._worker._tracker.forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        return None

@@ -1,0 +1,39 @@
+"""The retry policy shared by every stage: transient vs terminal, capped backoff with jitter."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_not_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+
+class TerminalError(Exception):
+    """No retry can help: the input is invalid or the resource is gone for good."""
+
+
+def retrying(
+    max_attempts: int,
+    base_seconds: float,
+    max_seconds: float,
+    on_retry: Callable[[RetryCallState], Awaitable[None]],
+) -> AsyncRetrying:
+    """Retries anything but TerminalError, with full-jitter exponential backoff capped at
+    `max_seconds`, `max_attempts` tries in all; the last error is re-raised."""
+    return AsyncRetrying(
+        stop=stop_after_attempt(max_attempts),
+        wait=wait_random_exponential(multiplier=base_seconds, max=max_seconds),
+        retry=retry_if_not_exception_type(TerminalError),
+        before_sleep=on_retry,
+        reraise=True,
+    )
+
+
+def describe(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return f"{type(error).__name__}: {text}"[:2000]
