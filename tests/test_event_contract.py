@@ -33,7 +33,7 @@ from shared.events import (
     decode,
     encode,
 )
-from shared.kafka import dead_letter_topic
+from shared.kafka import WORKERS, dead_letter_topic
 from shared.transcript import Transcript, Utterance, Word
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "events"
@@ -171,7 +171,7 @@ def test_every_event_model_is_published() -> None:
 def test_asyncapi_describes_every_topic_key_and_header() -> None:
     doc = _load(schemas.ASYNCAPI_FILE)
     assert doc["asyncapi"] == "3.0.0"
-    expected = {t.value for t in Topic} | {dead_letter_topic(w) for w in schemas.DLQ_WORKERS}
+    expected = {t.value for t in Topic} | {dead_letter_topic(w) for w in WORKERS}
     assert {"downloader.dlq", "transcriber.dlq", "extractor.dlq", "player.dlq"} <= expected
     assert {c["address"] for c in doc["channels"].values()} == expected
 
@@ -187,7 +187,7 @@ def test_asyncapi_describes_every_topic_key_and_header() -> None:
         assert (DOCS / ref).is_file()
     assert set(doc["channels"]["stage.status"]["messages"]) == {"StageStarted", "StageFailed"}
 
-    for worker in schemas.DLQ_WORKERS:
+    for worker in WORKERS:
         channel = doc["channels"][dead_letter_topic(worker)]
         ref = channel["messages"]["DeadLetter"]["$ref"]
         headers = messages[ref.rsplit("/", 1)[1]]["headers"]
