@@ -9,7 +9,7 @@ from tenacity import (
     RetryCallState,
     retry_if_not_exception_type,
     stop_after_attempt,
-    wait_random_exponential,
+    wait_exponential_jitter,
 )
 
 
@@ -23,11 +23,12 @@ def retrying(
     max_seconds: float,
     on_retry: Callable[[RetryCallState], Awaitable[None]],
 ) -> AsyncRetrying:
-    """Retries anything but TerminalError, with full-jitter exponential backoff capped at
-    `max_seconds`, `max_attempts` tries in all; the last error is re-raised."""
+    """Retries anything but TerminalError, `max_attempts` tries in all, waiting
+    base, 2·base, 4·base… capped at `max_seconds`, plus up to `base` of random jitter (so
+    that calls failing together do not retry together); the last error is re-raised."""
     return AsyncRetrying(
         stop=stop_after_attempt(max_attempts),
-        wait=wait_random_exponential(multiplier=base_seconds, max=max_seconds),
+        wait=wait_exponential_jitter(initial=base_seconds, max=max_seconds, jitter=base_seconds),
         retry=retry_if_not_exception_type(TerminalError),
         before_sleep=on_retry,
         reraise=True,

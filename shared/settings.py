@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     extractor_health_port: int = 8103
 
     # Stage workers
-    max_attempts: int = 6
+    max_attempts: int = 8
     retry_base_seconds: float = 0.5
     retry_max_seconds: float = 10.0
     max_in_flight: int = 16
