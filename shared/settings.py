@@ -45,8 +45,6 @@ class Settings(BaseSettings):
         SecretStr("local-simulator-auth-token"),
         validation_alias=AliasChoices("TWILIO_AUTH_TOKEN", "CALLPIPE_TWILIO_AUTH_TOKEN"),
     )
-    # Base URL of the Twilio REST/media API; only the local simulator changes it.
-    twilio_api_base_url: str = "https://api.twilio.com"
     # The URL Twilio uses to reach the ingress: signatures are computed over it.
     public_base_url: str = "http://127.0.0.1:8000"
     default_business_id: str = "demo"
