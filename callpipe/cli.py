@@ -133,3 +133,25 @@ def schemas(
         typer.echo("out of date: " + ", ".join(stale) + " (run `callpipe schemas --write`)")
         raise typer.Exit(1)
     typer.echo("event contract up to date")
+
+
+@app.command("api-key")
+def api_key(
+    business: Annotated[str, typer.Option(help="The business the key gives access to.")],
+    label: Annotated[str, typer.Option(help="What the key is for.")] = "created by the CLI",
+) -> None:
+    """Create an API key for a business; it is printed once and stored only as a digest."""
+    from services.player.repository import CallRepository, create_engine, migrate
+
+    settings = Settings()
+
+    async def main() -> str:
+        url = settings.effective_database_url
+        await asyncio.to_thread(migrate, url)
+        engine = create_engine(url)
+        try:
+            return await CallRepository(engine).create_api_key(business, label)
+        finally:
+            await engine.dispose()
+
+    typer.echo(asyncio.run(main()))

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from callpipe.stack import local_api_key
 from callpipe.twilio_simulator import sample_path
 from shared.settings import Settings
 
@@ -29,7 +30,8 @@ async def wait_for_call(settings: Settings, call_sid: str, within_seconds: float
     url = f"http://127.0.0.1:{settings.player_port}/api/calls/{call_sid}"
     deadline = time.monotonic() + within_seconds
     call: dict[str, Any] = {}
-    async with httpx.AsyncClient(timeout=5) as client:
+    auth = {"Authorization": f"Bearer {local_api_key(settings)}"}
+    async with httpx.AsyncClient(timeout=5, headers=auth) as client:
         while time.monotonic() < deadline:
             response = await client.get(url)
             if response.status_code == 200:

@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -27,6 +28,7 @@ from urllib.parse import urlparse
 
 import httpx
 from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import SecretStr
 
 from callpipe.bootstrap import SERVICES
 from shared.settings import Settings
@@ -83,8 +85,21 @@ class Child:
     started_at: float = field(default=0.0)
 
 
+def local_api_key(settings: Settings) -> str:
+    """The configured API key, or the one `callpipe up` made for this data directory."""
+    if settings.api_key.get_secret_value():
+        return settings.api_key.get_secret_value()
+    path = settings.data_dir / "api-key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(f"cp_{secrets.token_urlsafe(32)}\n")
+    return path.read_text().strip()
+
+
 class Stack:
     def __init__(self, settings: Settings) -> None:
+        settings = settings.model_copy(update={"api_key": SecretStr(local_api_key(settings))})
         self.settings = settings
         self.data_dir = settings.data_dir.resolve()
         self.log_dir = self.data_dir / "logs"
@@ -267,7 +282,8 @@ class Stack:
         s = self.settings
         lines = [f"  {c.name:<17} {c.where}" for c in self.children]
         lines += [
-            f"  {'status page/API':<17} http://127.0.0.1:{s.player_port}/api/calls",
+            f"  {'status page':<17} http://127.0.0.1:{s.player_port}/  "
+            f"(API key in {self.data_dir / 'api-key'})",
             f"  {'database':<17} {s.effective_database_url.split('@')[-1]}",
             f"  {'data':<17} {self.data_dir}",
             f"  {'logs':<17} {self.log_dir}",

@@ -61,6 +61,9 @@ class CallRequest(BaseModel):
     from_number: str = "+15005550006"
     to_number: str = "+15005550001"
     media_delay_seconds: float = 2.0
+    # The media answers this status the first `media_error_count` times it is fetched.
+    media_error_status: int | None = None
+    media_error_count: int = 0
     recording_status: Literal["completed", "absent", "failed"] = "completed"
 
 
@@ -68,6 +71,8 @@ class CallRequest(BaseModel):
 class SimulatedRecording:
     path: Path
     ready_at: float
+    error_status: int | None = None
+    errors_left: int = 0
 
 
 class TwilioSimulator:
@@ -131,7 +136,10 @@ class TwilioSimulator:
         if recording.get("channels") != "dual":
             channels = 1
         self.recordings[recording_sid] = SimulatedRecording(
-            path, time.monotonic() + request.media_delay_seconds
+            path,
+            time.monotonic() + request.media_delay_seconds,
+            request.media_error_status,
+            request.media_error_count,
         )
         media = f"{self._base}/{API_VERSION}/Accounts/{account}/Recordings/{recording_sid}"
         await asyncio.sleep(0.2)  # the call itself, compressed
@@ -190,6 +198,9 @@ def create_app(settings: Settings) -> FastAPI:
             return not_found
         if time.monotonic() < recording.ready_at:
             return not_found  # Twilio: media not available yet right after `completed`
+        if recording.error_status is not None and recording.errors_left > 0:
+            recording.errors_left -= 1
+            return JSONResponse({"status": recording.error_status}, recording.error_status)
         return FileResponse(recording.path, media_type="audio/x-wav")
 
     return app

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
 SCHEMA_VERSION = 1
 EventT = TypeVar("EventT", bound="Event")
@@ -25,6 +25,7 @@ class Topic(StrEnum):
     TRANSCRIPT_READY = "transcript.ready"
     SUMMARY_READY = "summary.ready"
     STAGE_STATUS = "stage.status"
+    CALL_DELETED = "call.deleted"
 
 
 class Stage(StrEnum):
@@ -37,6 +38,19 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _in_utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+# Namespace of the ids callpipe derives from Twilio's identifiers (call and recording SIDs).
+TWILIO_NAMESPACE = uuid.UUID("5b0c8f1e-6f0c-4d7e-9a53-8f7c2f0e1a11")
+
+
+def call_correlation_id(call_sid: str) -> str:
+    """One trace id (32 hex digits, W3C) per call, the same from every service."""
+    return uuid.uuid5(TWILIO_NAMESPACE, call_sid).hex
+
+
 def derived_event_id(source_event_id: uuid.UUID, name: str) -> uuid.UUID:
     """A deterministic id for an event caused by another: a redelivery yields the same id."""
     return uuid.uuid5(source_event_id, name)
@@ -47,7 +61,7 @@ class Event(BaseModel):
 
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
     schema_version: int = SCHEMA_VERSION
-    occurred_at: datetime = Field(default_factory=utc_now)
+    occurred_at: Annotated[AwareDatetime, AfterValidator(_in_utc)] = Field(default_factory=utc_now)
     call_sid: str = Field(min_length=1, max_length=64)
     business_id: str = Field(min_length=1, max_length=64)
     attempt: int = Field(default=1, ge=1)
@@ -140,6 +154,12 @@ class StageFailed(Event):
     tries: int = Field(1, ge=0, description="Tries the stage made on this event so far.")
 
 
+class CallDeleted(Event):
+    """Tombstone: the call, its audio and transcript were deleted; consumers forget it."""
+
+    event_type: Literal["call.deleted"] = "call.deleted"
+
+
 AnyEvent = Annotated[
     CallStarted
     | RecordingCompleted
@@ -147,7 +167,8 @@ AnyEvent = Annotated[
     | TranscriptReady
     | SummaryReady
     | StageStarted
-    | StageFailed,
+    | StageFailed
+    | CallDeleted,
     Field(discriminator="event_type"),
 ]
 _any_event: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
@@ -160,6 +181,7 @@ EVENT_TOPICS: dict[type[Event], Topic] = {
     SummaryReady: Topic.SUMMARY_READY,
     StageStarted: Topic.STAGE_STATUS,
     StageFailed: Topic.STAGE_STATUS,
+    CallDeleted: Topic.CALL_DELETED,
 }
 
 

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     # Where the voice webhook's TwiML dials after starting the recording; empty = a message.
     forward_to: str = ""
 
+    # Player access. `api_key`, when set, is registered (hashed) for the default business at
+    # the player's start, and is the key the command line uses; `callpipe up` makes one.
+    api_key: SecretStr = SecretStr("")
+    # Signs the status page's session cookie; empty = a random one per process.
+    session_secret: SecretStr = SecretStr("")
+
     # HTTP ports
     ingress_host: str = "127.0.0.1"
     ingress_port: int = 8000

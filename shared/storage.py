@@ -84,6 +84,9 @@ class ObjectStore:
             Metadata=metadata or {},
         )
 
+    async def delete(self, key: str) -> None:
+        await self._client.delete_object(Bucket=self.bucket, Key=key)
+
     async def get(self, key: str) -> bytes:
         response = await self._client.get_object(Bucket=self.bucket, Key=key)
         async with response["Body"] as body:

@@ -7,117 +7,17 @@ Runs on ports of its own so it does not collide with a `callpipe up` already run
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from support_stack import RunningStack, leftover_processes
 from twilio.request_validator import RequestValidator
 
 from callpipe.twilio_simulator import sample_path
-from shared.settings import Settings
 
 pytestmark = pytest.mark.stack
-
-# CALLPIPE_TEST_PORT_OFFSET moves every port, so several checkouts can test side by side.
-_OFFSET = int(os.environ.get("CALLPIPE_TEST_PORT_OFFSET", "0"))
-PORTS = {
-    "CALLPIPE_INGRESS_PORT": str(18000 + _OFFSET),
-    "CALLPIPE_PLAYER_PORT": str(18080 + _OFFSET),
-    "CALLPIPE_SIMULATOR_PORT": str(18090 + _OFFSET),
-    "CALLPIPE_KAFKA_BOOTSTRAP": f"127.0.0.1:{19092 + _OFFSET}",
-    "CALLPIPE_S3_ENDPOINT_URL": f"http://127.0.0.1:{18333 + _OFFSET}",
-    "CALLPIPE_PUBLIC_BASE_URL": f"http://127.0.0.1:{18000 + _OFFSET}",
-    "CALLPIPE_DOWNLOADER_HEALTH_PORT": str(18101 + _OFFSET),
-    "CALLPIPE_TRANSCRIBER_HEALTH_PORT": str(18102 + _OFFSET),
-    "CALLPIPE_EXTRACTOR_HEALTH_PORT": str(18103 + _OFFSET),
-}
-UP_TIMEOUT_SECONDS = 120
-CALL_TIMEOUT_SECONDS = 90
-
-
-class RunningStack:
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.env = {**os.environ, **PORTS, "CALLPIPE_DATA_DIR": str(data_dir)}
-        self.settings = Settings()  # the Twilio credentials the stack uses too
-        self.process: subprocess.Popen[str] | None = None
-        self._output_from = 0
-        self.player = f"http://127.0.0.1:{PORTS['CALLPIPE_PLAYER_PORT']}"
-        self.simulator = f"http://127.0.0.1:{PORTS['CALLPIPE_SIMULATOR_PORT']}"
-        self.ingress = f"http://127.0.0.1:{PORTS['CALLPIPE_INGRESS_PORT']}"
-
-    def start(self) -> None:
-        log = (self.data_dir / "up.out").open("a")
-        self._output_from = log.tell()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "callpipe", "up", "--data-dir", str(self.data_dir)],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        deadline = time.monotonic() + UP_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"callpipe up exited early:\n{self.output()}")
-            if "Ctrl-C stops everything" in self.output()[self._output_from :]:
-                return
-            time.sleep(0.5)
-        pytest.fail(f"callpipe up not ready in {UP_TIMEOUT_SECONDS} s:\n{self.output()}")
-
-    def stop(self) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGINT)
-        return self.process.wait(timeout=90)
-
-    def output(self) -> str:
-        return (self.data_dir / "up.out").read_text()
-
-    def place_call(self, audio: str, **options: Any) -> str:
-        response = httpx.post(
-            f"{self.simulator}/simulator/calls",
-            json={"audio": str(sample_path(audio)), **options},
-            timeout=10,
-        )
-        response.raise_for_status()
-        return str(response.json()["call_sid"])
-
-    def wait_for_call(self, call_sid: str) -> dict[str, Any]:
-        deadline = time.monotonic() + CALL_TIMEOUT_SECONDS
-        call: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            response = httpx.get(f"{self.player}/api/calls/{call_sid}", timeout=5)
-            if response.status_code == 200:
-                call = response.json()
-                if call["status"] in ("completed", "failed"):
-                    return call
-            time.sleep(0.5)
-        pytest.fail(f"call {call_sid} not final in {CALL_TIMEOUT_SECONDS} s: {call}")
-
-
-def _leftover_processes(data_dir: Path) -> list[str]:
-    listing = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True)
-    return [
-        line
-        for line in listing.stdout.splitlines()
-        if str(data_dir) in line and " Z" not in line and "ps -eo" not in line
-    ]
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    running = RunningStack(tmp_path_factory.mktemp("callpipe-e2e"))
-    running.start()
-    yield running
-    if running.process is not None and running.process.poll() is None:
-        running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -142,12 +42,12 @@ def test_a_call_goes_through_every_stage(plumber_call: dict[str, Any]) -> None:
 def test_the_stored_audio_is_the_recording_byte_for_byte(
     stack: RunningStack, plumber_call: dict[str, Any]
 ) -> None:
-    url = f"{stack.player}/api/recordings/{plumber_call['call_sid']}/file"
-    response = httpx.get(url, timeout=10)
+    url = f"/api/recordings/{plumber_call['call_sid']}/file"
+    response = stack.api.get(url)
     assert response.status_code == 200
     assert response.headers["content-type"] == "audio/wav"
     assert response.content == sample_path("plumber_boston").read_bytes()
-    head = httpx.head(url, timeout=10)
+    head = stack.api.head(url)
     assert head.status_code == 200
     assert int(head.headers["content-length"]) == len(response.content)
 
@@ -175,27 +75,27 @@ def test_an_absent_recording_ends_the_call_instead_of_leaving_it_pending(
     assert call["recording_status"] == "no_recording"
     assert call["transcript_status"] == "skipped"
     assert "absent" in call["last_error"]
-    response = httpx.get(f"{stack.player}/api/recordings/{call['call_sid']}/file", timeout=5)
+    response = stack.api.get(f"/api/recordings/{call['call_sid']}/file")
     assert response.status_code == 404
 
 
 def test_the_player_answers_202_while_the_recording_is_on_its_way(stack: RunningStack) -> None:
     call_sid = stack.place_call("plumber_boston", media_delay_seconds=8)
-    url = f"{stack.player}/api/recordings/{call_sid}/file"
+    url = f"/api/recordings/{call_sid}/file"
     deadline = time.monotonic() + 10
-    response = httpx.get(url, timeout=5)
+    response = stack.api.get(url)
     while response.status_code == 404 and time.monotonic() < deadline:
         time.sleep(0.2)  # until the voice webhook's event is projected
-        response = httpx.get(url, timeout=5)
+        response = stack.api.get(url)
     assert response.status_code == 202
     assert response.headers["retry-after"].isdigit()
     assert stack.wait_for_call(call_sid)["status"] == "completed"
-    assert httpx.get(url, timeout=5).status_code == 200
+    assert stack.api.get(url).status_code == 200
 
 
 def test_unknown_call_is_404(stack: RunningStack) -> None:
-    assert httpx.get(f"{stack.player}/api/calls/CAnope", timeout=5).status_code == 404
-    response = httpx.get(f"{stack.player}/api/recordings/CAnope/file", timeout=5)
+    assert stack.api.get("/api/calls/CAnope").status_code == 404
+    response = stack.api.get("/api/recordings/CAnope/file")
     assert response.status_code == 404
 
 
@@ -207,7 +107,7 @@ def test_a_forged_webhook_is_refused_and_publishes_nothing(stack: RunningStack) 
     response = httpx.post(url, data=params, headers={"X-Twilio-Signature": forged}, timeout=5)
     assert response.status_code == 403
     time.sleep(1)
-    assert httpx.get(f"{stack.player}/api/calls/CAforged", timeout=5).status_code == 404
+    assert stack.api.get("/api/calls/CAforged").status_code == 404
 
 
 def test_a_redelivered_webhook_changes_nothing(stack: RunningStack) -> None:
@@ -226,12 +126,12 @@ def test_a_redelivered_webhook_changes_nothing(stack: RunningStack) -> None:
         assert "<Start><Recording" in response.text
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        response = httpx.get(f"{stack.player}/api/calls/CAduplicate0001", timeout=5)
+        response = stack.api.get("/api/calls/CAduplicate0001")
         if response.status_code == 200:
             break
         time.sleep(0.3)
     time.sleep(1)
-    timeline = httpx.get(f"{stack.player}/api/calls/CAduplicate0001", timeout=5).json()["timeline"]
+    timeline = stack.api.get("/api/calls/CAduplicate0001").json()["timeline"]
     assert [e["event_type"] for e in timeline] == ["call.started"]
 
 
@@ -239,11 +139,11 @@ def test_restart_keeps_calls_and_audio_and_leaves_no_process(
     stack: RunningStack, plumber_call: dict[str, Any]
 ) -> None:
     assert stack.stop() == 0
-    assert _leftover_processes(stack.data_dir) == []
+    assert leftover_processes(stack.data_dir) == []
     stack.start()
-    listed = httpx.get(f"{stack.player}/api/calls", params={"limit": 100}, timeout=5).json()
+    listed = stack.api.get("/api/calls", params={"limit": 100}).json()
     assert plumber_call["call_sid"] in [c["call_sid"] for c in listed["calls"]]
-    audio = httpx.get(f"{stack.player}/api/recordings/{plumber_call['call_sid']}/file", timeout=10)
+    audio = stack.api.get(f"/api/recordings/{plumber_call['call_sid']}/file")
     assert audio.status_code == 200
     assert audio.content == sample_path("plumber_boston").read_bytes()
     # The broker kept its log and offsets: a call placed after the restart goes through too.

@@ -19,6 +19,7 @@ from callpipe import schemas
 from shared.events import (
     EVENT_TOPICS,
     AnyEvent,
+    CallDeleted,
     CallStarted,
     Event,
     Lead,
@@ -97,6 +98,7 @@ SAMPLES: list[Event] = [
         terminal=True,
         tries=5,
     ),
+    CallDeleted(**ENVELOPE),
 ]
 SAMPLE_IDS = [type(e).__name__ for e in SAMPLES]
 

@@ -7,11 +7,14 @@ from collections.abc import Mapping
 
 from twilio.twiml.voice_response import VoiceResponse
 
-from shared.events import CallStarted, RecordingCompleted
-
-# Namespace for ids derived from Twilio's own identifiers: a webhook Twilio retries yields
-# the same event id, which every consumer already deduplicates.
-TWILIO_NAMESPACE = uuid.UUID("5b0c8f1e-6f0c-4d7e-9a53-8f7c2f0e1a11")
+# Ids derive from Twilio's own identifiers: a webhook Twilio retries yields the same event
+# id, which every consumer already deduplicates.
+from shared.events import (
+    TWILIO_NAMESPACE,
+    CallStarted,
+    RecordingCompleted,
+    call_correlation_id,
+)
 
 
 class WebhookError(ValueError):
@@ -25,18 +28,13 @@ def _required(form: Mapping[str, str], name: str) -> str:
     return value
 
 
-def correlation_id(call_sid: str) -> str:
-    """One trace id (32 hex digits, W3C) per call, the same from every service."""
-    return uuid.uuid5(TWILIO_NAMESPACE, call_sid).hex
-
-
 def call_started(form: Mapping[str, str], business_id: str) -> CallStarted:
     call_sid = _required(form, "CallSid")
     return CallStarted(
         event_id=uuid.uuid5(TWILIO_NAMESPACE, f"{call_sid}:call.started"),
         call_sid=call_sid,
         business_id=business_id,
-        correlation_id=correlation_id(call_sid),
+        correlation_id=call_correlation_id(call_sid),
         account_sid=_required(form, "AccountSid"),
         from_number=form.get("From", ""),
         to_number=form.get("To", ""),
@@ -58,7 +56,7 @@ def recording_completed(form: Mapping[str, str], business_id: str) -> RecordingC
         event_id=uuid.uuid5(TWILIO_NAMESPACE, f"{recording_sid}:{status}"),
         call_sid=call_sid,
         business_id=business_id,
-        correlation_id=correlation_id(call_sid),
+        correlation_id=call_correlation_id(call_sid),
         recording_sid=recording_sid,
         recording_status=status,
         recording_url=recording_url,

@@ -1,27 +1,48 @@
-"""Player: projects every pipeline event into the status table; serves the API and playback."""
+"""Player: projects every pipeline event into the status table; serves the API, playback and
+the status page. Every request is scoped to one business: another business's call answers
+404, exactly like a call that does not exist."""
 
 import asyncio
 import dataclasses
 import logging
+import secrets
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
 
-from services.player import core
+from services.player import core, ranges
 from services.player.core import CallState
-from services.player.repository import CallRepository, create_engine, migrate
-from shared.events import AnyEvent, Event, Topic
-from shared.kafka import EventProducer, StageWorker, ensure_topics
+from services.player.repository import CallFilter, CallRepository, create_engine, migrate
+from shared.events import (
+    TWILIO_NAMESPACE,
+    AnyEvent,
+    CallDeleted,
+    Event,
+    Stage,
+    call_correlation_id,
+)
+from shared.kafka import EventProducer, StageWorker, all_topics, ensure_topics
 from shared.settings import Settings
 from shared.storage import ObjectStore
+from shared.transcript import Transcript
 
 log = logging.getLogger(__name__)
 
-PROJECTED_TOPICS = [t.value for t in Topic]
 RETRY_AFTER_SECONDS = 2
+STATIC = Path(__file__).parent / "static"
+
+
+def projected_topics() -> list[str]:
+    return [t for t in all_topics() if not t.endswith(".dlq")]
 
 
 def call_view(state: CallState) -> dict[str, Any]:
@@ -40,7 +61,7 @@ class Projector:
 
     async def __call__(self, event: AnyEvent) -> Sequence[Event]:
         if not await self._repository.apply(event):
-            log.info("%s already applied", event.event_type)
+            log.info("%s already applied (or the call was deleted)", event.event_type)
         return []
 
 
@@ -52,7 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
     producer = EventProducer(settings)
     worker = StageWorker(
         name="player",
-        topics=PROJECTED_TOPICS,
+        topics=projected_topics(),
         handle=Projector(repository),
         settings=settings,
         producer=producer,
@@ -61,6 +82,10 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(migrate, database_url)
+        if settings.api_key.get_secret_value():
+            await repository.add_api_key(
+                settings.default_business_id, settings.api_key.get_secret_value(), "configured"
+            )
         await ensure_topics(settings)
         await store.start()
         await producer.start()
@@ -75,16 +100,53 @@ def create_app(settings: Settings) -> FastAPI:
             await store.stop()
             await engine.dispose()
 
-    async def existing_call(call_sid: str) -> CallState:
-        state = await repository.get(call_sid)
+    bearer = HTTPBearer(auto_error=False)
+
+    async def current_business(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> str:
+        """The business of the API key (Bearer) or of the page's login session."""
+        if credentials is not None:
+            business = await repository.business_of_key(credentials.credentials)
+            if business is None:
+                raise HTTPException(status_code=401, detail="unknown API key")
+            return business
+        business = request.session.get("business_id")
+        if not business:
+            raise HTTPException(
+                status_code=401,
+                detail="an API key (Authorization: Bearer) or a login is required",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return str(business)
+
+    Business = Annotated[str, Depends(current_business)]
+
+    async def business_call(call_sid: str, business: Business) -> CallState:
+        state = await repository.get(call_sid, business)
         if state is None:
             raise HTTPException(status_code=404, detail="no such call")
         return state
 
-    Call = Annotated[CallState, Depends(existing_call)]
-    app = FastAPI(title="callpipe player", lifespan=lifespan)
+    Call = Annotated[CallState, Depends(business_call)]
 
-    @app.get("/healthz")
+    app = FastAPI(
+        title="callpipe player",
+        summary="Status of every call, its transcript, summary, lead and audio.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.session_secret.get_secret_value() or secrets.token_urlsafe(32),
+        session_cookie="callpipe_session",
+        same_site="strict",
+        https_only=settings.public_base_url.startswith("https"),
+    )
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
         if not worker.ready.is_set():
             return JSONResponse({"status": "starting"}, status_code=503)
@@ -92,15 +154,92 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/api/calls")
     async def list_calls(
+        business: Business,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
+        status: Annotated[
+            str | None, Query(pattern="^(pending|processing|completed|failed)$")
+        ] = None,
+        stage: Stage | None = None,
+        stage_status: Annotated[str | None, Query(pattern="^[a-z_]{1,16}$")] = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        phone: Annotated[str | None, Query(max_length=32)] = None,
+        q: Annotated[str | None, Query(max_length=200, description="Text search")] = None,
     ) -> dict[str, Any]:
-        states = await repository.page(limit, offset)
-        return {"calls": [call_view(s) for s in states], "limit": limit, "offset": offset}
+        where = CallFilter(status, stage, stage_status, since, until, phone, q)
+        states, total = await repository.page(limit, offset, business, where)
+        return {
+            "calls": [call_view(s) for s in states],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
 
     @app.get("/api/calls/{call_sid}")
     async def get_call(call: Call) -> dict[str, Any]:
         return {**call_view(call), "timeline": await repository.timeline(call.call_sid)}
+
+    @app.get("/api/calls/{call_sid}/timeline")
+    async def get_timeline(call: Call) -> list[dict[str, Any]]:
+        return await repository.timeline(call.call_sid)
+
+    @app.get("/api/calls/{call_sid}/transcript")
+    async def get_transcript(call: Call) -> Transcript:
+        if not call.transcript_key:
+            raise HTTPException(status_code=404, detail="no transcript for this call yet")
+        return Transcript.model_validate_json(await store.get(call.transcript_key))
+
+    @app.post("/api/calls/{call_sid}/retry/{stage}", status_code=202)
+    async def retry_stage(call: Call, stage: Stage) -> dict[str, Any]:
+        """Re-emits the failed stage's input with a higher attempt; a double click retries
+        once (the second finds the stage no longer failed and answers 409)."""
+        try:
+            attempt = core.retry_attempt(call, stage)
+        except core.NotRetryable as error:
+            raise HTTPException(status_code=409, detail=str(error)) from error
+        stage_input = await repository.stage_input(call.call_sid, stage)
+        if stage_input is None:
+            raise HTTPException(status_code=409, detail=f"nothing to retry the {stage} stage on")
+        if not await repository.claim_retry(call, stage, attempt):
+            raise HTTPException(status_code=409, detail="this stage is being retried already")
+        await producer.publish(core.as_retry(stage_input, attempt))
+        return {"call_sid": call.call_sid, "stage": stage, "attempt": attempt}
+
+    @app.post("/api/recordings/{call_sid}/prepare", status_code=202)
+    async def prepare_recording(call: Call, response: Response) -> dict[str, Any]:
+        """Makes sure the recording is on its way: idempotent, a double click queues one job."""
+        status = call.recording_status
+        if status == core.COMPLETED:
+            response.status_code = 200
+        elif status == core.FAILED:
+            try:
+                await retry_stage(call, Stage.RECORDING)
+            except HTTPException as error:
+                if error.status_code != 409:  # 409: another request queued it already
+                    raise
+            status = core.PENDING
+        elif status == core.NO_RECORDING:
+            raise HTTPException(status_code=404, detail="no recording exists for this call")
+        return {"call_sid": call.call_sid, "recording_status": status}
+
+    @app.delete("/api/calls/{call_sid}", status_code=204)
+    async def delete_call(call: Call) -> Response:
+        """Deletes the audio and transcript objects and the row; downstream consumers get a
+        `call.deleted` tombstone."""
+        for key in (call.recording_key, call.transcript_key):
+            if key:
+                await store.delete(key)
+        await repository.delete_call(call.call_sid)
+        await producer.publish(
+            CallDeleted(
+                event_id=uuid.uuid5(TWILIO_NAMESPACE, f"{call.call_sid}:deleted"),
+                call_sid=call.call_sid,
+                business_id=call.business_id,
+                correlation_id=call_correlation_id(call.call_sid),
+            )
+        )
+        return Response(status_code=204)
 
     @app.api_route("/api/recordings/{call_sid}/file", methods=["GET", "HEAD"])
     async def recording_file(call: Call, request: Request) -> Response:
@@ -126,13 +265,77 @@ def create_app(settings: Settings) -> FastAPI:
         info = await store.head(key)
         if info is None:
             raise HTTPException(status_code=404, detail="recording object is missing")
-        headers = {
-            "Accept-Ranges": "bytes",
-            "ETag": info.etag,
-            "Content-Length": str(info.size),
-        }
-        if request.method == "HEAD":
-            return Response(status_code=200, headers=headers, media_type=info.content_type)
-        return StreamingResponse(store.stream(key), headers=headers, media_type=info.content_type)
+        headers = {"Accept-Ranges": "bytes", "ETag": info.etag, "Cache-Control": "private"}
+        if_range = request.headers.get("if-range")
+        range_header = request.headers.get("range") if if_range in (None, info.etag) else None
+        try:
+            wanted = ranges.resolve(range_header, info.size)
+        except ranges.Unsatisfiable as error:
+            return JSONResponse(
+                {"detail": str(error)},
+                status_code=416,
+                headers={**headers, "Content-Range": f"bytes */{info.size}"},
+            )
+        head = request.method == "HEAD"
+        if wanted is None:
+            headers["Content-Length"] = str(info.size)
+            body = None if head else store.stream(key)
+            return _stream(200, body, headers, info.content_type)
+        if len(wanted) == 1:
+            part = wanted[0]
+            headers["Content-Range"] = part.content_range(info.size)
+            headers["Content-Length"] = str(part.length)
+            body = None if head else store.stream(key, (part.start, part.end))
+            return _stream(206, body, headers, info.content_type)
+        boundary = secrets.token_hex(12)
+        parts = [
+            (f"--{boundary}\r\nContent-Type: {info.content_type}\r\n"
+             f"Content-Range: {part.content_range(info.size)}\r\n\r\n").encode()
+            for part in wanted
+        ]  # fmt: skip
+        closing = f"\r\n--{boundary}--\r\n".encode()
+        length = sum(len(p) for p in parts) + sum(p.length for p in wanted)
+        length += 2 * (len(wanted) - 1) + len(closing)
+        headers["Content-Length"] = str(length)
+
+        async def multipart() -> AsyncIterator[bytes]:
+            for index, (preamble, part) in enumerate(zip(parts, wanted, strict=True)):
+                yield (b"\r\n" if index else b"") + preamble
+                async for chunk in store.stream(key, (part.start, part.end)):
+                    yield chunk
+            yield closing
+
+        media = f"multipart/byteranges; boundary={boundary}"
+        return _stream(206, None if head else multipart(), headers, media)
+
+    def _stream(
+        status: int, body: AsyncIterator[bytes] | None, headers: dict[str, str], media: str
+    ) -> Response:
+        if body is None:
+            return Response(status_code=status, headers=headers, media_type=media)
+        return StreamingResponse(body, status_code=status, headers=headers, media_type=media)
+
+    @app.get("/", include_in_schema=False)
+    async def page(request: Request) -> Response:
+        if not request.session.get("business_id"):
+            return RedirectResponse("/login", status_code=303)
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/login", include_in_schema=False)
+    async def login_page() -> Response:
+        return FileResponse(STATIC / "login.html")
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request, api_key: Annotated[str, Form()]) -> Response:
+        business = await repository.business_of_key(api_key.strip())
+        if business is None:
+            return RedirectResponse("/login?failed=1", status_code=303)
+        request.session["business_id"] = business
+        return RedirectResponse("/", status_code=303)
+
+    @app.post("/logout", include_in_schema=False)
+    async def logout(request: Request) -> Response:
+        request.session.clear()
+        return RedirectResponse("/login", status_code=303)
 
     return app

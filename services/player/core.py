@@ -10,12 +10,14 @@ Rules that make the projection safe to replay and to receive out of order:
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from shared.events import (
     AnyEvent,
+    CallDeleted,
     CallStarted,
     RecordingCompleted,
     RecordingDownloaded,
@@ -24,6 +26,7 @@ from shared.events import (
     StageStarted,
     SummaryReady,
     TranscriptReady,
+    utc_now,
 )
 
 PENDING = "pending"
@@ -104,20 +107,43 @@ class CallState:
         return str(getattr(self, f"{stage.value}_status"))
 
 
-def _move(state: CallState, stage: Stage, status: str, attempt: int, **fields: object) -> CallState:
-    """Moves `stage` to `status` if that is forward (or a newer attempt); other fields of the
-    same event are applied only when the move is accepted."""
+def _move(
+    state: CallState,
+    stage: Stage,
+    status: str,
+    attempt: int,
+    facts: dict[str, Any] | None = None,
+    **guarded: Any,
+) -> CallState:
+    """Moves `stage` to `status` if that is forward within its attempt, or a newer attempt
+    (which also reopens the stages after it). `guarded` fields change only with the move;
+    `facts` (what the event tells about the recording, transcript or summary) are kept
+    whatever order events arrive in, unless they belong to an older attempt."""
     current = state.stage_status(stage)
     current_attempt = int(getattr(state, f"{stage.value}_attempt"))
+    if facts and attempt >= current_attempt:
+        state = dataclasses.replace(state, **facts)
     newer = attempt > current_attempt
     forward = attempt == current_attempt and STATUS_RANK[status] > STATUS_RANK[current]
     if not (newer or forward):
         return state
+    if newer:
+        state = _reopen_downstream(state, stage, attempt)
     changes: dict[str, Any] = {
         f"{stage.value}_status": status,
         f"{stage.value}_attempt": attempt,
-        **fields,
+        **guarded,
     }
+    return dataclasses.replace(state, **changes)
+
+
+def _reopen_downstream(state: CallState, stage: Stage, attempt: int) -> CallState:
+    """A newer attempt of a stage makes the later stages' older outcomes stale: pending."""
+    changes: dict[str, Any] = {}
+    for later in _downstream(stage):
+        if int(getattr(state, f"{later.value}_attempt")) < attempt:
+            changes[f"{later.value}_status"] = PENDING
+            changes[f"{later.value}_attempt"] = attempt
     return dataclasses.replace(state, **changes)
 
 
@@ -150,14 +176,10 @@ def apply(state: CallState | None, event: AnyEvent) -> CallState:
                 created_at=min(state.created_at, event.occurred_at),
             )
         case RecordingCompleted(recording_status="completed"):
-            return _move(
-                state,
-                Stage.RECORDING,
-                PROCESSING,
-                event.attempt,
-                recording_sid=event.recording_sid,
-                duration_seconds=event.duration_seconds,
-            )
+            facts: dict[str, Any] = {"recording_sid": event.recording_sid}
+            if event.duration_seconds is not None:
+                facts["duration_seconds"] = event.duration_seconds
+            return _move(state, Stage.RECORDING, PROCESSING, event.attempt, facts)
         case RecordingCompleted():
             status = NO_RECORDING if event.recording_status == "absent" else FAILED
             moved = _move(
@@ -165,7 +187,7 @@ def apply(state: CallState | None, event: AnyEvent) -> CallState:
                 Stage.RECORDING,
                 status,
                 event.attempt,
-                recording_sid=event.recording_sid,
+                {"recording_sid": event.recording_sid},
                 last_error=f"Twilio reported the recording {event.recording_status}"
                 + (f" (error {event.error_code})" if event.error_code else ""),
             )
@@ -187,10 +209,12 @@ def apply(state: CallState | None, event: AnyEvent) -> CallState:
                 Stage.RECORDING,
                 COMPLETED,
                 event.attempt,
-                recording_sid=event.recording_sid,
-                recording_key=event.object_key,
-                recording_content_type=event.content_type,
-                recording_bytes=event.size_bytes,
+                {
+                    "recording_sid": event.recording_sid,
+                    "recording_key": event.object_key,
+                    "recording_content_type": event.content_type,
+                    "recording_bytes": event.size_bytes,
+                },
             )
         case TranscriptReady():
             return _move(
@@ -198,9 +222,11 @@ def apply(state: CallState | None, event: AnyEvent) -> CallState:
                 Stage.TRANSCRIPT,
                 COMPLETED if event.outcome == "transcribed" else NO_SPEECH,
                 event.attempt,
-                transcript_key=event.transcript_key,
-                transcript_preview=event.preview,
-                language=event.language,
+                {
+                    "transcript_key": event.transcript_key,
+                    "transcript_preview": event.preview,
+                    "language": event.language,
+                },
             )
         case SummaryReady():
             return _move(
@@ -208,11 +234,15 @@ def apply(state: CallState | None, event: AnyEvent) -> CallState:
                 Stage.SUMMARY,
                 COMPLETED,
                 event.attempt,
-                summary=event.summary,
-                lead_service=event.lead.service,
-                lead_city=event.lead.city,
-                lead_confidence=event.lead.confidence,
+                {
+                    "summary": event.summary,
+                    "lead_service": event.lead.service,
+                    "lead_city": event.lead.city,
+                    "lead_confidence": event.lead.confidence,
+                },
             )
+        case CallDeleted():
+            return state  # the repository removes the row itself
     raise AssertionError(f"unhandled event type {event.event_type}")
 
 
@@ -237,3 +267,50 @@ def timeline_stage(event: AnyEvent) -> str | None:
     if isinstance(event, StageStarted | StageFailed):
         return event.stage.value
     return None
+
+
+# The event each stage consumes: what a retry re-emits, with a higher attempt.
+def input_of_stage(event: AnyEvent) -> Stage | None:
+    match event:
+        case RecordingCompleted(recording_status="completed"):
+            return Stage.RECORDING
+        case RecordingDownloaded():
+            return Stage.TRANSCRIPT
+        case TranscriptReady():
+            return Stage.SUMMARY
+    return None
+
+
+class NotRetryable(Exception):
+    """The stage is not in a state a retry can change."""
+
+
+def retry_attempt(state: CallState, stage: Stage) -> int:
+    """The attempt a retry of `stage` runs as. Only a failed stage is retried, so a double
+    click (the second finds the stage no longer failed) retries once."""
+    status = state.stage_status(stage)
+    if status != FAILED:
+        raise NotRetryable(f"the {stage} stage is {status}; only a failed stage is retried")
+    return int(getattr(state, f"{stage.value}_attempt")) + 1
+
+
+def retrying(state: CallState, stage: Stage, attempt: int) -> CallState:
+    """The call once a retry of `stage` at `attempt` is queued: that stage and the later
+    ones pending again, the old error cleared."""
+    state = _reopen_downstream(state, stage, attempt)
+    changes: dict[str, Any] = {
+        f"{stage.value}_status": PENDING,
+        f"{stage.value}_attempt": attempt,
+        "last_error": None,
+    }
+    return dataclasses.replace(state, **changes)
+
+
+def as_retry(stage_input: AnyEvent, attempt: int) -> AnyEvent:
+    return stage_input.model_copy(
+        update={
+            "event_id": uuid.uuid5(stage_input.event_id, f"retry.{attempt}"),
+            "attempt": attempt,
+            "occurred_at": utc_now(),
+        }
+    )

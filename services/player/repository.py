@@ -6,21 +6,25 @@ The same code runs on SQLite (the embedded default) and PostgreSQL.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy import event as sa_event
-from sqlalchemy import insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from services.player import core
 from services.player.core import CallState
-from services.player.tables import call_events, calls
-from shared.events import AnyEvent
+from services.player.tables import api_keys, call_events, calls, deleted_calls, stage_inputs
+from shared.events import AnyEvent, CallDeleted, Stage, decode, encode, utc_now
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -49,6 +53,11 @@ def create_engine(database_url: str) -> AsyncEngine:
     return create_async_engine(database_url, pool_size=10, pool_pre_ping=True)
 
 
+def _utc_values(values: dict[str, Any]) -> dict[str, Any]:
+    """Datetimes as UTC before they are written: SQLite keeps no offset."""
+    return {k: v.astimezone(UTC) if isinstance(v, datetime) else v for k, v in values.items()}
+
+
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
@@ -60,14 +69,49 @@ def _state(row: Any) -> CallState:
     return CallState(**values)
 
 
+def key_digest(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CallFilter:
+    """What the call list can be narrowed to; every field optional."""
+
+    status: str | None = None  # overall: pending, processing, completed, failed
+    stage: Stage | None = None  # with stage_status: that stage's status
+    stage_status: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    phone: str | None = None  # caller or called number, substring
+    text: str | None = None  # in the transcript preview or the summary
+
+
+def _overall_status_clause(status: str) -> Any:
+    stage_columns = [calls.c[f"{s.value}_status"] for s in core.STAGES]
+    if status == core.FAILED:
+        return or_(*(c == core.FAILED for c in stage_columns))
+    if status == core.COMPLETED:
+        return and_(*(c.in_(core.TERMINAL - {core.FAILED}) for c in stage_columns))
+    if status == core.PENDING:
+        return and_(*(c == core.PENDING for c in stage_columns))
+    return and_(
+        *(c != core.FAILED for c in stage_columns),
+        or_(*(c.notin_(core.TERMINAL) for c in stage_columns)),
+        or_(*(c != core.PENDING for c in stage_columns)),
+    )
+
+
 class CallRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
     async def apply(self, event: AnyEvent) -> bool:
-        """Applies one event; False when it was applied before (a redelivery)."""
+        """Applies one event; False when it was applied before (a redelivery) or its call was
+        deleted."""
         try:
             async with self._engine.begin() as connection:
+                if await self._is_deleted(connection, event.call_sid):
+                    return False
                 await connection.execute(
                     insert(call_events).values(
                         event_id=str(event.event_id),
@@ -75,44 +119,121 @@ class CallRepository:
                         event_type=event.event_type,
                         stage=core.timeline_stage(event),
                         attempt=event.attempt,
-                        occurred_at=event.occurred_at,
+                        occurred_at=event.occurred_at.astimezone(UTC),
                         detail=core.timeline_detail(event),
                     )
                 )
-                row = (
-                    await connection.execute(
-                        select(calls).where(calls.c.call_sid == event.call_sid)
-                    )
-                ).first()
-                before = _state(row) if row else None
+                if isinstance(event, CallDeleted):
+                    await self._forget(connection, event.call_sid)
+                    return True
+                await self._keep_stage_input(connection, event)
+                before = await self._locked_state(connection, event)
                 after = core.apply(before, event)
-                values = dataclasses.asdict(after)
-                if before is None:
-                    await connection.execute(insert(calls).values(**values))
-                elif after != before:
+                if after != before:
                     await connection.execute(
-                        update(calls).where(calls.c.call_sid == event.call_sid).values(**values)
+                        update(calls)
+                        .where(calls.c.call_sid == event.call_sid)
+                        .values(**_utc_values(dataclasses.asdict(after)))
                     )
         except IntegrityError:
             return False
         return True
 
-    async def get(self, call_sid: str) -> CallState | None:
+    async def _locked_state(self, connection: AsyncConnection, event: AnyEvent) -> CallState:
+        """The call's row, created if missing, locked until the transaction ends: events of
+        one call applied at once (several player replicas) are applied one after the other."""
+        new_row = _utc_values(dataclasses.asdict(CallState.new(event)))
+        dialect_insert = (
+            postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
+        )
+        await connection.execute(dialect_insert(calls).values(**new_row).on_conflict_do_nothing())
+        query = select(calls).where(calls.c.call_sid == event.call_sid).with_for_update()
+        return _state((await connection.execute(query)).one())
+
+    @staticmethod
+    async def _is_deleted(connection: AsyncConnection, call_sid: str) -> bool:
+        query = select(deleted_calls.c.call_sid).where(deleted_calls.c.call_sid == call_sid)
+        return (await connection.execute(query)).first() is not None
+
+    @staticmethod
+    async def _keep_stage_input(connection: AsyncConnection, event: AnyEvent) -> None:
+        stage = core.input_of_stage(event)
+        if stage is None:
+            return
+        key = and_(stage_inputs.c.call_sid == event.call_sid, stage_inputs.c.stage == stage.value)
+        await connection.execute(delete(stage_inputs).where(key))
+        await connection.execute(
+            insert(stage_inputs).values(
+                call_sid=event.call_sid, stage=stage.value, event_json=encode(event).decode()
+            )
+        )
+
+    @staticmethod
+    async def _forget(connection: AsyncConnection, call_sid: str) -> None:
+        await connection.execute(delete(calls).where(calls.c.call_sid == call_sid))
+        await connection.execute(delete(stage_inputs).where(stage_inputs.c.call_sid == call_sid))
+        await connection.execute(delete(call_events).where(call_events.c.call_sid == call_sid))
+        await connection.execute(
+            insert(deleted_calls).values(call_sid=call_sid, deleted_at=utc_now())
+        )
+
+    async def delete_call(self, call_sid: str) -> None:
+        """Removes the row, its timeline and retry inputs, and remembers the call as deleted."""
+        async with self._engine.begin() as connection:
+            if not await self._is_deleted(connection, call_sid):
+                await self._forget(connection, call_sid)
+
+    async def get(self, call_sid: str, business_id: str | None = None) -> CallState | None:
+        query = select(calls).where(calls.c.call_sid == call_sid)
+        if business_id is not None:
+            query = query.where(calls.c.business_id == business_id)
         async with self._engine.connect() as connection:
-            row = (
-                await connection.execute(select(calls).where(calls.c.call_sid == call_sid))
-            ).first()
+            row = (await connection.execute(query)).first()
         return _state(row) if row else None
 
-    async def page(self, limit: int, offset: int) -> list[CallState]:
+    async def page(
+        self,
+        limit: int,
+        offset: int,
+        business_id: str | None = None,
+        where: CallFilter | None = None,
+    ) -> tuple[list[CallState], int]:
+        """One page of calls, newest first, and how many match in all."""
+        conditions = [] if business_id is None else [calls.c.business_id == business_id]
+        where = where or CallFilter()
+        if where.status:
+            conditions.append(_overall_status_clause(where.status))
+        if where.stage and where.stage_status:
+            conditions.append(calls.c[f"{where.stage.value}_status"] == where.stage_status)
+        if where.since:
+            conditions.append(calls.c.created_at >= where.since)
+        if where.until:
+            conditions.append(calls.c.created_at < where.until)
+        if where.phone:
+            pattern = f"%{where.phone}%"
+            conditions.append(
+                or_(calls.c.from_number.like(pattern), calls.c.to_number.like(pattern))
+            )
+        if where.text:
+            pattern = f"%{where.text.lower()}%"
+            conditions.append(
+                or_(
+                    func.lower(calls.c.transcript_preview).like(pattern),
+                    func.lower(calls.c.summary).like(pattern),
+                )
+            )
         query = (
             select(calls)
+            .where(*conditions)
             .order_by(calls.c.created_at.desc(), calls.c.call_sid)
             .limit(limit)
             .offset(offset)
         )
+        count = select(func.count()).select_from(calls).where(*conditions)
         async with self._engine.connect() as connection:
-            return [_state(row) for row in await connection.execute(query)]
+            states = [_state(row) for row in await connection.execute(query)]
+            total = int((await connection.execute(count)).scalar_one())
+        return states, total
 
     async def timeline(self, call_sid: str) -> list[dict[str, Any]]:
         query = (
@@ -125,3 +246,54 @@ class CallRepository:
             return [
                 {**row._mapping, "occurred_at": _aware(row.occurred_at).isoformat()} for row in rows
             ]
+
+    async def stage_input(self, call_sid: str, stage: Stage) -> AnyEvent | None:
+        query = select(stage_inputs.c.event_json).where(
+            stage_inputs.c.call_sid == call_sid, stage_inputs.c.stage == stage.value
+        )
+        async with self._engine.connect() as connection:
+            raw = (await connection.execute(query)).scalar_one_or_none()
+        return decode(raw.encode()) if raw else None
+
+    async def claim_retry(self, state: CallState, stage: Stage, attempt: int) -> bool:
+        """Marks the failed stage (and the later ones) pending at `attempt`, unless another
+        request did first."""
+        status, current = calls.c[f"{stage.value}_status"], calls.c[f"{stage.value}_attempt"]
+        retried = dataclasses.asdict(core.retrying(state, stage, attempt))
+        changed = {k: v for k, v in retried.items() if getattr(state, k) != v}
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(calls)
+                .where(
+                    calls.c.call_sid == state.call_sid,
+                    status == core.FAILED,
+                    current == attempt - 1,
+                )
+                .values(**changed)
+            )
+        return bool(result.rowcount)
+
+    async def create_api_key(self, business_id: str, label: str) -> str:
+        """A new random key for the business; only its digest is stored."""
+        api_key = f"cp_{secrets.token_urlsafe(32)}"
+        await self.add_api_key(business_id, api_key, label)
+        return api_key
+
+    async def add_api_key(self, business_id: str, api_key: str, label: str) -> None:
+        async with self._engine.begin() as connection:
+            digest = key_digest(api_key)
+            exists = select(api_keys.c.key_sha256).where(api_keys.c.key_sha256 == digest)
+            if (await connection.execute(exists)).first() is None:
+                await connection.execute(
+                    insert(api_keys).values(
+                        key_sha256=digest,
+                        business_id=business_id,
+                        label=label,
+                        created_at=utc_now(),
+                    )
+                )
+
+    async def business_of_key(self, api_key: str) -> str | None:
+        query = select(api_keys.c.business_id).where(api_keys.c.key_sha256 == key_digest(api_key))
+        async with self._engine.connect() as connection:
+            return (await connection.execute(query)).scalar_one_or_none()

@@ -8,6 +8,7 @@ from sqlalchemy import (
     Float,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -64,4 +65,32 @@ call_events = Table(
     Column("attempt", Integer, nullable=False),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
     Column("detail", Text, nullable=False),
+)
+
+# The latest input event of each stage of a call: what a retry re-emits.
+stage_inputs = Table(
+    "stage_inputs",
+    metadata,
+    Column("call_sid", String(64), nullable=False),
+    Column("stage", String(16), nullable=False),
+    Column("event_json", Text, nullable=False),
+    PrimaryKeyConstraint("call_sid", "stage"),
+)
+
+# Deleted calls: events still in flight for them are not projected again.
+deleted_calls = Table(
+    "deleted_calls",
+    metadata,
+    Column("call_sid", String(64), primary_key=True),
+    Column("deleted_at", DateTime(timezone=True), nullable=False),
+)
+
+# API keys, stored as SHA-256 digests (keys are 256-bit random: no slow hash needed).
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_sha256", String(64), primary_key=True),
+    Column("business_id", String(64), nullable=False, index=True),
+    Column("label", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )

@@ -1,0 +1,221 @@
+"""The player's HTTP contract against the running stack: playback with Range, the tenant rule,
+retry, prepare, delete, filters and the page's login."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+import pytest
+from support_stack import RunningStack
+
+from callpipe.twilio_simulator import sample_path
+
+pytestmark = pytest.mark.stack
+
+SAMPLE = sample_path("electrician_denver").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def call(stack: RunningStack) -> dict[str, Any]:
+    finished = stack.wait_for_call(stack.place_call("electrician_denver"))
+    assert finished["status"] == "completed", finished
+    return finished
+
+
+@pytest.fixture(scope="module")
+def other_business(stack: RunningStack) -> httpx.Client:
+    """A client holding the API key of a second business, made with `callpipe api-key`."""
+    created = subprocess.run(
+        [sys.executable, "-m", "callpipe", "api-key", "--business", "other-business"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("cp_")
+    return httpx.Client(
+        base_url=stack.player, headers={"Authorization": f"Bearer {key}"}, timeout=10
+    )
+
+
+def file_url(call: dict[str, Any]) -> str:
+    return f"/api/recordings/{call['call_sid']}/file"
+
+
+@pytest.mark.parametrize(
+    ("header", "start", "end"),
+    [
+        ("bytes=0-99", 0, 99),
+        ("bytes=1000-", 1000, len(SAMPLE) - 1),
+        ("bytes=-500", len(SAMPLE) - 500, len(SAMPLE) - 1),
+        (f"bytes=10-{len(SAMPLE) + 1000}", 10, len(SAMPLE) - 1),
+    ],
+)
+def test_a_single_range_is_served_as_206(
+    stack: RunningStack, call: dict[str, Any], header: str, start: int, end: int
+) -> None:
+    response = stack.api.get(file_url(call), headers={"Range": header})
+    assert response.status_code == 206
+    assert response.headers["content-range"] == f"bytes {start}-{end}/{len(SAMPLE)}"
+    assert response.content == SAMPLE[start : end + 1]
+    assert response.headers["accept-ranges"] == "bytes"
+
+
+def test_several_ranges_come_back_as_multipart_byteranges(
+    stack: RunningStack, call: dict[str, Any]
+) -> None:
+    response = stack.api.get(file_url(call), headers={"Range": "bytes=0-9,100-109"})
+    assert response.status_code == 206
+    media, _, boundary = response.headers["content-type"].partition("; boundary=")
+    assert media == "multipart/byteranges"
+    assert int(response.headers["content-length"]) == len(response.content)
+    parts = response.content.split(f"--{boundary}".encode())
+    bodies = [p.split(b"\r\n\r\n", 1)[1].removesuffix(b"\r\n") for p in parts[1:-1]]
+    assert bodies == [SAMPLE[0:10], SAMPLE[100:110]]
+
+
+def test_unsatisfiable_and_too_many_ranges_get_416(
+    stack: RunningStack, call: dict[str, Any]
+) -> None:
+    beyond = stack.api.get(file_url(call), headers={"Range": f"bytes={len(SAMPLE) + 5}-"})
+    assert beyond.status_code == 416
+    assert beyond.headers["content-range"] == f"bytes */{len(SAMPLE)}"
+    many = ",".join(f"{i * 10}-{i * 10 + 1}" for i in range(20))
+    assert stack.api.get(file_url(call), headers={"Range": f"bytes={many}"}).status_code == 416
+
+
+def test_etag_and_if_range(stack: RunningStack, call: dict[str, Any]) -> None:
+    head = stack.api.head(file_url(call))
+    etag = head.headers["etag"]
+    assert int(head.headers["content-length"]) == len(SAMPLE)
+    same = stack.api.get(file_url(call), headers={"Range": "bytes=0-3", "If-Range": etag})
+    assert same.status_code == 206
+    stale = stack.api.get(file_url(call), headers={"Range": "bytes=0-3", "If-Range": '"old"'})
+    assert stale.status_code == 200
+    assert stale.content == SAMPLE
+
+
+def test_another_business_sees_nothing_of_the_call(
+    stack: RunningStack, call: dict[str, Any], other_business: httpx.Client
+) -> None:
+    sid = call["call_sid"]
+    assert other_business.get(f"/api/calls/{sid}").status_code == 404
+    assert other_business.get(f"/api/calls/{sid}/transcript").status_code == 404
+    assert other_business.get(file_url(call)).status_code == 404
+    assert other_business.post(f"/api/recordings/{sid}/prepare").status_code == 404
+    assert other_business.post(f"/api/calls/{sid}/retry/recording").status_code == 404
+    assert other_business.delete(f"/api/calls/{sid}").status_code == 404
+    assert other_business.get("/api/calls").json()["calls"] == []
+    assert stack.api.get(f"/api/calls/{sid}").status_code == 200  # still there for its owner
+
+
+def test_without_a_valid_key_the_api_answers_401(stack: RunningStack, call: dict[str, Any]) -> None:
+    assert httpx.get(f"{stack.player}/api/calls").status_code == 401
+    assert httpx.get(f"{stack.player}{file_url(call)}").status_code == 401
+    wrong = {"Authorization": "Bearer cp_not-a-key"}
+    assert httpx.get(f"{stack.player}/api/calls", headers=wrong).status_code == 401
+
+
+def test_the_transcript_by_speaker(stack: RunningStack, call: dict[str, Any]) -> None:
+    transcript = stack.api.get(f"/api/calls/{call['call_sid']}/transcript").json()
+    speakers = [u["speaker"] for u in transcript["utterances"]]
+    assert speakers[:2] == ["caller", "agent"]
+    assert "electrician" in transcript["utterances"][0]["text"].lower()
+    starts = [u["start"] for u in transcript["utterances"]]
+    assert starts == sorted(starts)
+
+
+def test_filters_and_search(stack: RunningStack, call: dict[str, Any]) -> None:
+    def sids(**params: str) -> list[str]:
+        listed = stack.api.get("/api/calls", params={"limit": "500", **params}).json()
+        return [c["call_sid"] for c in listed["calls"]]
+
+    sid = call["call_sid"]
+    assert sid in sids(status="completed")
+    assert sid not in sids(status="failed")
+    assert sid in sids(q="ELECTRICIAN")
+    assert sid not in sids(q="zebra crossing")
+    assert sid in sids(phone=call["from_number"][-4:])
+    assert sid in sids(stage="summary", stage_status="completed")
+    assert sid not in sids(since="2999-01-01T00:00:00Z")
+    assert stack.api.get("/api/calls", params={"status": "bogus"}).status_code == 422
+
+
+def test_prepare_is_idempotent(stack: RunningStack, call: dict[str, Any]) -> None:
+    sid = call["call_sid"]
+    assert stack.api.post(f"/api/recordings/{sid}/prepare").status_code == 200
+    assert stack.api.post("/api/recordings/CAnothing/prepare").status_code == 404
+
+
+def test_a_failed_download_shows_its_reason_and_one_retry_completes_it(
+    stack: RunningStack,
+) -> None:
+    sid = stack.place_call("plumber_boston", media_error_status=403, media_error_count=1)
+    failed = stack.wait_for_call(sid)
+    assert failed["status"] == "failed"
+    assert failed["recording_status"] == "failed"
+    assert failed["transcript_status"] == "skipped"
+    assert "403" in failed["last_error"]
+    gone = stack.api.get(f"/api/recordings/{sid}/file")
+    assert gone.status_code == 410
+    assert "403" in gone.json()["detail"]
+
+    first = stack.api.post(f"/api/calls/{sid}/retry/recording")
+    second = stack.api.post(f"/api/calls/{sid}/retry/recording")  # the double click
+    assert first.status_code == 202
+    assert first.json()["attempt"] == 2
+    assert second.status_code == 409
+    deadline = time.monotonic() + 60
+    retried = stack.api.get(f"/api/calls/{sid}").json()
+    while retried["status"] != "completed" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        retried = stack.api.get(f"/api/calls/{sid}").json()
+    assert retried["status"] == "completed", retried
+    assert retried["recording_attempt"] == 2
+    downloads = [e for e in retried["timeline"] if e["event_type"] == "recording.downloaded"]
+    assert len(downloads) == 1
+    assert stack.api.get(f"/api/recordings/{sid}/file").content == (
+        sample_path("plumber_boston").read_bytes()
+    )
+    assert stack.api.post(f"/api/calls/{sid}/retry/summary").status_code == 409
+
+
+def test_deleting_a_call_removes_it_for_good(stack: RunningStack) -> None:
+    sid = stack.place_call("plumber_boston")
+    assert stack.wait_for_call(sid)["status"] == "completed"
+    assert stack.api.delete(f"/api/calls/{sid}").status_code == 204
+    assert stack.api.get(f"/api/calls/{sid}").status_code == 404
+    assert stack.api.get(f"/api/recordings/{sid}/file").status_code == 404
+    time.sleep(2)  # the tombstone went through the projection: the call stays deleted
+    assert stack.api.get(f"/api/calls/{sid}").status_code == 404
+    assert sid not in [c["call_sid"] for c in stack.api.get("/api/calls").json()["calls"]]
+
+
+def test_the_page_needs_a_login(stack: RunningStack, call: dict[str, Any]) -> None:
+    browser = httpx.Client(base_url=stack.player, timeout=10)
+    assert browser.get("/").headers["location"] == "/login"
+    refused = browser.post("/login", data={"api_key": "cp_wrong"})
+    assert refused.headers["location"] == "/login?failed=1"
+    key = stack.api.headers["Authorization"].removeprefix("Bearer ")
+    assert browser.post("/login", data={"api_key": key}).headers["location"] == "/"
+    page = browser.get("/")
+    assert page.status_code == 200
+    assert "callpipe" in page.text
+    assert call["call_sid"] in [c["call_sid"] for c in browser.get("/api/calls").json()["calls"]]
+
+
+def test_openapi_is_published(stack: RunningStack) -> None:
+    paths = httpx.get(f"{stack.player}/openapi.json").json()["paths"]
+    for path in (
+        "/api/calls",
+        "/api/calls/{call_sid}",
+        "/api/recordings/{call_sid}/file",
+        "/api/recordings/{call_sid}/prepare",
+        "/api/calls/{call_sid}/retry/{stage}",
+    ):
+        assert path in paths

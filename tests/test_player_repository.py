@@ -1,0 +1,392 @@
+"""Contract tests of the player's SQL repository, run against SQLite AND PostgreSQL.
+
+PostgreSQL (127.0.0.1:5432, user postgres, trust auth) is used for real: a fresh database
+is created for the session and dropped at the end. If the server is unreachable these tests
+error out; they are never skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import delete, func, select, text
+
+from services.player.repository import CallRepository, create_engine, migrate
+from services.player.tables import call_events, calls, metadata
+from shared.events import (
+    AnyEvent,
+    CallStarted,
+    Lead,
+    RecordingCompleted,
+    RecordingDownloaded,
+    Stage,
+    StageFailed,
+    StageStarted,
+    SummaryReady,
+    TranscriptReady,
+)
+
+PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
+T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    url: str
+
+
+async def _pg_admin(statement: str) -> None:
+    connection = await asyncpg.connect(PG_ADMIN_DSN, timeout=10)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(
+    scope="session",
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ],
+)
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Backend]:
+    """A migrated, empty database of each kind for the session."""
+    if request.param == "sqlite":
+        path: Path = tmp_path_factory.mktemp("player-db") / "calls.db"
+        url = f"sqlite+aiosqlite:///{path}"
+        migrate(url)  # no event loop runs in a sync session fixture
+        yield Backend("sqlite", url)
+        return
+    database = f"callpipe_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{database}"'))
+    try:
+        url = PG_URL.format(database=database)
+        migrate(url)
+        yield Backend("postgres", url)
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def repo(backend: Backend) -> AsyncIterator[CallRepository]:
+    """A repository on the backend's database, emptied before each test."""
+    engine = create_engine(backend.url)
+    async with engine.begin() as connection:
+        for table in reversed(metadata.sorted_tables):
+            await connection.execute(delete(table))
+    try:
+        yield CallRepository(engine)
+    finally:
+        await engine.dispose()
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def envelope(call_sid: str, seconds: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "call_sid": call_sid,
+        "business_id": "biz-1",
+        "correlation_id": uuid.uuid5(uuid.NAMESPACE_URL, call_sid).hex,
+        "occurred_at": at(seconds),
+        **extra,
+    }
+
+
+def call_started(call_sid: str, seconds: float = 0, **extra: Any) -> CallStarted:
+    return CallStarted(
+        **envelope(call_sid, seconds, **extra),
+        account_sid="AC1",
+        from_number="+15551230000",
+        to_number="+15559870000",
+    )
+
+
+def pipeline(call_sid: str) -> list[AnyEvent]:
+    return [
+        call_started(call_sid, 0),
+        RecordingCompleted(
+            **envelope(call_sid, 1),
+            recording_sid="RE1",
+            recording_status="completed",
+            recording_url="https://api.twilio.com/Recordings/RE1",
+            duration_seconds=42.5,
+            channels=2,
+        ),
+        StageStarted(**envelope(call_sid, 2), stage=Stage.RECORDING),
+        StageFailed(
+            **envelope(call_sid, 3), stage=Stage.RECORDING, error="HTTP 404", terminal=False
+        ),
+        RecordingDownloaded(
+            **envelope(call_sid, 4),
+            recording_sid="RE1",
+            object_key=f"biz-1/{call_sid}/RE1.wav",
+            content_type="audio/wav",
+            size_bytes=654321,
+            sha256="b" * 64,
+            channels=2,
+        ),
+        StageStarted(**envelope(call_sid, 5), stage=Stage.TRANSCRIPT),
+        TranscriptReady(
+            **envelope(call_sid, 6),
+            outcome="transcribed",
+            transcript_key=f"biz-1/{call_sid}/RE1.transcript.json",
+            language="en",
+            duration_seconds=42.5,
+            speakers=["caller", "agent"],
+            preview="Caller: my sink leaks. Agent: where are you? Caller: Denver.",
+        ),
+        StageStarted(**envelope(call_sid, 7), stage=Stage.SUMMARY),
+        SummaryReady(
+            **envelope(call_sid, 8),
+            outcome="extracted",
+            summary="Caller asked for plumbing in Denver.",
+            lead=Lead(service="plumbing", city="Denver", confidence=0.8),
+            extractor="rules-v1",
+        ),
+    ]
+
+
+# --- tests --------------------------------------------------------------------------------
+
+
+async def test_apply_is_idempotent_per_event_id(repo: CallRepository) -> None:
+    event = call_started("CA-idem")
+
+    assert await repo.apply(event) is True
+    row = await repo.get("CA-idem")
+    assert row is not None
+
+    assert await repo.apply(event) is False
+    assert await repo.get("CA-idem") == row
+    assert len(await repo.timeline("CA-idem")) == 1
+
+
+async def test_a_redelivered_event_after_later_ones_changes_nothing(repo: CallRepository) -> None:
+    events = pipeline("CA-redeliver")
+    for event in events[:5]:
+        assert await repo.apply(event) is True
+    before = await repo.get("CA-redeliver")
+
+    for event in events[:5]:
+        assert await repo.apply(event) is False
+
+    assert await repo.get("CA-redeliver") == before
+    assert len(await repo.timeline("CA-redeliver")) == 5
+
+
+async def test_events_project_onto_the_row(repo: CallRepository) -> None:
+    for event in pipeline("CA-full"):
+        assert await repo.apply(event) is True
+
+    row = await repo.get("CA-full")
+
+    assert row is not None
+    assert row.business_id == "biz-1"
+    assert (row.from_number, row.to_number) == ("+15551230000", "+15559870000")
+    assert row.status == "completed"
+    assert (row.recording_status, row.transcript_status, row.summary_status) == (
+        "completed",
+        "completed",
+        "completed",
+    )
+    assert row.recording_sid == "RE1"
+    assert row.recording_key == "biz-1/CA-full/RE1.wav"
+    assert row.recording_content_type == "audio/wav"
+    assert row.recording_bytes == 654321
+    assert row.duration_seconds == 42.5
+    assert row.recording_tries == 1
+    assert row.last_error == "HTTP 404"  # the retry report stays visible
+    assert row.transcript_key == "biz-1/CA-full/RE1.transcript.json"
+    assert row.transcript_preview == (
+        "Caller: my sink leaks. Agent: where are you? Caller: Denver."
+    )
+    assert row.language == "en"
+    assert row.summary == "Caller asked for plumbing in Denver."
+    assert row.lead_service == "plumbing"
+    assert row.lead_city == "Denver"
+    assert row.lead_confidence == pytest.approx(0.8)
+    assert row.created_at == at(0)
+    assert row.updated_at == at(8)
+
+
+async def test_partial_progress_is_visible(repo: CallRepository) -> None:
+    events = pipeline("CA-partial")
+    for event in events[:4]:
+        await repo.apply(event)
+
+    row = await repo.get("CA-partial")
+
+    assert row is not None
+    assert row.status == "processing"
+    assert row.recording_status == "processing"
+    assert row.transcript_status == "pending"
+    assert row.recording_key is None
+    assert row.last_error == "HTTP 404"
+
+
+async def test_terminal_failure_is_stored(repo: CallRepository) -> None:
+    await repo.apply(call_started("CA-fail"))
+    await repo.apply(
+        StageFailed(
+            **envelope("CA-fail", 3),
+            stage=Stage.RECORDING,
+            error="HTTP 403 from Twilio",
+            terminal=True,
+            tries=4,
+        )
+    )
+
+    row = await repo.get("CA-fail")
+
+    assert row is not None
+    assert row.status == "failed"
+    assert row.recording_status == "failed"
+    assert row.recording_tries == 4
+    assert (row.transcript_status, row.summary_status) == ("skipped", "skipped")
+    assert row.last_error == "HTTP 403 from Twilio"
+
+
+async def test_get_unknown_call_is_none(repo: CallRepository) -> None:
+    await repo.apply(call_started("CA-known"))
+    assert await repo.get("CA-unknown") is None
+
+
+async def test_page_lists_newest_first_and_paginates(repo: CallRepository) -> None:
+    sids = [f"CA-page-{i}" for i in range(5)]
+    # Applied in a scrambled order: the list order comes from the calls' times.
+    for i in (3, 0, 4, 1, 2):
+        await repo.apply(call_started(sids[i], seconds=60 * i))
+
+    first, total = await repo.page(2, 0)
+    second, _ = await repo.page(2, 2)
+    third, _ = await repo.page(2, 4)
+    beyond, _ = await repo.page(2, 6)
+
+    assert total == 5
+    assert [c.call_sid for c in first] == [sids[4], sids[3]]
+    assert [c.call_sid for c in second] == [sids[2], sids[1]]
+    assert [c.call_sid for c in third] == [sids[0]]
+    assert beyond == []
+    everything, _ = await repo.page(100, 0)
+    assert [c.call_sid for c in everything] == sids[::-1]
+    assert [c.created_at for c in everything] == sorted(
+        (c.created_at for c in everything), reverse=True
+    )
+
+
+async def test_page_orders_ties_stably(repo: CallRepository) -> None:
+    for sid in ("CA-tie-b", "CA-tie-c", "CA-tie-a"):
+        await repo.apply(call_started(sid, seconds=0))
+
+    pages = [(await repo.page(1, offset))[0] for offset in range(3)]
+
+    assert [p[0].call_sid for p in pages] == ["CA-tie-a", "CA-tie-b", "CA-tie-c"]
+
+
+async def test_timeline_is_ordered_by_time_with_details(repo: CallRepository) -> None:
+    events = pipeline("CA-timeline")
+    for event in reversed(events):
+        await repo.apply(event)
+    await repo.apply(call_started("CA-other"))
+
+    timeline = await repo.timeline("CA-timeline")
+
+    assert [entry["event_id"] for entry in timeline] == [str(e.event_id) for e in events]
+    assert {entry["call_sid"] for entry in timeline} == {"CA-timeline"}
+    times = [datetime.fromisoformat(entry["occurred_at"]) for entry in timeline]
+    assert times == [e.occurred_at for e in events]
+    assert all(t.tzinfo is not None for t in times)
+    by_type = {(e["event_type"], e["stage"]): e for e in timeline}
+    assert by_type[("stage.started", "transcript")]["detail"] == "transcript started"
+    failure = by_type[("stage.failed", "recording")]
+    assert "HTTP 404" in failure["detail"]
+    assert "retry" in failure["detail"]
+    assert by_type[("recording.completed", None)]["detail"] == "recording completed"
+    assert by_type[("summary.ready", None)]["detail"] == "summary extracted"
+    assert all(entry["attempt"] == 1 for entry in timeline)
+    assert await repo.timeline("CA-unknown") == []
+
+
+async def test_datetimes_come_back_timezone_aware(repo: CallRepository) -> None:
+    for event in pipeline("CA-tz")[:3]:
+        await repo.apply(event)
+
+    row = await repo.get("CA-tz")
+    listed, _ = await repo.page(10, 0)
+
+    assert row is not None
+    for value in (row.created_at, row.updated_at, listed[0].created_at):
+        assert value.tzinfo is not None
+        assert value.utcoffset() == timedelta(0)
+    assert row.created_at == at(0)
+    assert row.updated_at == at(2)
+    # Comparable with aware datetimes (a naive value would raise TypeError here).
+    assert row.created_at < datetime.now(UTC)
+
+
+async def test_an_offset_timestamp_keeps_its_instant(
+    repo: CallRepository,
+) -> None:
+    plus_two = timezone(timedelta(hours=2))
+    moment = datetime(2026, 3, 1, 11, 30, tzinfo=plus_two)  # 09:30 UTC
+    await repo.apply(call_started("CA-offset").model_copy(update={"occurred_at": moment}))
+
+    row = await repo.get("CA-offset")
+
+    assert row is not None
+    assert row.created_at == moment
+
+
+async def test_concurrent_events_of_a_new_call_are_all_applied(
+    repo: CallRepository,
+) -> None:
+    results = []
+    for i in range(10):
+        events = pipeline(f"CA-race-{i}")[:3]
+        results.append(await asyncio.gather(*(repo.apply(e) for e in events)))
+
+    assert all(all(r) for r in results), results
+    for i in range(10):
+        assert len(await repo.timeline(f"CA-race-{i}")) == 3
+
+
+async def test_migrating_twice_is_a_no_op(repo: CallRepository, backend: Backend) -> None:
+    for event in pipeline("CA-migrate"):
+        await repo.apply(event)
+    before = await repo.get("CA-migrate")
+
+    await asyncio.to_thread(migrate, backend.url)
+
+    engine = create_engine(backend.url)
+    try:
+        async with engine.connect() as connection:
+            versions = await connection.execute(text("SELECT version_num FROM alembic_version"))
+            assert len(versions.all()) == 1
+            assert (
+                await connection.execute(select(func.count()).select_from(call_events))
+            ).scalar_one() == len(pipeline("CA-migrate"))
+            assert (
+                await connection.execute(select(func.count()).select_from(calls))
+            ).scalar_one() == 1
+    finally:
+        await engine.dispose()
+    assert await repo.get("CA-migrate") == before
+    assert await repo.apply(call_started("CA-after-migrate")) is True
