@@ -1,0 +1,105 @@
+"""The status page in a real browser (Debian's Chromium driven by Playwright) against the
+running stack: log in, watch a call complete without reloading, play it, seek from the
+transcript, retry a failed stage. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from support_stack import RunningStack
+
+pytestmark = pytest.mark.stack
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is needed: apt-get install chromium (.ci/run installs it)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser, stack: RunningStack) -> Iterator[Page]:
+    context = browser.new_context(base_url=stack.player)
+    opened = context.new_page()
+    opened.goto("/")
+    expect(opened).to_have_url(f"{stack.player}/login")
+    key = stack.api.headers["Authorization"].removeprefix("Bearer ")
+    opened.fill("#api_key", key)
+    opened.click("button[type=submit]")
+    expect(opened).to_have_url(f"{stack.player}/")
+    yield opened
+    context.close()
+
+
+def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
+
+
+def test_a_call_completes_live_plays_and_seeks_from_the_transcript(
+    page: Page, stack: RunningStack
+) -> None:
+    call_sid = stack.place_call("plumber_boston", media_delay_seconds=4)
+    row = page.locator(f"tr[data-call='{call_sid}']")
+    expect(row).to_be_visible(timeout=15_000)
+    expect(row.locator("td[data-stage=recording] .badge")).to_have_attribute(
+        "data-status", "processing", timeout=10_000
+    )
+    screenshot(page, "call-processing")
+    expect(row.locator("td[data-stage=summary] .badge")).to_have_attribute(
+        "data-status", "completed", timeout=60_000
+    )
+    row.click()
+    expect(page.locator("#summary")).to_contain_text("plumbing")
+    lines = page.locator("#transcript p[data-start]")
+    expect(lines.first).to_contain_text("kitchen", timeout=10_000)
+    audio = page.locator("audio")
+    page.wait_for_function("document.querySelector('audio').readyState >= 1", timeout=15_000)
+    duration = audio.evaluate("a => a.duration")
+    assert duration == pytest.approx(13.07, abs=0.1)
+    last = lines.last
+    start = float(last.get_attribute("data-start") or "0")
+    assert start > 5
+    last.click()
+    page.wait_for_function(
+        f"Math.abs(document.querySelector('audio').currentTime - {start}) < 1.5", timeout=10_000
+    )
+    expect(last).to_have_class("current", timeout=5_000)
+    screenshot(page, "call-playing")
+
+
+def test_a_failed_stage_is_retried_from_the_page(page: Page, stack: RunningStack) -> None:
+    call_sid = stack.place_call("electrician_denver", media_error_status=403, media_error_count=1)
+    row = page.locator(f"tr[data-call='{call_sid}']")
+    expect(row.locator("td[data-stage=recording] .badge")).to_have_attribute(
+        "data-status", "failed", timeout=30_000
+    )
+    row.click()
+    expect(page.locator("#detail .error")).to_contain_text("403")
+    screenshot(page, "call-failed")
+    page.click("button[data-retry=recording]")
+    expect(row.locator("td[data-stage=summary] .badge")).to_have_attribute(
+        "data-status", "completed", timeout=60_000
+    )
+    expect(page.locator("#summary")).to_contain_text("electrical", timeout=10_000)
+    screenshot(page, "call-retried")
