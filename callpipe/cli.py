@@ -155,3 +155,20 @@ def api_key(
             await engine.dispose()
 
     typer.echo(asyncio.run(main()))
+
+
+@app.command("rebuild-status")
+def rebuild_status(
+    database_url: Annotated[
+        str, typer.Option(help="An empty database to rebuild into (SQLAlchemy async URL).")
+    ],
+) -> None:
+    """Replay every topic from the beginning into an empty status table."""
+    from services.player.rebuild import NotEmpty, rebuild
+
+    try:
+        applied = asyncio.run(rebuild(Settings(), database_url))
+    except NotEmpty as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from error
+    typer.echo(f"applied {applied} events")

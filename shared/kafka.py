@@ -20,7 +20,7 @@ import contextlib
 import logging
 import secrets
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -82,6 +82,40 @@ async def ensure_topics(settings: Settings) -> None:
                 )
     finally:
         await admin.close()
+
+
+async def replay(settings: Settings, topics: Sequence[str]) -> AsyncIterator[AnyEvent]:
+    """Every event on `topics` from the beginning to the end (no consumer group, nothing
+    committed); in order within a partition. Undecodable messages are skipped: they are in
+    the dead-letter topics already."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, group_id=None
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()  # loads the metadata of every topic
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in topics
+            for partition in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        # Done once every partition reached its end offset and a poll brings nothing more:
+        # Tansu 0.6 can report an end offset one short of the last record.
+        while True:
+            batch = await consumer.getmany(timeout_ms=1000)
+            for records in batch.values():
+                for record in records:
+                    try:
+                        yield decode(record.value)
+                    except ValidationError:
+                        log.warning("skipped undecodable %s:%s", record.topic, record.offset)
+            if not batch and all([await consumer.position(tp) >= ends[tp] for tp in partitions]):
+                return
+    finally:
+        await consumer.stop()
 
 
 class EventProducer:

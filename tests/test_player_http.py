@@ -3,9 +3,11 @@ retry, prepare, delete, filters and the page's login."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +15,8 @@ import pytest
 from support_stack import RunningStack
 
 from callpipe.twilio_simulator import sample_path
+from services.player.core import CallState
+from services.player.repository import CallRepository, create_engine
 
 pytestmark = pytest.mark.stack
 
@@ -219,3 +223,42 @@ def test_openapi_is_published(stack: RunningStack) -> None:
         "/api/calls/{call_sid}/retry/{stage}",
     ):
         assert path in paths
+
+
+def test_rebuilding_from_the_topics_reaches_the_live_state(
+    stack: RunningStack, call: dict[str, Any], tmp_path: Path
+) -> None:
+    """Runs last in this module, after retries, failures and a deletion have happened."""
+    rebuilt_url = f"sqlite+aiosqlite:///{tmp_path / 'rebuilt.db'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "callpipe", "rebuild-status", "--database-url", rebuilt_url],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.startswith("applied ")
+    live_url = f"sqlite+aiosqlite:///{stack.data_dir / 'callpipe.db'}"
+
+    async def rows(url: str) -> dict[str, CallState]:
+        engine = create_engine(url)
+        try:
+            states, _ = await CallRepository(engine).page(10_000, 0)
+        finally:
+            await engine.dispose()
+        return {s.call_sid: s for s in states}
+
+    live, rebuilt = asyncio.run(rows(live_url)), asyncio.run(rows(rebuilt_url))
+    final = {sid for sid, state in live.items() if state.status in ("completed", "failed")}
+    assert call["call_sid"] in final
+    assert len(final) >= 2  # this module made at least the call and the retried one
+    for sid in final:
+        assert rebuilt[sid] == live[sid]
+    again = subprocess.run(
+        [sys.executable, "-m", "callpipe", "rebuild-status", "--database-url", rebuilt_url],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == 1
+    assert "empty" in again.stderr

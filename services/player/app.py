@@ -48,6 +48,7 @@ def projected_topics() -> list[str]:
 def call_view(state: CallState) -> dict[str, Any]:
     view = dataclasses.asdict(state)
     view["status"] = state.status
+    view["last_error"] = state.last_error
     view["created_at"] = state.created_at.isoformat()
     view["updated_at"] = state.updated_at.isoformat()
     return view

@@ -68,7 +68,9 @@ class CallState:
     summary_status: str = PENDING
     summary_attempt: int = 0
     summary_tries: int = 0
-    last_error: str | None = None
+    recording_error: str | None = None
+    transcript_error: str | None = None
+    summary_error: str | None = None
     recording_sid: str | None = None
     recording_key: str | None = None
     recording_content_type: str | None = None
@@ -106,6 +108,18 @@ class CallState:
     def stage_status(self, stage: Stage) -> str:
         return str(getattr(self, f"{stage.value}_status"))
 
+    @property
+    def last_error(self) -> str | None:
+        """The failed stage's error, else the latest stage's (a retried transient one)."""
+        errors: list[tuple[str, str | None]] = [
+            (self.stage_status(s), getattr(self, f"{s.value}_error")) for s in STAGES
+        ]
+        failed = [error for status, error in errors if status == FAILED and error]
+        recovered = [error for _, error in errors if error]
+        if failed:
+            return failed[0]
+        return recovered[-1] if recovered else None
+
 
 def _move(
     state: CallState,
@@ -127,13 +141,14 @@ def _move(
     forward = attempt == current_attempt and STATUS_RANK[status] > STATUS_RANK[current]
     if not (newer or forward):
         return state
-    if newer:
-        state = _reopen_downstream(state, stage, attempt)
     changes: dict[str, Any] = {
         f"{stage.value}_status": status,
         f"{stage.value}_attempt": attempt,
-        **guarded,
     }
+    if newer:
+        state = _reopen_downstream(state, stage, attempt)
+        changes[f"{stage.value}_error"] = None  # a newer attempt starts clean
+    changes.update(guarded)
     return dataclasses.replace(state, **changes)
 
 
@@ -144,6 +159,7 @@ def _reopen_downstream(state: CallState, stage: Stage, attempt: int) -> CallStat
         if int(getattr(state, f"{later.value}_attempt")) < attempt:
             changes[f"{later.value}_status"] = PENDING
             changes[f"{later.value}_attempt"] = attempt
+            changes[f"{later.value}_error"] = None
     return dataclasses.replace(state, **changes)
 
 
@@ -165,7 +181,11 @@ def _count_try(state: CallState, stage: Stage, tries: int) -> CallState:
 
 def apply(state: CallState | None, event: AnyEvent) -> CallState:
     state = state or CallState.new(event)
-    state = dataclasses.replace(state, updated_at=max(state.updated_at, event.occurred_at))
+    state = dataclasses.replace(
+        state,
+        created_at=min(state.created_at, event.occurred_at),
+        updated_at=max(state.updated_at, event.occurred_at),
+    )
     match event:
         case CallStarted():
             return dataclasses.replace(
@@ -173,7 +193,6 @@ def apply(state: CallState | None, event: AnyEvent) -> CallState:
                 from_number=event.from_number,
                 to_number=event.to_number,
                 direction=event.direction,
-                created_at=min(state.created_at, event.occurred_at),
             )
         case RecordingCompleted(recording_status="completed"):
             facts: dict[str, Any] = {"recording_sid": event.recording_sid}
@@ -188,19 +207,19 @@ def apply(state: CallState | None, event: AnyEvent) -> CallState:
                 status,
                 event.attempt,
                 {"recording_sid": event.recording_sid},
-                last_error=f"Twilio reported the recording {event.recording_status}"
+                recording_error=f"Twilio reported the recording {event.recording_status}"
                 + (f" (error {event.error_code})" if event.error_code else ""),
             )
             return _skip_downstream(moved, Stage.RECORDING, event.attempt)
         case StageStarted():
             return _count_try(_move(state, event.stage, PROCESSING, event.attempt), event.stage, 1)
         case StageFailed(terminal=False):
-            moved = _move(state, event.stage, PROCESSING, event.attempt)
-            return _count_try(
-                dataclasses.replace(moved, last_error=event.error), event.stage, event.tries
-            )
+            facts = {f"{event.stage.value}_error": event.error}  # unless a newer attempt began
+            moved = _move(state, event.stage, PROCESSING, event.attempt, facts)
+            return _count_try(moved, event.stage, event.tries)
         case StageFailed():
-            moved = _move(state, event.stage, FAILED, event.attempt, last_error=event.error)
+            error_field: dict[str, Any] = {f"{event.stage.value}_error": event.error}
+            moved = _move(state, event.stage, FAILED, event.attempt, **error_field)
             moved = _count_try(moved, event.stage, event.tries)
             return _skip_downstream(moved, event.stage, event.attempt)
         case RecordingDownloaded():
@@ -301,7 +320,7 @@ def retrying(state: CallState, stage: Stage, attempt: int) -> CallState:
     changes: dict[str, Any] = {
         f"{stage.value}_status": PENDING,
         f"{stage.value}_attempt": attempt,
-        "last_error": None,
+        f"{stage.value}_error": None,
     }
     return dataclasses.replace(state, **changes)
 

@@ -22,6 +22,7 @@ def _stage_columns(stage: str) -> list[Column[object]]:
         Column(f"{stage}_status", String(16), nullable=False, index=True),
         Column(f"{stage}_attempt", Integer, nullable=False),
         Column(f"{stage}_tries", Integer, nullable=False),
+        Column(f"{stage}_error", Text),
     ]
 
 
@@ -38,7 +39,6 @@ calls = Table(
     *_stage_columns("recording"),
     *_stage_columns("transcript"),
     *_stage_columns("summary"),
-    Column("last_error", Text),
     Column("recording_sid", String(64)),
     Column("recording_key", String(512)),
     Column("recording_content_type", String(64)),

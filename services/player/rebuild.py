@@ -1,0 +1,39 @@
+"""Rebuilds the status table from the topics: every event from the beginning, applied to an
+empty database by the same projection the player runs live."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy import func, select
+
+from services.player.app import projected_topics
+from services.player.repository import CallRepository, create_engine, migrate
+from services.player.tables import calls
+from shared.kafka import replay
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class NotEmpty(Exception):
+    pass
+
+
+async def rebuild(settings: Settings, database_url: str) -> int:
+    """Applies every event on the pipeline's topics; returns how many were applied."""
+    await asyncio.to_thread(migrate, database_url)
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            existing = (await connection.execute(select(func.count()).select_from(calls))).scalar()
+        if existing:
+            raise NotEmpty(f"{existing} calls already in {database_url}: rebuild into an empty one")
+        repository = CallRepository(engine)
+        applied = 0
+        async for event in replay(settings, projected_topics()):
+            applied += await repository.apply(event)
+        return applied
+    finally:
+        await engine.dispose()
