@@ -122,7 +122,7 @@ class Stack:
             "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-s3.port={s3_port}",
             f"-master.port={s3_port + 1000}", f"-volume.port={s3_port + 1007}",
-            f"-filer.port={s3_port + 555}", f"-admin.port={s3_port + 1100}",
+            f"-filer.port={s3_port + 555}", f"-admin.port={s3_port + 1050}",
             "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
         ]  # fmt: skip
         tansu = [
