@@ -98,6 +98,10 @@ NOT_NAMES = frozenset((
     "not", "very", "really", "having", "trying", "wondering", "hoping", "sorry", "afraid",
     "good", "fine", "okay", "ok",
 ))  # fmt: skip
+NAME_QUESTION = re.compile(
+    r"(?:your name|who am i speaking|who's calling|who is calling|מה השם|איך קוראים לך)",
+    re.IGNORECASE,
+)
 PHONE = re.compile(r"(?<![\d+])\+?\d[\d\s().-]{5,}\d(?!\d)")
 DIGIT_WORDS = {
     "zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "three": "3", "four": "4",
@@ -322,7 +326,7 @@ def _place_at(
         chunk = words[index : index + width]
         start, end = chunk[0].start, chunk[-1].end
         if any(s.utterance is utterance and s.start < end and start < s.end for s in exclude):
-            return None
+            continue
         text = utterance.text[start:end]
         candidates = [(text, False)]
         if hebrew:
@@ -353,6 +357,20 @@ def _place_at(
 
 
 def find_caller_name(transcript: Transcript) -> Finding | None:
+    """ "My name is …", "this is …" from the caller, or a bare name in answer to the agent
+    asking for it."""
+    asked = False
+    for utterance in transcript.utterances:
+        if utterance.speaker == "agent":
+            asked = bool(NAME_QUESTION.search(utterance.text))
+            continue
+        if asked:
+            asked = False
+            words = tokens(utterance.text)
+            name = _name_words(words, hebrew=_is_hebrew(utterance.text))
+            if name and len(name) == len(words):
+                value = " ".join(t.text for t in name)
+                return Finding(value, Span(utterance, name[0].start, name[-1].end), 0.7)
     for utterance in caller_turns(transcript):
         for pattern, confidence in NAME_PATTERNS:
             for match in pattern.finditer(utterance.text):
@@ -438,6 +456,8 @@ def find_facts(transcript: Transcript, profile: BusinessProfile, gazetteer: Gaze
 def decide(facts: CallFacts) -> Lead:
     """The lead: spam and wrong numbers first (a spammer may name a service), then a request
     for a service of the business, else not a lead."""
+    if facts.spam or facts.wrong_number:
+        facts.service = None  # whatever it names, it asks for no service
     evidence: dict[str, Evidence] = {}
     for name in ("service", "city", "caller_name", "callback_number"):
         finding: Finding | None = getattr(facts, name)
