@@ -165,6 +165,7 @@ async def _stage_worker(
 async def _extractor(settings: Settings, stack: AsyncExitStack) -> Extractor:
     if settings.extractor_backend == "openai":
         client = openai.AsyncOpenAI(
+            # A local OpenAI-compatible server needs no key, but the client insists on one.
             api_key=settings.openai_api_key.get_secret_value() or "unset",
             base_url=settings.openai_base_url,
             max_retries=settings.openai_max_retries,

@@ -456,13 +456,19 @@ def find_facts(transcript: Transcript, profile: BusinessProfile, gazetteer: Gaze
 def decide(facts: CallFacts) -> Lead:
     """The lead: spam and wrong numbers first (a spammer may name a service), then a request
     for a service of the business, else not a lead."""
-    if facts.spam or facts.wrong_number:
-        facts.service = None  # whatever it names, it asks for no service
-    evidence: dict[str, Evidence] = {}
-    for name in ("service", "city", "caller_name", "callback_number"):
-        finding: Finding | None = getattr(facts, name)
-        if finding:
-            evidence[name] = finding.span.evidence(finding.confidence)
+    # Whatever a spammer or a wrong number names, it asks for no service.
+    service = None if facts.spam or facts.wrong_number else facts.service
+    findings = {
+        "service": service,
+        "city": facts.city,
+        "caller_name": facts.caller_name,
+        "callback_number": facts.callback_number,
+    }
+    evidence = {
+        name: finding.span.evidence(finding.confidence)
+        for name, finding in findings.items()
+        if finding
+    }
     kind: LeadKind
     if facts.spam:
         kind, confidence = "spam", facts.spam.confidence
@@ -470,9 +476,9 @@ def decide(facts: CallFacts) -> Lead:
     elif facts.wrong_number:
         kind, confidence = "wrong_number", facts.wrong_number.confidence
         evidence["kind"] = facts.wrong_number.span.evidence(confidence)
-    elif facts.service:
+    elif service:
         kind = "lead"
-        confidence = min(1.0, facts.service.confidence + (0.05 if facts.city else 0.0))
+        confidence = min(1.0, service.confidence + (0.05 if facts.city else 0.0))
     else:
         kind, confidence = "not_a_lead", 0.5
     urgency = None
@@ -482,7 +488,7 @@ def decide(facts: CallFacts) -> Lead:
             evidence["urgency"] = facts.urgent.span.evidence(facts.urgent.confidence)
     city = facts.city.value if facts.city else None
     return Lead(
-        service=facts.service.value if facts.service else None,
+        service=service.value if service else None,
         city=city,
         confidence=round(confidence, 2),
         caller_name=facts.caller_name.value if facts.caller_name else None,
