@@ -11,6 +11,7 @@ import pytest
 
 from services.extractor import core
 from services.extractor.gazetteer import gazetteer
+from shared.events import Lead
 from shared.transcript import Transcript, Utterance, Word
 
 CASES = json.loads((Path(__file__).parent / "data" / "extractor" / "calls.json").read_text())[
@@ -181,3 +182,52 @@ def test_a_place_in_a_common_word_is_not_a_city() -> None:
 def test_no_words_is_nothing_to_extract() -> None:
     silent = transcript_of({"id": "s", "language": "en", "utterances": [["caller", 0, 1, "..."]]})
     assert not core.has_words(silent)
+
+
+@pytest.mark.parametrize(
+    ("text", "service"),
+    [
+        ("I want to talk about the pipeline project and my powerful laptop.", None),
+        ("NEED AN ELECTRICIAN", "electrical"),
+        ("Help, I got locked out of my flat", "locksmith"),
+        ("The air conditioning stopped", "hvac"),
+        ("The outlet sparks. Also a leak, the drain, the sink and the toilet.", "plumbing"),
+    ],
+    ids=["word-boundaries", "any-case", "multi-word", "multi-word-2", "most-mentions-win"],
+)
+def test_service_phrases(text: str, service: str | None) -> None:
+    assert core.extract(one_line(text), core.DEFAULT_PROFILE, gazetteer("en")).service == service
+
+
+def test_a_custom_catalogue_replaces_the_default_services() -> None:
+    roofing = core.BusinessProfile(services={"roofing": ["roof"]})
+    lead = core.extract(one_line("I need a plumber in Boston"), roofing, gazetteer("en"))
+    assert (lead.service, lead.kind) == (None, "not_a_lead")
+
+
+def test_confidence_grows_with_the_evidence_and_stays_within_bounds() -> None:
+    texts = [
+        "I need a plumber",
+        "I need a plumber in Boston",
+        "I need a plumber in Boston, the pipe is leaking into the drain",
+        " ".join(["plumber leak pipe sink drain toilet in Boston"] * 20),
+    ]
+    confidences = [
+        core.extract(one_line(t), core.DEFAULT_PROFILE, gazetteer("en")).confidence for t in texts
+    ]
+    assert confidences == sorted(confidences) and len(set(confidences)) == len(confidences)
+    assert all(0 < c <= 1 for c in confidences)
+
+
+@pytest.mark.parametrize(
+    "lead",
+    [
+        Lead(),
+        Lead(kind="not_a_lead"),
+        Lead(kind="wrong_number"),
+        Lead(kind="lead", service="hvac"),
+    ],
+)
+def test_a_summary_is_never_empty_and_never_says_none(lead: Lead) -> None:
+    summary = core.summarise(lead)
+    assert summary.strip() and "None" not in summary
