@@ -231,3 +231,12 @@ def test_confidence_grows_with_the_evidence_and_stays_within_bounds() -> None:
 def test_a_summary_is_never_empty_and_never_says_none(lead: Lead) -> None:
     summary = core.summarise(lead)
     assert summary.strip() and "None" not in summary
+
+
+def test_the_summary_is_in_the_language_of_the_call() -> None:
+    hebrew = next(c for c in CASES if c["id"] == "he-plumber-tel-aviv")
+    assert extract(hebrew).summary == "דחוף: בקשה לאינסטלציה מדנה בתל אביב; לחזור למספר 0525557788."
+    english = next(c for c in CASES if c["id"] == "plumber-boston")
+    assert extract(english).summary == (
+        "Plumbing request from Dana Cohen in Boston; call back on 6175550123."
+    )

@@ -36,6 +36,8 @@ class BusinessProfile(BaseModel):
 
     services: dict[str, list[str]]
     cities: list[str] = Field(default_factory=list)
+    # How summaries name a service, per language: {"he": {"plumbing": "אינסטלציה"}}.
+    service_names: dict[str, dict[str, str]] = Field(default_factory=dict)
 
 
 DEFAULT_PROFILE = BusinessProfile(
@@ -55,6 +57,12 @@ DEFAULT_PROFILE = BusinessProfile(
         ],
         "cleaning": ["cleaning", "cleaner", "maid", "ניקיון"],
         "moving": ["moving", "movers", "relocation", "הובלה", "הובלות", "מובילים"],
+    },
+    service_names={
+        "he": {
+            "plumbing": "אינסטלציה", "electrical": "חשמלאי", "locksmith": "מנעולן",
+            "hvac": "מיזוג אוויר", "cleaning": "ניקיון", "moving": "הובלה",
+        },
     },
 )  # fmt: skip
 
@@ -508,23 +516,45 @@ def has_words(transcript: Transcript) -> bool:
     return any(tokens(u.text) for u in transcript.utterances)
 
 
-def summarise(lead: Lead) -> str:
+SUMMARY_PHRASES = {
+    "en": {
+        "spam": "Spam call", "wrong_number": "Wrong number.",
+        "not_a_lead": "No service was requested.", "urgent": "Urgent: ",
+        "request": "{service} request", "from": " from {name}", "in": " in {city}",
+        "outside": " (outside the service area)", "call_back": "; call back on {number}",
+    },
+    HEBREW: {
+        "spam": "שיחת ספאם", "wrong_number": "טעות במספר.",
+        "not_a_lead": "לא התבקש שירות.", "urgent": "דחוף: ",
+        "request": "בקשה ל{service}", "from": " מ{name}", "in": " ב{city}",
+        "outside": " (מחוץ לאזור השירות)", "call_back": "; לחזור למספר {number}",
+    },
+}  # fmt: skip
+
+
+def summarise(lead: Lead, language: str = "en", profile: BusinessProfile = DEFAULT_PROFILE) -> str:
+    """A one-line summary in the call's language (English for languages without phrases),
+    services by the business's name for them, places as the caller said them."""
+    phrases = SUMMARY_PHRASES.get(language, SUMMARY_PHRASES["en"])
+    service = profile.service_names.get(language, {}).get(lead.service or "", lead.service)
     if lead.kind == "spam":
-        return "Spam call: " + (lead.evidence["kind"].quote if "kind" in lead.evidence else "")
-    if lead.kind == "wrong_number":
-        return "Wrong number."
+        said = lead.evidence.get("kind")
+        return phrases["spam"] + (f": {said.quote}" if said else ".")
     if lead.kind != "lead":
-        return "No service was requested."
-    text = ("Urgent " if lead.urgency == "urgent" else "") + f"{lead.service} request"
+        return phrases["wrong_number" if lead.kind == "wrong_number" else "not_a_lead"]
+    text = (phrases["urgent"] if lead.urgency == "urgent" else "") + phrases["request"].format(
+        service=service
+    )
     text = text[0].upper() + text[1:]
     if lead.caller_name:
-        text += f" from {lead.caller_name}"
+        text += phrases["from"].format(name=lead.caller_name)
     if lead.city:
-        text += f" in {lead.city}"
+        city = lead.evidence["city"].quote if "city" in lead.evidence else lead.city
+        text += phrases["in"].format(city=city)
         if lead.in_service_area is False:
-            text += " (outside the service area)"
+            text += phrases["outside"]
     if lead.callback_number:
-        text += f"; call back on {lead.callback_number}"
+        text += phrases["call_back"].format(number=lead.callback_number)
     return text + "."
 
 
@@ -543,4 +573,4 @@ def rules_extraction(
     transcript: Transcript, profile: BusinessProfile, gazetteer: Gazetteer
 ) -> Extraction:
     lead = extract(transcript, profile, gazetteer)
-    return Extraction(summarise(lead), lead, EXTRACTOR_NAME)
+    return Extraction(summarise(lead, gazetteer.language, profile), lead, EXTRACTOR_NAME)
