@@ -269,3 +269,13 @@ def test_on_real_whisper_output_evidence_falls_on_the_words() -> None:
             assert evidence.end in {round(w.end, 2) for w in utterance.words}
     print(f"\noffline extractor on Whisper transcripts: {right} of {total} field values right")
     assert right >= MIN_WHISPER_FIELDS_RIGHT
+
+
+def test_a_hebrew_place_name_needs_a_location_cue() -> None:
+    def city(text: str) -> str | None:
+        said = transcript_of({"id": "h", "language": "he", "utterances": [["caller", 0, 4, text]]})
+        return core.extract(said, core.DEFAULT_PROFILE, gazetteer("he")).city
+
+    assert city("הבן שלי קיבל ציון טוב") is None  # "ציון" (a grade) is also a name of Jerusalem
+    assert city("אני גר ליד חיפה") == "Haifa"
+    assert city("אני מחיפה") == "Haifa"

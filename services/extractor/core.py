@@ -24,6 +24,7 @@ HEBREW = "he"
 # prefix letter of the next word: "בתל אביב" is "in Tel Aviv".
 HEBREW_PREFIXES = "ובלמהשכ"
 HEBREW_LOCATION_PREFIXES = "במל"
+HEBREW_LOCATION_WORDS = frozenset(("ליד", "באזור", "אזור", "בעיר", "גר", "גרה", "גרים"))
 APOSTROPHES = "'\u2019"
 _TOKEN = re.compile(rf"[^\W_]+(?:[{APOSTROPHES}][^\W_]+)*")
 
@@ -302,7 +303,8 @@ def find_city(
 ) -> Finding | None:
     """The most credible place named in the call. A served city always counts; another
     gazetteer place counts when written as a proper noun (capitalised, not just the first
-    word of a sentence) or after "in / from / near …" (in Hebrew: a ב/מ/ל prefix)."""
+    word of a sentence) or after "in / from / near …" (in Hebrew only after a ב/מ/ל prefix
+    or a word such as "ליד")."""
     best: Finding | None = None
     for utterance in transcript.utterances:
         words = tokens(utterance.text)
@@ -346,9 +348,10 @@ def _place_at(
             if place is None:
                 continue
             previous = words[index - 1].text.casefold() if index else ""
-            if hebrew:
+            if hebrew:  # no capitals to tell a name: "ציון" is Zion, and a school grade
                 cue = prefixed and text[0] in HEBREW_LOCATION_PREFIXES
-                proper = True
+                cue = cue or previous in HEBREW_LOCATION_WORDS
+                proper = False
             else:
                 cue = previous in LOCATION_CUES
                 sentence_start = index == 0 or utterance.text[:start].rstrip()[-1:] in ".?!"
