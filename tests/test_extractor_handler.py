@@ -30,12 +30,15 @@ pytestmark = pytest.mark.stack
 
 _OFFSET = int(os.environ.get("CALLPIPE_TEST_PORT_OFFSET", "0"))
 S3_UP_SECONDS = 60
+# The S3 server also takes S3_PORT+555…+1100 and each of those +10000 (gRPC): clear of the
+# end-to-end stacks' 18000-29999.
+S3_PORT = 21333
 
 
 @pytest.fixture(scope="module")
 def s3_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     data_dir = tmp_path_factory.mktemp("extractor-s3")
-    settings = Settings(data_dir=data_dir, s3_endpoint_url=f"http://127.0.0.1:{28333 + _OFFSET}")
+    settings = Settings(data_dir=data_dir, s3_endpoint_url=f"http://127.0.0.1:{S3_PORT + _OFFSET}")
     s3 = Stack(settings).children[0]
     assert s3.name == "s3"
     with (data_dir / "s3.log").open("wb") as log:
