@@ -10,13 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
+import openai
 import uvicorn
 from aiohttp import web
 from fastapi import FastAPI
 
 from services.downloader import core as downloader_core
 from services.downloader.handler import DownloadHandler
-from services.extractor.handler import ExtractHandler
+from services.extractor.handler import ExtractHandler, Extractor, RulesExtractor, load_catalogue
+from services.extractor.openai_backend import OpenAIExtractor
 from services.transcriber.handler import TranscribeHandler
 from services.transcriber.whisper import WhisperEngine
 from shared import logs
@@ -151,8 +153,26 @@ async def _stage_worker(
     return StageWorker(
         name=name,
         topics=[Topic.TRANSCRIPT_READY.value],
-        handle=ExtractHandler(store),
+        handle=ExtractHandler(
+            store, await _extractor(settings, stack), load_catalogue(settings.extractor_catalogue)
+        ),
         settings=settings,
         producer=producer,
         stage=Stage.SUMMARY,
     )
+
+
+async def _extractor(settings: Settings, stack: AsyncExitStack) -> Extractor:
+    if settings.extractor_backend == "openai":
+        client = openai.AsyncOpenAI(
+            # A local OpenAI-compatible server needs no key, but the client insists on one.
+            api_key=settings.openai_api_key.get_secret_value() or "unset",
+            base_url=settings.openai_base_url,
+            max_retries=settings.openai_max_retries,
+            timeout=settings.openai_timeout_seconds,
+        )
+        stack.push_async_callback(client.close)
+        return OpenAIExtractor(client, settings.openai_model, settings.openai_answer_attempts)
+    rules = RulesExtractor(settings.extractor_language)
+    await asyncio.to_thread(rules.warm_up)
+    return rules

@@ -121,12 +121,41 @@ class TranscriptReady(Event):
     preview: str = Field("", max_length=500)
 
 
+class Evidence(BaseModel):
+    """Where in the transcript a lead field was found: the quoted words and their time, so a
+    player can jump to that moment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    confidence: float = Field(ge=0.0, le=1.0)
+    quote: str = Field(max_length=500)
+    start: float = Field(ge=0.0, description="Seconds from the start of the recording.")
+    end: float = Field(ge=0.0)
+    speaker: str | None = None
+
+
+LeadKind = Literal["lead", "spam", "wrong_number", "not_a_lead"]
+Urgency = Literal["urgent", "normal"]
+
+
 class Lead(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     service: str | None = None
     city: str | None = None
     confidence: float = Field(0.0, ge=0.0, le=1.0)
+    caller_name: str | None = None
+    callback_number: str | None = None
+    urgency: Urgency | None = None
+    kind: LeadKind | None = Field(
+        None, description="A real lead, spam, a wrong number, or not a lead."
+    )
+    in_service_area: bool | None = Field(
+        None, description="Whether the city is one the business serves; null when unknown."
+    )
+    evidence: dict[str, Evidence] = Field(
+        default_factory=dict, description="Per lead field name: its confidence and its source."
+    )
 
 
 class SummaryReady(Event):
@@ -135,6 +164,10 @@ class SummaryReady(Event):
     summary: str
     lead: Lead
     extractor: str = Field(description="Backend and version that produced this result.")
+    model: str | None = Field(None, description="The LLM model that answered, if any.")
+    prompt_version: str | None = Field(
+        None, description="Version and digest of the prompt, to compare re-runs."
+    )
 
 
 class StageStarted(Event):

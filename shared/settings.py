@@ -82,6 +82,20 @@ class Settings(BaseSettings):
     whisper_language: str | None = "en"
     transcriber_concurrency: int = 1
 
+    # Extractor: "rules" (offline) or "openai" (any server speaking the chat-completions API).
+    extractor_backend: Literal["rules", "openai"] = "rules"
+    # JSON file of service catalogues and served cities per business; empty = the defaults.
+    extractor_catalogue: Path | None = None
+    extractor_language: str = "en"
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: SecretStr = Field(
+        SecretStr(""), validation_alias=AliasChoices("OPENAI_API_KEY", "CALLPIPE_OPENAI_API_KEY")
+    )
+    openai_model: str = "gpt-4o-mini"
+    openai_answer_attempts: int = 3
+    openai_max_retries: int = 3
+    openai_timeout_seconds: float = 60.0
+
     @property
     def effective_database_url(self) -> str:
         if self.database_url:

@@ -70,7 +70,7 @@ def test_a_call_completes_live_plays_and_seeks_from_the_transcript(
         "data-status", "completed", timeout=60_000
     )
     row.click()
-    expect(page.locator("#summary")).to_contain_text("plumbing")
+    expect(page.locator("#summary")).to_contain_text("Plumbing")
     lines = page.locator("#transcript p[data-start]")
     expect(lines.first).to_contain_text("kitchen", timeout=10_000)
     audio = page.locator("audio")
@@ -101,5 +101,5 @@ def test_a_failed_stage_is_retried_from_the_page(page: Page, stack: RunningStack
     expect(row.locator("td[data-stage=summary] .badge")).to_have_attribute(
         "data-status", "completed", timeout=60_000
     )
-    expect(page.locator("#summary")).to_contain_text("electrical", timeout=10_000)
+    expect(page.locator("#summary")).to_contain_text("Electric", timeout=10_000)
     screenshot(page, "call-retried")
