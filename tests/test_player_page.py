@@ -103,3 +103,22 @@ def test_a_failed_stage_is_retried_from_the_page(page: Page, stack: RunningStack
     )
     expect(page.locator("#summary")).to_contain_text("Electric", timeout=10_000)
     screenshot(page, "call-retried")
+
+
+def test_the_lead_shows_its_evidence_and_a_click_plays_it(page: Page, stack: RunningStack) -> None:
+    call_sid = stack.place_call("plumber_boston")
+    row = page.locator(f"tr[data-call='{call_sid}']")
+    expect(row.locator("td[data-stage=summary] .badge")).to_have_attribute(
+        "data-status", "completed", timeout=60_000
+    )
+    row.click()
+    city = page.locator("#lead a.evidence[data-field=city]")
+    expect(city).to_contain_text("Boston")
+    page.wait_for_function("document.querySelector('audio').readyState >= 1", timeout=15_000)
+    start = float(city.get_attribute("data-start") or "0")
+    assert start > 3  # the caller names the city in their second turn
+    city.click()
+    page.wait_for_function(
+        f"Math.abs(document.querySelector('audio').currentTime - {start}) < 1.5", timeout=10_000
+    )
+    screenshot(page, "call-lead-evidence")

@@ -4,6 +4,7 @@ the status page. Every request is scoped to one business: another business's cal
 
 import asyncio
 import dataclasses
+import json
 import logging
 import secrets
 import uuid
@@ -49,6 +50,7 @@ def call_view(state: CallState) -> dict[str, Any]:
     view = dataclasses.asdict(state)
     view["status"] = state.status
     view["last_error"] = state.last_error
+    view["lead"] = json.loads(view.pop("lead_json")) if state.lead_json else None
     view["created_at"] = state.created_at.isoformat()
     view["updated_at"] = state.updated_at.isoformat()
     return view

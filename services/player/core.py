@@ -83,6 +83,8 @@ class CallState:
     lead_service: str | None = None
     lead_city: str | None = None
     lead_confidence: float | None = None
+    lead_json: str | None = None  # the whole lead with its evidence, as the extractor sent it
+    extractor: str | None = None
 
     @classmethod
     def new(cls, event: AnyEvent) -> CallState:
@@ -258,6 +260,8 @@ def apply(state: CallState | None, event: AnyEvent) -> CallState:
                     "lead_service": event.lead.service,
                     "lead_city": event.lead.city,
                     "lead_confidence": event.lead.confidence,
+                    "lead_json": event.lead.model_dump_json(),
+                    "extractor": event.extractor,
                 },
             )
         case CallDeleted():

@@ -51,6 +51,8 @@ calls = Table(
     Column("lead_service", String(128)),
     Column("lead_city", String(128)),
     Column("lead_confidence", Float),
+    Column("lead_json", Text),
+    Column("extractor", String(128)),
 )
 
 # One row per applied event: its primary key makes the projection idempotent (an event id
