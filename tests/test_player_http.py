@@ -225,6 +225,29 @@ def test_openapi_is_published(stack: RunningStack) -> None:
         assert path in paths
 
 
+def test_schemathesis_finds_no_server_error(stack: RunningStack) -> None:
+    """Generated requests from the published OpenAPI document: never a 5xx."""
+    key = stack.api.headers["Authorization"]
+    run = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "schemathesis"),
+            "run",
+            f"{stack.player}/openapi.json",
+            "--header",
+            f"Authorization: {key}",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "30",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-6000:]
+    assert " passed" in run.stdout
+
+
 def test_rebuilding_from_the_topics_reaches_the_live_state(
     stack: RunningStack, call: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -159,7 +159,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def list_calls(
         business: Business,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
         status: Annotated[
             str | None, Query(pattern="^(pending|processing|completed|failed)$")
         ] = None,
@@ -167,8 +167,11 @@ def create_app(settings: Settings) -> FastAPI:
         stage_status: Annotated[str | None, Query(pattern="^[a-z_]{1,16}$")] = None,
         since: datetime | None = None,
         until: datetime | None = None,
-        phone: Annotated[str | None, Query(max_length=32)] = None,
-        q: Annotated[str | None, Query(max_length=200, description="Text search")] = None,
+        phone: Annotated[str | None, Query(pattern=r"^\+?[0-9]{1,20}$")] = None,
+        q: Annotated[
+            str | None,
+            Query(max_length=200, pattern=r"^[^\x00-\x1f]+$", description="Text search"),
+        ] = None,
     ) -> dict[str, Any]:
         where = CallFilter(status, stage, stage_status, since, until, phone, q)
         states, total = await repository.page(limit, offset, business, where)
