@@ -75,6 +75,7 @@ class RecordingRequest(BaseModel):
     rate_limited_tries: int = 0
     retry_after_seconds: int = 1
     bytes_per_second: float | None = None
+    redirect_to: str | None = None
 
 
 @dataclass
@@ -84,6 +85,7 @@ class SimulatedRecording:
     rate_limited_tries: int = 0
     retry_after_seconds: int = 1
     bytes_per_second: float | None = None
+    redirect_to: str | None = None
     deleted: bool = False
 
 
@@ -122,6 +124,7 @@ class TwilioSimulator:
             request.rate_limited_tries,
             request.retry_after_seconds,
             request.bytes_per_second,
+            request.redirect_to,
         )
         account = self._settings.twilio_account_sid
         url = f"{self._base}/{API_VERSION}/Accounts/{account}/Recordings/{recording_sid}"
@@ -256,6 +259,9 @@ def create_app(settings: Settings) -> FastAPI:
                 status_code=429,
                 headers={"Retry-After": str(recording.retry_after_seconds)},
             )
+        if recording.redirect_to:
+            media_request.status = 302
+            return Response(status_code=302, headers={"Location": recording.redirect_to})
         media_request.status = 200
         return StreamingResponse(
             _stream(recording, media_request),

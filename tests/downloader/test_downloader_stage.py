@@ -17,7 +17,7 @@ from downloader.servers import (
     running_downloader,
     terminal_failures,
 )
-from shared.events import derived_event_id
+from shared.events import RecordingCompleted, derived_event_id
 from shared.settings import Settings
 
 SAMPLE = sample_path("plumber_boston").read_bytes()
@@ -112,3 +112,43 @@ async def test_a_job_archived_before_a_crash_is_published_again_without_fetching
     [after_restart] = downloaded(seen)
     assert after_restart["event_id"] == str(before_crash.event_id)
     assert [r["status"] for r in media_requests(settings, event.recording_sid)] == [200]
+
+
+def _most_at_once(intervals: list[tuple[float, float]]) -> int:
+    moments = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    running = most = 0
+    for _, change in moments:  # an end sorts before a start at the same instant
+        running += change
+        most = max(most, running)
+    return most
+
+
+async def test_a_busy_business_keeps_to_its_slots_and_does_not_starve_another(
+    settings: Settings,
+) -> None:
+    settings = settings.model_copy(update={"download_slots_per_business": 2})
+    rate = {"bytes_per_second": len(SAMPLE) / 0.5}  # each download takes about half a second
+    async with running_downloader(settings):
+        busy = [recording_event(add_recording(settings, **rate), "busy") for _ in range(20)]
+        quiet = [recording_event(add_recording(settings, **rate), "quiet") for _ in range(2)]
+        await publish(settings, *busy, *quiet)  # the quiet business queued behind the busy one
+        await collect(
+            settings,
+            {e.call_sid for e in busy + quiet},
+            lambda s: len(downloaded(s)) == 22,
+            within_seconds=120,
+        )
+
+    def downloads(events: list[RecordingCompleted]) -> list[tuple[float, float]]:
+        return [
+            (r["started"], r["ended"])
+            for e in events
+            for r in media_requests(settings, e.recording_sid)
+            if r["status"] == 200
+        ]
+
+    busy_downloads, quiet_downloads = downloads(busy), downloads(quiet)
+    assert len(busy_downloads) == 20 and len(quiet_downloads) == 2
+    assert _most_at_once(busy_downloads) == 2
+    busy_ends = sorted(end for _, end in busy_downloads)
+    assert max(end for _, end in quiet_downloads) < busy_ends[4]
