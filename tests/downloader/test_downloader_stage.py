@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import wave
 from contextlib import AsyncExitStack
+
+from aiokafka.partitioner import DefaultPartitioner
 
 from callpipe.bootstrap import downloader_handler
 from callpipe.twilio_simulator import sample_path
@@ -31,7 +35,10 @@ async def test_media_missing_for_5_seconds_is_stored_once_with_the_right_bytes(
         await publish(settings, event)
         seen = await collect(settings, {event.call_sid}, lambda s: bool(downloaded(s)))
         [result] = downloaded(seen)
-        assert await store.get(result["object_key"]) == SAMPLE
+        stored = await store.get(result["object_key"])
+    assert stored == SAMPLE
+    with wave.open(io.BytesIO(stored)) as audio:
+        assert audio.getnchannels() == 2  # caller and agent stay on their own channels
     assert result["sha256"] == hashlib.sha256(SAMPLE).hexdigest()
     assert result["size_bytes"] == len(SAMPLE)
     assert result["content_type"] == "audio/wav"
@@ -49,6 +56,8 @@ async def test_media_that_never_appears_fails_after_bounded_tries_and_others_flo
     settings = settings.model_copy(update={"max_attempts": 3})
     missing = recording_event(add_recording(settings, media_delay_seconds=10**6))
     present = recording_event(add_recording(settings))
+    while _partition(present.call_sid, settings) != _partition(missing.call_sid, settings):
+        present = recording_event(add_recording(settings))  # the same partition, behind it
     async with running_downloader(settings):
         await publish(settings, missing, present)
         seen = await collect(
@@ -60,11 +69,19 @@ async def test_media_that_never_appears_fails_after_bounded_tries_and_others_flo
     assert failure["call_sid"] == missing.call_sid
     assert failure["tries"] == 3
     assert "404" in failure["error"]
-    assert len(media_requests(settings, missing.recording_sid)) == 3
+    missing_requests = media_requests(settings, missing.recording_sid)
+    assert len(missing_requests) == 3
+    [present_download] = media_requests(settings, present.recording_sid)
+    assert present_download["ended"] < missing_requests[-1]["started"]  # did not wait for it
     assert [d["call_sid"] for d in downloaded(seen)] == [present.call_sid]
     dead = [s for s in seen if s.topic == "downloader.dlq"]
     assert [d.value["call_sid"] for d in dead] == [missing.call_sid]
     assert b"404" in dead[0].headers["dlq.reason"]
+
+
+def _partition(call_sid: str, settings: Settings) -> int:
+    partitions = list(range(settings.kafka_partitions))
+    return int(DefaultPartitioner()(call_sid.encode(), partitions, partitions))
 
 
 async def test_rate_limit_retry_after_is_honoured(settings: Settings) -> None:
