@@ -28,16 +28,17 @@ from shared.kafka import EventProducer, dead_letter_topic, ensure_topics
 from shared.settings import Settings
 from shared.storage import ObjectStore
 
-# Clear of the ports (and their +10000 gRPC twins) of the end-to-end test and `callpipe up`.
+# Clear of the end-to-end test's ports, and below the ephemeral range even for the S3
+# server's gRPC twins (each port + 10000).
 _OFFSET = int(os.environ.get("CALLPIPE_TEST_PORT_OFFSET", "0"))
-SIMULATOR_PORT = 41090 + _OFFSET
+SIMULATOR_PORT = 21090 + _OFFSET
 
 
 def base_settings(data_dir: Path) -> Settings:
     return Settings(
         data_dir=data_dir,
-        s3_endpoint_url=f"http://127.0.0.1:{41333 + _OFFSET}",
-        kafka_bootstrap=f"127.0.0.1:{42092 + _OFFSET}",
+        s3_endpoint_url=f"http://127.0.0.1:{21333 + _OFFSET}",
+        kafka_bootstrap=f"127.0.0.1:{22092 + _OFFSET}",
         simulator_port=SIMULATOR_PORT,
         media_allowed_origins=f"http://127.0.0.1:{SIMULATOR_PORT}",
         retry_base_seconds=0.2,
