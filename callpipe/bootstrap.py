@@ -16,7 +16,9 @@ from aiohttp import web
 from fastapi import FastAPI
 
 from services.downloader import core as downloader_core
-from services.downloader.handler import DownloadHandler
+from services.downloader.handler import DownloadHandler, DownloadPolicy
+from services.downloader.slots import DownloadSlots
+from services.downloader.slots import create_engine as create_slots_engine
 from services.extractor.handler import ExtractHandler, Extractor, RulesExtractor, load_catalogue
 from services.extractor.openai_backend import OpenAIExtractor
 from services.transcriber.handler import TranscribeHandler
@@ -114,20 +116,11 @@ async def _stage_worker(
 ) -> StageWorker:
     if name == "downloader":
         await store.ensure_bucket()
-        http = httpx.AsyncClient(
-            auth=(
-                settings.twilio_account_sid,
-                settings.twilio_auth_token.get_secret_value(),
-            ),
-            timeout=settings.download_timeout_seconds,
-            follow_redirects=True,
-        )
-        stack.push_async_callback(http.aclose)
         return StageWorker(
             name=name,
             topics=[Topic.RECORDING_COMPLETED.value],
-            handle=DownloadHandler(http, store, settings.recording_format),
-            settings=settings,
+            handle=await downloader_handler(settings, store, stack),
+            settings=settings.model_copy(update={"max_in_flight": settings.download_max_in_flight}),
             producer=producer,
             stage=Stage.RECORDING,
             wants=downloader_core.wants,
@@ -176,3 +169,25 @@ async def _extractor(settings: Settings, stack: AsyncExitStack) -> Extractor:
     rules = RulesExtractor(settings.extractor_language)
     await asyncio.to_thread(rules.warm_up)
     return rules
+
+
+async def downloader_handler(
+    settings: Settings, store: ObjectStore, stack: AsyncExitStack
+) -> DownloadHandler:
+    http = httpx.AsyncClient(timeout=settings.download_timeout_seconds)
+    stack.push_async_callback(http.aclose)
+    database = create_slots_engine(settings.effective_database_url)
+    stack.push_async_callback(database.dispose)
+    slots = DownloadSlots(
+        database, settings.download_slots_per_business, settings.download_slot_lease_seconds
+    )
+    await slots.create_table()
+    policy = DownloadPolicy(
+        media_format=settings.recording_format,
+        allowed_origins=downloader_core.parse_origins(settings.media_allowed_origins),
+        max_bytes=settings.download_max_bytes,
+        part_bytes=settings.download_part_bytes,
+        delete_after_archive=settings.delete_recording_after_archive,
+    )
+    credentials = (settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value())
+    return DownloadHandler(http, credentials, store, slots, policy)

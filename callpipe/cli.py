@@ -14,6 +14,8 @@ from shared import logs
 from shared.settings import Settings
 
 app = typer.Typer(help="callpipe: every call recorded, stored, transcribed, summarised, shown.")
+bench = typer.Typer(help="Measurements against a running `callpipe up`.")
+app.add_typer(bench, name="bench")
 
 
 @app.command()
@@ -172,3 +174,13 @@ def rebuild_status(
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from error
     typer.echo(f"applied {applied} events")
+
+
+@bench.command("download")
+def bench_download(
+    size_mb: Annotated[int, typer.Option(help="Size of the recording, MiB.")] = 200,
+) -> None:
+    """Archive one large recording (simulator → downloader → S3); print time and memory."""
+    from callpipe.bench import bench_download as measure
+
+    typer.echo(json.dumps(asyncio.run(measure(Settings(), size_mb)), indent=2))

@@ -108,7 +108,15 @@ class Stack:
 
     def _children(self) -> list[Child]:
         s = self.settings
-        base_env = {**os.environ, **settings_env(s), "PYTHONUNBUFFERED": "1"}
+        base_env = {
+            **os.environ,
+            **settings_env(s),
+            "PYTHONUNBUFFERED": "1",
+            # The local stack's recordings come from the Twilio simulator.
+            "CALLPIPE_MEDIA_ALLOWED_ORIGINS": (
+                f"{s.media_allowed_origins},http://127.0.0.1:{s.simulator_port}"
+            ),
+        }
         s3 = urlparse(s.s3_endpoint_url)
         s3_port = s3.port or 8333
         s3_env = {

@@ -6,23 +6,28 @@ It plays the parts of Twilio that callpipe talks to, over real HTTP:
 - ends it: POSTs the signed recording status callback to the URL the TwiML named, with an
   `I-Twilio-Idempotency-Token`, retrying like Twilio when the ingress does not answer 2xx;
 - serves the recording media under Twilio's URL shape with basic auth, answering 404 for the
-  first moments after `completed`, as Twilio does.
+  first moments after `completed`, as Twilio does, and deletes a recording on DELETE;
+- for tests of the downloader: registers recordings directly, answers 429 with Retry-After
+  for a recording's first tries, streams media at a set rate, and reports every media
+  request it got (with when each download started and ended).
 Signatures are made with twilio's own RequestValidator and the shared auth token.
 """
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
 import wave
 import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
 import httpx
 from fastapi import Depends, FastAPI, HTTPException
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel
 from twilio.request_validator import RequestValidator
@@ -67,12 +72,34 @@ class CallRequest(BaseModel):
     recording_status: Literal["completed", "absent", "failed"] = "completed"
 
 
+class RecordingRequest(BaseModel):
+    audio: str = "plumber_boston"
+    media_delay_seconds: float = 0.0
+    rate_limited_tries: int = 0
+    retry_after_seconds: int = 1
+    bytes_per_second: float | None = None
+    redirect_to: str | None = None
+
+
 @dataclass
 class SimulatedRecording:
     path: Path
     ready_at: float
+    rate_limited_tries: int = 0
+    retry_after_seconds: int = 1
+    bytes_per_second: float | None = None
+    redirect_to: str | None = None
+    deleted: bool = False
     error_status: int | None = None
     errors_left: int = 0
+
+
+@dataclass
+class MediaRequest:
+    recording_sid: str
+    status: int
+    started: float
+    ended: float | None = None
 
 
 class TwilioSimulator:
@@ -82,6 +109,7 @@ class TwilioSimulator:
         self._validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
         self._base = f"http://127.0.0.1:{settings.simulator_port}"
         self.recordings: dict[str, SimulatedRecording] = {}
+        self.media_requests: list[MediaRequest] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     def place_call(self, request: CallRequest) -> dict[str, str]:
@@ -92,6 +120,20 @@ class TwilioSimulator:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return {"call_sid": call_sid, "recording_sid": recording_sid}
+
+    def add_recording(self, request: RecordingRequest) -> dict[str, str]:
+        recording_sid = "RE" + secrets.token_hex(16)
+        self.recordings[recording_sid] = SimulatedRecording(
+            sample_path(request.audio),
+            time.monotonic() + request.media_delay_seconds,
+            request.rate_limited_tries,
+            request.retry_after_seconds,
+            request.bytes_per_second,
+            request.redirect_to,
+        )
+        account = self._settings.twilio_account_sid
+        url = f"{self._base}/{API_VERSION}/Accounts/{account}/Recordings/{recording_sid}"
+        return {"recording_sid": recording_sid, "recording_url": url}
 
     async def _post_signed(self, url: str, params: dict[str, str]) -> httpx.Response:
         headers = {
@@ -138,8 +180,8 @@ class TwilioSimulator:
         self.recordings[recording_sid] = SimulatedRecording(
             path,
             time.monotonic() + request.media_delay_seconds,
-            request.media_error_status,
-            request.media_error_count,
+            error_status=request.media_error_status,
+            errors_left=request.media_error_count,
         )
         media = f"{self._base}/{API_VERSION}/Accounts/{account}/Recordings/{recording_sid}"
         await asyncio.sleep(0.2)  # the call itself, compressed
@@ -184,23 +226,85 @@ def create_app(settings: Settings) -> FastAPI:
         except FileNotFoundError as error:
             raise HTTPException(status_code=400, detail=str(error)) from error
 
+    @app.post("/simulator/recordings", status_code=201)
+    async def add_recording(request: RecordingRequest) -> dict[str, str]:
+        try:
+            return simulator.add_recording(request)
+        except FileNotFoundError as error:
+            raise HTTPException(status_code=400, detail=str(error)) from error
+
+    @app.get("/simulator/media-requests")
+    async def media_requests() -> list[dict[str, object]]:
+        return [dataclasses.asdict(r) for r in simulator.media_requests]
+
+    def not_found() -> JSONResponse:
+        return JSONResponse(
+            {"code": 20404, "message": "The requested resource was not found", "status": 404},
+            status_code=404,
+        )
+
     @app.get(f"/{API_VERSION}/Accounts/{{account_sid}}/Recordings/{{recording_file}}")
     async def recording_media(
         account_sid: str, recording_file: str, caller: Annotated[str, Depends(account)]
     ) -> object:
         recording_sid, _, extension = recording_file.partition(".")
         recording = simulator.recordings.get(recording_sid)
-        not_found = JSONResponse(
-            {"code": 20404, "message": "The requested resource was not found", "status": 404},
-            status_code=404,
-        )
-        if account_sid != caller or recording is None or extension not in ("", "wav"):
-            return not_found
-        if time.monotonic() < recording.ready_at:
-            return not_found  # Twilio: media not available yet right after `completed`
+        media_request = MediaRequest(recording_sid, 404, time.monotonic())
+        simulator.media_requests.append(media_request)
+        if (
+            account_sid != caller
+            or recording is None
+            or recording.deleted
+            or extension not in ("", "wav")
+            or time.monotonic() < recording.ready_at  # Twilio: not available right after
+        ):
+            return not_found()
         if recording.error_status is not None and recording.errors_left > 0:
             recording.errors_left -= 1
+            media_request.status = recording.error_status
             return JSONResponse({"status": recording.error_status}, recording.error_status)
-        return FileResponse(recording.path, media_type="audio/x-wav")
+        if recording.rate_limited_tries > 0:
+            recording.rate_limited_tries -= 1
+            media_request.status = 429
+            return JSONResponse(
+                {"code": 20429, "message": "Too Many Requests", "status": 429},
+                status_code=429,
+                headers={"Retry-After": str(recording.retry_after_seconds)},
+            )
+        if recording.redirect_to:
+            media_request.status = 302
+            return Response(status_code=302, headers={"Location": recording.redirect_to})
+        media_request.status = 200
+        return StreamingResponse(
+            _stream(recording, media_request),
+            media_type="audio/x-wav",
+            headers={"Content-Length": str(recording.path.stat().st_size)},
+        )
+
+    @app.delete(f"/{API_VERSION}/Accounts/{{account_sid}}/Recordings/{{recording_file}}")
+    async def delete_recording(
+        account_sid: str, recording_file: str, caller: Annotated[str, Depends(account)]
+    ) -> Response:
+        recording = simulator.recordings.get(recording_file.partition(".")[0])
+        if account_sid != caller or recording is None or recording.deleted:
+            return not_found()
+        recording.deleted = True
+        return Response(status_code=204)
 
     return app
+
+
+CHUNK_BYTES = 64 * 1024
+
+
+async def _stream(
+    recording: SimulatedRecording, media_request: MediaRequest
+) -> AsyncIterator[bytes]:
+    try:
+        with recording.path.open("rb") as audio:
+            while chunk := await asyncio.to_thread(audio.read, CHUNK_BYTES):
+                if recording.bytes_per_second:
+                    await asyncio.sleep(len(chunk) / recording.bytes_per_second)
+                yield chunk
+    finally:
+        media_request.ended = time.monotonic()

@@ -11,10 +11,29 @@ from tenacity import (
     stop_after_attempt,
     wait_exponential_jitter,
 )
+from tenacity.wait import wait_base
 
 
 class TerminalError(Exception):
     """No retry can help: the input is invalid or the resource is gone for good."""
+
+
+class RetryLater(Exception):
+    """Transient, with a lower bound on the wait (e.g. HTTP Retry-After, or a resource
+    known to need a moment): the next try waits at least `after_seconds`."""
+
+    def __init__(self, message: str, after_seconds: float) -> None:
+        super().__init__(message)
+        self.after_seconds = after_seconds
+
+
+def _at_least_as_asked(backoff: wait_base) -> Callable[[RetryCallState], float]:
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        asked = error.after_seconds if isinstance(error, RetryLater) else 0.0
+        return max(backoff(state), asked)
+
+    return wait
 
 
 def retrying(
@@ -25,10 +44,13 @@ def retrying(
 ) -> AsyncRetrying:
     """Retries anything but TerminalError, `max_attempts` tries in all, waiting
     base, 2·base, 4·base… capped at `max_seconds`, plus up to `base` of random jitter (so
-    that calls failing together do not retry together); the last error is re-raised."""
+    that calls failing together do not retry together), and never less than a RetryLater
+    asks; the last error is re-raised."""
     return AsyncRetrying(
         stop=stop_after_attempt(max_attempts),
-        wait=wait_exponential_jitter(initial=base_seconds, max=max_seconds, jitter=base_seconds),
+        wait=_at_least_as_asked(
+            wait_exponential_jitter(multiplier=base_seconds, max=max_seconds, jitter=base_seconds)
+        ),
         retry=retry_if_not_exception_type(TerminalError),
         before_sleep=on_retry,
         reraise=True,

@@ -75,6 +75,17 @@ class Settings(BaseSettings):
     download_timeout_seconds: float = 60.0
     recording_format: Literal["wav", "mp3"] = "wav"
 
+    # Downloader. Media is fetched only from these origins (scheme://host[:port], `*.` for
+    # subdomains), redirects included: a forged event cannot make it fetch anything else.
+    media_allowed_origins: str = "https://api.twilio.com,https://*.twilio.com"
+    download_max_bytes: int = 1024**3
+    download_part_bytes: int = 8 * 1024**2
+    download_slots_per_business: int = 2
+    download_slot_lease_seconds: float = 60.0
+    # Calls waiting for a business's slot hold no audio, so the downloader takes more at once.
+    download_max_in_flight: int = 64
+    delete_recording_after_archive: bool = False
+
     # Transcriber: a CTranslate2 model directory or a size name; empty = bundled tiny.en.
     whisper_model: str = ""
     whisper_compute_type: str = "int8"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -12,11 +15,6 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from shared.settings import Settings
-
-
-def recording_key(business_id: str, call_sid: str, recording_sid: str, extension: str) -> str:
-    """Deterministic: a redelivered download overwrites the same object with the same bytes."""
-    return f"{business_id}/{call_sid}/{recording_sid}.{extension}"
 
 
 def transcript_key(business_id: str, call_sid: str, recording_sid: str) -> str:
@@ -87,6 +85,70 @@ class ObjectStore:
     async def delete(self, key: str) -> None:
         await self._client.delete_object(Bucket=self.bucket, Key=key)
 
+    async def put_parts(self, key: str, parts: AsyncIterator[bytes], content_type: str) -> int:
+        """Stores the parts as one object without holding more than one part: a single PUT
+        when there is one part, else a multipart upload (every part but the last ≥ 5 MiB).
+        Each request carries its body's MD5 (Content-MD5), which the server checks, so bytes
+        damaged on the way fail the upload; an unfinished multipart upload is aborted.
+        Returns the object's size."""
+        first = await anext(parts, b"")
+        second = await anext(parts, None)
+        if second is None:
+            await self._client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=first,
+                ContentType=content_type,
+                ContentMD5=await _content_md5(first),
+            )
+            return len(first)
+        upload_id = (
+            await self._client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ContentType=content_type
+            )
+        )["UploadId"]
+        try:
+            uploaded: list[dict[str, Any]] = []
+            size = 0
+
+            async def upload(body: bytes) -> None:
+                nonlocal size
+                number = len(uploaded) + 1
+                response = await self._client.upload_part(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=body,
+                    ContentMD5=await _content_md5(body),
+                )
+                uploaded.append({"PartNumber": number, "ETag": response["ETag"]})
+                size += len(body)
+
+            await upload(first)
+            await upload(second)
+            async for body in parts:
+                await upload(body)
+            await self._client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": uploaded},
+            )
+        except BaseException:
+            await self._client.abort_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id
+            )
+            raise
+        return size
+
+    async def keys(self, prefix: str) -> list[str]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        found: list[str] = []
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            found.extend(item["Key"] for item in page.get("Contents", []))
+        return sorted(found)
+
     async def get(self, key: str) -> bytes:
         response = await self._client.get_object(Bucket=self.bucket, Key=key)
         async with response["Body"] as body:
@@ -116,3 +178,8 @@ class ObjectStore:
         async with response["Body"] as body:
             while chunk := await body.read(chunk_size):
                 yield chunk
+
+
+async def _content_md5(body: bytes) -> str:
+    digest = await asyncio.to_thread(lambda: hashlib.md5(body, usedforsecurity=False).digest())
+    return base64.b64encode(digest).decode()

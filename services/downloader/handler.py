@@ -1,72 +1,189 @@
-"""Downloader: fetch the recording media from Twilio (basic auth) and store it in S3."""
+"""Downloader: stream a recording's media from the provider into S3, once, politely.
+
+The audio object's key is deterministic and a manifest (size, SHA-256, content type) is
+written beside it only once the stored object is verified, so a redelivered or retried job
+finds the work done and only publishes the event again. Downloads hold one of the
+business's slots (`slots.py`); waiting for the media to exist does not hold a slot.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import httpx
 
 from services.downloader import core
+from services.downloader.slots import DownloadSlots
 from shared.events import AnyEvent, Event, RecordingCompleted, RecordingDownloaded
-from shared.retry import TerminalError
-from shared.storage import ObjectStore, recording_key
+from shared.retry import RetryLater, TerminalError
+from shared.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
 
-class MediaNotReady(Exception):
-    """The provider does not have the media yet; retried with backoff."""
+@dataclass(frozen=True)
+class DownloadPolicy:
+    media_format: str
+    allowed_origins: tuple[str, ...]
+    max_bytes: int
+    part_bytes: int
+    delete_after_archive: bool
 
 
 class DownloadHandler:
-    def __init__(self, http: httpx.AsyncClient, store: ObjectStore, media_format: str) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        credentials: tuple[str, str],
+        store: ObjectStore,
+        slots: DownloadSlots,
+        policy: DownloadPolicy,
+    ) -> None:
         self._http = http
+        self._auth = httpx.BasicAuth(*credentials)
         self._store = store
-        self._format = media_format
+        self._slots = slots
+        self._policy = policy
 
     async def __call__(self, event: AnyEvent) -> Sequence[Event]:
         if not isinstance(event, RecordingCompleted):
             raise TerminalError(f"downloader cannot handle {event.event_type}")
-        key = recording_key(event.business_id, event.call_sid, event.recording_sid, self._format)
-        content_type = core.MEDIA_FORMATS[self._format]
-        stored = await self._store.head(key)
-        if stored is not None and "sha256" in stored.metadata:
-            log.info("already stored as %s, not fetched again", key)
-            size, sha256 = stored.size, stored.metadata["sha256"]
+        policy = self._policy
+        source = core.media_url(event.recording_url, policy.media_format)
+        if not core.url_allowed(source, policy.allowed_origins):
+            raise TerminalError(f"recording URL {source!r} is not on an allowed provider origin")
+        key = core.object_key(
+            event.business_id,
+            event.occurred_at.date(),
+            event.call_sid,
+            event.recording_sid,
+            policy.media_format,
+        )
+        manifest = await self._archived(key)
+        if manifest is None:
+            async with self._slots.hold(event.business_id):
+                manifest = await self._archive(source, key)
         else:
-            data = await self._fetch(core.media_url(event.recording_url, self._format))
-            sha256 = hashlib.sha256(data).hexdigest()
-            size = len(data)
-            await self._store.put(key, data, content_type, metadata={"sha256": sha256})
-            log.info("stored %d bytes as %s", size, key)
+            log.info("already archived as %s, not fetched again", key)
+        if policy.delete_after_archive:
+            await self._delete_at_provider(core.resource_url(event.recording_url))
         return [
             event.caused(
                 RecordingDownloaded,
                 "recording.downloaded",
                 recording_sid=event.recording_sid,
                 object_key=key,
-                content_type=content_type,
-                size_bytes=size,
-                sha256=sha256,
+                content_type=manifest.content_type,
+                size_bytes=manifest.size_bytes,
+                sha256=manifest.sha256,
                 channels=event.channels,
             )
         ]
 
-    async def _fetch(self, url: str) -> bytes:
-        response = await self._http.get(url)
-        match core.verdict(response.status_code):
-            case core.FetchVerdict.OK:
-                return response.content
-            case core.FetchVerdict.NOT_READY:
-                raise MediaNotReady(f"media not ready yet (404) at {url}")
-            case core.FetchVerdict.RETRY:
-                raise httpx.HTTPStatusError(
-                    f"provider answered {response.status_code}",
-                    request=response.request,
-                    response=response,
+    async def _archived(self, key: str) -> core.Manifest | None:
+        """The manifest, when it and the object it describes are both in the store."""
+        if await self._store.head(core.manifest_key(key)) is None:
+            return None
+        manifest = core.Manifest.from_json(await self._store.get(core.manifest_key(key)))
+        stored = await self._store.head(key)
+        if stored is None or stored.size != manifest.size_bytes:
+            log.warning("manifest of %s does not match the stored object: fetching again", key)
+            return None
+        return manifest
+
+    async def _archive(self, source: str, key: str) -> core.Manifest:
+        content_type = core.MEDIA_FORMATS[self._policy.media_format]
+        digest = hashlib.sha256()
+        async with self._media(source) as response:
+            declared = response.headers.get("content-length")
+            if declared and core.too_large(int(declared), self._policy.max_bytes):
+                raise TerminalError(
+                    f"recording is {declared} bytes, over the limit of {self._policy.max_bytes}"
                 )
-            case core.FetchVerdict.GIVE_UP:
-                raise TerminalError(f"provider answered {response.status_code} for {url}")
-        raise AssertionError("unreachable")
+            size = await self._store.put_parts(key, self._parts(response, digest), content_type)
+        if size == 0:
+            raise OSError(f"the provider sent no bytes for {source}")
+        stored = await self._store.head(key)
+        if stored is None or stored.size != size:
+            raise OSError(f"stored {key} does not have the {size} bytes received")
+        manifest = core.Manifest(key, size, digest.hexdigest(), content_type, source)
+        await self._store.put(core.manifest_key(key), manifest.to_json(), "application/json")
+        log.info("archived %d bytes as %s", size, key)
+        return manifest
+
+    async def _parts(self, response: httpx.Response, digest: hashlib._Hash) -> AsyncIterator[bytes]:
+        """The body in parts of `part_bytes`, hashed off the event loop, within the limit."""
+        buffer = bytearray()
+        received = 0
+        async for chunk in response.aiter_bytes():
+            received += len(chunk)
+            if core.too_large(received, self._policy.max_bytes):
+                raise TerminalError(f"recording exceeds the limit of {self._policy.max_bytes}")
+            buffer += chunk
+            if len(buffer) >= self._policy.part_bytes:
+                part = bytes(buffer)
+                buffer.clear()
+                await asyncio.to_thread(digest.update, part)
+                yield part
+        if buffer:
+            part = bytes(buffer)
+            await asyncio.to_thread(digest.update, part)
+            yield part
+
+    @contextlib.asynccontextmanager
+    async def _media(self, source: str) -> AsyncIterator[httpx.Response]:
+        """GETs the media, following redirects only to allowed origins, and sending the
+        account's credentials only to the origin of the recording URL."""
+        url = source
+        for _ in range(core.MAX_REDIRECTS + 1):
+            same_origin = core.origin_of(url) == core.origin_of(source)
+            response = await self._http.send(
+                self._http.build_request("GET", url),
+                auth=self._auth if same_origin else None,
+                stream=True,
+            )
+            verdict = core.verdict(response.status_code)
+            if verdict is core.FetchVerdict.OK:
+                try:
+                    yield response
+                finally:
+                    await response.aclose()
+                return
+            await response.aclose()
+            status = response.status_code
+            match verdict:
+                case core.FetchVerdict.REDIRECT:
+                    url = str(response.url.join(response.headers.get("location", "")))
+                    if not core.url_allowed(url, self._policy.allowed_origins):
+                        raise TerminalError(f"provider redirected to a disallowed URL {url!r}")
+                case core.FetchVerdict.NOT_READY:
+                    raise RetryLater(
+                        f"media not ready yet (404) at {url}", core.NOT_READY_WAIT_SECONDS
+                    )
+                case core.FetchVerdict.RETRY:
+                    after = core.retry_after_seconds(
+                        response.headers.get("retry-after"), datetime.now(UTC)
+                    )
+                    raise RetryLater(f"provider answered {status} for {url}", after or 0.0)
+                case core.FetchVerdict.GIVE_UP:
+                    raise TerminalError(f"provider answered {status} for {url}")
+        raise TerminalError(f"more than {core.MAX_REDIRECTS} redirects from {source}")
+
+    async def _delete_at_provider(self, url: str) -> None:
+        """Only called once the archive is verified. A failure other than a transient one is
+        logged, not fatal: the recording is safely archived either way."""
+        response = await self._http.delete(url, auth=self._auth)
+        status = response.status_code
+        if status in (200, 204, 404):
+            log.info("recording deleted at the provider (%d)", status)
+        elif core.verdict(status) is core.FetchVerdict.RETRY:
+            after = core.retry_after_seconds(response.headers.get("retry-after"), datetime.now(UTC))
+            raise RetryLater(f"provider answered {status} to the delete of {url}", after or 0.0)
+        else:
+            log.error("provider refused to delete %s (%d): left there", url, status)

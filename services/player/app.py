@@ -233,9 +233,11 @@ def create_app(settings: Settings) -> FastAPI:
     async def delete_call(call: Call) -> Response:
         """Deletes the audio and transcript objects and the row; downstream consumers get a
         `call.deleted` tombstone."""
-        for key in (call.recording_key, call.transcript_key):
-            if key:
-                await store.delete(key)
+        keys = [call.recording_key, call.transcript_key]
+        if call.recording_key:
+            keys.append(f"{call.recording_key}.manifest.json")  # the downloader's record
+        for key in filter(None, keys):
+            await store.delete(key)
         await repository.delete_call(call.call_sid)
         await producer.publish(
             CallDeleted(

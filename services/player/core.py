@@ -26,7 +26,6 @@ from shared.events import (
     StageStarted,
     SummaryReady,
     TranscriptReady,
-    utc_now,
 )
 
 PENDING = "pending"
@@ -330,10 +329,11 @@ def retrying(state: CallState, stage: Stage, attempt: int) -> CallState:
 
 
 def as_retry(stage_input: AnyEvent, attempt: int) -> AnyEvent:
+    """The stage's input again, as the next attempt. It keeps its `occurred_at`: object keys
+    are dated by it, so a retry finds and replaces the same objects."""
     return stage_input.model_copy(
         update={
             "event_id": uuid.uuid5(stage_input.event_id, f"retry.{attempt}"),
             "attempt": attempt,
-            "occurred_at": utc_now(),
         }
     )

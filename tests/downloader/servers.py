@@ -1,0 +1,182 @@
+"""Helpers for the downloader's tests: the S3 server, the Kafka-protocol broker and the
+local Twilio simulator run as processes, started as `callpipe up` starts them; the downloader
+runs in the test's event loop on the same wiring as in production (callpipe.bootstrap)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from callpipe.bootstrap import _stage_worker
+from callpipe.stack import Child
+from shared.events import RecordingCompleted, decode
+from shared.kafka import EventProducer, dead_letter_topic, ensure_topics
+from shared.settings import Settings
+from shared.storage import ObjectStore
+
+# Clear of the end-to-end test's ports, and below the ephemeral range even for the S3
+# server's gRPC twins (each port + 10000).
+_OFFSET = int(os.environ.get("CALLPIPE_TEST_PORT_OFFSET", "0"))
+SIMULATOR_PORT = 21090 + _OFFSET
+
+
+def base_settings(data_dir: Path) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        s3_endpoint_url=f"http://127.0.0.1:{21333 + _OFFSET}",
+        kafka_bootstrap=f"127.0.0.1:{22092 + _OFFSET}",
+        simulator_port=SIMULATOR_PORT,
+        media_allowed_origins=f"http://127.0.0.1:{SIMULATOR_PORT}",
+        retry_base_seconds=0.2,
+        retry_max_seconds=2.0,
+    )
+
+
+def start_child(child: Child, data_dir: Path, log_dir: Path) -> subprocess.Popen[bytes]:
+    log = (log_dir / f"{child.name}.log").open("ab")
+    process = subprocess.Popen(
+        child.argv,
+        env=child.env,
+        cwd=data_dir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"{child.name} exited: {(log_dir / f'{child.name}.log').read_text()}")
+        if asyncio.run(child.healthy()):
+            return process
+        time.sleep(0.3)
+    pytest.fail(f"{child.name} not healthy in 60 s")
+
+
+def add_recording(settings: Settings, **options: Any) -> dict[str, str]:
+    response = httpx.post(
+        f"http://127.0.0.1:{settings.simulator_port}/simulator/recordings", json=options
+    )
+    response.raise_for_status()
+    return dict(response.json())
+
+
+def media_requests(settings: Settings, recording_sid: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"http://127.0.0.1:{settings.simulator_port}/simulator/media-requests")
+    return [r for r in response.json() if r["recording_sid"] == recording_sid]
+
+
+def recording_event(recording: dict[str, str], business_id: str = "acme") -> RecordingCompleted:
+    call_sid = "CA" + secrets.token_hex(16)
+    return RecordingCompleted(
+        event_id=uuid.uuid4(),
+        call_sid=call_sid,
+        business_id=business_id,
+        correlation_id=uuid.uuid4().hex,
+        recording_sid=recording["recording_sid"],
+        recording_status="completed",
+        recording_url=recording["recording_url"] + ".json",
+        channels=2,
+    )
+
+
+@asynccontextmanager
+async def running_downloader(settings: Settings) -> AsyncIterator[ObjectStore]:
+    """The downloader as `callpipe run downloader` wires it, in this event loop."""
+    async with AsyncExitStack() as stack:
+        await ensure_topics(settings)
+        store = ObjectStore(settings)
+        await store.start()
+        stack.push_async_callback(store.stop)
+        producer = EventProducer(settings)
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        worker = await _stage_worker("downloader", settings, store, producer, stack)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        try:
+            # Consuming once a first recording went through: tests can count from here.
+            warm_up = recording_event(add_recording(settings), business_id="warm-up")
+            await publish(settings, warm_up)
+            await collect(settings, {warm_up.call_sid}, lambda s: bool(downloaded(s)))
+            yield store
+        finally:
+            stop.set()
+            await task
+
+
+async def publish(settings: Settings, *events: RecordingCompleted) -> None:
+    producer = EventProducer(settings)
+    await producer.start()
+    try:
+        for event in events:
+            await producer.publish(event)
+    finally:
+        await producer.stop()
+
+
+@dataclass
+class Seen:
+    topic: str
+    value: dict[str, Any]
+    headers: dict[str, bytes]
+
+
+async def collect(
+    settings: Settings,
+    call_sids: set[str],
+    done: Callable[[list[Seen]], bool],
+    within_seconds: float = 90,
+) -> list[Seen]:
+    """Every message of these calls on the downloader's output topics, until `done`."""
+    consumer = AIOKafkaConsumer(
+        "recording.downloaded",
+        "stage.status",
+        dead_letter_topic("downloader"),
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=f"test-{uuid.uuid4().hex}",
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    seen: list[Seen] = []
+    try:
+        deadline = time.monotonic() + within_seconds
+        while not done(seen):
+            if time.monotonic() > deadline:
+                pytest.fail(f"not done in {within_seconds} s; seen: {[s.value for s in seen]}")
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    value = json.loads(record.value)
+                    if record.topic != "downloader.dlq":
+                        decode(record.value)  # every output honours the contract
+                    if value.get("call_sid") in call_sids:
+                        seen.append(Seen(record.topic, value, dict(record.headers)))
+    finally:
+        await consumer.stop()
+    return seen
+
+
+def downloaded(seen: list[Seen]) -> list[dict[str, Any]]:
+    return [s.value for s in seen if s.topic == "recording.downloaded"]
+
+
+def terminal_failures(seen: list[Seen]) -> list[dict[str, Any]]:
+    return [
+        s.value
+        for s in seen
+        if s.value.get("event_type") == "stage.failed" and s.value.get("terminal")
+    ]

@@ -1,0 +1,129 @@
+"""The download handler on its own, against the Twilio simulator and the real S3 server:
+safety (allowed origins, redirects, size limit), multipart uploads, delete after archive."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import wave
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from callpipe.bootstrap import downloader_handler
+from downloader.servers import add_recording, media_requests, recording_event
+from services.downloader.handler import DownloadHandler
+from shared.events import RecordingDownloaded
+from shared.retry import TerminalError
+from shared.settings import Settings
+from shared.storage import ObjectStore
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[ObjectStore]:
+    store = ObjectStore(settings)
+    await store.start()
+    await store.ensure_bucket()
+    yield store
+    await store.stop()
+
+
+@pytest.fixture
+async def handler_for(settings: Settings, store: ObjectStore) -> AsyncIterator[Any]:
+    async with AsyncExitStack() as stack:
+
+        async def build(**overrides: Any) -> DownloadHandler:
+            return await downloader_handler(settings.model_copy(update=overrides), store, stack)
+
+        yield build
+
+
+async def test_a_forged_recording_url_is_never_fetched(handler_for: Any) -> None:
+    handler = await handler_for()
+    forged = recording_event(
+        {"recording_sid": "RE" + "0" * 32, "recording_url": "http://169.254.169.254/latest"}
+    )
+    with pytest.raises(TerminalError, match="not on an allowed provider origin"):
+        await handler(forged)
+
+
+async def test_a_redirect_off_the_allowed_origins_is_not_followed(
+    settings: Settings, handler_for: Any, store: ObjectStore
+) -> None:
+    handler = await handler_for()
+    event = recording_event(add_recording(settings, redirect_to="http://127.0.0.2:9/steal"))
+    with pytest.raises(TerminalError, match="redirected to a disallowed URL"):
+        await handler(event)
+    assert await store.keys(f"acme/{event.occurred_at.date().isoformat()}/{event.call_sid}") == []
+
+
+async def test_a_redirect_within_the_allowed_origins_is_followed(
+    settings: Settings, handler_for: Any, store: ObjectStore
+) -> None:
+    handler = await handler_for()
+    target = add_recording(settings)
+    event = recording_event(add_recording(settings, redirect_to=target["recording_url"] + ".wav"))
+    [result] = await handler(event)
+    assert isinstance(result, RecordingDownloaded)
+    assert result.size_bytes > 0
+    assert [r["status"] for r in media_requests(settings, target["recording_sid"])] == [200]
+
+
+async def test_a_recording_over_the_size_limit_is_refused_and_not_stored(
+    settings: Settings, handler_for: Any, store: ObjectStore
+) -> None:
+    handler = await handler_for(download_max_bytes=10_000)
+    event = recording_event(add_recording(settings))
+    with pytest.raises(TerminalError, match="over the limit"):
+        await handler(event)
+    assert await store.keys(f"acme/{event.occurred_at.date().isoformat()}/{event.call_sid}") == []
+
+
+def _noise_wav(path: Path, seconds: int) -> Path:
+    with wave.open(str(path), "wb") as audio:
+        audio.setnchannels(2)
+        audio.setsampwidth(2)
+        audio.setframerate(44_100)
+        for _ in range(seconds):
+            audio.writeframes(os.urandom(44_100 * 4))
+    return path
+
+
+async def test_a_large_recording_goes_up_in_parts_and_is_stored_exactly(
+    settings: Settings, handler_for: Any, store: ObjectStore, tmp_path: Path
+) -> None:
+    audio = _noise_wav(tmp_path / "long.wav", seconds=75)  # ~13 MB: three 5 MiB parts
+    handler = await handler_for(download_part_bytes=5 * 1024**2)
+    [result] = await handler(recording_event(add_recording(settings, audio=str(audio))))
+    expected = audio.read_bytes()
+    assert result.size_bytes == len(expected)
+    assert result.sha256 == hashlib.sha256(expected).hexdigest()
+    assert await store.get(result.object_key) == expected
+    info = await store.head(result.object_key)
+    assert info is not None and info.etag.strip('"').endswith("-3")  # a 3-part upload
+
+
+async def test_the_recording_is_deleted_at_the_provider_only_once_archived(
+    settings: Settings, handler_for: Any, store: ObjectStore
+) -> None:
+    handler = await handler_for(delete_recording_after_archive=True)
+    recording = add_recording(settings)
+    event = recording_event(recording)
+    [first] = await handler(event)
+    assert await store.head(first.object_key) is not None
+    async with httpx.AsyncClient() as client:
+        gone = await client.get(
+            recording["recording_url"] + ".wav",
+            auth=(settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value()),
+        )
+    assert gone.status_code == 404
+    [again] = await handler(event)  # a redelivery: archived already, deleted already
+    assert (again.event_id, again.object_key, again.sha256) == (
+        first.event_id,
+        first.object_key,
+        first.sha256,
+    )
