@@ -70,11 +70,24 @@ class Settings(BaseSettings):
     recording_format: Literal["wav", "mp3"] = "wav"
 
     # Transcriber: a CTranslate2 model directory or a size name; empty = bundled tiny.en.
+    transcriber_backend: Literal["local", "openai"] = "local"
     whisper_model: str = ""
     whisper_compute_type: str = "int8"
     whisper_threads: int = 2
     whisper_language: str | None = "en"
     transcriber_concurrency: int = 1
+    # Labels of a two-channel recording's first and second channel, by call direction.
+    transcriber_inbound_speakers: str = "caller,agent"
+    transcriber_outbound_speakers: str = "callee,agent"
+    # The OpenAI audio transcription API, or any server that speaks it.
+    openai_api_key: SecretStr = Field(
+        SecretStr(""), validation_alias=AliasChoices("OPENAI_API_KEY", "CALLPIPE_OPENAI_API_KEY")
+    )
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_transcription_model: str = "whisper-1"
+    openai_max_upload_bytes: int = 25 * 1024 * 1024
+    openai_timeout_seconds: float = 120.0
+    openai_max_retries: int = 2
 
     @property
     def effective_database_url(self) -> str:
