@@ -147,4 +147,5 @@ def create_app(simulator: OpenAISimulator) -> FastAPI:
         if response_format == "json":
             return {"text": answer["text"]}
         return answer
+
     return app

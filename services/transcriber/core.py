@@ -195,17 +195,22 @@ def preview(utterances: Sequence[Utterance]) -> str:
 
 
 def plan_chunks(total: int, speech: Sequence[SpeechSpan], limit: int) -> list[tuple[int, int]]:
-    """Cuts [0, total) into pieces of at most `limit` samples, each cut in the middle of the
-    latest pause that fits, so no word is split unless a single stretch of speech is too long."""
+    """Cuts [0, total) into pieces of at most `limit` samples, each cut inside the latest pause
+    that fits (in its middle, or at its end when the piece starts inside it), so no word is
+    split unless one stretch of speech is longer than the limit. Pieces without speech are
+    left out: nothing to hear, nothing sent."""
     if limit <= 0:
         raise ValueError("chunk limit must be positive")
-    pauses = [(a.end + b.start) // 2 for a, b in pairwise(speech) if b.start > a.end]
+    pauses = [(a.end, b.start) for a, b in pairwise(speech) if b.start > a.end]
     chunks: list[tuple[int, int]] = []
     start = 0
     while total - start > limit:
-        fitting = [p for p in pauses if start < p <= start + limit]
-        cut = fitting[-1] if fitting else start + limit
+        end = start + limit
+        fitting = [
+            min(b if a <= start else (a + b) // 2, end) for a, b in pauses if a < end and b > start
+        ]
+        cut = max(fitting, default=end)
         chunks.append((start, cut))
         start = cut
     chunks.append((start, total))
-    return chunks
+    return [(a, b) for a, b in chunks if any(s.start < b and s.end > a for s in speech)]

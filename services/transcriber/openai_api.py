@@ -79,7 +79,7 @@ class OpenAIBackend:
         except openai.APIStatusError as error:
             if error.status_code < 500 and error.status_code not in RETRYABLE_STATUSES:
                 raise TerminalError(
-                    f"transcription API refused the audio: {error.status_code} {error.message}"
+                    f"transcription API refused the audio: {error.message}"
                 ) from error
             raise
         words = answer.words or []

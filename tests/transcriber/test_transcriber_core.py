@@ -94,8 +94,15 @@ def test_chunks_are_cut_in_pauses_and_never_exceed_the_limit() -> None:
     assert core.plan_chunks(1000, speech, 1000) == [(0, 1000)]
     assert core.plan_chunks(1000, speech, 800) == [(0, 750), (750, 1000)]
     assert core.plan_chunks(1000, speech, 500) == [(0, 350), (350, 750), (750, 1000)]
+    # The limit falls inside a pause: cut there, and start the next piece where speech resumes.
+    assert core.plan_chunks(1000, speech, 330) == [(0, 330), (400, 730), (730, 1000)]
     # One stretch of speech longer than the limit: cut where the limit falls.
     assert core.plan_chunks(1000, [SpeechSpan(0, 1000)], 400) == [(0, 400), (400, 800), (800, 1000)]
+
+
+def test_chunks_without_speech_are_left_out() -> None:
+    speech = [SpeechSpan(100, 200), SpeechSpan(900, 950)]
+    assert core.plan_chunks(1000, speech, 300) == [(0, 300), (900, 1000)]
 
 
 def test_a_chunks_times_move_into_channel_time() -> None:
