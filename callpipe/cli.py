@@ -114,6 +114,26 @@ def simulate_call(
     asyncio.run(main())
 
 
+bench = typer.Typer(help="Benchmarks on this machine.")
+app.add_typer(bench, name="bench")
+
+
+@bench.command("transcriber")
+def bench_transcriber(
+    sample: Annotated[
+        list[str] | None, typer.Option(help="Bundled sample names or audio files (repeatable).")
+    ] = None,
+    runs: Annotated[int, typer.Option(help="Passes over the samples, each way.")] = 3,
+) -> None:
+    """Real-time factor of the local Whisper backend: direct call vs the running pipeline
+    (start it first with `callpipe up`)."""
+    from callpipe.bench import compare, report
+    from callpipe.twilio_simulator import sample_path
+
+    paths = [sample_path(name) for name in sample or ["plumber_boston", "electrician_denver"]]
+    typer.echo(report(*asyncio.run(compare(Settings(), paths, runs))))
+
+
 @app.command()
 def schemas(
     write: Annotated[bool, typer.Option("--write", help="Rewrite docs/events/.")] = False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from pathlib import Path
@@ -41,12 +42,14 @@ class TranscribeHandler:
             path = Path(folder) / Path(event.object_key).name
             await self._download(event.object_key, path)
             loop = asyncio.get_running_loop()
+            started = time.perf_counter()
             try:
                 result = await loop.run_in_executor(
                     self._pool, transcribe_file, self._backend, path, event.channels
                 )
             except UndecodableAudio as error:
                 raise TerminalError(str(error)) from error
+            elapsed = time.perf_counter() - started
         labels = self._speakers.labels(len(result.channels), event.direction)
         segments = core.labelled_segments(result.channels, labels)
         transcript = Transcript(
@@ -63,9 +66,10 @@ class TranscribeHandler:
         key = transcript_key(event.business_id, event.call_sid, event.recording_sid)
         await self._store.put(key, transcript.model_dump_json().encode(), "application/json")
         log.info(
-            "%d turns, %.1f s of audio, stored as %s",
+            "%d turns, %.1f s of audio transcribed in %.2f s, stored as %s",
             len(transcript.utterances),
             transcript.duration_seconds,
+            elapsed,
             key,
         )
         return [
