@@ -7,8 +7,10 @@ Decoding is greedy at temperature 0, so the figures repeat; the bounds leave a l
 
 from __future__ import annotations
 
+import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
 from transcriber_samples import Sample, sample, word_error_rate
 
@@ -94,3 +96,24 @@ def test_a_corrupt_file_cannot_be_decoded(
     corrupt.write_bytes(b"RIFF\x00\x10\x00\x00WAVEfmt " + bytes(range(256)) * 16)
     with pytest.raises(UndecodableAudio, match="cannot decode audio"):
         transcribe_file(local_backend, corrupt, 2)
+
+
+@pytest.mark.parametrize("noise", ["hiss", "mains hum"])
+def test_noise_without_speech_gives_no_segments(
+    local_backend: LocalWhisperBackend, tmp_path: Path, noise: str
+) -> None:
+    # Ungated, tiny.en answers " ." on the hum: the voice-activity gate keeps it from Whisper.
+    rate, seconds = 8000, 8
+    rng = np.random.default_rng(7)
+    signal = rng.normal(0, 0.02, (rate * seconds, 2))
+    if noise == "mains hum":
+        hum = 0.1 * np.sin(2 * np.pi * 50 * np.arange(rate * seconds) / rate)
+        signal = rng.normal(0, 0.01, (rate * seconds, 2)) + hum[:, None]
+    path = tmp_path / "noise.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(2)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes((np.clip(signal, -1, 1) * 32767).astype("<i2").tobytes())
+    result = transcribe_file(local_backend, path, 2)
+    assert result.channels == [core.ChannelResult(), core.ChannelResult()]

@@ -13,14 +13,17 @@ from pathlib import Path
 import openai
 import pytest
 import uvicorn
+from pydantic import SecretStr
 from transcriber_samples import sample, word_error_rate
 
+from callpipe.bootstrap import transcription_backend
 from callpipe.openai_simulator import OpenAISimulator, create_app
 from callpipe.twilio_simulator import sample_path
 from services.transcriber import core
 from services.transcriber.audio import SAMPLE_RATE, transcribe_file
 from services.transcriber.openai_api import BYTES_PER_SAMPLE, OpenAIBackend
 from shared.retry import TerminalError
+from shared.settings import Settings
 
 API_KEY = "sk-test-simulator"
 PLUMBER = sample("plumber_boston", 2)
@@ -160,3 +163,23 @@ def test_the_simulator_refuses_an_undecodable_file(
         client.audio.transcriptions.create(
             file=("audio.wav", b"RIFF not audio", "audio/wav"), model="whisper-1"
         )
+
+
+def test_the_settings_choose_and_configure_the_openai_backend(
+    served: tuple[OpenAISimulator, str], simulator: OpenAISimulator
+) -> None:
+    settings = Settings(
+        transcriber_backend="openai",
+        openai_base_url=served[1],
+        openai_api_key=SecretStr("sk-from-settings"),
+        openai_transcription_model="whisper-large-v3",
+        whisper_language="",
+    )
+    chosen = transcription_backend(settings)
+    assert isinstance(chosen, OpenAIBackend)
+    result = transcribe_file(chosen, sample_path("voicemail_austin"), 1)
+    [request] = simulator.received
+    assert request.authorization == "Bearer sk-from-settings"
+    assert request.fields["model"] == ["whisper-large-v3"]
+    assert "language" not in request.fields
+    assert "austin" in " ".join(s.text for s in result.channels[0].segments).lower()
