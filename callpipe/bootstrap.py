@@ -21,8 +21,9 @@ from services.downloader.slots import DownloadSlots
 from services.downloader.slots import create_engine as create_slots_engine
 from services.extractor.handler import ExtractHandler, Extractor, RulesExtractor, load_catalogue
 from services.extractor.openai_backend import OpenAIExtractor
+from services.transcriber.audio import TranscriptionBackend
+from services.transcriber.core import SpeakerMapping, parse_labels
 from services.transcriber.handler import TranscribeHandler
-from services.transcriber.whisper import WhisperEngine
 from shared import logs
 from shared.events import Stage, Topic
 from shared.kafka import EventProducer, StageWorker, ensure_topics
@@ -107,6 +108,35 @@ async def _run_stage(name: str, settings: Settings) -> None:
         log.info("%s stopped cleanly", name)
 
 
+def transcription_backend(settings: Settings) -> TranscriptionBackend:
+    """The backend the settings choose, ready to use (the local model is loaded here, once)."""
+    if settings.transcriber_backend == "openai":
+        import openai
+
+        from services.transcriber.openai_api import OpenAIBackend
+
+        client = openai.OpenAI(
+            api_key=settings.openai_api_key.get_secret_value() or "unset",
+            base_url=settings.openai_base_url,
+            timeout=settings.openai_timeout_seconds,
+            max_retries=settings.openai_max_retries,
+        )
+        return OpenAIBackend(
+            client,
+            settings.openai_transcription_model,
+            settings.whisper_language,
+            settings.openai_max_upload_bytes,
+        )
+    from services.transcriber.whisper import LocalWhisperBackend
+
+    return LocalWhisperBackend(
+        settings.whisper_model,
+        settings.whisper_compute_type,
+        settings.whisper_threads,
+        settings.whisper_language,
+    )
+
+
 async def _stage_worker(
     name: str,
     settings: Settings,
@@ -126,19 +156,17 @@ async def _stage_worker(
             wants=downloader_core.wants,
         )
     if name == "transcriber":
-        engine = await asyncio.to_thread(
-            WhisperEngine,
-            settings.whisper_model,
-            settings.whisper_compute_type,
-            settings.whisper_threads,
-            settings.whisper_language,
-        )
-        pool = ThreadPoolExecutor(settings.transcriber_concurrency, "whisper")
+        backend = await asyncio.to_thread(transcription_backend, settings)
+        pool = ThreadPoolExecutor(settings.transcriber_concurrency, "transcribe")
         stack.callback(pool.shutdown)
+        speakers = SpeakerMapping(
+            inbound=parse_labels(settings.transcriber_inbound_speakers),
+            outbound=parse_labels(settings.transcriber_outbound_speakers),
+        )
         return StageWorker(
             name=name,
             topics=[Topic.RECORDING_DOWNLOADED.value],
-            handle=TranscribeHandler(engine, store, pool),
+            handle=TranscribeHandler(backend, store, pool, speakers, settings.whisper_language),
             settings=settings,
             producer=producer,
             stage=Stage.TRANSCRIPT,

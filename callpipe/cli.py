@@ -116,6 +116,22 @@ def simulate_call(
     asyncio.run(main())
 
 
+@bench.command("transcriber")
+def bench_transcriber(
+    sample: Annotated[
+        list[str] | None, typer.Option(help="Bundled sample names or audio files (repeatable).")
+    ] = None,
+    runs: Annotated[int, typer.Option(help="Passes over the samples, each way.")] = 3,
+) -> None:
+    """Real-time factor of the local Whisper backend: direct call vs the running pipeline
+    (start it first with `callpipe up`)."""
+    from callpipe.bench_transcriber import compare, report
+    from callpipe.twilio_simulator import sample_path
+
+    paths = [sample_path(name) for name in sample or ["plumber_boston", "electrician_denver"]]
+    typer.echo(report(*asyncio.run(compare(Settings(), paths, runs))))
+
+
 @app.command()
 def schemas(
     write: Annotated[bool, typer.Option("--write", help="Rewrite docs/events/.")] = False,
@@ -181,6 +197,6 @@ def bench_download(
     size_mb: Annotated[int, typer.Option(help="Size of the recording, MiB.")] = 200,
 ) -> None:
     """Archive one large recording (simulator → downloader → S3); print time and memory."""
-    from callpipe.bench import bench_download as measure
+    from callpipe.bench_download import bench_download as measure
 
     typer.echo(json.dumps(asyncio.run(measure(Settings(), size_mb)), indent=2))

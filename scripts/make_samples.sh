@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates the demo/test recordings in callpipe/samples/ with espeak-ng and sox.
 # Each sample is a two-channel 8 kHz WAV like a Twilio dual-channel recording:
-# channel 1 = the caller, channel 2 = the agent, speaking in turns.
+# channel 1 = the caller, channel 2 = the agent, speaking in turns. Beside each, NAME.txt holds
+# what was said, one turn a line ("speaker<TAB>words"): the reference for word error rates.
 set -euo pipefail
 out="$(cd "$(dirname "$0")/.." && pwd)/callpipe/samples"
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
@@ -15,11 +16,14 @@ silence_like() { sox "$1" "$2" vol 0; }
 make_call() {
   local name=$1; shift
   local caller=() agent=() i=0
+  : > "$out/$name.txt"
   for line in "$@"; do
     say en-us "$line" "$work/turn$i.wav"
     silence_like "$work/turn$i.wav" "$work/quiet$i.wav"
     if (( i % 2 == 0 )); then caller+=("$work/turn$i.wav"); agent+=("$work/quiet$i.wav")
-    else caller+=("$work/quiet$i.wav"); agent+=("$work/turn$i.wav"); fi
+      printf 'caller\t%s\n' "$line" >> "$out/$name.txt"
+    else caller+=("$work/quiet$i.wav"); agent+=("$work/turn$i.wav")
+      printf 'agent\t%s\n' "$line" >> "$out/$name.txt"; fi
     i=$((i + 1))
   done
   sox "${caller[@]}" "$work/caller.wav"
@@ -38,4 +42,8 @@ make_call electrician_denver \
   "I am in Denver." \
   "An electrician can be there this afternoon."
 sox -n -r 8000 -c 2 -b 16 "$out/silence.wav" trim 0 4
+# A mono recording: one speaker, whoever it is (nothing is guessed).
+voicemail="Hi, this is Maria from Austin. My roof is leaking, please call me back."
+say en-us "$voicemail" "$out/voicemail_austin.wav"
+printf 'speaker\t%s\n' "$voicemail" > "$out/voicemail_austin.txt"
 ls -l "$out"

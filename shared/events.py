@@ -109,6 +109,9 @@ class RecordingDownloaded(Event):
     size_bytes: int
     sha256: str
     channels: int = 1
+    direction: str | None = Field(
+        None, description="Twilio's call direction (`inbound`, `outbound-api`…), when known."
+    )
 
 
 class TranscriptReady(Event):

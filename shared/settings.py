@@ -87,25 +87,34 @@ class Settings(BaseSettings):
     delete_recording_after_archive: bool = False
 
     # Transcriber: a CTranslate2 model directory or a size name; empty = bundled tiny.en.
+    transcriber_backend: Literal["local", "openai"] = "local"
     whisper_model: str = ""
     whisper_compute_type: str = "int8"
     whisper_threads: int = 2
     whisper_language: str | None = "en"
     transcriber_concurrency: int = 1
+    # Labels of a two-channel recording's first and second channel, by call direction.
+    transcriber_inbound_speakers: str = "caller,agent"
+    transcriber_outbound_speakers: str = "callee,agent"
+    # The OpenAI audio transcription API, or any server that speaks it.
+    openai_transcription_model: str = "whisper-1"
+    openai_max_upload_bytes: int = 25 * 1024 * 1024
 
     # Extractor: "rules" (offline) or "openai" (any server speaking the chat-completions API).
     extractor_backend: Literal["rules", "openai"] = "rules"
     # JSON file of service catalogues and served cities per business; empty = the defaults.
     extractor_catalogue: Path | None = None
     extractor_language: str = "en"
+    openai_model: str = "gpt-4o-mini"
+    openai_answer_attempts: int = 3
+
+    # The OpenAI API (or a compatible server), for whichever backends use it.
     openai_base_url: str = "https://api.openai.com/v1"
     openai_api_key: SecretStr = Field(
         SecretStr(""), validation_alias=AliasChoices("OPENAI_API_KEY", "CALLPIPE_OPENAI_API_KEY")
     )
-    openai_model: str = "gpt-4o-mini"
-    openai_answer_attempts: int = 3
-    openai_max_retries: int = 3
-    openai_timeout_seconds: float = 60.0
+    openai_max_retries: int = 2  # the client's own retries of 429 / 5xx, honouring Retry-After
+    openai_timeout_seconds: float = 120.0
 
     @property
     def effective_database_url(self) -> str:

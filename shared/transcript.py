@@ -3,7 +3,7 @@ the player and outside consumers (its JSON Schema is in docs/events/)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Word(BaseModel):
@@ -15,7 +15,24 @@ class Word(BaseModel):
     probability: float
 
 
+class Segment(BaseModel):
+    """One stretch of speech on one channel, as the recogniser returned it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    speaker: str
+    channel: int = Field(ge=0, description="0-based channel of the recording.")
+    start: float
+    end: float
+    text: str
+    confidence: float = Field(ge=0.0, le=1.0, description="exp(average token log-probability).")
+    no_speech_probability: float = Field(0.0, ge=0.0, le=1.0)
+    words: list[Word] = Field(default_factory=list)
+
+
 class Utterance(BaseModel):
+    """A turn: one speaker's consecutive segments, in the order the call went."""
+
     model_config = ConfigDict(frozen=True)
 
     speaker: str
@@ -36,6 +53,8 @@ class Transcript(BaseModel):
     speakers: list[str]
     utterances: list[Utterance]
     model: str
+    backend: str = Field("", description="`local` (faster-whisper) or `openai`.")
+    segments: list[Segment] = Field(default_factory=list, description="By start time.")
 
     @property
     def has_speech(self) -> bool:

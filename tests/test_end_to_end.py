@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -148,3 +149,16 @@ def test_restart_keeps_calls_and_audio_and_leaves_no_process(
     assert audio.content == sample_path("plumber_boston").read_bytes()
     # The broker kept its log and offsets: a call placed after the restart goes through too.
     assert stack.wait_for_call(stack.place_call("electrician_denver"))["lead_city"] == "Denver"
+
+
+def test_a_recording_that_cannot_be_decoded_fails_with_the_reason(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x10\x00\x00WAVEfmt " + bytes(range(256)) * 16)
+    call = stack.wait_for_call(stack.place_call(str(corrupt)))
+    assert call["status"] == "failed"
+    assert call["recording_status"] == "completed"
+    assert call["transcript_status"] == "failed"
+    assert call["transcript_tries"] == 1  # terminal at once: no retry loop
+    assert "cannot decode audio" in call["last_error"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from callpipe.openai_simulator import OpenAISimulator, Reply, serve
+from callpipe.openai_chat_simulator import OpenAISimulator, Reply, serve
 from callpipe.stack import Stack
 from services.extractor import answer
 from services.extractor.handler import ExtractHandler, RulesExtractor, load_catalogue

@@ -11,7 +11,7 @@ from typing import Any
 import openai
 import pytest
 
-from callpipe.openai_simulator import OpenAISimulator, Reply, serve
+from callpipe.openai_chat_simulator import OpenAISimulator, Reply, serve
 from services.extractor import answer
 from services.extractor.core import DEFAULT_PROFILE, BusinessProfile
 from services.extractor.openai_backend import OpenAIExtractor

@@ -1,48 +1,216 @@
-"""Transcriber core: words per channel in, a transcript by speaker out. No I/O."""
+"""Transcriber core: what each channel said in, a transcript by speaker out. No I/O."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from itertools import pairwise
 
-from shared.transcript import Utterance, Word
+from shared.transcript import Segment, Utterance, Word
 
-# A pause longer than this inside one channel starts a new utterance.
-UTTERANCE_GAP_SECONDS = 0.8
+# A pause longer than this between one speaker's segments starts a new turn.
+TURN_GAP_SECONDS = 2.0
+# A pause between two words longer than this splits a segment.
+PAUSE_SECONDS = 1.0
 PREVIEW_CHARS = 280
+# Whisper's own thresholds (openai/whisper transcribe.py): a segment that the model itself
+# rates as probably silence, with low confidence, or that repeats itself, is not speech.
+NO_SPEECH_THRESHOLD = 0.6
+LOGPROB_THRESHOLD = -1.0
+COMPRESSION_RATIO_THRESHOLD = 2.4
 
 
-def speaker_labels(channels: int) -> list[str]:
-    """Twilio's dual-channel recording of an inbound call: the caller on the first channel,
-    the agent on the second. A mono recording is one speaker: nothing is guessed."""
-    return ["caller", "agent"] if channels == 2 else ["speaker"]
+@dataclass(frozen=True)
+class RecognisedSegment:
+    """A segment as a backend returns it, times relative to the start of its channel."""
+
+    start: float
+    end: float
+    text: str
+    avg_logprob: float
+    no_speech_prob: float = 0.0
+    compression_ratio: float = 1.0
+    words: tuple[Word, ...] = ()
 
 
-def utterances(speaker: str, words: Sequence[Word]) -> list[Utterance]:
-    groups: list[list[Word]] = []
-    for word in words:
-        if groups and word.start - groups[-1][-1].end <= UTTERANCE_GAP_SECONDS:
-            groups[-1].append(word)
-        else:
-            groups.append([word])
-    return [
-        Utterance(
-            speaker=speaker,
-            start=group[0].start,
-            end=group[-1].end,
-            text="".join(w.text for w in group).strip(),
-            confidence=round(sum(w.probability for w in group) / len(group), 3),
-            words=group,
+@dataclass(frozen=True)
+class ChannelResult:
+    segments: tuple[RecognisedSegment, ...] = ()
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class SpeechSpan:
+    """Where the voice-activity detector heard speech, in samples."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class SpeakerMapping:
+    """Labels of the recording's channels (first, second) by call direction."""
+
+    inbound: tuple[str, ...] = ("caller", "agent")
+    outbound: tuple[str, ...] = ("callee", "agent")
+    mono: str = "speaker"
+
+    def labels(self, channels: int, direction: str | None) -> list[str]:
+        """A mono recording is one speaker: nothing is guessed."""
+        if channels == 1:
+            return [self.mono]
+        outbound = (direction or "inbound").startswith("outbound")
+        labels = self.outbound if outbound else self.inbound
+        if len(labels) < channels:
+            return [*labels, *(f"channel {i + 1}" for i in range(len(labels), channels))]
+        return list(labels[:channels])
+
+
+def parse_labels(text: str) -> tuple[str, ...]:
+    return tuple(label.strip() for label in text.split(",") if label.strip())
+
+
+def confidence(avg_logprob: float) -> float:
+    return round(min(1.0, max(0.0, math.exp(avg_logprob))), 3)
+
+
+def is_speech(segment: RecognisedSegment) -> bool:
+    if not segment.text.strip():
+        return False
+    if segment.no_speech_prob > NO_SPEECH_THRESHOLD and segment.avg_logprob < LOGPROB_THRESHOLD:
+        return False
+    return segment.compression_ratio <= COMPRESSION_RATIO_THRESHOLD
+
+
+def shifted(result: ChannelResult, seconds: float) -> ChannelResult:
+    """The result of a chunk that starts `seconds` into its channel, in channel time."""
+
+    def shift(segment: RecognisedSegment) -> RecognisedSegment:
+        return replace(
+            segment,
+            start=segment.start + seconds,
+            end=segment.end + seconds,
+            words=tuple(
+                w.model_copy(update={"start": w.start + seconds, "end": w.end + seconds})
+                for w in segment.words
+            ),
         )
-        for group in groups
-        if "".join(w.text for w in group).strip()
+
+    return replace(result, segments=tuple(shift(s) for s in result.segments))
+
+
+def joined(results: Sequence[ChannelResult]) -> ChannelResult:
+    language = next((r.language for r in results if r.language), None)
+    return ChannelResult(tuple(s for r in results for s in r.segments), language)
+
+
+def split_at_pauses(segment: RecognisedSegment) -> list[RecognisedSegment]:
+    """Whisper may return one segment across a long pause, in which the other party spoke:
+    with word times, such a segment is split at its pauses so the turns interleave right."""
+    pieces: list[list[Word]] = []
+    for word in segment.words:
+        if pieces and word.start - pieces[-1][-1].end <= PAUSE_SECONDS:
+            pieces[-1].append(word)
+        else:
+            pieces.append([word])
+    if len(pieces) < 2:
+        return [segment]
+    return [
+        replace(
+            segment,
+            start=piece[0].start,
+            end=piece[-1].end,
+            text="".join(w.text for w in piece),
+            words=tuple(piece),
+        )
+        for piece in pieces
     ]
 
 
-def merge(per_speaker: Sequence[Sequence[Utterance]]) -> list[Utterance]:
-    """All speakers' utterances in the order they were spoken."""
-    return sorted((u for group in per_speaker for u in group), key=lambda u: (u.start, u.end))
+def labelled_segments(results: Sequence[ChannelResult], labels: Sequence[str]) -> list[Segment]:
+    """Every channel's speech, labelled by speaker, in the order it was spoken."""
+    segments = [
+        Segment(
+            speaker=label,
+            channel=channel,
+            start=round(s.start, 3),
+            end=round(s.end, 3),
+            text=s.text.strip(),
+            confidence=confidence(s.avg_logprob),
+            no_speech_probability=round(min(1.0, max(0.0, s.no_speech_prob)), 3),
+            words=list(s.words),
+        )
+        for channel, (label, result) in enumerate(zip(labels, results, strict=True))
+        for recognised in result.segments
+        if is_speech(recognised)
+        for s in split_at_pauses(recognised)
+    ]
+    return sorted(segments, key=lambda s: (s.start, s.end, s.channel))
 
 
-def preview(turns: Sequence[Utterance]) -> str:
-    text = " ".join(f"{u.speaker.capitalize()}: {u.text}" for u in turns)
+def turns(segments: Sequence[Segment]) -> list[Utterance]:
+    """Consecutive segments of one speaker, close in time, make one turn."""
+    groups: list[list[Segment]] = []
+    for segment in segments:
+        previous = groups[-1][-1] if groups else None
+        if (
+            previous is not None
+            and previous.speaker == segment.speaker
+            and segment.start - previous.end <= TURN_GAP_SECONDS
+        ):
+            groups[-1].append(segment)
+        else:
+            groups.append([segment])
+    return [_turn(group) for group in groups]
+
+
+def _turn(group: Sequence[Segment]) -> Utterance:
+    weights = [max(s.end - s.start, 0.01) for s in group]
+    mean = sum(s.confidence * w for s, w in zip(group, weights, strict=True)) / sum(weights)
+    return Utterance(
+        speaker=group[0].speaker,
+        start=group[0].start,
+        end=max(s.end for s in group),
+        text=" ".join(s.text for s in group),
+        confidence=round(mean, 3),
+        words=[w for s in group for w in s.words],
+    )
+
+
+def language(configured: str | None, results: Sequence[ChannelResult]) -> str | None:
+    """The configured language, else what was detected on the channel that spoke the most."""
+    if configured:
+        return configured
+    spoken = [r for r in results if r.language and r.segments]
+    if not spoken:
+        return None
+    busiest = max(spoken, key=lambda r: sum(s.end - s.start for s in r.segments))
+    return busiest.language
+
+
+def preview(utterances: Sequence[Utterance]) -> str:
+    text = " ".join(f"{u.speaker.capitalize()}: {u.text}" for u in utterances)
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+
+
+def plan_chunks(total: int, speech: Sequence[SpeechSpan], limit: int) -> list[tuple[int, int]]:
+    """Cuts [0, total) into pieces of at most `limit` samples, each cut inside the latest pause
+    that fits (in its middle, or at its end when the piece starts inside it), so no word is
+    split unless one stretch of speech is longer than the limit. Pieces without speech are
+    left out: nothing to hear, nothing sent."""
+    if limit <= 0:
+        raise ValueError("chunk limit must be positive")
+    pauses = [(a.end, b.start) for a, b in pairwise(speech) if b.start > a.end]
+    chunks: list[tuple[int, int]] = []
+    start = 0
+    while total - start > limit:
+        end = start + limit
+        fitting = [
+            min(b if a <= start else (a + b) // 2, end) for a, b in pauses if a < end and b > start
+        ]
+        cut = max(fitting, default=end)
+        chunks.append((start, cut))
+        start = cut
+    chunks.append((start, total))
+    return [(a, b) for a, b in chunks if any(s.start < b and s.end > a for s in speech)]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from pathlib import Path
 
 from services.transcriber import core
-from services.transcriber.whisper import UndecodableAudio, WhisperEngine
+from services.transcriber.audio import TranscriptionBackend, UndecodableAudio, transcribe_file
 from shared.events import AnyEvent, Event, RecordingDownloaded, TranscriptReady
 from shared.retry import TerminalError
 from shared.storage import ObjectStore, transcript_key
@@ -20,49 +21,72 @@ log = logging.getLogger(__name__)
 
 
 class TranscribeHandler:
-    def __init__(self, engine: WhisperEngine, store: ObjectStore, pool: ThreadPoolExecutor) -> None:
-        self._engine = engine
+    def __init__(
+        self,
+        backend: TranscriptionBackend,
+        store: ObjectStore,
+        pool: Executor,
+        speakers: core.SpeakerMapping,
+        language: str | None,
+    ) -> None:
+        self._backend = backend
         self._store = store
         self._pool = pool
+        self._speakers = speakers
+        self._language = language or None
 
     async def __call__(self, event: AnyEvent) -> Sequence[Event]:
         if not isinstance(event, RecordingDownloaded):
             raise TerminalError(f"transcriber cannot handle {event.event_type}")
-        audio = await self._store.get(event.object_key)
         with tempfile.TemporaryDirectory(prefix="callpipe-") as folder:
             path = Path(folder) / Path(event.object_key).name
-            await asyncio.to_thread(path.write_bytes, audio)
-            del audio
+            await self._download(event.object_key, path)
             loop = asyncio.get_running_loop()
+            started = time.perf_counter()
             try:
-                words, language, duration = await loop.run_in_executor(
-                    self._pool, self._engine.transcribe, path, event.channels
+                result = await loop.run_in_executor(
+                    self._pool, transcribe_file, self._backend, path, event.channels
                 )
             except UndecodableAudio as error:
                 raise TerminalError(str(error)) from error
-        labels = core.speaker_labels(event.channels)
-        turns = core.merge([core.utterances(s, w) for s, w in zip(labels, words, strict=True)])
+            elapsed = time.perf_counter() - started
+        labels = self._speakers.labels(len(result.channels), event.direction)
+        segments = core.labelled_segments(result.channels, labels)
         transcript = Transcript(
             call_sid=event.call_sid,
             recording_sid=event.recording_sid,
-            language=language,
-            duration_seconds=round(duration, 3),
+            language=core.language(self._language, result.channels),
+            duration_seconds=round(result.duration_seconds, 3),
             speakers=labels,
-            utterances=turns,
-            model=self._engine.model_name,
+            utterances=core.turns(segments),
+            model=self._backend.model,
+            backend=self._backend.name,
+            segments=segments,
         )
         key = transcript_key(event.business_id, event.call_sid, event.recording_sid)
         await self._store.put(key, transcript.model_dump_json().encode(), "application/json")
-        log.info("%d utterances, %.1f s of audio, stored as %s", len(turns), duration, key)
+        log.info(
+            "%d turns, %.1f s of audio transcribed in %.2f s, stored as %s",
+            len(transcript.utterances),
+            transcript.duration_seconds,
+            elapsed,
+            key,
+        )
         return [
             event.caused(
                 TranscriptReady,
                 "transcript.ready",
                 outcome="transcribed" if transcript.has_speech else "no_speech",
                 transcript_key=key,
-                language=language,
+                language=transcript.language,
                 duration_seconds=transcript.duration_seconds,
                 speakers=labels,
-                preview=core.preview(turns),
+                preview=core.preview(transcript.utterances),
             )
         ]
+
+    async def _download(self, key: str, path: Path) -> None:
+        """Chunk by chunk to a local file: a long recording is never whole in memory here."""
+        with path.open("wb") as out:
+            async for chunk in self._store.stream(key):
+                await asyncio.to_thread(out.write, chunk)
