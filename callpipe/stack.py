@@ -94,6 +94,9 @@ class Stack:
     def _children(self) -> list[Child]:
         s = self.settings
         base_env = {**os.environ, **settings_env(s), "PYTHONUNBUFFERED": "1"}
+        if "twilio_api_base_url" not in s.model_fields_set:
+            # The local stack's Twilio is the simulator: the ingress's REST calls go there too.
+            base_env["CALLPIPE_TWILIO_API_BASE_URL"] = f"http://127.0.0.1:{s.simulator_port}"
         s3 = urlparse(s.s3_endpoint_url)
         s3_port = s3.port or 8333
         s3_env = {

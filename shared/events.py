@@ -25,6 +25,7 @@ class Topic(StrEnum):
     TRANSCRIPT_READY = "transcript.ready"
     SUMMARY_READY = "summary.ready"
     STAGE_STATUS = "stage.status"
+    CALL_STATUS = "call.status"
 
 
 class Stage(StrEnum):
@@ -67,12 +68,38 @@ class Event(BaseModel):
         )
 
 
+TwilioParams = Annotated[
+    dict[str, str],
+    Field(description="Every parameter of the Twilio webhook, as Twilio sent it."),
+]
+
+
 class CallStarted(Event):
     event_type: Literal["call.started"] = "call.started"
     account_sid: str
     from_number: str = ""
     to_number: str = ""
     direction: str = "inbound"
+    twilio_params: TwilioParams = Field(default_factory=dict)
+
+
+class CallStatusChanged(Event):
+    """Twilio's call status callback: the call is ringing, in progress, completed, busy, …"""
+
+    event_type: Literal["call.status"] = "call.status"
+    call_status: str
+    sequence_number: int | None = None
+    duration_seconds: float | None = None
+    twilio_params: TwilioParams = Field(default_factory=dict)
+
+
+class RecordingStarted(Event):
+    """Twilio's recording status callback `in-progress`: the recording runs."""
+
+    event_type: Literal["recording.started"] = "recording.started"
+    recording_sid: str
+    channels: int = 1
+    twilio_params: TwilioParams = Field(default_factory=dict)
 
 
 class RecordingCompleted(Event):
@@ -85,6 +112,7 @@ class RecordingCompleted(Event):
     duration_seconds: float | None = None
     channels: int = 1
     error_code: str | None = None
+    twilio_params: TwilioParams = Field(default_factory=dict)
 
 
 class RecordingDownloaded(Event):
@@ -142,6 +170,8 @@ class StageFailed(Event):
 
 AnyEvent = Annotated[
     CallStarted
+    | CallStatusChanged
+    | RecordingStarted
     | RecordingCompleted
     | RecordingDownloaded
     | TranscriptReady
@@ -154,6 +184,8 @@ _any_event: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
 
 EVENT_TOPICS: dict[type[Event], Topic] = {
     CallStarted: Topic.CALL_STARTED,
+    CallStatusChanged: Topic.CALL_STATUS,
+    RecordingStarted: Topic.CALL_STATUS,
     RecordingCompleted: Topic.RECORDING_COMPLETED,
     RecordingDownloaded: Topic.RECORDING_DOWNLOADED,
     TranscriptReady: Topic.TRANSCRIPT_READY,

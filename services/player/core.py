@@ -17,8 +17,10 @@ from typing import Any
 from shared.events import (
     AnyEvent,
     CallStarted,
+    CallStatusChanged,
     RecordingCompleted,
     RecordingDownloaded,
+    RecordingStarted,
     Stage,
     StageFailed,
     StageStarted,
@@ -45,6 +47,8 @@ STATUS_RANK = {
 }
 TERMINAL = {COMPLETED, FAILED, NO_RECORDING, NO_SPEECH, SKIPPED}
 STAGES = (Stage.RECORDING, Stage.TRANSCRIPT, Stage.SUMMARY)
+# Call statuses of a call that was never answered: no recording will ever come.
+UNANSWERED_CALL_STATUSES = {"busy", "no-answer", "canceled", "failed"}
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,17 @@ def apply(state: CallState | None, event: AnyEvent) -> CallState:
                 direction=event.direction,
                 created_at=min(state.created_at, event.occurred_at),
             )
+        case CallStatusChanged(call_status=status) if status in UNANSWERED_CALL_STATUSES:
+            moved = _move(
+                state,
+                Stage.RECORDING,
+                NO_RECORDING,
+                event.attempt,
+                last_error=f"the call ended {status} before it was answered",
+            )
+            return _skip_downstream(moved, Stage.RECORDING, event.attempt)
+        case CallStatusChanged() | RecordingStarted():
+            return state
         case RecordingCompleted(recording_status="completed"):
             return _move(
                 state,
@@ -226,6 +241,10 @@ def timeline_detail(event: AnyEvent) -> str:
             return f"{event.stage} {kind}: {event.error}"
         case RecordingCompleted():
             return f"recording {event.recording_status}"
+        case RecordingStarted():
+            return "recording in progress"
+        case CallStatusChanged():
+            return f"call {event.call_status}"
         case TranscriptReady():
             return f"transcript {event.outcome}"
         case SummaryReady():
