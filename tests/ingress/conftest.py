@@ -6,14 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ingress_support import (
-    ACCOUNT_SID,
-    AUTH_TOKEN,
-    BROKER_PORT,
-    INGRESS_PORT,
-    SIMULATOR_PORT,
-    Broker,
-)
+from ingress_support import BROKER_PORT, Broker, ingress_settings
 
 from shared.settings import Settings
 
@@ -28,14 +21,4 @@ def broker() -> Iterator[Broker]:
 
 @pytest.fixture
 def settings(tmp_path: Path, broker: Broker) -> Settings:
-    return Settings(
-        data_dir=tmp_path,
-        kafka_bootstrap=f"127.0.0.1:{broker.port}",
-        kafka_partitions=1,
-        twilio_account_sid=ACCOUNT_SID,
-        twilio_auth_token=AUTH_TOKEN,
-        public_base_url=f"http://127.0.0.1:{INGRESS_PORT}",
-        twilio_api_base_url=f"http://127.0.0.1:{SIMULATOR_PORT}",
-        simulator_port=SIMULATOR_PORT,
-        ingress_publish_timeout_seconds=3,
-    )
+    return ingress_settings(tmp_path, broker)

@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -71,6 +72,20 @@ class Broker:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
+
+
+def ingress_settings(data_dir: Path, broker: Broker) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        kafka_bootstrap=f"127.0.0.1:{broker.port}",
+        kafka_partitions=1,
+        twilio_account_sid=ACCOUNT_SID,
+        twilio_auth_token=AUTH_TOKEN,
+        public_base_url=f"http://127.0.0.1:{INGRESS_PORT}",
+        twilio_api_base_url=f"http://127.0.0.1:{SIMULATOR_PORT}",
+        simulator_port=SIMULATOR_PORT,
+        ingress_publish_timeout_seconds=3,
+    )
 
 
 @asynccontextmanager
