@@ -25,10 +25,12 @@ RECORDING_FINAL_STATUSES = ("completed", "absent", "failed")
 # Twilio's "the call is already being recorded": a second start is not a failure.
 ALREADY_RECORDING = 21220
 
-_SID = {
-    "AccountSid": re.compile(r"AC[0-9a-fA-F]{32}"),
-    "CallSid": re.compile(r"CA[0-9a-fA-F]{32}"),
-    "RecordingSid": re.compile(r"RE[0-9a-fA-F]{32}"),
+# Twilio's SIDs are the prefix and 32 hex digits; any short alphanumeric tail is accepted so
+# that a SID Twilio formats differently one day is not refused.
+SID_PATTERNS = {
+    "AccountSid": re.compile(r"AC[0-9A-Za-z]{1,62}"),
+    "CallSid": re.compile(r"CA[0-9A-Za-z]{1,62}"),
+    "RecordingSid": re.compile(r"RE[0-9A-Za-z]{1,62}"),
 }
 _CALL_STATUSES = frozenset(
     {"queued", "initiated", "ringing", "in-progress", "completed", "busy", "failed",
@@ -42,7 +44,7 @@ class WebhookError(ValueError):
 
 def _sid(form: Mapping[str, str], name: str) -> str:
     value = form.get(name, "").strip()
-    if not _SID[name].fullmatch(value):
+    if not SID_PATTERNS[name].fullmatch(value):
         raise WebhookError(f"missing or malformed {name}")
     return value
 

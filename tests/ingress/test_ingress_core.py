@@ -64,8 +64,10 @@ def test_event_ids_derive_from_twilio_s_identifiers() -> None:
         {"RecordingChannels": "two"},
         {"RecordingStatus": "paused"},
         {"RecordingUrl": "ftp://x"},
-        {"RecordingSid": "RE1"},
-        {"CallSid": "CA" + "2" * 33},
+        {"RecordingSid": "RE"},
+        {"RecordingSid": "RE-1"},
+        {"CallSid": "CA" + "2" * 63},
+        {"CallSid": "CA 1"},
     ],
 )
 def test_malformed_recording_callbacks_are_refused(change: dict[str, str]) -> None:

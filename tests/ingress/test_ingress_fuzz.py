@@ -21,6 +21,7 @@ from ingress_support import (
 )
 
 from services.ingress.app import create_app
+from services.ingress.core import SID_PATTERNS
 from shared.settings import Settings
 
 PATHS = ["/twilio/voice", "/twilio/call-status", "/twilio/recording-status"]
@@ -51,7 +52,7 @@ def broken_valid_forms(draw: st.DrawFn) -> dict[str, str]:
     if draw(st.booleans()):
         form.pop(broken)
     else:
-        form[broken] = draw(junk.filter(lambda v: v.strip() != VALID[broken]))
+        form[broken] = draw(junk.filter(lambda v: not SID_PATTERNS[broken].fullmatch(v.strip())))
     return form
 
 

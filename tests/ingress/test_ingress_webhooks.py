@@ -4,6 +4,7 @@ exactly once on Kafka, forgeries refused, nothing acknowledged that Kafka did no
 from __future__ import annotations
 
 import asyncio
+import secrets
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -32,6 +33,7 @@ from shared.settings import Settings
 CALL_SID = "CA" + "0123456789abcdef" * 2
 RECORDING_SID = "RE" + "fedcba9876543210" * 2
 INGRESS = f"http://127.0.0.1:{INGRESS_PORT}"
+POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 RECORDING_CALLBACK = {
     "AccountSid": ACCOUNT_SID,
     "CallSid": CALL_SID,
@@ -189,30 +191,38 @@ async def test_the_same_callback_five_times_publishes_one_event(settings: Settin
     assert len(await published(settings)) == 1
 
 
+@pytest.mark.parametrize(
+    "database_url",
+    ["", pytest.param(POSTGRES_URL, marks=pytest.mark.postgres)],
+    ids=["sqlite", "postgres"],
+)
 async def test_the_same_callback_five_times_concurrently_on_two_instances_publishes_one(
-    settings: Settings,
+    settings: Settings, database_url: str
 ) -> None:
+    settings = settings.model_copy(update={"database_url": database_url})
+    # Fresh SIDs: the PostgreSQL database outlives test runs.
+    recording_sid = "RE" + secrets.token_hex(16)
+    params = {**RECORDING_CALLBACK, "RecordingSid": recording_sid}
     second = f"http://127.0.0.1:{SECOND_INGRESS_PORT}"
+    url = INGRESS + "/twilio/recording-status"  # both instances sit behind this public URL
     async with (
         serving(create_app(settings), INGRESS_PORT),
         serving(create_app(settings), SECOND_INGRESS_PORT),
+        httpx.AsyncClient(timeout=30) as client,
     ):
-        # Twilio signs over the public URL; both instances sit behind it.
-        params = RECORDING_CALLBACK
-        url = INGRESS + "/twilio/recording-status"
-        async with httpx.AsyncClient(timeout=30) as client:
-            answers = await asyncio.gather(
-                *(
-                    client.post(
-                        (INGRESS if i % 2 else second) + "/twilio/recording-status",
-                        data=params,
-                        headers=signed_headers(url, params, "token-1"),
-                    )
-                    for i in range(5)
+        answers = await asyncio.gather(
+            *(
+                client.post(
+                    (INGRESS if i % 2 else second) + "/twilio/recording-status",
+                    data=params,
+                    headers=signed_headers(url, params, "token-1"),
                 )
+                for i in range(5)
             )
+        )
     assert [a.status_code for a in answers] == [204] * 5
-    assert len(await published(settings)) == 1
+    [event] = await published(settings)
+    assert event.recording_sid == recording_sid  # type: ignore[union-attr]
 
 
 async def test_the_same_callback_after_an_ingress_restart_publishes_nothing_new(
