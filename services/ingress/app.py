@@ -54,7 +54,6 @@ def create_app(settings: Settings) -> FastAPI:
     # A claim outlives the longest send (aiokafka expires a message after its 40 s request
     # timeout), so a live delivery never loses it to another.
     deliveries = Deliveries(engine, lease=timedelta(seconds=publish_timeout + SEND_EXPIRY))
-    starters: list[RecordingStarter] = []
     unsettled: set[asyncio.Task[None]] = set()
 
     @asynccontextmanager
@@ -62,17 +61,16 @@ def create_app(settings: Settings) -> FastAPI:
         await deliveries.create_table()
         await ensure_topics(settings)
         await producer.start()
-        starters.append(
-            RecordingStarter(
-                settings.twilio_account_sid,
-                settings.twilio_auth_token.get_secret_value(),
-                settings.twilio_api_base_url,
-            )
+        # Built here: its HTTP session belongs to the running event loop.
+        app.state.recording_starter = RecordingStarter(
+            settings.twilio_account_sid,
+            settings.twilio_auth_token.get_secret_value(),
+            settings.twilio_api_base_url,
         )
         try:
             yield
         finally:
-            await starters[0].close()
+            await app.state.recording_starter.close()
             await producer.stop()
             await asyncio.gather(*unsettled, return_exceptions=True)
             await engine.dispose()
@@ -136,16 +134,21 @@ def create_app(settings: Settings) -> FastAPI:
         return True
 
     async def settle(event: Event, send: asyncio.Future[None]) -> None:
-        """Records how a send whose webhook did not see it through ended."""
+        """Records how a send whose webhook did not see it through ended. Should the database
+        fail here, the claim's lease runs out and a retry publishes (same event id)."""
         with call_context(event.call_sid, str(event.event_id)):
             try:
                 await send
             except Exception as error:
                 log.warning("send failed (%r): a retry of the webhook publishes", error)
-                await deliveries.release(event.event_id)
-                return
-            log.info("late send stored: a retry of the webhook publishes nothing new")
-            await deliveries.mark_published(event.event_id)
+                settled = deliveries.release(event.event_id)
+            else:
+                log.info("late send stored: a retry of the webhook publishes nothing new")
+                settled = deliveries.mark_published(event.event_id)
+            try:
+                await settled
+            except SQLAlchemyError as error:
+                log.error("could not record how the send ended: %r", error)
 
     async def deliver(events: Sequence[Event], request: Request) -> None:
         token = request.headers.get(IDEMPOTENCY_HEADER)
@@ -169,13 +172,12 @@ def create_app(settings: Settings) -> FastAPI:
             log.warning("refused a malformed webhook: %s", error)
             raise HTTPException(status_code=400, detail=str(error)) from error
 
-    def no_business(form: dict[str, str]) -> Response:
+    def answered_for_nobody(form: dict[str, str]) -> None:
         log.warning(
             "webhook for %s → %s, a number no business owns: answered, nothing published",
             form.get("From", "?"),
             form.get("To", "?"),
         )
-        return Response(status_code=204)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -185,7 +187,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def voice(request: Request, form: SignedForm) -> Response:
         business_id = core.business_for(form, owners, settings.default_business_id)
         if business_id is None:
-            no_business(form)
+            answered_for_nobody(form)
             return Response(content=core.unknown_number_twiml(), media_type="application/xml")
         event = parse(core.call_started, form, business_id)
         await deliver([event], request)
@@ -196,7 +198,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def call_status(request: Request, form: SignedForm) -> Response:
         business_id = core.business_for(form, owners, settings.default_business_id)
         if business_id is None:
-            return no_business(form)
+            answered_for_nobody(form)
+            return Response(status_code=204)
         event = parse(core.call_status_changed, form, business_id)
         if not core.starts_recording_over_rest(event, settings.recording_mode):
             await deliver([event], request)
@@ -204,7 +207,8 @@ def create_app(settings: Settings) -> FastAPI:
         await deliver([core.call_started_from_status(event), event], request)
         with call_context(event.call_sid, str(event.event_id)):
             try:
-                await starters[0].start(event.call_sid, recording_callback_url(business_id))
+                starter: RecordingStarter = request.app.state.recording_starter
+                await starter.start(event.call_sid, recording_callback_url(business_id))
             except (TwilioRestException, ClientError, TimeoutError) as error:
                 log.error("could not start the recording over the REST API: %s", error)
                 raise NotStored("recording not started") from error
@@ -216,7 +220,8 @@ def create_app(settings: Settings) -> FastAPI:
             form, owners, settings.default_business_id
         )
         if business_id is None:
-            return no_business(form)
+            answered_for_nobody(form)
+            return Response(status_code=204)
         event = parse(core.recording_event, form, business_id)
         await deliver([event], request)
         return Response(status_code=204)
