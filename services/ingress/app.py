@@ -41,7 +41,8 @@ SEND_EXPIRY = 60
 
 
 class NotStored(Exception):
-    """The event could not be made durable now: answer 503 so Twilio retries."""
+    """The webhook's work could not be done now (its event is not durably in Kafka, or the
+    recording not started): answer 503 so Twilio retries."""
 
 
 def create_app(settings: Settings) -> FastAPI:
