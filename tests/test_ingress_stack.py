@@ -13,11 +13,36 @@ from test_end_to_end import RunningStack
 
 pytestmark = pytest.mark.stack
 
+PORT_SHIFT = 50
+PORT_SETTINGS = [
+    "CALLPIPE_INGRESS_PORT",
+    "CALLPIPE_PLAYER_PORT",
+    "CALLPIPE_SIMULATOR_PORT",
+    "CALLPIPE_KAFKA_BOOTSTRAP",
+    "CALLPIPE_S3_ENDPOINT_URL",
+    "CALLPIPE_PUBLIC_BASE_URL",
+    "CALLPIPE_DOWNLOADER_HEALTH_PORT",
+    "CALLPIPE_TRANSCRIBER_HEALTH_PORT",
+    "CALLPIPE_EXTRACTOR_HEALTH_PORT",
+]
+
 
 @pytest.fixture(scope="module")
 def rest_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     running = RunningStack(tmp_path_factory.mktemp("callpipe-rest"))
     running.env["CALLPIPE_RECORDING_MODE"] = "rest"
+    # Ports of its own: the end-to-end suite's stack may still be running.
+    for name in PORT_SETTINGS:
+        head, _, port = running.env[name].rpartition(":")
+        running.env[name] = (
+            f"{head}:{int(port) + PORT_SHIFT}" if head else str(int(port) + PORT_SHIFT)
+        )
+    for part, name in [
+        ("player", "CALLPIPE_PLAYER_PORT"),
+        ("simulator", "CALLPIPE_SIMULATOR_PORT"),
+        ("ingress", "CALLPIPE_INGRESS_PORT"),
+    ]:
+        setattr(running, part, f"http://127.0.0.1:{running.env[name]}")
     running.start()
     yield running
     if running.process is not None and running.process.poll() is None:
