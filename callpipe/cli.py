@@ -97,6 +97,20 @@ def simulate_call(
     recording_status: Annotated[
         str, typer.Option(help="What Twilio reports: completed, absent or failed.")
     ] = "completed",
+    recording_mode: Annotated[
+        str,
+        typer.Option(
+            help="twiml (callpipe answers the call) or rest (the business's app answers; "
+            "needs the stack started with CALLPIPE_RECORDING_MODE=rest)."
+        ),
+    ] = "twiml",
+    direction: Annotated[str, typer.Option(help="inbound or outbound-api.")] = "inbound",
+    call_status: Annotated[
+        str, typer.Option(help="completed, or busy / no-answer for a call never answered.")
+    ] = "completed",
+    deliveries: Annotated[
+        int, typer.Option(help="Deliver every webhook this often (Twilio's retries).")
+    ] = 1,
 ) -> None:
     """Place one call against the running stack exactly as Twilio would."""
     from callpipe.simulate import place_call, wait_for_call
@@ -104,7 +118,15 @@ def simulate_call(
     settings = Settings()
 
     async def main() -> None:
-        call_sid = await place_call(settings, audio, recording_status=recording_status)
+        call_sid = await place_call(
+            settings,
+            audio,
+            recording_status=recording_status,
+            recording_mode=recording_mode,
+            direction=direction,
+            call_status=call_status,
+            deliveries=deliveries,
+        )
         if not wait:
             typer.echo(json.dumps({"call_sid": call_sid}))
             return

@@ -117,6 +117,9 @@ class Stack:
                 f"{s.media_allowed_origins},http://127.0.0.1:{s.simulator_port}"
             ),
         }
+        if "twilio_api_base_url" not in s.model_fields_set:
+            # The local stack's Twilio is the simulator: the ingress's REST calls go there too.
+            base_env["CALLPIPE_TWILIO_API_BASE_URL"] = f"http://127.0.0.1:{s.simulator_port}"
         s3 = urlparse(s.s3_endpoint_url)
         s3_port = s3.port or 8333
         s3_env = {
@@ -130,7 +133,7 @@ class Stack:
             "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-s3.port={s3_port}",
             f"-master.port={s3_port + 1000}", f"-volume.port={s3_port + 1007}",
-            f"-filer.port={s3_port + 555}", f"-admin.port={s3_port + 1050}",
+            f"-filer.port={s3_port + 555}", f"-admin.port={s3_port + 1020}",
             "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
         ]  # fmt: skip
         tansu = [

@@ -1,15 +1,22 @@
 """LOCAL TWILIO SIMULATOR: for tests and the demo only, never used in production.
 
 It plays the parts of Twilio that callpipe talks to, over real HTTP:
-- places a call: POSTs the signed voice webhook to the ingress and reads its TwiML, which must
-  start a recording (`<Start><Recording>`) before anything else;
-- ends it: POSTs the signed recording status callback to the URL the TwiML named, with an
-  `I-Twilio-Idempotency-Token`, retrying like Twilio when the ingress does not answer 2xx;
+- places a call, inbound or outbound, in one of two recording modes: `twiml` POSTs the signed
+  voice webhook to the ingress and reads its TwiML, which must start a recording
+  (`<Start><Recording>`) before anything else; `rest` (the business's own app answered) POSTs
+  the call status callback `in-progress` and waits for the ingress to start the recording
+  over the REST API (`POST …/Calls/{CallSid}/Recordings.json`, which answers error 21220 to
+  a second start on a call already recording);
+- posts the call status callbacks (`in-progress`, `completed`, or `busy` / `no-answer` for a
+  call never answered) and the recording status callbacks the recording subscribed to
+  (`in-progress`, then `completed`, `absent` or `failed`), each with an
+  `I-Twilio-Idempotency-Token`, retrying like Twilio when the ingress answers 5xx or not at
+  all, and delivering each webhook several times on request (Twilio's retries);
 - serves the recording media under Twilio's URL shape with basic auth, answering 404 for the
   first moments after `completed`, as Twilio does, and deletes a recording on DELETE;
 - for tests of the downloader: registers recordings directly, answers 429 with Retry-After
-  for a recording's first tries, streams media at a set rate, and reports every media
-  request it got (with when each download started and ended).
+  or another error status for a recording's first tries, streams media at a set rate, and
+  reports every media request it got (with when each download started and ended).
 Signatures are made with twilio's own RequestValidator and the shared auth token.
 """
 
@@ -20,16 +27,16 @@ import secrets
 import time
 import wave
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
 import httpx
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from twilio.request_validator import RequestValidator
 
 from shared.settings import Settings
@@ -65,11 +72,21 @@ class CallRequest(BaseModel):
     audio: str = "plumber_boston"
     from_number: str = "+15005550006"
     to_number: str = "+15005550001"
+    direction: Literal["inbound", "outbound-api"] = "inbound"
+    # twiml: callpipe's voice webhook answers the call (<Start><Recording>); rest: the
+    # business's own app answers it, and callpipe starts the recording over the REST API
+    # when the call status callback tells it the call is in progress.
+    recording_mode: Literal["twiml", "rest"] = "twiml"
+    # busy / no-answer: the call is never answered, only its status callback arrives.
+    call_status: Literal["completed", "busy", "no-answer"] = "completed"
     media_delay_seconds: float = 2.0
     # The media answers this status the first `media_error_count` times it is fetched.
     media_error_status: int | None = None
     media_error_count: int = 0
     recording_status: Literal["completed", "absent", "failed"] = "completed"
+    # How often each webhook is delivered, always with the same idempotency token, as
+    # Twilio does when it retries.
+    deliveries: int = Field(1, ge=1, le=10)
 
 
 class RecordingRequest(BaseModel):
@@ -102,13 +119,30 @@ class MediaRequest:
     ended: float | None = None
 
 
+@dataclass(frozen=True)
+class RecordingStart:
+    callback: str
+    events: tuple[str, ...]
+    dual: bool
+
+
+@dataclass
+class LiveCall:
+    """A call in progress; `recording` is set once something started its recording."""
+
+    account_sid: str
+    recording: asyncio.Future[RecordingStart]
+
+
 class TwilioSimulator:
     def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
         self._settings = settings
         self._http = http
         self._validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
         self._base = f"http://127.0.0.1:{settings.simulator_port}"
+        self._ingress = settings.public_base_url.rstrip("/")
         self.recordings: dict[str, SimulatedRecording] = {}
+        self.live_calls: dict[str, LiveCall] = {}
         self.media_requests: list[MediaRequest] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -135,16 +169,36 @@ class TwilioSimulator:
         url = f"{self._base}/{API_VERSION}/Accounts/{account}/Recordings/{recording_sid}"
         return {"recording_sid": recording_sid, "recording_url": url}
 
-    async def _post_signed(self, url: str, params: dict[str, str]) -> httpx.Response:
+    def start_recording_over_rest(self, call_sid: str, start: RecordingStart) -> bool:
+        """The REST API's recording start; False if the call is already being recorded
+        (Twilio's error 21220). Raises KeyError for a call that is not live."""
+        recording = self.live_calls[call_sid].recording
+        if recording.done():
+            return False
+        recording.set_result(start)
+        return True
+
+    async def _post_signed(
+        self, url: str, params: dict[str, str], deliveries: int = 1
+    ) -> httpx.Response:
+        """Delivers one webhook `deliveries` times (Twilio's retries carry the same
+        idempotency token), each retried on 5xx or no answer; the first answer."""
         headers = {
             "X-Twilio-Signature": self._validator.compute_signature(url, params),
             "I-Twilio-Idempotency-Token": secrets.token_hex(16),
         }
+        answers = [await self._deliver(url, params, headers) for _ in range(deliveries)]
+        return answers[0]
+
+    async def _deliver(
+        self, url: str, params: dict[str, str], headers: dict[str, str]
+    ) -> httpx.Response:
         for attempt in range(5):
             try:
                 response = await self._http.post(url, data=params, headers=headers)
                 if response.status_code < 500:
                     return response
+                log.warning("webhook %s answered %s, retrying", url, response.status_code)
             except httpx.TransportError as error:
                 log.warning("webhook %s failed (%s), retrying", url, error)
             await asyncio.sleep(0.5 * 2**attempt)
@@ -154,50 +208,122 @@ class TwilioSimulator:
         self, request: CallRequest, path: Path, call_sid: str, recording_sid: str
     ) -> None:
         account = self._settings.twilio_account_sid
-        common = {"AccountSid": account, "CallSid": call_sid, "ApiVersion": API_VERSION}
-        voice_url = self._settings.public_base_url.rstrip("/") + "/twilio/voice"
+        common = {
+            "AccountSid": account,
+            "CallSid": call_sid,
+            "ApiVersion": API_VERSION,
+            "From": request.from_number,
+            "To": request.to_number,
+            "Direction": request.direction,
+        }
+        status_url = self._ingress + "/twilio/call-status"
+        sequence = iter(range(100))
+
+        async def call_status(status: str, **extra: str) -> httpx.Response:
+            params = {**common, "CallStatus": status, "SequenceNumber": str(next(sequence))}
+            return await self._post_signed(status_url, {**params, **extra}, request.deliveries)
+
+        if request.call_status != "completed":
+            await call_status(request.call_status, CallDuration="0")
+            return
+        live = LiveCall(account, asyncio.get_running_loop().create_future())
+        self.live_calls[call_sid] = live
+        try:
+            if request.recording_mode == "twiml" and not await self._answer_with_twiml(
+                request, common, live
+            ):
+                return
+            await call_status("in-progress")
+            try:
+                start = await asyncio.wait_for(asyncio.shield(live.recording), 10)
+            except TimeoutError:
+                log.error("call %s: nothing started a recording", call_sid)
+                await call_status("completed", CallDuration="1")
+                return
+            await self._record(request, path, common, recording_sid, start, call_status)
+        finally:
+            del self.live_calls[call_sid]
+
+    async def _answer_with_twiml(
+        self, request: CallRequest, common: dict[str, str], live: LiveCall
+    ) -> bool:
+        """The voice webhook; its TwiML must start the recording before anything else."""
         answer = await self._post_signed(
-            voice_url,
-            {
-                **common,
-                "From": request.from_number,
-                "To": request.to_number,
-                "CallStatus": "ringing",
-                "Direction": "inbound",
-            },
+            self._ingress + "/twilio/voice",
+            {**common, "CallStatus": "ringing"},
+            request.deliveries,
         )
+        call_sid = common["CallSid"]
         if answer.status_code != 200:
             log.error("call %s: the voice webhook answered %s", call_sid, answer.status_code)
-            return
+            return False
+        first = next(iter(ET.fromstring(answer.text)), None)
         recording = ET.fromstring(answer.text).find("./Start/Recording")
-        if recording is None:
-            log.error("call %s: the voice webhook did not start a recording", call_sid)
-            return
-        callback = recording.get("recordingStatusCallback", "")
+        if first is None or first.tag != "Start" or recording is None:
+            log.error("call %s: the voice webhook did not start a recording first", call_sid)
+            return False
+        live.recording.set_result(
+            RecordingStart(
+                callback=recording.get("recordingStatusCallback", ""),
+                events=tuple(recording.get("recordingStatusCallbackEvent", "").split()),
+                dual=recording.get("channels") == "dual",
+            )
+        )
+        return True
+
+    async def _record(
+        self,
+        request: CallRequest,
+        path: Path,
+        common: dict[str, str],
+        recording_sid: str,
+        start: RecordingStart,
+        call_status: Callable[..., Awaitable[httpx.Response]],
+    ) -> None:
+        account = common["AccountSid"]
         channels, duration = audio_facts(path)
-        if recording.get("channels") != "dual":
+        if not start.dual:
             channels = 1
+        media = f"{self._base}/{API_VERSION}/Accounts/{account}/Recordings/{recording_sid}"
+        recording_params = {
+            "AccountSid": account,
+            "CallSid": common["CallSid"],
+            "RecordingSid": recording_sid,
+            "RecordingUrl": media,
+            "RecordingChannels": str(channels),
+            "RecordingSource": "StartCallRecordingTwiML"
+            if request.recording_mode == "twiml"
+            else "StartCallRecordingAPI",
+            "RecordingTrack": "both",
+        }
+
+        async def recording_callback(status: str, **extra: str) -> None:
+            if status in start.events or (status == "completed" and not start.events):
+                params = {**recording_params, "RecordingStatus": status, **extra}
+                await self._post_signed(start.callback, params, request.deliveries)
+
+        await recording_callback("in-progress")
+        await asyncio.sleep(0.2)  # the call itself, compressed
+        await call_status("completed", CallDuration=str(round(duration)))
         self.recordings[recording_sid] = SimulatedRecording(
             path,
             time.monotonic() + request.media_delay_seconds,
             error_status=request.media_error_status,
             errors_left=request.media_error_count,
         )
-        media = f"{self._base}/{API_VERSION}/Accounts/{account}/Recordings/{recording_sid}"
-        await asyncio.sleep(0.2)  # the call itself, compressed
-        await self._post_signed(
-            callback,
-            {
-                **common,
-                "RecordingSid": recording_sid,
-                "RecordingUrl": media,
-                "RecordingStatus": request.recording_status,
-                "RecordingDuration": str(round(duration)),
-                "RecordingChannels": str(channels),
-                "RecordingSource": "StartCallRecordingTwiML",
-                **({"ErrorCode": "13617"} if request.recording_status != "completed" else {}),
-            },
+        await recording_callback(
+            request.recording_status,
+            RecordingDuration=str(round(duration)),
+            **({"ErrorCode": "13617"} if request.recording_status != "completed" else {}),
         )
+
+
+def twilio_error(status: int, code: int, message: str) -> JSONResponse:
+    """An error as Twilio's REST API answers it (the twilio client reads `code`)."""
+    return JSONResponse(
+        {"code": code, "message": message, "status": status, "more_info": ""},
+        status_code=status,
+    )
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -238,10 +364,45 @@ def create_app(settings: Settings) -> FastAPI:
         return [dataclasses.asdict(r) for r in simulator.media_requests]
 
     def not_found() -> JSONResponse:
-        return JSONResponse(
-            {"code": 20404, "message": "The requested resource was not found", "status": 404},
-            status_code=404,
+        return twilio_error(404, 20404, "The requested resource was not found")
+
+    @app.post(
+        f"/{API_VERSION}/Accounts/{{account_sid}}/Calls/{{call_sid}}/Recordings.json",
+        status_code=201,
+    )
+    async def start_recording(
+        account_sid: str,
+        call_sid: str,
+        request: Request,
+        caller: Annotated[str, Depends(account)],
+    ) -> object:
+        """Twilio's REST API: start recording a live call."""
+        form = await request.form()
+        start = RecordingStart(
+            callback=str(form.get("RecordingStatusCallback", "")),
+            events=tuple(
+                event
+                for value in form.getlist("RecordingStatusCallbackEvent")
+                for event in str(value).split()
+            ),
+            dual=form.get("RecordingChannels") == "dual",
         )
+        live = simulator.live_calls.get(call_sid)
+        if account_sid != caller or live is None:
+            return twilio_error(404, 20404, "The requested resource was not found")
+        if not simulator.start_recording_over_rest(call_sid, start):
+            return twilio_error(400, 21220, "Call is already being recorded")
+        recording_sid = "RE" + secrets.token_hex(16)
+        return {
+            "sid": recording_sid,
+            "account_sid": account_sid,
+            "call_sid": call_sid,
+            "status": "in-progress",
+            "channels": 2 if start.dual else 1,
+            "source": "StartCallRecordingAPI",
+            "uri": f"/{API_VERSION}/Accounts/{account_sid}/Calls/{call_sid}"
+            f"/Recordings/{recording_sid}.json",
+        }
 
     @app.get(f"/{API_VERSION}/Accounts/{{account_sid}}/Recordings/{{recording_file}}")
     async def recording_media(

@@ -26,6 +26,7 @@ class Topic(StrEnum):
     SUMMARY_READY = "summary.ready"
     STAGE_STATUS = "stage.status"
     CALL_DELETED = "call.deleted"
+    CALL_STATUS = "call.status"
 
 
 class Stage(StrEnum):
@@ -81,12 +82,38 @@ class Event(BaseModel):
         )
 
 
+TwilioParams = Annotated[
+    dict[str, str],
+    Field(description="Every parameter of the Twilio webhook, as Twilio sent it."),
+]
+
+
 class CallStarted(Event):
     event_type: Literal["call.started"] = "call.started"
     account_sid: str
     from_number: str = ""
     to_number: str = ""
     direction: str = "inbound"
+    twilio_params: TwilioParams = Field(default_factory=dict)
+
+
+class CallStatusChanged(Event):
+    """Twilio's call status callback: the call is ringing, in progress, completed, busy, …"""
+
+    event_type: Literal["call.status"] = "call.status"
+    call_status: str
+    sequence_number: int | None = None
+    duration_seconds: float | None = None
+    twilio_params: TwilioParams = Field(default_factory=dict)
+
+
+class RecordingStarted(Event):
+    """Twilio's recording status callback `in-progress`: the recording runs."""
+
+    event_type: Literal["recording.started"] = "recording.started"
+    recording_sid: str
+    channels: int = 1
+    twilio_params: TwilioParams = Field(default_factory=dict)
 
 
 class RecordingCompleted(Event):
@@ -99,6 +126,7 @@ class RecordingCompleted(Event):
     duration_seconds: float | None = None
     channels: int = 1
     error_code: str | None = None
+    twilio_params: TwilioParams = Field(default_factory=dict)
 
 
 class RecordingDownloaded(Event):
@@ -198,6 +226,8 @@ class CallDeleted(Event):
 
 AnyEvent = Annotated[
     CallStarted
+    | CallStatusChanged
+    | RecordingStarted
     | RecordingCompleted
     | RecordingDownloaded
     | TranscriptReady
@@ -211,6 +241,8 @@ _any_event: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
 
 EVENT_TOPICS: dict[type[Event], Topic] = {
     CallStarted: Topic.CALL_STARTED,
+    CallStatusChanged: Topic.CALL_STATUS,
+    RecordingStarted: Topic.CALL_STATUS,
     RecordingCompleted: Topic.RECORDING_COMPLETED,
     RecordingDownloaded: Topic.RECORDING_DOWNLOADED,
     TranscriptReady: Topic.TRANSCRIPT_READY,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -48,6 +48,16 @@ class Settings(BaseSettings):
     # The URL Twilio uses to reach the ingress: signatures are computed over it.
     public_base_url: str = "http://127.0.0.1:8000"
     default_business_id: str = "demo"
+    # Which business owns which Twilio number: "+15005550001=plumber,+15005550002=electrician".
+    # Empty: every call belongs to default_business_id.
+    business_numbers: str = ""
+    # "twiml": the voice webhook answers with <Start><Recording>; "rest": the business's own
+    # voice app answers and callpipe starts the recording over Twilio's REST API once the call
+    # status callback says the call is in progress.
+    recording_mode: Literal["twiml", "rest"] = "twiml"
+    twilio_api_base_url: str = "https://api.twilio.com"
+    # A webhook is answered 503 (Twilio retries) if Kafka has not acknowledged its event by then.
+    ingress_publish_timeout_seconds: float = 8.0
     # Where the voice webhook's TwiML dials after starting the recording; empty = a message.
     forward_to: str = ""
 
@@ -116,8 +126,29 @@ class Settings(BaseSettings):
     openai_max_retries: int = 2  # the client's own retries of 429 / 5xx, honouring Retry-After
     openai_timeout_seconds: float = 120.0
 
+    @field_validator("business_numbers")
+    @classmethod
+    def _number_table_parses(cls, value: str) -> str:
+        parse_business_numbers(value)
+        return value
+
+    @property
+    def business_by_number(self) -> dict[str, str]:
+        return parse_business_numbers(self.business_numbers)
+
     @property
     def effective_database_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'callpipe.db').resolve()}"
+
+
+def parse_business_numbers(table: str) -> dict[str, str]:
+    """`+15005550001=plumber, +15005550002=electrician` → {number: business id}."""
+    owners: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in table.split(","))):
+        number, sep, business = (text.strip() for text in entry.partition("="))
+        if not (sep and number and business):
+            raise ValueError(f"business_numbers entry {entry!r} is not NUMBER=BUSINESS")
+        owners[number] = business
+    return owners

@@ -1,14 +1,30 @@
-"""Ingress HTTP adapter: signed Twilio webhooks in, events on Kafka out."""
+"""Ingress HTTP adapter: signed Twilio webhooks in, each occurrence once on Kafka out.
 
+A webhook is answered 2xx only once its event is acknowledged by Kafka (acks=all) or known
+to be there already; otherwise 503, and Twilio retries.
+"""
+
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated
+from datetime import timedelta
+from typing import Annotated, TypeVar
+from urllib.parse import urlencode
 
+from aiohttp import ClientError
+from aiokafka.errors import KafkaError
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 
 from services.ingress import core
+from services.ingress.deliveries import Deliveries
+from services.ingress.twilio_rest import RecordingStarter
+from shared.db import create_engine
+from shared.events import Event
 from shared.kafka import EventProducer, ensure_topics
 from shared.logs import call_context
 from shared.settings import Settings
@@ -16,26 +32,58 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 VOICE_PATH = "/twilio/voice"
+CALL_STATUS_PATH = "/twilio/call-status"
 RECORDING_STATUS_PATH = "/twilio/recording-status"
+EventT = TypeVar("EventT", bound=Event)
+IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
+WAIT_POLL_SECONDS = 0.05
+SEND_EXPIRY = 60
+
+
+class NotStored(Exception):
+    """The webhook's work could not be done now (its event is not durably in Kafka, or the
+    recording not started): answer 503 so Twilio retries."""
 
 
 def create_app(settings: Settings) -> FastAPI:
     producer = EventProducer(settings)
     validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
     public_base = settings.public_base_url.rstrip("/")
+    owners = settings.business_by_number
+    publish_timeout = settings.ingress_publish_timeout_seconds
+    engine = create_engine(settings.effective_database_url)
+    # A claim outlives the longest send (aiokafka expires a message after its 40 s request
+    # timeout), so a live delivery never loses it to another.
+    deliveries = Deliveries(engine, lease=timedelta(seconds=publish_timeout + SEND_EXPIRY))
+    unsettled: set[asyncio.Task[None]] = set()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await deliveries.create_table()
         await ensure_topics(settings)
         await producer.start()
+        # Built here: its HTTP session belongs to the running event loop.
+        app.state.recording_starter = RecordingStarter(
+            settings.twilio_account_sid,
+            settings.twilio_auth_token.get_secret_value(),
+            settings.twilio_api_base_url,
+        )
         try:
             yield
         finally:
+            await app.state.recording_starter.close()
             await producer.stop()
+            await asyncio.gather(*unsettled, return_exceptions=True)
+            await engine.dispose()
 
     async def signed_form(request: Request) -> dict[str, str]:
-        """The POST parameters, once the X-Twilio-Signature over the public URL checks out."""
-        form = {k: str(v) for k, v in (await request.form()).items()}
+        """The POST parameters, once the X-Twilio-Signature over the public URL checks out.
+        The URL is the configured public one, never built from Host or X-Forwarded-*."""
+        form: dict[str, str] = {}
+        for name, value in (await request.form()).multi_items():
+            if not isinstance(value, str):
+                raise HTTPException(status_code=400, detail="file uploads are not webhooks")
+            form[name] = value
         url = public_base + request.url.path
         if request.url.query:
             url += "?" + request.url.query
@@ -48,31 +96,135 @@ def create_app(settings: Settings) -> FastAPI:
     SignedForm = Annotated[dict[str, str], Depends(signed_form)]
     app = FastAPI(title="callpipe ingress", lifespan=lifespan)
 
+    @app.exception_handler(NotStored)
+    async def not_stored(_request: Request, error: NotStored) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"not stored, retry: {error}"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    def recording_callback_url(business_id: str) -> str:
+        # The business rides in the signed URL: recording callbacks carry no phone numbers.
+        return f"{public_base}{RECORDING_STATUS_PATH}?{urlencode({'business': business_id})}"
+
+    async def publish_once(event: Event, token: str | None) -> bool:
+        """Puts the event on Kafka unless a delivery of the same occurrence already did;
+        True if this delivery published it."""
+        deadline = asyncio.get_running_loop().time() + publish_timeout
+        while True:
+            claim = await deliveries.claim(event.event_id, token)
+            if claim is core.Claim.DUPLICATE:
+                return False
+            if claim is core.Claim.PUBLISH:
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                raise NotStored("another delivery of this webhook is still publishing")
+            await asyncio.sleep(WAIT_POLL_SECONDS)
+        send = asyncio.ensure_future(producer.publish(event))
+        try:
+            await asyncio.wait_for(asyncio.shield(send), publish_timeout)
+        except BaseException:
+            # Timed out, cancelled or refused: the claim follows the send. Kafka may still
+            # store the event, and until the send settles no retry may publish a second copy.
+            settling = asyncio.create_task(settle(event, send))
+            unsettled.add(settling)
+            settling.add_done_callback(unsettled.discard)
+            raise
+        await deliveries.mark_published(event.event_id)
+        return True
+
+    async def settle(event: Event, send: asyncio.Future[None]) -> None:
+        """Records how a send whose webhook did not see it through ended. Should the database
+        fail here, the claim's lease runs out and a retry publishes (same event id)."""
+        with call_context(event.call_sid, str(event.event_id)):
+            try:
+                await send
+            except Exception as error:
+                log.warning("send failed (%r): a retry of the webhook publishes", error)
+                settled = deliveries.release(event.event_id)
+            else:
+                log.info("late send stored: a retry of the webhook publishes nothing new")
+                settled = deliveries.mark_published(event.event_id)
+            try:
+                await settled
+            except SQLAlchemyError as error:
+                log.error("could not record how the send ended: %r", error)
+
+    async def deliver(events: Sequence[Event], request: Request) -> None:
+        token = request.headers.get(IDEMPOTENCY_HEADER)
+        for event in events:
+            with call_context(event.call_sid, str(event.event_id)):
+                try:
+                    published = await publish_once(event, token)
+                except (KafkaError, TimeoutError, SQLAlchemyError, OSError) as error:
+                    log.error("could not store %s: %r", type(event).__name__, error)
+                    raise NotStored(type(error).__name__) from error
+                log.info(
+                    "%s %s", type(event).__name__, "published" if published else "already published"
+                )
+
+    def parse(
+        build: Callable[[dict[str, str], str], EventT], form: dict[str, str], business_id: str
+    ) -> EventT:
+        try:
+            return build(form, business_id)
+        except core.WebhookError as error:
+            log.warning("refused a malformed webhook: %s", error)
+            raise HTTPException(status_code=400, detail=str(error)) from error
+
+    def answered_for_nobody(form: dict[str, str]) -> None:
+        log.warning(
+            "webhook for %s → %s, a number no business owns: answered, nothing published",
+            form.get("From", "?"),
+            form.get("To", "?"),
+        )
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.post(VOICE_PATH)
-    async def voice(form: SignedForm) -> Response:
-        try:
-            event = core.call_started(form, settings.default_business_id)
-        except core.WebhookError as error:
-            raise HTTPException(status_code=400, detail=str(error)) from error
-        with call_context(event.call_sid, str(event.event_id)):
-            await producer.publish(event)
-            log.info("call started from %s to %s", event.from_number, event.to_number)
-        twiml = core.recording_twiml(public_base + RECORDING_STATUS_PATH, settings.forward_to)
+    async def voice(request: Request, form: SignedForm) -> Response:
+        business_id = core.business_for(form, owners, settings.default_business_id)
+        if business_id is None:
+            answered_for_nobody(form)
+            return Response(content=core.unknown_number_twiml(), media_type="application/xml")
+        event = parse(core.call_started, form, business_id)
+        await deliver([event], request)
+        twiml = core.recording_twiml(recording_callback_url(business_id), settings.forward_to)
         return Response(content=twiml, media_type="application/xml")
 
-    @app.post(RECORDING_STATUS_PATH)
-    async def recording_status(form: SignedForm) -> Response:
-        try:
-            event = core.recording_completed(form, settings.default_business_id)
-        except core.WebhookError as error:
-            raise HTTPException(status_code=400, detail=str(error)) from error
+    @app.post(CALL_STATUS_PATH)
+    async def call_status(request: Request, form: SignedForm) -> Response:
+        business_id = core.business_for(form, owners, settings.default_business_id)
+        if business_id is None:
+            answered_for_nobody(form)
+            return Response(status_code=204)
+        event = parse(core.call_status_changed, form, business_id)
+        if not core.starts_recording_over_rest(event, settings.recording_mode):
+            await deliver([event], request)
+            return Response(status_code=204)
+        await deliver([core.call_started_from_status(event), event], request)
         with call_context(event.call_sid, str(event.event_id)):
-            await producer.publish(event)
-            log.info("recording %s %s", event.recording_sid, event.recording_status)
+            try:
+                starter: RecordingStarter = request.app.state.recording_starter
+                await starter.start(event.call_sid, recording_callback_url(business_id))
+            except (TwilioRestException, ClientError, TimeoutError) as error:
+                log.error("could not start the recording over the REST API: %s", error)
+                raise NotStored("recording not started") from error
+        return Response(status_code=204)
+
+    @app.post(RECORDING_STATUS_PATH)
+    async def recording_status(request: Request, form: SignedForm) -> Response:
+        business_id = request.query_params.get("business") or core.business_for(
+            form, owners, settings.default_business_id
+        )
+        if business_id is None:
+            answered_for_nobody(form)
+            return Response(status_code=204)
+        event = parse(core.recording_event, form, business_id)
+        await deliver([event], request)
         return Response(status_code=204)
 
     return app

@@ -1,10 +1,15 @@
-"""Ingress core: Twilio webhook parameters in, callpipe events out. No I/O."""
+"""Ingress core: Twilio webhook parameters in, callpipe events and decisions out. No I/O."""
 
 from __future__ import annotations
 
+import math
+import re
 import uuid
 from collections.abc import Mapping
+from datetime import datetime
+from enum import Enum
 
+from pydantic import ValidationError
 from twilio.twiml.voice_response import VoiceResponse
 
 # Ids derive from Twilio's own identifiers: a webhook Twilio retries yields the same event
@@ -12,58 +17,188 @@ from twilio.twiml.voice_response import VoiceResponse
 from shared.events import (
     TWILIO_NAMESPACE,
     CallStarted,
+    CallStatusChanged,
     RecordingCompleted,
+    RecordingStarted,
     call_correlation_id,
 )
 
+# Recording callbacks Twilio is asked for: `absent` and `failed` end the recording stage, so
+# no call waits forever for a recording that will never come.
+RECORDING_EVENTS = ("in-progress", "completed", "absent", "failed")
+RECORDING_FINAL_STATUSES = ("completed", "absent", "failed")
+# Twilio's "the call is already being recorded": a second start is not a failure.
+ALREADY_RECORDING = 21220
+
+# Twilio's SIDs are the prefix and 32 hex digits; any short alphanumeric tail is accepted so
+# that a SID Twilio formats differently one day is not refused.
+SID_PATTERNS = {
+    "AccountSid": re.compile(r"AC[0-9A-Za-z]{1,62}"),
+    "CallSid": re.compile(r"CA[0-9A-Za-z]{1,62}"),
+    "RecordingSid": re.compile(r"RE[0-9A-Za-z]{1,62}"),
+}
+_CALL_STATUSES = frozenset(
+    {"queued", "initiated", "ringing", "in-progress", "completed", "busy", "failed",
+     "no-answer", "canceled"}
+)  # fmt: skip
+
 
 class WebhookError(ValueError):
-    """The webhook lacks what callpipe needs; answered with 400."""
+    """The webhook lacks what callpipe needs, or is malformed; answered with 400."""
 
 
-def _required(form: Mapping[str, str], name: str) -> str:
+def _sid(form: Mapping[str, str], name: str) -> str:
     value = form.get(name, "").strip()
-    if not value:
-        raise WebhookError(f"missing {name}")
+    if not SID_PATTERNS[name].fullmatch(value):
+        raise WebhookError(f"missing or malformed {name}")
     return value
 
 
+def _number(form: Mapping[str, str], name: str, kind: type[int] | type[float]) -> float | None:
+    """An optional non-negative finite number parameter."""
+    text = form.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = kind(text)
+    except ValueError as error:
+        raise WebhookError(f"{name} is not a number") from error
+    if not math.isfinite(value) or value < 0:
+        raise WebhookError(f"{name} out of range")
+    return value
+
+
+def _event_id(name: str) -> uuid.UUID:
+    return uuid.uuid5(TWILIO_NAMESPACE, name)
+
+
+def business_for(
+    form: Mapping[str, str], owners: Mapping[str, str], default_business_id: str
+) -> str | None:
+    """The business owning the call's Twilio number: `To` for an inbound call, `From` for
+    an outbound one. No number table means one business owns every number; None means the
+    number belongs to nobody."""
+    if not owners:
+        return default_business_id
+    outbound = form.get("Direction", "inbound").startswith("outbound")
+    ours, theirs = ("From", "To") if outbound else ("To", "From")
+    for side in (ours, theirs):
+        business = owners.get(form.get(side, "").strip())
+        if business:
+            return business
+    return None
+
+
 def call_started(form: Mapping[str, str], business_id: str) -> CallStarted:
-    call_sid = _required(form, "CallSid")
+    call_sid = _sid(form, "CallSid")
+    try:
+        return CallStarted(
+            event_id=_event_id(f"{call_sid}:call.started"),
+            call_sid=call_sid,
+            business_id=business_id,
+            correlation_id=call_correlation_id(call_sid),
+            account_sid=_sid(form, "AccountSid"),
+            from_number=form.get("From", ""),
+            to_number=form.get("To", ""),
+            direction=form.get("Direction", "inbound"),
+            twilio_params=dict(form),
+        )
+    except ValidationError as error:
+        raise WebhookError(str(error)) from error
+
+
+def call_status_changed(form: Mapping[str, str], business_id: str) -> CallStatusChanged:
+    call_sid = _sid(form, "CallSid")
+    _sid(form, "AccountSid")
+    status = form.get("CallStatus", "").strip()
+    if status not in _CALL_STATUSES:
+        raise WebhookError("missing or unknown CallStatus")
+    sequence = _number(form, "SequenceNumber", int)
+    try:
+        return CallStatusChanged(
+            event_id=_event_id(f"{call_sid}:call.status:{status}"),
+            call_sid=call_sid,
+            business_id=business_id,
+            correlation_id=call_correlation_id(call_sid),
+            call_status=status,
+            sequence_number=None if sequence is None else int(sequence),
+            duration_seconds=_number(form, "CallDuration", float),
+            twilio_params=dict(form),
+        )
+    except ValidationError as error:
+        raise WebhookError(str(error)) from error
+
+
+def recording_event(
+    form: Mapping[str, str], business_id: str
+) -> RecordingStarted | RecordingCompleted:
+    """Twilio's recording status callback: `in-progress`, or a final status."""
+    call_sid = _sid(form, "CallSid")
+    _sid(form, "AccountSid")
+    recording_sid = _sid(form, "RecordingSid")
+    status = form.get("RecordingStatus", "").strip()
+    if status not in RECORDING_EVENTS:
+        raise WebhookError("missing or unknown RecordingStatus")
+    channels = _number(form, "RecordingChannels", int)
+    if channels is not None and channels not in (1, 2):
+        raise WebhookError("RecordingChannels must be 1 or 2")
+    common = {
+        "event_id": _event_id(f"{recording_sid}:{status}"),
+        "call_sid": call_sid,
+        "business_id": business_id,
+        "correlation_id": call_correlation_id(call_sid),
+        "recording_sid": recording_sid,
+        "channels": int(channels or 1),
+        "twilio_params": dict(form),
+    }
+    try:
+        if status == "in-progress":
+            return RecordingStarted(**common)
+        recording_url = form.get("RecordingUrl", "").strip()
+        if status == "completed" and not recording_url.startswith(("https://", "http://")):
+            raise WebhookError("missing or malformed RecordingUrl")
+        return RecordingCompleted(
+            **common,
+            recording_status=status,
+            recording_url=recording_url,
+            duration_seconds=_number(form, "RecordingDuration", float),
+            error_code=form.get("ErrorCode", "").strip() or None,
+        )
+    except ValidationError as error:
+        raise WebhookError(str(error)) from error
+
+
+def starts_recording_over_rest(event: CallStatusChanged, recording_mode: str) -> bool:
+    """In REST mode the business's own voice app answered: callpipe starts the recording as
+    soon as the call is live (the REST API refuses to record a call not yet in progress)."""
+    return recording_mode == "rest" and event.call_status == "in-progress"
+
+
+def call_started_from_status(event: CallStatusChanged) -> CallStarted:
+    """The call.started of a call callpipe learns about from its status callback only (REST
+    mode); the same event id as the voice webhook's, so both paths dedupe."""
+    params = event.twilio_params
     return CallStarted(
-        event_id=uuid.uuid5(TWILIO_NAMESPACE, f"{call_sid}:call.started"),
-        call_sid=call_sid,
-        business_id=business_id,
-        correlation_id=call_correlation_id(call_sid),
-        account_sid=_required(form, "AccountSid"),
-        from_number=form.get("From", ""),
-        to_number=form.get("To", ""),
-        direction=form.get("Direction", "inbound"),
+        event_id=_event_id(f"{event.call_sid}:call.started"),
+        call_sid=event.call_sid,
+        business_id=event.business_id,
+        correlation_id=event.correlation_id,
+        account_sid=params.get("AccountSid", ""),
+        from_number=params.get("From", ""),
+        to_number=params.get("To", ""),
+        direction=params.get("Direction", "inbound"),
+        twilio_params=dict(params),
     )
 
 
-def recording_completed(form: Mapping[str, str], business_id: str) -> RecordingCompleted:
-    call_sid = _required(form, "CallSid")
-    recording_sid = _required(form, "RecordingSid")
-    status = _required(form, "RecordingStatus")
-    if status not in ("completed", "absent", "failed"):
-        raise WebhookError(f"unexpected RecordingStatus {status!r}")
-    recording_url = form.get("RecordingUrl", "")
-    if status == "completed" and not recording_url:
-        raise WebhookError("missing RecordingUrl")
-    duration = form.get("RecordingDuration")
-    return RecordingCompleted(
-        event_id=uuid.uuid5(TWILIO_NAMESPACE, f"{recording_sid}:{status}"),
-        call_sid=call_sid,
-        business_id=business_id,
-        correlation_id=call_correlation_id(call_sid),
-        recording_sid=recording_sid,
-        recording_status=status,
-        recording_url=recording_url,
-        duration_seconds=float(duration) if duration else None,
-        channels=int(form.get("RecordingChannels", "1") or 1),
-        error_code=form.get("ErrorCode") or None,
-    )
+def recording_start_params(recording_callback_url: str) -> dict[str, object]:
+    """Arguments of Twilio's `calls(sid).recordings.create`: the same recording the TwiML
+    path starts."""
+    return {
+        "recording_channels": "dual",
+        "recording_status_callback": recording_callback_url,
+        "recording_status_callback_event": list(RECORDING_EVENTS),
+    }
 
 
 def recording_twiml(recording_callback_url: str, forward_to: str) -> str:
@@ -74,7 +209,7 @@ def recording_twiml(recording_callback_url: str, forward_to: str) -> str:
     start.recording(
         channels="dual",
         recording_status_callback=recording_callback_url,
-        recording_status_callback_event="completed absent",
+        recording_status_callback_event=" ".join(RECORDING_EVENTS),
     )
     if forward_to:
         response.dial(forward_to)
@@ -82,3 +217,26 @@ def recording_twiml(recording_callback_url: str, forward_to: str) -> str:
         response.say("Thank you for calling. Please tell us how we can help after the tone.")
         response.pause(length=60)
     return str(response)
+
+
+def unknown_number_twiml() -> str:
+    response = VoiceResponse()
+    response.say("This number is not in service.")
+    response.hangup()
+    return str(response)
+
+
+class Claim(Enum):
+    """What a webhook may do with one event, given what other deliveries did with it."""
+
+    PUBLISH = "publish"  # nobody has it: this delivery publishes it
+    DUPLICATE = "duplicate"  # already in Kafka: publish nothing
+    WAIT = "wait"  # another delivery is publishing it right now
+
+
+def claim_verdict(published: bool, claimed_until: datetime, now: datetime) -> Claim:
+    """For an event some delivery already claimed. A claim whose lease ran out belongs to a
+    delivery that crashed or failed without releasing it: this one takes over."""
+    if published:
+        return Claim.DUPLICATE
+    return Claim.PUBLISH if claimed_until <= now else Claim.WAIT

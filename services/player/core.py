@@ -19,8 +19,10 @@ from shared.events import (
     AnyEvent,
     CallDeleted,
     CallStarted,
+    CallStatusChanged,
     RecordingCompleted,
     RecordingDownloaded,
+    RecordingStarted,
     Stage,
     StageFailed,
     StageStarted,
@@ -47,6 +49,8 @@ STATUS_RANK = {
 }
 TERMINAL = {COMPLETED, FAILED, NO_RECORDING, NO_SPEECH, SKIPPED}
 STAGES = (Stage.RECORDING, Stage.TRANSCRIPT, Stage.SUMMARY)
+# Call statuses of a call that was never answered: no recording will ever come.
+UNANSWERED_CALL_STATUSES = {"busy", "no-answer", "canceled", "failed"}
 
 
 @dataclass(frozen=True)
@@ -195,6 +199,17 @@ def apply(state: CallState | None, event: AnyEvent) -> CallState:
                 to_number=event.to_number,
                 direction=event.direction,
             )
+        case CallStatusChanged(call_status=status) if status in UNANSWERED_CALL_STATUSES:
+            moved = _move(
+                state,
+                Stage.RECORDING,
+                NO_RECORDING,
+                event.attempt,
+                recording_error=f"the call ended {status} before it was answered",
+            )
+            return _skip_downstream(moved, Stage.RECORDING, event.attempt)
+        case CallStatusChanged() | RecordingStarted():
+            return state
         case RecordingCompleted(recording_status="completed"):
             facts: dict[str, Any] = {"recording_sid": event.recording_sid}
             if event.duration_seconds is not None:
@@ -278,6 +293,10 @@ def timeline_detail(event: AnyEvent) -> str:
             return f"{event.stage} {kind}: {event.error}"
         case RecordingCompleted():
             return f"recording {event.recording_status}"
+        case RecordingStarted():
+            return "recording in progress"
+        case CallStatusChanged():
+            return f"call {event.call_status}"
         case TranscriptReady():
             return f"transcript {event.outcome}"
         case SummaryReady():

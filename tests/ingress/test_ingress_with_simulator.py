@@ -1,0 +1,136 @@
+"""Calls placed by the local Twilio simulator through the ingress (both over real HTTP) to a
+real broker: both recording modes, Twilio's retries, absent recordings, error 21220."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+from ingress_support import INGRESS_PORT, SIMULATOR_PORT, published, serving
+from twilio.base.exceptions import TwilioRestException
+
+from callpipe.twilio_simulator import create_app as simulator_app
+from services.ingress.app import create_app as ingress_app
+from services.ingress.twilio_rest import RecordingStarter
+from shared.events import AnyEvent, CallStarted, RecordingCompleted, RecordingStarted
+from shared.settings import Settings
+
+SIMULATOR = f"http://127.0.0.1:{SIMULATOR_PORT}"
+CALL_PATIENCE_SECONDS = 30
+
+
+async def place_call_and_wait(settings: Settings, **request: Any) -> list[AnyEvent]:
+    """Places a call and returns its events once its last webhook reached Kafka."""
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(f"{SIMULATOR}/simulator/calls", json=request)
+    answer.raise_for_status()
+    call_sid = answer.json()["call_sid"]
+    last = (
+        "recording.completed"
+        if request.get("call_status", "completed") == "completed"
+        else "call.status"
+    )
+    for _ in range(CALL_PATIENCE_SECONDS * 10):
+        events = [e for e in await published(settings) if e.call_sid == call_sid]
+        if any(e.event_type == last for e in events):
+            return events
+        await asyncio.sleep(0.1)
+    pytest.fail(f"call {call_sid} did not finish: {events}")
+
+
+def kinds(events: list[AnyEvent]) -> Counter[str]:
+    return Counter(
+        f"{e.event_type}:{getattr(e, 'call_status', getattr(e, 'recording_status', ''))}"
+        for e in events
+    )
+
+
+EVERY_WEBHOOK_ONCE = Counter(
+    {
+        "call.started:": 1,
+        "call.status:in-progress": 1,
+        "call.status:completed": 1,
+        "recording.started:": 1,
+        "recording.completed:completed": 1,
+    }
+)
+
+
+@pytest.mark.parametrize("mode", ["twiml", "rest"])
+async def test_a_call_in_either_recording_mode_delivered_three_times_publishes_each_once(
+    settings: Settings, mode: str
+) -> None:
+    settings = settings.model_copy(update={"recording_mode": mode})
+    async with (
+        serving(ingress_app(settings), INGRESS_PORT),
+        serving(simulator_app(settings), SIMULATOR_PORT),
+    ):
+        events = await place_call_and_wait(
+            settings, audio="plumber_boston", recording_mode=mode, deliveries=3
+        )
+    assert kinds(events) == EVERY_WEBHOOK_ONCE
+    [started] = [e for e in events if isinstance(e, RecordingStarted)]
+    [completed] = [e for e in events if isinstance(e, RecordingCompleted)]
+    assert started.channels == completed.channels == 2
+    source = "StartCallRecordingTwiML" if mode == "twiml" else "StartCallRecordingAPI"
+    assert completed.twilio_params["RecordingSource"] == source
+    [call] = [e for e in events if isinstance(e, CallStarted)]
+    assert (call.from_number, call.to_number) == ("+15005550006", "+15005550001")
+
+
+async def test_an_absent_recording_is_published_with_twilio_s_error_code(
+    settings: Settings,
+) -> None:
+    async with (
+        serving(ingress_app(settings), INGRESS_PORT),
+        serving(simulator_app(settings), SIMULATOR_PORT),
+    ):
+        events = await place_call_and_wait(settings, audio="silence", recording_status="absent")
+    [ended] = [e for e in events if isinstance(e, RecordingCompleted)]
+    assert (ended.recording_status, ended.error_code) == ("absent", "13617")
+
+
+async def test_an_unanswered_call_publishes_its_status_only(settings: Settings) -> None:
+    async with (
+        serving(ingress_app(settings), INGRESS_PORT),
+        serving(simulator_app(settings), SIMULATOR_PORT),
+    ):
+        events = await place_call_and_wait(
+            settings, direction="outbound-api", call_status="no-answer"
+        )
+    assert kinds(events) == Counter({"call.status:no-answer": 1})
+
+
+async def test_a_second_rest_start_on_a_recording_call_is_not_a_failure(
+    settings: Settings,
+) -> None:
+    """The business's app answered (REST mode at the simulator) and this test, not the
+    ingress, starts the recording: twice, as a retried status callback would."""
+    async with (
+        serving(ingress_app(settings), INGRESS_PORT),
+        serving(simulator_app(settings), SIMULATOR_PORT),
+    ):
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(
+                f"{SIMULATOR}/simulator/calls", json={"recording_mode": "rest"}
+            )
+        call_sid = answer.json()["call_sid"]
+        twilio = RecordingStarter(
+            settings.twilio_account_sid,
+            settings.twilio_auth_token.get_secret_value(),
+            settings.twilio_api_base_url,
+        )
+        callback = f"http://127.0.0.1:{INGRESS_PORT}/twilio/recording-status?business=demo"
+        try:
+            with pytest.raises(TwilioRestException) as not_live:
+                await twilio.start("CA" + "0" * 32, callback)
+            first = await twilio.start(call_sid, callback)
+            second = await twilio.start(call_sid, callback)
+        finally:
+            await twilio.close()
+    assert not_live.value.code == 20404
+    assert first is not None and first.startswith("RE")
+    assert second is None  # Twilio's 21220: already recording
