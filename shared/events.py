@@ -127,6 +127,9 @@ class RecordingCompleted(Event):
     channels: int = 1
     error_code: str | None = None
     twilio_params: TwilioParams = Field(default_factory=dict)
+    direction: str | None = Field(
+        None, description="The call's direction (`inbound`, `outbound-api`…), when known."
+    )
 
 
 class RecordingDownloaded(Event):

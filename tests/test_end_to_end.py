@@ -162,3 +162,20 @@ def test_a_recording_that_cannot_be_decoded_fails_with_the_reason(
     assert call["transcript_status"] == "failed"
     assert call["transcript_tries"] == 1  # terminal at once: no retry loop
     assert "cannot decode audio" in call["last_error"]
+
+
+def test_an_outbound_call_is_labelled_by_its_direction(stack: RunningStack) -> None:
+    """Twilio's recording callback does not say the direction: the callback URL callpipe gave
+    carries it to the transcriber, which labels the channels for an outbound call."""
+    call = stack.wait_for_call(
+        stack.place_call(
+            "plumber_boston",
+            direction="outbound-api",
+            from_number="+15005550001",
+            to_number="+15005550006",
+        )
+    )
+    assert call["status"] == "completed", call
+    transcript = stack.api.get(f"/api/calls/{call['call_sid']}/transcript").json()
+    assert {u["speaker"] for u in transcript["utterances"]} == {"callee", "agent"}
+    assert transcript["utterances"][0]["speaker"] == "callee"

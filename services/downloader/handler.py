@@ -83,6 +83,7 @@ class DownloadHandler:
                 size_bytes=manifest.size_bytes,
                 sha256=manifest.sha256,
                 channels=event.channels,
+                direction=event.direction,
             )
         ]
 

@@ -6,9 +6,10 @@ to be there already; otherwise 503, and Twilio retries.
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from functools import partial
 from typing import Annotated, TypeVar
 from urllib.parse import urlencode
 
@@ -104,9 +105,11 @@ def create_app(settings: Settings) -> FastAPI:
             headers={"Retry-After": "1"},
         )
 
-    def recording_callback_url(business_id: str) -> str:
-        # The business rides in the signed URL: recording callbacks carry no phone numbers.
-        return f"{public_base}{RECORDING_STATUS_PATH}?{urlencode({'business': business_id})}"
+    def recording_callback_url(business_id: str, form: Mapping[str, str]) -> str:
+        # The business and the call's direction ride in the signed URL: recording callbacks
+        # carry neither phone numbers nor the direction.
+        query = {"business": business_id, "direction": form.get("Direction", "inbound")}
+        return f"{public_base}{RECORDING_STATUS_PATH}?{urlencode(query)}"
 
     async def publish_once(event: Event, token: str | None) -> bool:
         """Puts the event on Kafka unless a delivery of the same occurrence already did;
@@ -192,7 +195,7 @@ def create_app(settings: Settings) -> FastAPI:
             return Response(content=core.unknown_number_twiml(), media_type="application/xml")
         event = parse(core.call_started, form, business_id)
         await deliver([event], request)
-        twiml = core.recording_twiml(recording_callback_url(business_id), settings.forward_to)
+        twiml = core.recording_twiml(recording_callback_url(business_id, form), settings.forward_to)
         return Response(content=twiml, media_type="application/xml")
 
     @app.post(CALL_STATUS_PATH)
@@ -209,7 +212,7 @@ def create_app(settings: Settings) -> FastAPI:
         with call_context(event.call_sid, str(event.event_id)):
             try:
                 starter: RecordingStarter = request.app.state.recording_starter
-                await starter.start(event.call_sid, recording_callback_url(business_id))
+                await starter.start(event.call_sid, recording_callback_url(business_id, form))
             except (TwilioRestException, ClientError, TimeoutError) as error:
                 log.error("could not start the recording over the REST API: %s", error)
                 raise NotStored("recording not started") from error
@@ -223,7 +226,8 @@ def create_app(settings: Settings) -> FastAPI:
         if business_id is None:
             answered_for_nobody(form)
             return Response(status_code=204)
-        event = parse(core.recording_event, form, business_id)
+        direction = request.query_params.get("direction")
+        event = parse(partial(core.recording_event, direction=direction), form, business_id)
         await deliver([event], request)
         return Response(status_code=204)
 

@@ -130,9 +130,10 @@ def call_status_changed(form: Mapping[str, str], business_id: str) -> CallStatus
 
 
 def recording_event(
-    form: Mapping[str, str], business_id: str
+    form: Mapping[str, str], business_id: str, direction: str | None = None
 ) -> RecordingStarted | RecordingCompleted:
-    """Twilio's recording status callback: `in-progress`, or a final status."""
+    """Twilio's recording status callback: `in-progress`, or a final status. Twilio does not
+    say the call's direction here: callpipe's own callback URL carries it."""
     call_sid = _sid(form, "CallSid")
     _sid(form, "AccountSid")
     recording_sid = _sid(form, "RecordingSid")
@@ -163,6 +164,7 @@ def recording_event(
             recording_url=recording_url,
             duration_seconds=_number(form, "RecordingDuration", float),
             error_code=form.get("ErrorCode", "").strip() or None,
+            direction=direction,
         )
     except ValidationError as error:
         raise WebhookError(str(error)) from error

@@ -99,7 +99,7 @@ async def test_the_voice_webhook_starts_a_dual_channel_recording_first(
     assert recording is not None
     assert recording.get("channels") == "dual"
     assert recording.get("recordingStatusCallback") == (
-        f"{INGRESS}/twilio/recording-status?business=plumber"
+        f"{INGRESS}/twilio/recording-status?business=plumber&direction=inbound"
     )
     assert recording.get("recordingStatusCallbackEvent") == "in-progress completed absent failed"
     [event] = await published(settings)
