@@ -4,13 +4,20 @@ transcript, retry a failed stage. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from support_stack import RunningStack
+
+from shared.events import CallStarted, Lead, SummaryReady, call_correlation_id
+from shared.kafka import EventProducer
+from shared.settings import Settings
 
 pytestmark = pytest.mark.stack
 
@@ -122,3 +129,48 @@ def test_the_lead_shows_its_evidence_and_a_click_plays_it(page: Page, stack: Run
         f"Math.abs(document.querySelector('audio').currentTime - {start}) < 1.5", timeout=10_000
     )
     screenshot(page, "call-lead-evidence")
+
+
+def test_hebrew_text_reads_right_to_left(page: Page, stack: RunningStack) -> None:
+    """A Hebrew-speaking business's summary and lead, sent through Kafka as the extractor
+    would, display right to left while the page's own text stays left to right."""
+    call_sid = "CA" + secrets.token_hex(16)
+    started = CallStarted(
+        call_sid=call_sid,
+        business_id=Settings().default_business_id,
+        correlation_id=call_correlation_id(call_sid),
+        account_sid="AC" + "0" * 32,
+        from_number="+972501234567",
+        to_number="+97235551234",
+    )
+    summary = started.caused(
+        SummaryReady,
+        "summary.ready",
+        outcome="extracted",
+        summary="הלקוח מבקש אינסטלטור בתל אביב, נזילה במטבח.",
+        lead=Lead(service="אינסטלציה", city="תל אביב", confidence=0.8),
+        extractor="test",
+    )
+    settings = Settings(kafka_bootstrap=stack.env["CALLPIPE_KAFKA_BOOTSTRAP"])
+
+    async def publish() -> None:
+        producer = EventProducer(settings)
+        await producer.start()
+        try:
+            for event in (started, summary):
+                await producer.publish(event)
+        finally:
+            await producer.stop()
+
+    with ThreadPoolExecutor(1) as thread:  # Playwright's sync API owns this thread's loop
+        thread.submit(asyncio.run, publish()).result()
+    row = page.locator(f"tr[data-call='{call_sid}']")
+    expect(row).to_be_visible(timeout=15_000)
+    row.click()
+    text = page.locator("#summary")
+    expect(text).to_contain_text("אינסטלטור")
+    assert text.evaluate("e => getComputedStyle(e).direction") == "rtl"
+    city = page.locator("#lead td", has_text="תל אביב")
+    assert city.evaluate("e => getComputedStyle(e).direction") == "rtl"
+    assert page.locator("#detail h2").evaluate("e => getComputedStyle(e).direction") == "ltr"
+    screenshot(page, "call-hebrew")
