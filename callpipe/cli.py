@@ -181,7 +181,8 @@ def api_key(
     label: Annotated[str, typer.Option(help="What the key is for.")] = "created by the CLI",
 ) -> None:
     """Create an API key for a business; it is printed once and stored only as a digest."""
-    from services.player.repository import CallRepository, create_engine, migrate
+    from services.player.repository import CallRepository, migrate
+    from shared.db import create_engine
 
     settings = Settings()
 

@@ -16,7 +16,8 @@ from support_stack import RunningStack
 
 from callpipe.twilio_simulator import sample_path
 from services.player.core import CallState
-from services.player.repository import CallRepository, create_engine
+from services.player.repository import CallRepository
+from shared.db import create_engine
 
 pytestmark = pytest.mark.stack
 

@@ -19,8 +19,9 @@ import asyncpg
 import pytest
 from sqlalchemy import delete, func, select, text
 
-from services.player.repository import CallRepository, create_engine, migrate
+from services.player.repository import CallRepository, migrate
 from services.player.tables import call_events, calls, metadata
+from shared.db import create_engine
 from shared.events import (
     AnyEvent,
     CallStarted,

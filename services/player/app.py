@@ -22,7 +22,8 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from services.player import core, ranges
 from services.player.core import CallState
-from services.player.repository import CallFilter, CallRepository, create_engine, migrate
+from services.player.repository import CallFilter, CallRepository, migrate
+from shared.db import create_engine
 from shared.events import (
     TWILIO_NAMESPACE,
     AnyEvent,

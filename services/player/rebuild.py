@@ -9,8 +9,9 @@ import logging
 from sqlalchemy import func, select
 
 from services.player.app import projected_topics
-from services.player.repository import CallRepository, create_engine, migrate
+from services.player.repository import CallRepository, migrate
 from services.player.tables import calls
+from shared.db import create_engine
 from shared.kafka import replay
 from shared.settings import Settings
 

@@ -16,10 +16,9 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import and_, delete, func, insert, or_, select, update
-from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.player import core
 from services.player.core import CallState
@@ -35,22 +34,6 @@ def migrate(database_url: str) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     command.upgrade(config, "head")
-
-
-def create_engine(database_url: str) -> AsyncEngine:
-    if database_url.startswith("sqlite"):
-        Path(database_url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(database_url, connect_args={"timeout": 30})
-
-        @sa_event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(connection: Any, _record: Any) -> None:
-            cursor = connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-        return engine
-    return create_async_engine(database_url, pool_size=10, pool_pre_ping=True)
 
 
 def _utc_values(values: dict[str, Any]) -> dict[str, Any]:
