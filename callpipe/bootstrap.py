@@ -18,13 +18,13 @@ from fastapi import FastAPI
 from services.downloader import core as downloader_core
 from services.downloader.handler import DownloadHandler, DownloadPolicy
 from services.downloader.slots import DownloadSlots
-from services.downloader.slots import create_engine as create_slots_engine
 from services.extractor.handler import ExtractHandler, Extractor, RulesExtractor, load_catalogue
 from services.extractor.openai_backend import OpenAIExtractor
 from services.transcriber.audio import TranscriptionBackend
 from services.transcriber.core import SpeakerMapping, parse_labels
 from services.transcriber.handler import TranscribeHandler
 from shared import logs
+from shared.db import create_engine
 from shared.events import Stage, Topic
 from shared.kafka import EventProducer, StageWorker, ensure_topics
 from shared.settings import Settings
@@ -204,7 +204,7 @@ async def downloader_handler(
 ) -> DownloadHandler:
     http = httpx.AsyncClient(timeout=settings.download_timeout_seconds)
     stack.push_async_callback(http.aclose)
-    database = create_slots_engine(settings.effective_database_url)
+    database = create_engine(settings.effective_database_url)
     stack.push_async_callback(database.dispose)
     slots = DownloadSlots(
         database, settings.download_slots_per_business, settings.download_slot_lease_seconds

@@ -15,11 +15,10 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, delete, insert, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +33,6 @@ download_slots = Table(
 )
 
 POLL_SECONDS = 0.25
-
-
-def create_engine(database_url: str) -> AsyncEngine:
-    if database_url.startswith("sqlite"):
-        Path(database_url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
-        return create_async_engine(database_url, connect_args={"timeout": 30})
-    return create_async_engine(database_url, pool_size=5, pool_pre_ping=True)
 
 
 class DownloadSlots:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from services.downloader.slots import DownloadSlots, create_engine
+from services.downloader.slots import DownloadSlots
+from shared.db import create_engine
 
 POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
