@@ -90,14 +90,7 @@ async def _run_stage(name: str, settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with AsyncExitStack() as stack:
-        await ensure_topics(settings)
-        store = ObjectStore(settings)
-        await store.start()
-        stack.push_async_callback(store.stop)
-        producer = EventProducer(settings)
-        await producer.start()
-        stack.push_async_callback(producer.stop)
-        worker = await _stage_worker(name, settings, store, producer, stack)
+        worker, _ = await open_stage_worker(name, settings, stack)
         port = {
             "downloader": settings.downloader_health_port,
             "transcriber": settings.transcriber_health_port,
@@ -135,6 +128,20 @@ def transcription_backend(settings: Settings) -> TranscriptionBackend:
         settings.whisper_threads,
         settings.whisper_language,
     )
+
+
+async def open_stage_worker(
+    name: str, settings: Settings, stack: AsyncExitStack
+) -> tuple[StageWorker, ObjectStore]:
+    """The stage worker `name` with its object store and producer, closed by `stack`."""
+    await ensure_topics(settings)
+    store = ObjectStore(settings)
+    await store.start()
+    stack.push_async_callback(store.stop)
+    producer = EventProducer(settings)
+    await producer.start()
+    stack.push_async_callback(producer.stop)
+    return await _stage_worker(name, settings, store, producer, stack), store
 
 
 async def _stage_worker(

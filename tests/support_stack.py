@@ -3,6 +3,7 @@ running on the default ports is left alone."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from callpipe.stack import Child
 from callpipe.twilio_simulator import sample_path
 from shared.settings import Settings
 
@@ -106,3 +108,24 @@ def leftover_processes(data_dir: Path) -> list[str]:
         for line in listing.stdout.splitlines()
         if str(data_dir) in line and " Z" not in line and "ps -eo" not in line
     ]
+
+
+def start_child(child: Child, data_dir: Path, log_dir: Path) -> subprocess.Popen[bytes]:
+    """One part of `callpipe up` (the S3 server, the broker…) started alone, once healthy."""
+    log = (log_dir / f"{child.name}.log").open("ab")
+    process = subprocess.Popen(
+        child.argv,
+        env=child.env,
+        cwd=data_dir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"{child.name} exited: {(log_dir / f'{child.name}.log').read_text()}")
+        if asyncio.run(child.healthy()):
+            return process
+        time.sleep(0.3)
+    pytest.fail(f"{child.name} not healthy in 60 s")

@@ -5,15 +5,13 @@ stage with its reason instead of producing a summary."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import openai
 import pytest
+from support_stack import start_child
 
 from callpipe.openai_chat_simulator import OpenAISimulator, Reply, serve
 from callpipe.stack import Stack
@@ -29,7 +27,6 @@ from shared.transcript import Transcript, Utterance
 pytestmark = pytest.mark.stack
 
 _OFFSET = int(os.environ.get("CALLPIPE_TEST_PORT_OFFSET", "0"))
-S3_UP_SECONDS = 60
 # The S3 server also takes S3_PORT+555…+1100 and each of those +10000 (gRPC): clear of the
 # end-to-end stacks' 18000-29999.
 S3_PORT = 21333
@@ -41,29 +38,12 @@ def s3_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     settings = Settings(data_dir=data_dir, s3_endpoint_url=f"http://127.0.0.1:{S3_PORT + _OFFSET}")
     s3 = Stack(settings).children[0]
     assert s3.name == "s3"
-    with (data_dir / "s3.log").open("wb") as log:
-        process = subprocess.Popen(s3.argv, env=s3.env, stdout=log, stderr=subprocess.STDOUT)
+    process = start_child(s3, data_dir, data_dir)
     try:
-        deadline = time.monotonic() + S3_UP_SECONDS
-        while not asyncio.run(_bucket_ready(settings)):
-            assert process.poll() is None, (data_dir / "s3.log").read_text()
-            assert time.monotonic() < deadline, "S3 server not ready"
-            time.sleep(0.5)
         yield settings
     finally:
         process.terminate()
         process.wait(timeout=30)
-
-
-async def _bucket_ready(settings: Settings) -> bool:
-    store = ObjectStore(settings)
-    await store.start()
-    try:
-        return await store.head_bucket()
-    except Exception:
-        return False
-    finally:
-        await store.stop()
 
 
 @pytest.fixture

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support_stack import start_child
 
 from callpipe.stack import Stack
-from downloader.servers import base_settings, start_child
+from downloader.servers import base_settings
 from shared.settings import Settings
 
 

@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import secrets
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -21,10 +20,9 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from callpipe.bootstrap import _stage_worker
-from callpipe.stack import Child
+from callpipe.bootstrap import open_stage_worker
 from shared.events import RecordingCompleted, decode
-from shared.kafka import EventProducer, dead_letter_topic, ensure_topics
+from shared.kafka import EventProducer, dead_letter_topic
 from shared.settings import Settings
 from shared.storage import ObjectStore
 
@@ -44,26 +42,6 @@ def base_settings(data_dir: Path) -> Settings:
         retry_base_seconds=0.2,
         retry_max_seconds=2.0,
     )
-
-
-def start_child(child: Child, data_dir: Path, log_dir: Path) -> subprocess.Popen[bytes]:
-    log = (log_dir / f"{child.name}.log").open("ab")
-    process = subprocess.Popen(
-        child.argv,
-        env=child.env,
-        cwd=data_dir,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"{child.name} exited: {(log_dir / f'{child.name}.log').read_text()}")
-        if asyncio.run(child.healthy()):
-            return process
-        time.sleep(0.3)
-    pytest.fail(f"{child.name} not healthy in 60 s")
 
 
 def add_recording(settings: Settings, **options: Any) -> dict[str, str]:
@@ -97,14 +75,7 @@ def recording_event(recording: dict[str, str], business_id: str = "acme") -> Rec
 async def running_downloader(settings: Settings) -> AsyncIterator[ObjectStore]:
     """The downloader as `callpipe run downloader` wires it, in this event loop."""
     async with AsyncExitStack() as stack:
-        await ensure_topics(settings)
-        store = ObjectStore(settings)
-        await store.start()
-        stack.push_async_callback(store.stop)
-        producer = EventProducer(settings)
-        await producer.start()
-        stack.push_async_callback(producer.stop)
-        worker = await _stage_worker("downloader", settings, store, producer, stack)
+        worker, store = await open_stage_worker("downloader", settings, stack)
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop))
         try:

@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import subprocess
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from support_stack import start_child
 from transcriber_samples import sample
 
 from callpipe.stack import Stack
@@ -31,7 +30,6 @@ from shared.transcript import Transcript
 # The S3 port the other module-scoped S3 tests use (they run one after another), clear of
 # the end-to-end stack's ports and their gRPC twins (each + 10000).
 S3_PORT = 21333 + int(os.environ.get("CALLPIPE_TEST_PORT_OFFSET", "0"))
-START_TIMEOUT_SECONDS = 60
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +38,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     settings = Settings(data_dir=data_dir, s3_endpoint_url=f"http://127.0.0.1:{S3_PORT}")
     s3 = Stack(settings).children[0]
     assert s3.name == "s3"
-    with (data_dir / "s3.log").open("ab") as log:
-        process = subprocess.Popen(s3.argv, env=s3.env, cwd=data_dir, stdout=log, stderr=log)
+    process = start_child(s3, data_dir, data_dir)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while not asyncio.run(s3.healthy()):
-            assert process.poll() is None, (data_dir / "s3.log").read_text()
-            assert time.monotonic() < deadline, "S3 server not healthy"
-            time.sleep(0.3)
         yield settings
     finally:
         process.terminate()
