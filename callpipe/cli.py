@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from shared import logs
 from shared.settings import Settings
 
+if TYPE_CHECKING:
+    from callpipe.stack import Stack
+
 app = typer.Typer(help="callpipe: every call recorded, stored, transcribed, summarised, shown.")
-bench = typer.Typer(help="Measurements against a running `callpipe up`.")
+bench = typer.Typer(
+    help="Every benchmark figure on a stack of its own (`callpipe bench --json`), or one "
+    "measurement against a running `callpipe up` (the subcommands).",
+    invoke_without_command=True,
+)
 app.add_typer(bench, name="bench")
 
 
@@ -25,10 +33,15 @@ def up(
 ) -> None:
     """Start the whole stack in the foreground; Ctrl-C stops all of it."""
     from callpipe.stack import Stack
+    from shared.extras import MissingExtra
 
-    logs.configure("up")
     settings = Settings(data_dir=data_dir) if data_dir else Settings()
-    stack = Stack(settings)
+    logs.configure("up", settings.log_format)
+    try:
+        stack = Stack(settings)
+    except MissingExtra as error:
+        typer.echo(f"callpipe up: {error}", err=True)
+        raise typer.Exit(1) from error
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -49,7 +62,7 @@ def up(
             await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if starting.done():
                 starting.result()
-                await stack.supervise(stop)
+                await _supervise_and_reconcile(stack, stop)
         finally:
             starting.cancel()
             stopping.cancel()
@@ -58,6 +71,18 @@ def up(
             typer.echo("stopped.")
 
     asyncio.run(main())
+
+
+async def _supervise_and_reconcile(stack: Stack, stop: asyncio.Event) -> None:
+    from callpipe.bootstrap import open_reconciler
+
+    async with contextlib.AsyncExitStack() as resources:
+        reconciler = await open_reconciler(stack.settings, stack.twilio_api_base_url, resources)
+        reconciling = asyncio.create_task(
+            reconciler.run_periodically(stack.settings.reconcile_interval_seconds, stop)
+        )
+        await stack.supervise(stop)
+        await reconciling
 
 
 async def _demo(settings: Settings) -> None:
@@ -81,10 +106,15 @@ def run(
 ) -> None:
     """Run one service in the foreground (what `up` starts for each)."""
     from callpipe.bootstrap import HTTP_SERVICES, SERVICES, run_service
+    from shared.extras import MissingExtra
 
     if service not in (*SERVICES, *HTTP_SERVICES):
         raise typer.BadParameter(f"unknown service {service!r}")
-    run_service(service, Settings())
+    try:
+        run_service(service, Settings())
+    except MissingExtra as error:
+        typer.echo(f"callpipe run {service}: {error}", err=True)
+        raise typer.Exit(1) from error
 
 
 @app.command("simulate-call")
@@ -136,6 +166,114 @@ def simulate_call(
             raise typer.Exit(1)
 
     asyncio.run(main())
+
+
+@bench.callback()
+def bench_all(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    port_offset: Annotated[
+        int, typer.Option(help="Added to the bench stack's ports (defaults + 20000).")
+    ] = 0,
+    database_url: Annotated[
+        str, typer.Option(help="SQL database for the status table; empty: SQLite.")
+    ] = "",
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Keep the stack's data and logs here.")
+    ] = None,
+    calls: Annotated[int, typer.Option(help="Calls of the saturation run.")] = 300,
+    businesses: Annotated[
+        int, typer.Option(help="Businesses the calls are spread over (each has its slots).")
+    ] = 10,
+    rate: Annotated[
+        list[float] | None,
+        typer.Option(
+            help="Offered calls/s of a latency run (repeatable); default: "
+            "1/4, 1/2, 3/4 and all of the saturation rate."
+        ),
+    ] = None,
+    rate_seconds: Annotated[float, typer.Option(help="Seconds of each latency run.")] = 5.0,
+    baseline_calls: Annotated[int, typer.Option(help="Calls of the baseline loop.")] = 100,
+    kafka_messages: Annotated[int, typer.Option(help="Messages of the raw Kafka run.")] = 5000,
+    webhook_rate: Annotated[float, typer.Option(help="Offered webhooks/s.")] = 500.0,
+    webhook_seconds: Annotated[float, typer.Option(help="Seconds of the webhook run.")] = 5.0,
+    webhook_count: Annotated[int, typer.Option(help="Webhooks of the throughput run.")] = 2000,
+    status_calls: Annotated[int, typer.Option(help="Calls put in the table.")] = 100_000,
+    status_rate: Annotated[float, typer.Option(help="Offered call-list requests/s.")] = 300.0,
+    status_seconds: Annotated[float, typer.Option(help="Seconds of the call-list run.")] = 5.0,
+    status_count: Annotated[int, typer.Option(help="Requests of the throughput run.")] = 1000,
+    playback_mb: Annotated[float, typer.Option(help="Size of the played recording, MB.")] = 20.0,
+    playback_runs: Annotated[int, typer.Option(help="Fetches each way.")] = 3,
+    whisper_sample: Annotated[
+        list[str] | None, typer.Option(help="Samples for the Whisper figures (repeatable).")
+    ] = None,
+    whisper_runs: Annotated[int, typer.Option(help="Passes over the Whisper samples.")] = 1,
+    phase: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Measure only this part (repeatable): raw-kafka, pipeline, webhooks, "
+            "status-api, playback, whisper; default: all."
+        ),
+    ] = None,
+    write_docs: Annotated[
+        Path | None,
+        typer.Option(
+            help="Update the measured section of this file (docs/benchmarks.md) "
+            "and draw the latency plot beside it."
+        ),
+    ] = None,
+) -> None:
+    """Starts a stack of its own (instant speech and language stages), measures every figure
+    in one run, stops everything it started."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import sys
+
+    from callpipe.bench.run import PHASES, BenchConfig, run
+
+    unknown = set(phase or ()) - set(PHASES)
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown phase {', '.join(sorted(unknown))}", param_hint="--phase"
+        )
+    logs.configure("bench")
+    config = BenchConfig(
+        port_offset=port_offset,
+        database_url=database_url,
+        data_dir=data_dir,
+        saturation_calls=calls,
+        businesses=businesses,
+        rates=tuple(rate or ()),
+        rate_seconds=rate_seconds,
+        baseline_calls=baseline_calls,
+        kafka_messages=kafka_messages,
+        webhook_rate=webhook_rate,
+        webhook_seconds=webhook_seconds,
+        webhook_count=webhook_count,
+        status_calls=status_calls,
+        status_rate=status_rate,
+        status_seconds=status_seconds,
+        status_count=status_count,
+        playback_mb=playback_mb,
+        playback_runs=playback_runs,
+        whisper_samples=tuple(whisper_sample or ("plumber_boston", "electrician_denver")),
+        whisper_runs=whisper_runs,
+        phases=tuple(phase or PHASES),
+    )
+    result = run(config)
+    result.about["command"] = " ".join(["callpipe", *sys.argv[1:]])
+    if write_docs is not None:
+        from callpipe.bench.report import update_docs
+
+        update_docs(write_docs, result)
+    output = result.as_json()
+    typer.echo(json.dumps(output, indent=2) if as_json else _figures_table(output))
+
+
+def _figures_table(output: dict[str, object]) -> str:
+    return "\n".join(
+        f"{name:<32}{value}" for name, value in output.items() if isinstance(value, int | float)
+    )
 
 
 @bench.command("transcriber")
@@ -215,6 +353,15 @@ def rebuild_status(
     typer.echo(f"applied {applied} events")
 
 
+@app.command()
+def analytics() -> None:
+    """Example downstream consumer: live per-business figures by the hour (calls, leads,
+    failures, stage durations) from the topics, at http://127.0.0.1:CALLPIPE_ANALYTICS_PORT/figures."""
+    from callpipe.bootstrap import run_analytics
+
+    run_analytics(Settings())
+
+
 @bench.command("download")
 def bench_download(
     size_mb: Annotated[int, typer.Option(help="Size of the recording, MiB.")] = 200,
@@ -223,3 +370,136 @@ def bench_download(
     from callpipe.bench_download import bench_download as measure
 
     typer.echo(json.dumps(asyncio.run(measure(Settings(), size_mb)), indent=2))
+
+
+dlq = typer.Typer(help="Dead letters: list them, re-drive them after a fix.")
+app.add_typer(dlq, name="dlq")
+
+
+@dlq.command("list")
+def dlq_list(
+    worker: Annotated[
+        str | None, typer.Option(help="downloader, transcriber, extractor or player; all if unset.")
+    ] = None,
+) -> None:
+    """Every dead letter (one JSON object a line): where it came from, why, and whether it
+    was re-driven."""
+    from callpipe.dlq import list_dead_letters
+    from shared.kafka import WORKERS
+
+    letters = asyncio.run(list_dead_letters(Settings(), [worker] if worker else WORKERS))
+    for letter in letters:
+        typer.echo(json.dumps(letter.describe()))
+
+
+@dlq.command("redrive")
+def dlq_redrive(
+    worker: Annotated[str, typer.Option(help="downloader, transcriber, extractor or player.")],
+    offset: Annotated[
+        list[str] | None,
+        typer.Option(help="PARTITION:OFFSET in the dead-letter topic (repeatable)."),
+    ] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Every dead letter not re-driven yet.")
+    ] = False,
+) -> None:
+    """Publish dead letters back to their source topic (after fixing the cause)."""
+    from callpipe.dlq import redrive
+
+    if bool(offset) == all_:
+        raise typer.BadParameter("give either --offset (one or more) or --all")
+    wanted = None
+    if offset:
+        wanted = [(int(p), int(o)) for p, _, o in (entry.partition(":") for entry in offset)]
+    try:
+        letters = asyncio.run(redrive(Settings(), worker, wanted))
+    except KeyError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from error
+    for letter in letters:
+        typer.echo(json.dumps(letter.describe()))
+    typer.echo(f"re-drove {len(letters)} dead letters", err=True)
+
+
+@app.command("chaos")
+def chaos_run(
+    calls: Annotated[int, typer.Option(help="Simulated calls to put through.")] = 100,
+    kills: Annotated[int, typer.Option(help="Service processes killed (SIGKILL) meanwhile.")] = 10,
+    broker_restarts: Annotated[int, typer.Option(help="Broker kills and restarts.")] = 1,
+    s3_outage_seconds: Annotated[
+        float, typer.Option(help="Stop the S3 server this long once (0: never).")
+    ] = 0.0,
+    rate: Annotated[float, typer.Option(help="Calls placed per second.")] = 5.0,
+    call_seconds: Annotated[float, typer.Option(help="How long each call lasts.")] = 20.0,
+    seed: Annotated[int | None, typer.Option(help="Random seed, to repeat a run.")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Keep the run's stack data here (default: a temp dir).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON result.")] = False,
+) -> None:
+    """Start a stack of its own, put calls through while killing its parts, and count lost
+    calls and duplicated side effects (stop `callpipe up` on the same ports first)."""
+    from callpipe.chaos import ChaosPlan, chaos
+
+    logs.configure("chaos")  # to stderr: stdout carries only the result
+    plan = ChaosPlan(
+        calls, kills, broker_restarts, s3_outage_seconds, rate, call_seconds=call_seconds, seed=seed
+    )
+    result = chaos(Settings(), plan, data_dir)
+    typer.echo(json.dumps(result, indent=None if as_json else 2))
+    if result["lost"] or result["duplicate_side_effects"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def reconcile(
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
+) -> None:
+    """Find calls whose recording never arrived or whose stage stopped moving; repair them
+    (Twilio's recording list, the stage's input again) or mark them failed. `callpipe up`
+    runs this every CALLPIPE_RECONCILE_INTERVAL_SECONDS."""
+    from callpipe.bootstrap import open_reconciler
+
+    logs.configure("reconciler")
+    settings = Settings()
+
+    async def main() -> None:
+        async with contextlib.AsyncExitStack() as resources:
+            reconciler = await open_reconciler(settings, settings.twilio_api_base_url, resources)
+            if once:
+                typer.echo(json.dumps(dict(await reconciler.run_once())))
+                return
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            await reconciler.run_periodically(settings.reconcile_interval_seconds, stop)
+
+    asyncio.run(main())
+
+
+@app.command("env-example")
+def env_example(
+    write: Annotated[bool, typer.Option("--write", help="Rewrite .env.example.")] = False,
+) -> None:
+    """Check (default) or rewrite .env.example, which documents every setting."""
+    from callpipe.env_example import ENV_EXAMPLE, is_current, render
+
+    if write:
+        ENV_EXAMPLE.write_text(render())
+        typer.echo(f"wrote {ENV_EXAMPLE}")
+        return
+    if not is_current():
+        typer.echo(f"{ENV_EXAMPLE} is out of date (run `callpipe env-example --write`)")
+        raise typer.Exit(1)
+    typer.echo(f"{ENV_EXAMPLE} up to date")
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the status table's schema to the newest revision (the compose migrations job)."""
+    from services.player.repository import migrate as upgrade
+
+    url = Settings().effective_database_url
+    upgrade(url)
+    typer.echo(f"database schema up to date at {url.split('@')[-1]}")

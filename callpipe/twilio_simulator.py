@@ -23,6 +23,7 @@ Signatures are made with twilio's own RequestValidator and the shared auth token
 import asyncio
 import dataclasses
 import logging
+import math
 import secrets
 import time
 import wave
@@ -80,10 +81,15 @@ class CallRequest(BaseModel):
     # busy / no-answer: the call is never answered, only its status callback arrives.
     call_status: Literal["completed", "busy", "no-answer"] = "completed"
     media_delay_seconds: float = 2.0
+    # How long the call lasts once answered (compressed by default).
+    call_seconds: float = Field(0.2, ge=0, le=3600)
     # The media answers this status the first `media_error_count` times it is fetched.
     media_error_status: int | None = None
     media_error_count: int = 0
     recording_status: Literal["completed", "absent", "failed"] = "completed"
+    # The final recording callback never reaches callpipe (a lost webhook); the recording
+    # still exists and is listed by the REST API.
+    lose_recording_callback: bool = False
     # How often each webhook is delivered, always with the same idempotency token, as
     # Twilio does when it retries.
     deliveries: int = Field(1, ge=1, le=10)
@@ -109,6 +115,10 @@ class SimulatedRecording:
     deleted: bool = False
     error_status: int | None = None
     errors_left: int = 0
+    call_sid: str = ""
+    status: str = "completed"
+    channels: int = 1
+    duration_seconds: float = 0.0
 
 
 @dataclass
@@ -180,9 +190,10 @@ class TwilioSimulator:
 
     async def _post_signed(
         self, url: str, params: dict[str, str], deliveries: int = 1
-    ) -> httpx.Response:
+    ) -> httpx.Response | None:
         """Delivers one webhook `deliveries` times (Twilio's retries carry the same
-        idempotency token), each retried on 5xx or no answer; the first answer."""
+        idempotency token), each retried on 5xx or no answer; the first answer, None if
+        Twilio gave up on it."""
         headers = {
             "X-Twilio-Signature": self._validator.compute_signature(url, params),
             "I-Twilio-Idempotency-Token": secrets.token_hex(16),
@@ -192,7 +203,7 @@ class TwilioSimulator:
 
     async def _deliver(
         self, url: str, params: dict[str, str], headers: dict[str, str]
-    ) -> httpx.Response:
+    ) -> httpx.Response | None:
         for attempt in range(5):
             try:
                 response = await self._http.post(url, data=params, headers=headers)
@@ -202,7 +213,9 @@ class TwilioSimulator:
             except httpx.TransportError as error:
                 log.warning("webhook %s failed (%s), retrying", url, error)
             await asyncio.sleep(0.5 * 2**attempt)
-        raise RuntimeError(f"webhook {url} failed 5 times")
+        # Twilio gives up too: the call goes on, the callback is lost.
+        log.error("webhook %s: no answer after 5 tries, given up", url)
+        return None
 
     async def _run_call(
         self, request: CallRequest, path: Path, call_sid: str, recording_sid: str
@@ -219,7 +232,7 @@ class TwilioSimulator:
         status_url = self._ingress + "/twilio/call-status"
         sequence = iter(range(100))
 
-        async def call_status(status: str, **extra: str) -> httpx.Response:
+        async def call_status(status: str, **extra: str) -> httpx.Response | None:
             params = {**common, "CallStatus": status, "SequenceNumber": str(next(sequence))}
             return await self._post_signed(status_url, {**params, **extra}, request.deliveries)
 
@@ -229,10 +242,16 @@ class TwilioSimulator:
         live = LiveCall(account, asyncio.get_running_loop().create_future())
         self.live_calls[call_sid] = live
         try:
-            if request.recording_mode == "twiml" and not await self._answer_with_twiml(
-                request, common, live
-            ):
-                return
+            if request.recording_mode == "twiml":
+                answered = await self._answer_with_twiml(request, common, live)
+                if answered is None:
+                    # Twilio got no TwiML: it plays its application error and hangs up; only
+                    # the call status callback tells callpipe the call happened.
+                    await asyncio.sleep(request.call_seconds)
+                    await call_status("completed", CallDuration="0")
+                    return
+                if not answered:
+                    return
             await call_status("in-progress")
             try:
                 start = await asyncio.wait_for(asyncio.shield(live.recording), 10)
@@ -246,14 +265,17 @@ class TwilioSimulator:
 
     async def _answer_with_twiml(
         self, request: CallRequest, common: dict[str, str], live: LiveCall
-    ) -> bool:
-        """The voice webhook; its TwiML must start the recording before anything else."""
+    ) -> bool | None:
+        """The voice webhook; its TwiML must start the recording before anything else.
+        None when it could not be delivered at all."""
         answer = await self._post_signed(
             self._ingress + "/twilio/voice",
             {**common, "CallStatus": "ringing"},
             request.deliveries,
         )
         call_sid = common["CallSid"]
+        if answer is None:
+            return None
         if answer.status_code != 200:
             log.error("call %s: the voice webhook answered %s", call_sid, answer.status_code)
             return False
@@ -278,7 +300,7 @@ class TwilioSimulator:
         common: dict[str, str],
         recording_sid: str,
         start: RecordingStart,
-        call_status: Callable[..., Awaitable[httpx.Response]],
+        call_status: Callable[..., Awaitable[httpx.Response | None]],
     ) -> None:
         account = common["AccountSid"]
         channels, duration = audio_facts(path)
@@ -302,15 +324,23 @@ class TwilioSimulator:
                 params = {**recording_params, "RecordingStatus": status, **extra}
                 await self._post_signed(start.callback, params, request.deliveries)
 
-        await recording_callback("in-progress")
-        await asyncio.sleep(0.2)  # the call itself, compressed
-        await call_status("completed", CallDuration=str(round(duration)))
-        self.recordings[recording_sid] = SimulatedRecording(
-            path,
-            time.monotonic() + request.media_delay_seconds,
-            error_status=request.media_error_status,
-            errors_left=request.media_error_count,
+        # Listed by the REST API from the start, `in-progress` while the call lasts.
+        recording = SimulatedRecording(
+            path, ready_at=math.inf, call_sid=common["CallSid"], status="in-progress"
         )
+        self.recordings[recording_sid] = recording
+        await recording_callback("in-progress")
+        await asyncio.sleep(request.call_seconds)  # the call itself
+        await call_status("completed", CallDuration=str(round(duration)))
+        recording.ready_at = time.monotonic() + request.media_delay_seconds
+        recording.error_status = request.media_error_status
+        recording.errors_left = request.media_error_count
+        recording.status = request.recording_status
+        recording.channels = channels
+        recording.duration_seconds = duration
+        if request.lose_recording_callback:
+            log.info("call %s: losing the recording's final callback", common["CallSid"])
+            return
         await recording_callback(
             request.recording_status,
             RecordingDuration=str(round(duration)),
@@ -402,6 +432,40 @@ def create_app(settings: Settings) -> FastAPI:
             "source": "StartCallRecordingAPI",
             "uri": f"/{API_VERSION}/Accounts/{account_sid}/Calls/{call_sid}"
             f"/Recordings/{recording_sid}.json",
+        }
+
+    @app.get(f"/{API_VERSION}/Accounts/{{account_sid}}/Recordings.json")
+    async def list_recordings(
+        account_sid: str, caller: Annotated[str, Depends(account)], CallSid: str = ""
+    ) -> object:
+        """Twilio's REST API: the account's recordings, filtered by call."""
+        if account_sid != caller:
+            return not_found()
+        uri = f"/{API_VERSION}/Accounts/{account_sid}/Recordings.json"
+        found = [
+            {
+                "sid": sid,
+                "account_sid": account_sid,
+                "call_sid": recording.call_sid,
+                "status": recording.status,
+                "channels": recording.channels,
+                "duration": str(round(recording.duration_seconds)),
+                "error_code": None if recording.status == "completed" else 13617,
+                "uri": f"/{API_VERSION}/Accounts/{account_sid}/Recordings/{sid}.json",
+            }
+            for sid, recording in simulator.recordings.items()
+            if recording.call_sid and (not CallSid or recording.call_sid == CallSid)
+        ]
+        return {
+            "recordings": found,
+            "page": 0,
+            "page_size": 50,
+            "start": 0,
+            "end": max(0, len(found) - 1),
+            "uri": uri,
+            "first_page_uri": uri,
+            "next_page_uri": None,
+            "previous_page_uri": None,
         }
 
     @app.get(f"/{API_VERSION}/Accounts/{{account_sid}}/Recordings/{{recording_file}}")

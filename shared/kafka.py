@@ -8,7 +8,9 @@
 - A handler's transient error is retried with capped, jittered backoff without holding up
   other calls; a terminal error, or retries exhausted, emits `stage.failed` and sends the
   original bytes with the reason to the worker's dead-letter topic. Undecodable or unknown
-  messages go to the dead-letter topic at once.
+  messages (wrong schema, a schema version newer than this code) go there at once.
+- On stop (SIGTERM) in-flight messages get `shutdown_grace_seconds` to finish; the rest are
+  cancelled and handed back uncommitted (see docs/reliability.md).
 - If the broker itself cannot take the output, the worker stops without committing: the
   message is redelivered after restart (handlers are idempotent).
 """
@@ -24,13 +26,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import errors as kafka_errors
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.protocol.transaction import InitProducerIdRequest
 from pydantic import ValidationError
 from tenacity import RetryCallState
 
+from shared import metrics, tracing
 from shared.events import (
+    SCHEMA_VERSION,
     AnyEvent,
     Event,
     Stage,
@@ -84,6 +91,24 @@ async def ensure_topics(settings: Settings) -> None:
         await admin.close()
 
 
+async def records_to_end(
+    consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition]
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """Every record of `partitions` (assigned to `consumer`) from the beginning to the end,
+    in order within a partition."""
+    await consumer.seek_to_beginning(*partitions)
+    ends = await consumer.end_offsets(partitions)
+    # Done once every partition reached its end offset and a poll brings nothing more:
+    # Tansu 0.6 can report an end offset one short of the last record.
+    while True:
+        batch = await consumer.getmany(timeout_ms=1000)
+        for records in batch.values():
+            for record in records:
+                yield record
+        if not batch and all([await consumer.position(tp) >= ends[tp] for tp in partitions]):
+            return
+
+
 async def replay(settings: Settings, topics: Sequence[str]) -> AsyncIterator[AnyEvent]:
     """Every event on `topics` from the beginning to the end (no consumer group, nothing
     committed); in order within a partition. Undecodable messages are skipped: they are in
@@ -100,22 +125,44 @@ async def replay(settings: Settings, topics: Sequence[str]) -> AsyncIterator[Any
             for partition in sorted(consumer.partitions_for_topic(topic) or ())
         ]
         consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        # Done once every partition reached its end offset and a poll brings nothing more:
-        # Tansu 0.6 can report an end offset one short of the last record.
-        while True:
-            batch = await consumer.getmany(timeout_ms=1000)
-            for records in batch.values():
-                for record in records:
-                    try:
-                        yield decode(record.value)
-                    except ValidationError:
-                        log.warning("skipped undecodable %s:%s", record.topic, record.offset)
-            if not batch and all([await consumer.position(tp) >= ends[tp] for tp in partitions]):
-                return
+        async for record in records_to_end(consumer, partitions):
+            try:
+                yield decode(record.value)
+            except ValidationError:
+                log.warning("skipped undecodable %s:%s", record.topic, record.offset)
     finally:
         await consumer.stop()
+
+
+def grants_producer_ids(error_code: int) -> bool:
+    """Whether an InitProducerId answer means the broker supports the idempotent producer: a
+    producer id, or a retriable error (a broker still loading; the producer retries those)."""
+    error = kafka_errors.for_code(error_code)
+    return error is kafka_errors.NoError or bool(error.retriable)
+
+
+async def broker_supports_idempotence(bootstrap: str) -> bool:
+    """Asks the broker for a producer id, the idempotent producer's first request. Tansu 0.6
+    lists InitProducerId among its API versions yet answers it with an unknown server error, so
+    the version list alone cannot tell."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    try:
+        await client.bootstrap()
+        answer = await client.send(
+            client.get_random_node(),
+            InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000),
+        )
+    finally:
+        await client.close()
+    return grants_producer_ids(answer.error_code)
+
+
+async def use_idempotence(settings: Settings) -> bool:
+    """The idempotent-producer setting resolved: `auto` asks the broker."""
+    choice = settings.kafka_idempotent_producer
+    if choice == "auto":
+        return await broker_supports_idempotence(settings.kafka_bootstrap)
+    return choice
 
 
 class EventProducer:
@@ -124,12 +171,15 @@ class EventProducer:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._producer: AIOKafkaProducer | None = None
+        self.idempotent = False
 
     async def start(self) -> None:
+        self.idempotent = await use_idempotence(self._settings)
+        log.info("producer: acks=all, idempotent %s", "on" if self.idempotent else "off")
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self._settings.kafka_bootstrap,
             acks="all",
-            enable_idempotence=self._settings.kafka_idempotent_producer,
+            enable_idempotence=self.idempotent,
             linger_ms=2,
         )
         await self._producer.start()
@@ -149,8 +199,9 @@ class EventProducer:
             topic_of(event).value,
             encode(event),
             key=event.call_sid.encode(),
-            headers=[("traceparent", traceparent(event.correlation_id))],
+            headers=tracing.kafka_headers(event.correlation_id, traceparent(event.correlation_id)),
         )
+        metrics.EVENTS_PUBLISHED.labels(topic_of(event).value).inc()
 
     async def publish_raw(
         self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
@@ -215,6 +266,7 @@ class StageWorker:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.settings.max_in_flight,
+            fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
         )
         self._consumer = consumer
         consumer.subscribe(list(self.topics), listener=_DrainOnRevoke(self))
@@ -227,9 +279,10 @@ class StageWorker:
                 for tp, records in batch.items():
                     for record in records:
                         self._dispatch(tp, record)
+                await metrics.observe_consumer(self.name, consumer, len(self._in_flight))
                 await self._wait_for_room()
                 await self._commit()
-            await self.drain()
+            await self._hand_back(self.settings.shutdown_grace_seconds)
         finally:
             await consumer.stop()
 
@@ -260,6 +313,20 @@ class StageWorker:
             await asyncio.wait(self._in_flight)
         await self._commit()
 
+    async def _hand_back(self, grace_seconds: float) -> None:
+        """Shutdown: lets in-flight messages finish for `grace_seconds`, then cancels the rest
+        (typically calls waiting out a retry backoff) and commits only what finished; the
+        cancelled messages are redelivered to whichever member takes the partition."""
+        if self._in_flight:
+            await asyncio.wait(self._in_flight, timeout=grace_seconds)
+        unfinished = list(self._in_flight)
+        for task in unfinished:
+            task.cancel()
+        if unfinished:
+            log.info("%s handing back %d unfinished messages", self.name, len(unfinished))
+            await asyncio.wait(unfinished)
+        await self._commit()
+
     async def _commit(self) -> None:
         if self._failure is not None:
             # The output could not be made durable (broker down): stop without committing,
@@ -287,9 +354,21 @@ class StageWorker:
             log.error("undecodable message at %s:%s: %s", record.topic, record.offset, error)
             await self._dead_letter(record, f"invalid event: {describe(error)}", tries=0)
             return
+        if event.schema_version > SCHEMA_VERSION:
+            reason = (
+                f"unknown schema version {event.schema_version} "
+                f"(this worker reads up to {SCHEMA_VERSION})"
+            )
+            log.error("message at %s:%s: %s", record.topic, record.offset, reason)
+            await self._dead_letter(record, reason, tries=0)
+            return
         if not self.wants(event):
             return
-        with call_context(event.call_sid, str(event.event_id)):
+        with (
+            call_context(event.call_sid, str(event.event_id)),
+            tracing.consumer_span(self.name, record.topic, record.headers, event),
+            metrics.handling(self.name, record.topic, event.occurred_at),
+        ):
             if self.stage is not None:
                 await self.producer.publish(
                     event.caused(StageStarted, f"{self.stage}.started", stage=self.stage)
@@ -299,6 +378,7 @@ class StageWorker:
             async def report_retry(state: RetryCallState) -> None:
                 error = state.outcome.exception() if state.outcome else None
                 log.warning("try %d failed, will retry: %s", state.attempt_number, error)
+                metrics.STAGE_RETRIES.labels(self.name).inc()
                 if self.stage is not None and error is not None:
                     await self.producer.publish(
                         event.caused(
@@ -326,6 +406,8 @@ class StageWorker:
             except Exception as error:  # terminal, or retries exhausted
                 reason = describe(error)
                 log.error("giving up after %d tries: %s", tries, reason)
+                metrics.STAGE_FAILURES.labels(self.name).inc()
+                tracing.record_failure(reason)
                 if self.stage is not None:
                     await self.producer.publish(
                         event.caused(
@@ -352,6 +434,7 @@ class StageWorker:
         await self.producer.publish_raw(
             dead_letter_topic(self.name), record.value, record.key, headers
         )
+        metrics.DEAD_LETTERS.labels(self.name).inc()
 
 
 class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]

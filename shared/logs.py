@@ -1,4 +1,5 @@
-"""Logging with the call SID and event id on every line, taken from context variables."""
+"""Logging with the call SID and event id on every line, taken from context variables; as
+text or as one JSON object a line (`CALLPIPE_LOG_FORMAT=json`), with the trace id when traced."""
 
 from __future__ import annotations
 
@@ -6,6 +7,11 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Literal
+
+from pythonjsonlogger.json import JsonFormatter
+
+from shared import tracing
 
 call_sid_var: ContextVar[str] = ContextVar("call_sid", default="-")
 event_id_var: ContextVar[str] = ContextVar("event_id", default="-")
@@ -15,18 +21,31 @@ class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.call_sid = call_sid_var.get()
         record.event_id = event_id_var.get()
+        record.trace_id = tracing.current_trace_id() or "-"
         return True
 
 
-def configure(service: str, level: str = "INFO") -> None:
+def configure(
+    service: str, log_format: Literal["text", "json"] = "text", level: str = "INFO"
+) -> None:
     handler = logging.StreamHandler()
     handler.addFilter(_ContextFilter())
-    handler.setFormatter(
-        logging.Formatter(
-            f"%(asctime)s %(levelname)s {service} call=%(call_sid)s event=%(event_id)s "
-            "%(name)s: %(message)s"
+    if log_format == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                "%(levelname)s %(name)s %(message)s %(call_sid)s %(event_id)s %(trace_id)s",
+                rename_fields={"levelname": "level", "name": "logger"},
+                static_fields={"service": service},
+                timestamp="time",  # ISO 8601, UTC
+            )
         )
-    )
+    else:
+        handler.setFormatter(
+            logging.Formatter(
+                f"%(asctime)s %(levelname)s {service} call=%(call_sid)s event=%(event_id)s "
+                "%(name)s: %(message)s"
+            )
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from tenacity import (
@@ -51,7 +52,8 @@ def retrying(
         wait=_at_least_as_asked(
             wait_exponential_jitter(multiplier=base_seconds, max=max_seconds, jitter=base_seconds)
         ),
-        retry=retry_if_not_exception_type(TerminalError),
+        # A cancelled try (shutdown handing work back) must end the retrying, not be retried.
+        retry=retry_if_not_exception_type((TerminalError, asyncio.CancelledError)),
         before_sleep=on_retry,
         reraise=True,
     )

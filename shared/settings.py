@@ -23,8 +23,16 @@ class Settings(BaseSettings):
     # Kafka-protocol broker
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_partitions: int = 4
-    # Apache Kafka supports the idempotent producer; the local Tansu broker does not.
-    kafka_idempotent_producer: bool = False
+    # The idempotent producer: Apache Kafka grants it, the local Tansu broker does not. "auto"
+    # asks the broker at each producer's start (decision 1005).
+    kafka_idempotent_producer: bool | Literal["auto"] = "auto"
+    # How long a consumer's fetch may wait at the broker for data: every topic hop can cost
+    # up to this much latency (Tansu answers a waiting fetch late, not when data arrives).
+    kafka_fetch_max_wait_ms: int = 50
+    # Where `callpipe up`'s own broker (Tansu) keeps its log: "s3", a bucket on the embedded S3
+    # server (topics and committed offsets survive a restart), or "memory" (lost at every
+    # restart: only for measuring what the log's storage costs, `callpipe bench`).
+    local_broker_storage: Literal["s3", "memory"] = "s3"
 
     # S3 object store
     s3_endpoint_url: str = "http://127.0.0.1:8333"
@@ -32,6 +40,12 @@ class Settings(BaseSettings):
     s3_bucket: str = "recordings"
     s3_access_key: str = "callpipe"
     s3_secret_key: SecretStr = SecretStr("callpipe-local-secret")
+    # Where browsers reach the object store: playback redirects to presigned URLs on this
+    # endpoint (the signature covers its host); empty = s3_endpoint_url.
+    s3_public_endpoint_url: str = ""
+    # How long a playback redirect's presigned URL stays valid; a seek after that goes back
+    # to the player for a new one.
+    playback_url_seconds: int = Field(300, ge=1, le=7 * 24 * 3600)
 
     # SQL status table; empty means SQLite under data_dir.
     database_url: str = ""
@@ -66,6 +80,9 @@ class Settings(BaseSettings):
     api_key: SecretStr = SecretStr("")
     # Signs the status page's session cookie; empty = a random one per process.
     session_secret: SecretStr = SecretStr("")
+    # How long the player remembers which business an API key belongs to (0: ask the database
+    # on every request). A key removed from the database still works this long in a player.
+    api_key_cache_seconds: float = Field(default=10.0, ge=0)
 
     # HTTP ports
     ingress_host: str = "127.0.0.1"
@@ -73,6 +90,8 @@ class Settings(BaseSettings):
     player_host: str = "127.0.0.1"
     player_port: int = 8080
     simulator_port: int = 8090
+    # The stage workers' /healthz and /metrics; 0.0.0.0 where Prometheus scrapes from elsewhere.
+    worker_health_host: str = "127.0.0.1"
     downloader_health_port: int = 8101
     transcriber_health_port: int = 8102
     extractor_health_port: int = 8103
@@ -82,8 +101,21 @@ class Settings(BaseSettings):
     retry_base_seconds: float = 0.5
     retry_max_seconds: float = 10.0
     max_in_flight: int = 16
+    # On SIGTERM a worker finishes in-flight messages for this long, then hands back the rest
+    # uncommitted (kept below the supervisor's stop timeout).
+    shutdown_grace_seconds: float = 10.0
     download_timeout_seconds: float = 60.0
     recording_format: Literal["wav", "mp3"] = "wav"
+
+    # Reconciler: a call whose recording callback has not come this long after its last
+    # news is looked up at Twilio, and fails ("recording never arrived") when Twilio has no
+    # recording for it after the give-up; a stage without progress this long gets its input
+    # again, and a stage processing without progress fails after its give-up.
+    reconcile_interval_seconds: float = 30.0
+    reconcile_recording_after_seconds: float = 300.0
+    reconcile_recording_give_up_after_seconds: float = 3600.0
+    reconcile_stuck_after_seconds: float = 900.0
+    reconcile_stuck_give_up_after_seconds: float = 3600.0
 
     # Downloader. Media is fetched only from these origins (scheme://host[:port], `*.` for
     # subdomains), redirects included: a forged event cannot make it fetch anything else.
@@ -97,7 +129,7 @@ class Settings(BaseSettings):
     delete_recording_after_archive: bool = False
 
     # Transcriber: a CTranslate2 model directory or a size name; empty = bundled tiny.en.
-    transcriber_backend: Literal["local", "openai"] = "local"
+    transcriber_backend: Literal["local", "openai", "instant"] = "local"
     whisper_model: str = ""
     whisper_compute_type: str = "int8"
     whisper_threads: int = 2
@@ -111,7 +143,7 @@ class Settings(BaseSettings):
     openai_max_upload_bytes: int = 25 * 1024 * 1024
 
     # Extractor: "rules" (offline) or "openai" (any server speaking the chat-completions API).
-    extractor_backend: Literal["rules", "openai"] = "rules"
+    extractor_backend: Literal["rules", "openai", "instant"] = "rules"
     # JSON file of service catalogues and served cities per business; empty = the defaults.
     extractor_catalogue: Path | None = None
     extractor_language: str = "en"
@@ -126,6 +158,14 @@ class Settings(BaseSettings):
     openai_max_retries: int = 2  # the client's own retries of 429 / 5xx, honouring Retry-After
     openai_timeout_seconds: float = 120.0
 
+    # Observability: logs as text or one JSON object a line; traces to nowhere (`none`), to
+    # standard output (`console`) or to an OTLP/HTTP collector (`otlp`) at otlp_traces_endpoint.
+    log_format: Literal["text", "json"] = "text"
+    traces_exporter: Literal["none", "console", "otlp"] = "none"
+    otlp_traces_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    # The example analytics consumer's HTTP port (`callpipe analytics`).
+    analytics_port: int = 8110
+
     @field_validator("business_numbers")
     @classmethod
     def _number_table_parses(cls, value: str) -> str:
@@ -135,6 +175,10 @@ class Settings(BaseSettings):
     @property
     def business_by_number(self) -> dict[str, str]:
         return parse_business_numbers(self.business_numbers)
+
+    @property
+    def effective_s3_public_endpoint_url(self) -> str:
+        return self.s3_public_endpoint_url or self.s3_endpoint_url
 
     @property
     def effective_database_url(self) -> str:

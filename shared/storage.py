@@ -34,22 +34,31 @@ class ObjectStore:
         self._settings = settings
         self._stack = AsyncExitStack()
         self._client: Any = None
+        self._public_client: Any = None
 
     @property
     def bucket(self) -> str:
         return self._settings.s3_bucket
 
     async def start(self) -> None:
+        self._client = await self._open(self._settings.s3_endpoint_url)
+        public = self._settings.effective_s3_public_endpoint_url
+        self._public_client = (
+            self._client if public == self._settings.s3_endpoint_url else await self._open(public)
+        )
+
+    async def _open(self, endpoint_url: str) -> Any:
         settings = self._settings
-        self._client = await self._stack.enter_async_context(
+        return await self._stack.enter_async_context(
             get_session().create_client(
                 "s3",
-                endpoint_url=settings.s3_endpoint_url,
+                endpoint_url=endpoint_url,
                 region_name=settings.s3_region,
                 aws_access_key_id=settings.s3_access_key,
                 aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
                 config=AioConfig(
                     s3={"addressing_style": "path"},
+                    signature_version="s3v4",
                     retries={"max_attempts": 3, "mode": "standard"},
                 ),
             )
@@ -169,8 +178,19 @@ class ObjectStore:
             metadata=dict(response.get("Metadata", {})),
         )
 
+    async def presigned_get(self, key: str, expires_in: int) -> str:
+        """A URL that GETs the object (Range included) without credentials until it expires,
+        on the endpoint browsers reach, answered `Cache-Control: private` (no shared cache
+        keeps it). Computed locally: no request to the store."""
+        url: str = await self._public_client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": key, "ResponseCacheControl": "private"},
+            ExpiresIn=expires_in,
+        )
+        return url
+
     async def stream(
-        self, key: str, byte_range: tuple[int, int] | None = None, chunk_size: int = 64 * 1024
+        self, key: str, byte_range: tuple[int, int] | None = None, chunk_size: int = 1024 * 1024
     ) -> AsyncIterator[bytes]:
         """Yields the object's bytes (or the inclusive `byte_range`) without holding it whole."""
         extra = {"Range": f"bytes={byte_range[0]}-{byte_range[1]}"} if byte_range else {}

@@ -9,15 +9,19 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from callpipe.stack import Child
+from callpipe.stack import Child, Stack
 from callpipe.twilio_simulator import sample_path
 from shared.settings import Settings
+from shared.storage import ObjectStore
 
 # CALLPIPE_TEST_PORT_OFFSET moves every port, so several checkouts can test side by side.
 _OFFSET = int(os.environ.get("CALLPIPE_TEST_PORT_OFFSET", "0"))
@@ -64,8 +68,12 @@ class RunningStack:
                 pytest.fail(f"callpipe up exited early:\n{self.output()}")
             if "Ctrl-C stops everything" in self.output()[self._output_from :]:
                 key = (self.data_dir / "api-key").read_text().strip()
+                # Playback answers 307 to the S3 server: followed, as a browser does.
                 self.api = httpx.Client(
-                    base_url=self.player, headers={"Authorization": f"Bearer {key}"}, timeout=10
+                    base_url=self.player,
+                    headers={"Authorization": f"Bearer {key}"},
+                    timeout=10,
+                    follow_redirects=True,
                 )
                 return
             time.sleep(0.5)
@@ -100,6 +108,23 @@ class RunningStack:
             time.sleep(0.5)
         pytest.fail(f"call {call_sid} not final in {CALL_TIMEOUT_SECONDS} s: {call}")
 
+    def expired_recording_url(self, key: str) -> str:
+        """A presigned URL of the recording object, as the player makes, already expired.
+        Signed on a thread of its own: Playwright's sync API owns the test thread's loop."""
+
+        async def sign() -> str:
+            store = ObjectStore(Settings(s3_endpoint_url=PORTS["CALLPIPE_S3_ENDPOINT_URL"]))
+            await store.start()
+            try:
+                return await store.presigned_get(key, expires_in=1)
+            finally:
+                await store.stop()
+
+        with ThreadPoolExecutor(1) as thread:
+            url = thread.submit(asyncio.run, sign()).result()
+        time.sleep(2.5)  # past the one second (and the one-second rounding of X-Amz-Date)
+        return url
+
 
 def leftover_processes(data_dir: Path) -> list[str]:
     listing = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True)
@@ -108,6 +133,25 @@ def leftover_processes(data_dir: Path) -> list[str]:
         for line in listing.stdout.splitlines()
         if str(data_dir) in line and " Z" not in line and "ps -eo" not in line
     ]
+
+
+# The S3 server of the module-scoped tests (they run one after another): clear of the
+# end-to-end stacks' ports; it also takes +555…+1100 and each of those +10000 (gRPC).
+MODULE_S3_PORT = 21333 + _OFFSET
+
+
+@contextmanager
+def module_s3_server(data_dir: Path) -> Iterator[Settings]:
+    """The S3 server alone, on MODULE_S3_PORT, with settings that point at it."""
+    settings = Settings(data_dir=data_dir, s3_endpoint_url=f"http://127.0.0.1:{MODULE_S3_PORT}")
+    s3 = Stack(settings).children[0]
+    assert s3.name == "s3"
+    process = start_child(s3, data_dir, data_dir)
+    try:
+        yield settings
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def start_child(child: Child, data_dir: Path, log_dir: Path) -> subprocess.Popen[bytes]:

@@ -5,16 +5,14 @@ stage with its reason instead of producing a summary."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import openai
 import pytest
-from support_stack import start_child
+from support_stack import module_s3_server
 
 from callpipe.openai_chat_simulator import OpenAISimulator, Reply, serve
-from callpipe.stack import Stack
 from services.extractor import answer
 from services.extractor.handler import ExtractHandler, RulesExtractor, load_catalogue
 from services.extractor.openai_backend import OpenAIExtractor
@@ -26,24 +24,11 @@ from shared.transcript import Transcript, Utterance
 
 pytestmark = pytest.mark.stack
 
-_OFFSET = int(os.environ.get("CALLPIPE_TEST_PORT_OFFSET", "0"))
-# The S3 server also takes S3_PORT+555…+1100 and each of those +10000 (gRPC): clear of the
-# end-to-end stacks' 18000-29999.
-S3_PORT = 21333
-
 
 @pytest.fixture(scope="module")
 def s3_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    data_dir = tmp_path_factory.mktemp("extractor-s3")
-    settings = Settings(data_dir=data_dir, s3_endpoint_url=f"http://127.0.0.1:{S3_PORT + _OFFSET}")
-    s3 = Stack(settings).children[0]
-    assert s3.name == "s3"
-    process = start_child(s3, data_dir, data_dir)
-    try:
+    with module_s3_server(tmp_path_factory.mktemp("extractor-s3")) as settings:
         yield settings
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""The player's HTTP contract against the running stack: playback with Range, the tenant rule,
-retry, prepare, delete, filters and the page's login."""
+"""The player's HTTP contract against the running stack: playback with Range (redirected to
+presigned object-store URLs, or served by the player), the tenant rule, retry, prepare,
+delete, filters and the page's login."""
 
 from __future__ import annotations
 
@@ -71,10 +72,49 @@ def test_a_single_range_is_served_as_206(
     assert response.headers["accept-ranges"] == "bytes"
 
 
+def test_a_get_is_redirected_to_a_presigned_url_that_serves_the_bytes_and_ranges(
+    stack: RunningStack, call: dict[str, Any]
+) -> None:
+    redirect = stack.api.get(file_url(call), follow_redirects=False)
+    assert redirect.status_code == 307
+    assert redirect.headers["cache-control"] == "no-store"
+    target = redirect.headers["location"]
+    assert target.startswith(f"{stack.env['CALLPIPE_S3_ENDPOINT_URL']}/recordings/")
+    assert "X-Amz-Signature=" in target
+    whole = httpx.get(target)  # no credentials: the URL carries its own
+    assert whole.status_code == 200
+    assert whole.content == SAMPLE
+    assert whole.headers["cache-control"] == "private"
+    part = httpx.get(target, headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206
+    assert part.headers["content-range"] == f"bytes 100-199/{len(SAMPLE)}"
+    assert part.content == SAMPLE[100:200]
+    ranged = stack.api.get(file_url(call), headers={"Range": "bytes=0-9"}, follow_redirects=False)
+    assert ranged.status_code == 307
+    head = stack.api.head(file_url(call))  # answered by the player: no bytes move
+    assert head.status_code == 200
+    assert not head.history
+
+
+def test_a_presigned_url_opens_only_its_object_and_only_until_it_expires(
+    stack: RunningStack, call: dict[str, Any]
+) -> None:
+    target = stack.api.get(file_url(call), follow_redirects=False).headers["location"]
+    another_object = target.replace(call["call_sid"], "CAsomeoneelse", 1)
+    assert another_object != target
+    assert httpx.get(another_object).status_code == 403
+
+    expired = stack.expired_recording_url(call["recording_key"])
+    refused = httpx.get(expired)
+    assert refused.status_code == 403
+    assert b"expired" in refused.content
+
+
 def test_several_ranges_come_back_as_multipart_byteranges(
     stack: RunningStack, call: dict[str, Any]
 ) -> None:
     response = stack.api.get(file_url(call), headers={"Range": "bytes=0-9,100-109"})
+    assert not response.history  # the player's own answer: S3 servers send the whole object
     assert response.status_code == 206
     media, _, boundary = response.headers["content-type"].partition("; boundary=")
     assert media == "multipart/byteranges"
@@ -101,6 +141,7 @@ def test_etag_and_if_range(stack: RunningStack, call: dict[str, Any]) -> None:
     same = stack.api.get(file_url(call), headers={"Range": "bytes=0-3", "If-Range": etag})
     assert same.status_code == 206
     stale = stack.api.get(file_url(call), headers={"Range": "bytes=0-3", "If-Range": '"old"'})
+    assert not stale.history  # the player's own answer: SeaweedFS does not check If-Range
     assert stale.status_code == 200
     assert stale.content == SAMPLE
 
@@ -111,7 +152,10 @@ def test_another_business_sees_nothing_of_the_call(
     sid = call["call_sid"]
     assert other_business.get(f"/api/calls/{sid}").status_code == 404
     assert other_business.get(f"/api/calls/{sid}/transcript").status_code == 404
-    assert other_business.get(file_url(call)).status_code == 404
+    refused = other_business.get(file_url(call))
+    assert refused.status_code == 404
+    assert "location" not in refused.headers
+    assert "X-Amz" not in refused.text
     assert other_business.post(f"/api/recordings/{sid}/prepare").status_code == 404
     assert other_business.post(f"/api/calls/{sid}/retry/recording").status_code == 404
     assert other_business.delete(f"/api/calls/{sid}").status_code == 404

@@ -1,6 +1,7 @@
 """The status page in a real browser (Debian's Chromium driven by Playwright) against the
-running stack: log in, watch a call complete without reloading, play it, seek from the
-transcript, retry a failed stage. Screenshots go to test-artifacts/."""
+running stack: log in, watch a call complete without reloading, play it (from the object
+store the player redirects to), seek from the transcript, recover a refused playback URL,
+retry a failed stage. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Response, Route, expect, sync_playwright
 from support_stack import RunningStack
 
 from shared.events import CallStarted, Lead, SummaryReady, call_correlation_id
@@ -93,6 +94,42 @@ def test_a_call_completes_live_plays_and_seeks_from_the_transcript(
     )
     expect(last).to_have_class("current", timeout=5_000)
     screenshot(page, "call-playing")
+
+
+def test_an_expired_playback_url_is_asked_for_again(page: Page, stack: RunningStack) -> None:
+    """The player redirects the audio to a short-lived S3 URL. Here its first answer is a
+    redirect to an expired one, which S3 refuses: the page asks the player again (once), is
+    redirected to a fresh URL and plays from the object store."""
+    call_sid = stack.place_call("electrician_denver")
+    call = stack.wait_for_call(call_sid)
+    assert call["recording_status"] == "completed"
+    expired = stack.expired_recording_url(call["recording_key"])
+    audio_requests: list[str] = []
+
+    def expired_first(route: Route) -> None:
+        if route.request.method != "GET":
+            route.continue_()  # the page's HEAD
+            return
+        audio_requests.append(route.request.url)
+        if len(audio_requests) == 1:
+            route.fulfill(status=307, headers={"Location": expired, "Cache-Control": "no-store"})
+        else:
+            route.continue_()
+
+    page.route(f"**/api/recordings/{call_sid}/file", expired_first)
+    s3_answers: list[int] = []
+
+    def from_s3(response: Response) -> None:
+        if response.url.startswith(stack.env["CALLPIPE_S3_ENDPOINT_URL"]):
+            s3_answers.append(response.status)
+
+    page.on("response", from_s3)
+    page.locator(f"tr[data-call='{call_sid}']").click()
+    page.wait_for_function("document.querySelector('audio').readyState >= 1", timeout=15_000)
+    assert len(audio_requests) == 2  # the expired redirect, then the player once more
+    assert s3_answers[-1] in (200, 206)
+    assert page.locator("audio").evaluate("a => a.error") is None
+    assert page.locator("audio").evaluate("a => a.duration") > 5
 
 
 def test_a_failed_stage_is_retried_from_the_page(page: Page, stack: RunningStack) -> None:

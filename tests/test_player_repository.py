@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 from sqlalchemy import delete, func, select, text
 
-from services.player.repository import CallRepository, migrate
+from services.player.repository import CallFilter, CallRepository, migrate
 from services.player.tables import call_events, calls, metadata
 from shared.db import create_engine
 from shared.events import (
@@ -391,3 +391,24 @@ async def test_migrating_twice_is_a_no_op(repo: CallRepository, backend: Backend
         await engine.dispose()
     assert await repo.get("CA-migrate") == before
     assert await repo.apply(call_started("CA-after-migrate")) is True
+
+
+async def test_the_unfiltered_total_is_each_businesss_own_count(repo: CallRepository) -> None:
+    """The list's total without filters comes from a count the projection keeps; it must
+    agree with counting the rows, through redeliveries, deletions and other businesses."""
+    for index in range(4):
+        for event in pipeline(f"CA-count-{index}"):
+            await repo.apply(event)
+    await repo.apply(pipeline("CA-count-0")[1])  # a redelivery creates nothing
+    await repo.apply(call_started("CA-count-other", business_id="biz-2"))
+    await repo.delete_call("CA-count-1")
+    await repo.delete_call("CA-count-1")  # twice: counted once
+    await repo.apply(call_started("CA-count-1"))  # in flight after the delete: ignored
+
+    _, total = await repo.page(10, 0, business_id="biz-1")
+    _, other_total = await repo.page(10, 0, business_id="biz-2")
+    _, unknown_total = await repo.page(10, 0, business_id="biz-none")
+    _, filtered_total = await repo.page(10, 0, "biz-1", CallFilter(phone="+1555123"))
+
+    assert (total, other_total, unknown_total) == (3, 1, 0)
+    assert filtered_total == 3

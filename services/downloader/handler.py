@@ -20,6 +20,7 @@ import httpx
 
 from services.downloader import core
 from services.downloader.slots import DownloadSlots
+from shared import metrics
 from shared.events import AnyEvent, Event, RecordingCompleted, RecordingDownloaded
 from shared.retry import RetryLater, TerminalError
 from shared.storage import ObjectStore
@@ -116,6 +117,7 @@ class DownloadHandler:
         manifest = core.Manifest(key, size, digest.hexdigest(), content_type, source)
         await self._store.put(core.manifest_key(key), manifest.to_json(), "application/json")
         log.info("archived %d bytes as %s", size, key)
+        metrics.DOWNLOAD_BYTES.inc(size)
         return manifest
 
     async def _parts(self, response: httpx.Response, digest: hashlib._Hash) -> AsyncIterator[bytes]:

@@ -40,6 +40,10 @@ class DownloadSlots:
         self._engine = engine
         self._per_business = per_business
         self._lease_seconds = lease_seconds
+        # This instance's downloads of a business queue here first for its `per_business`
+        # places: only those poll the shared leases, so a burst of one business's calls
+        # waits in memory instead of becoming a storm of SQL writes that slows every writer.
+        self._local: dict[str, asyncio.Semaphore] = {}
 
     async def create_table(self) -> None:
         async with self._engine.begin() as connection:
@@ -49,23 +53,25 @@ class DownloadSlots:
     async def hold(self, business_id: str) -> AsyncIterator[None]:
         """Waits (asynchronously, polling) for one of the business's slots, holds it until
         the block ends, renewing the lease meanwhile."""
-        holder = uuid.uuid4().hex
-        slot = await self._acquire(business_id, holder)
-        renewer = asyncio.create_task(self._renew(business_id, slot, holder))
-        try:
-            yield
-        finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
-            async with self._engine.begin() as connection:
-                await connection.execute(
-                    delete(download_slots).where(
-                        download_slots.c.business_id == business_id,
-                        download_slots.c.slot == slot,
-                        download_slots.c.holder == holder,
+        local = self._local.setdefault(business_id, asyncio.Semaphore(self._per_business))
+        async with local:
+            holder = uuid.uuid4().hex
+            slot = await self._acquire(business_id, holder)
+            renewer = asyncio.create_task(self._renew(business_id, slot, holder))
+            try:
+                yield
+            finally:
+                renewer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewer
+                async with self._engine.begin() as connection:
+                    await connection.execute(
+                        delete(download_slots).where(
+                            download_slots.c.business_id == business_id,
+                            download_slots.c.slot == slot,
+                            download_slots.c.holder == holder,
+                        )
                     )
-                )
 
     async def _acquire(self, business_id: str, holder: str) -> int:
         waited = False

@@ -4,6 +4,7 @@ the offline rules (default) or an LLM over the OpenAI chat API."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -14,6 +15,8 @@ from shared.events import AnyEvent, Event, Lead, SummaryReady, TranscriptReady
 from shared.retry import TerminalError
 from shared.storage import ObjectStore
 from shared.transcript import Transcript
+
+log = logging.getLogger(__name__)
 
 
 class Extractor(Protocol):
@@ -69,6 +72,14 @@ class ExtractHandler:
             return [self._nothing(event, "The transcript has no words.")]
         profile = self._catalogue.profile(event.business_id)
         result = await self._extractor.extract(transcript, profile)
+        lead = result.lead
+        log.info(
+            "extracted by %s: %s, service %s, city %s",
+            result.extractor,
+            lead.kind or "unclassified",
+            lead.service or "-",
+            lead.city or "-",
+        )
         return [
             event.caused(
                 SummaryReady,

@@ -8,12 +8,14 @@ import json
 import logging
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Annotated, Any
 
+from cachetools import TTLCache
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -22,7 +24,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from services.player import core, ranges
 from services.player.core import CallState
-from services.player.repository import CallFilter, CallRepository, migrate
+from services.player.repository import CallFilter, CallRepository, key_digest, migrate
 from shared.db import create_engine
 from shared.events import (
     TWILIO_NAMESPACE,
@@ -47,13 +49,21 @@ def projected_topics() -> list[str]:
     return [t for t in all_topics() if not t.endswith(".dlq")]
 
 
-def call_view(state: CallState) -> dict[str, Any]:
-    view = dataclasses.asdict(state)
-    view["status"] = state.status
-    view["last_error"] = state.last_error
-    view["lead"] = json.loads(view.pop("lead_json")) if state.lead_json else None
-    view["created_at"] = state.created_at.isoformat()
-    view["updated_at"] = state.updated_at.isoformat()
+CALL_FIELDS = tuple(field.name for field in dataclasses.fields(CallState))
+_stage_statuses = itemgetter(*core.STATUS_FIELDS)
+_stage_errors = itemgetter(*core.ERROR_FIELDS)
+
+
+def call_view(call: Mapping[str, Any]) -> dict[str, Any]:
+    """A call as the API shows it, from its fields: a status table row (the call list) or a
+    CallState's (`vars(state)`)."""
+    view = {name: call[name] for name in CALL_FIELDS}
+    statuses = _stage_statuses(call)
+    view["status"] = core.overall_status(statuses)
+    view["last_error"] = core.last_error(statuses, _stage_errors(call))
+    view["lead"] = json.loads(view.pop("lead_json")) if view["lead_json"] else None
+    view["created_at"] = call["created_at"].isoformat()
+    view["updated_at"] = call["updated_at"].isoformat()
     return view
 
 
@@ -64,7 +74,9 @@ class Projector:
         self._repository = repository
 
     async def __call__(self, event: AnyEvent) -> Sequence[Event]:
-        if not await self._repository.apply(event):
+        if await self._repository.apply(event):
+            log.info("%s applied", event.event_type)
+        else:
             log.info("%s already applied (or the call was deleted)", event.event_type)
         return []
 
@@ -105,6 +117,18 @@ def create_app(settings: Settings) -> FastAPI:
             await engine.dispose()
 
     bearer = HTTPBearer(auto_error=False)
+    known_keys: TTLCache[str, str] = TTLCache(maxsize=10_000, ttl=settings.api_key_cache_seconds)
+
+    async def business_of_key(api_key: str) -> str | None:
+        """The key's business, remembered for `api_key_cache_seconds`: an API client sends
+        its key with every request. An unknown key is not remembered (it may be added)."""
+        digest = key_digest(api_key)
+        business = known_keys.get(digest)
+        if business is None:
+            business = await repository.business_of_key(api_key)
+            if business is not None:
+                known_keys[digest] = business
+        return business
 
     async def current_business(
         request: Request,
@@ -112,7 +136,7 @@ def create_app(settings: Settings) -> FastAPI:
     ) -> str:
         """The business of the API key (Bearer) or of the page's login session."""
         if credentials is not None:
-            business = await repository.business_of_key(credentials.credentials)
+            business = await business_of_key(credentials.credentials)
             if business is None:
                 raise HTTPException(status_code=401, detail="unknown API key")
             return business
@@ -175,9 +199,9 @@ def create_app(settings: Settings) -> FastAPI:
         ] = None,
     ) -> dict[str, Any]:
         where = CallFilter(status, stage, stage_status, since, until, phone, q)
-        states, total = await repository.page(limit, offset, business, where)
+        rows, total = await repository.page_rows(limit, offset, business, where)
         return {
-            "calls": [call_view(s) for s in states],
+            "calls": [call_view(row) for row in rows],
             "total": total,
             "limit": limit,
             "offset": offset,
@@ -185,7 +209,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/api/calls/{call_sid}")
     async def get_call(call: Call) -> dict[str, Any]:
-        return {**call_view(call), "timeline": await repository.timeline(call.call_sid)}
+        return {**call_view(vars(call)), "timeline": await repository.timeline(call.call_sid)}
 
     @app.get("/api/calls/{call_sid}/timeline")
     async def get_timeline(call: Call) -> list[dict[str, Any]]:
@@ -250,11 +274,19 @@ def create_app(settings: Settings) -> FastAPI:
         )
         return Response(status_code=204)
 
-    @app.api_route("/api/recordings/{call_sid}/file", methods=["GET", "HEAD"])
+    @app.api_route(
+        "/api/recordings/{call_sid}/file",
+        methods=["GET", "HEAD"],
+        responses={
+            307: {"description": "GET of the whole recording or of one byte range: fetch "
+                  "it (same Range) from this short-lived presigned object-store URL"},
+            206: {"description": "Several ranges (multipart/byteranges); HEAD of a range"},
+        },
+    )  # fmt: skip
     async def recording_file(call: Call, request: Request) -> Response:
-        """200/206 with the audio; 202 + Retry-After while it is on its way; 404 when the call
-        has no recording; 410 with the reason when the download failed for good. Never
-        enqueues work."""
+        """200/206 with the audio, or 307 to a presigned object-store URL that serves it;
+        202 + Retry-After while it is on its way; 404 when the call has no recording; 410
+        with the reason when the download failed for good. Never enqueues work."""
         match call.recording_status:
             case core.COMPLETED if call.recording_key:
                 return await _audio(call.recording_key, request)
@@ -275,10 +307,11 @@ def create_app(settings: Settings) -> FastAPI:
         if info is None:
             raise HTTPException(status_code=404, detail="recording object is missing")
         headers = {"Accept-Ranges": "bytes", "ETag": info.etag, "Cache-Control": "private"}
+        range_header = request.headers.get("range")
         if_range = request.headers.get("if-range")
-        range_header = request.headers.get("range") if if_range in (None, info.etag) else None
+        honoured = range_header if if_range in (None, info.etag) else None
         try:
-            wanted = ranges.resolve(range_header, info.size)
+            wanted = ranges.resolve(honoured, info.size)
         except ranges.Unsatisfiable as error:
             return JSONResponse(
                 {"detail": str(error)},
@@ -286,6 +319,10 @@ def create_app(settings: Settings) -> FastAPI:
                 headers={**headers, "Content-Range": f"bytes */{info.size}"},
             )
         head = request.method == "HEAD"
+        if not head and ranges.store_answers_alike(range_header, wanted):
+            # The bytes go from the object store to the client, not through this process.
+            url = await store.presigned_get(key, settings.playback_url_seconds)
+            return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
         if wanted is None:
             headers["Content-Length"] = str(info.size)
             body = None if head else store.stream(key)

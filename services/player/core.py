@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 from shared.events import (
@@ -101,14 +103,7 @@ class CallState:
     @property
     def status(self) -> str:
         """The call as a whole: failed if any stage failed, completed when all are done."""
-        statuses = [self.stage_status(stage) for stage in STAGES]
-        if FAILED in statuses:
-            return FAILED
-        if all(s in TERMINAL for s in statuses):
-            return COMPLETED
-        if any(s != PENDING for s in statuses):
-            return PROCESSING
-        return PENDING
+        return overall_status(_stage_statuses(self))
 
     def stage_status(self, stage: Stage) -> str:
         return str(getattr(self, f"{stage.value}_status"))
@@ -116,14 +111,36 @@ class CallState:
     @property
     def last_error(self) -> str | None:
         """The failed stage's error, else the latest stage's (a retried transient one)."""
-        errors: list[tuple[str, str | None]] = [
-            (self.stage_status(s), getattr(self, f"{s.value}_error")) for s in STAGES
-        ]
-        failed = [error for status, error in errors if status == FAILED and error]
-        recovered = [error for _, error in errors if error]
-        if failed:
-            return failed[0]
-        return recovered[-1] if recovered else None
+        return last_error(_stage_statuses(self), _stage_errors(self))
+
+
+# The stages' fields, in STAGES order, read by name in one go: the call list computes a
+# call's status and last error for every row it shows, and stage_status() per stage showed
+# in its profile.
+STATUS_FIELDS = tuple(f"{stage.value}_status" for stage in STAGES)
+ERROR_FIELDS = tuple(f"{stage.value}_error" for stage in STAGES)
+_stage_statuses = attrgetter(*STATUS_FIELDS)
+_stage_errors = attrgetter(*ERROR_FIELDS)
+
+
+def overall_status(statuses: Sequence[str]) -> str:
+    """A call's status from its stages' (STATUS_FIELDS): failed if any failed, completed
+    when all are done."""
+    if FAILED in statuses:
+        return FAILED
+    if all(s in TERMINAL for s in statuses):
+        return COMPLETED
+    if any(s != PENDING for s in statuses):
+        return PROCESSING
+    return PENDING
+
+
+def last_error(statuses: Sequence[str], errors: Sequence[str | None]) -> str | None:
+    """The failed stage's error, else the latest stage's (a retried transient one)."""
+    for status, error in zip(statuses, errors, strict=True):
+        if status == FAILED and error:
+            return error
+    return next((error for error in reversed(errors) if error), None)
 
 
 def _move(

@@ -1,7 +1,8 @@
 """HTTP Range requests on recordings (RFC 9110 §14), resolved against a known length. No I/O.
 
 Parsing is werkzeug's; this module decides what to serve: the whole object, one range (206),
-several ranges (206 multipart/byteranges, at most MAX_RANGES), or 416.
+several ranges (206 multipart/byteranges, at most MAX_RANGES), or 416; and which requests
+the object store answers the same way, so the player can redirect them there.
 """
 
 from __future__ import annotations
@@ -55,3 +56,11 @@ def resolve(header: str | None, length: int) -> list[ByteRange] | None:
     if not ranges:
         raise Unsatisfiable(f"no range within {length} bytes")
     return ranges
+
+
+def store_answers_alike(header: str | None, wanted: list[ByteRange] | None) -> bool:
+    """Whether an S3 GET carrying the client's Range header answers as `resolve` decided: no
+    Range at all, or one satisfiable byte range. Not several ranges (S3 servers answer them
+    with the whole object), nor a Range this module ignores (invalid, or a stale If-Range,
+    which SeaweedFS does not check)."""
+    return header is None or (wanted is not None and len(wanted) == 1)

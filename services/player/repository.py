@@ -15,14 +15,22 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import Select, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.player import core
 from services.player.core import CallState
-from services.player.tables import api_keys, call_events, calls, deleted_calls, stage_inputs
+from services.player.tables import (
+    api_keys,
+    business_call_counts,
+    call_events,
+    calls,
+    deleted_calls,
+    stage_inputs,
+)
+from shared.db import write_lock
 from shared.events import AnyEvent, CallDeleted, Stage, decode, encode, utc_now
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -45,11 +53,20 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _state(row: Any) -> CallState:
-    values = dict(row._mapping)
+CALL_COLUMNS = tuple(calls.c.keys())
+
+
+def _row_values(keys: tuple[str, ...], row: Any) -> dict[str, Any]:
+    """A status table row as column → value, its times aware (UTC); columns of the result
+    after `keys` (the page's total) are left out."""
+    values = dict(zip(keys, row, strict=False))
     values["created_at"] = _aware(values["created_at"])
     values["updated_at"] = _aware(values["updated_at"])
-    return CallState(**values)
+    return values
+
+
+def _state(row: Any) -> CallState:
+    return CallState(**_row_values(tuple(row._fields), row))
 
 
 def key_digest(api_key: str) -> str:
@@ -84,15 +101,76 @@ def _overall_status_clause(status: str) -> Any:
     )
 
 
+def _conditions(where: CallFilter) -> list[Any]:
+    conditions = []
+    if where.status:
+        conditions.append(_overall_status_clause(where.status))
+    if where.stage and where.stage_status:
+        conditions.append(calls.c[f"{where.stage.value}_status"] == where.stage_status)
+    if where.since:
+        conditions.append(calls.c.created_at >= where.since)
+    if where.until:
+        conditions.append(calls.c.created_at < where.until)
+    if where.phone:
+        pattern = f"%{where.phone}%"
+        conditions.append(or_(calls.c.from_number.like(pattern), calls.c.to_number.like(pattern)))
+    if where.text:
+        pattern = f"%{where.text.lower()}%"
+        conditions.append(
+            or_(
+                func.lower(calls.c.transcript_preview).like(pattern),
+                func.lower(calls.c.summary).like(pattern),
+            )
+        )
+    return conditions
+
+
+def _page_query(conditions: list[Any]) -> Select[Any]:
+    """Newest first; `limit` and `offset` are parameters of the execution."""
+    return (
+        select(calls)
+        .where(*conditions)
+        .order_by(calls.c.created_at.desc(), calls.c.call_sid)
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
+    )
+
+
+# A business's unfiltered list, the status page's usual request, is built once: building the
+# statement and its cache key per request showed in the call list's profile. Its total is the
+# count the projection keeps (business_call_counts), read in the same statement, as a last
+# column: each statement is several round trips to aiosqlite's thread.
+_BUSINESS_TOTAL = select(func.coalesce(func.sum(business_call_counts.c.calls), 0)).where(
+    business_call_counts.c.business_id == bindparam("business_id")
+)
+_BUSINESS_PAGE = _page_query([calls.c.business_id == bindparam("business_id")]).add_columns(
+    _BUSINESS_TOTAL.scalar_subquery()
+)
+
+
+async def count_calls(connection: AsyncConnection, business_id: str, added: int) -> None:
+    """Adds `added` (negative: removes) to the business's call count, in the caller's
+    transaction."""
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    upsert = dialect.insert(business_call_counts).values(business_id=business_id, calls=added)
+    await connection.execute(
+        upsert.on_conflict_do_update(
+            index_elements=[business_call_counts.c.business_id],
+            set_={"calls": business_call_counts.c.calls + added},
+        )
+    )
+
+
 class CallRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._write_lock = write_lock(engine)
 
     async def apply(self, event: AnyEvent) -> bool:
         """Applies one event; False when it was applied before (a redelivery) or its call was
         deleted."""
         try:
-            async with self._engine.begin() as connection:
+            async with self._write_lock, self._engine.begin() as connection:
                 if await self._is_deleted(connection, event.call_sid):
                     return False
                 await connection.execute(
@@ -129,7 +207,11 @@ class CallRepository:
         dialect_insert = (
             postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
         )
-        await connection.execute(dialect_insert(calls).values(**new_row).on_conflict_do_nothing())
+        created = await connection.execute(
+            dialect_insert(calls).values(**new_row).on_conflict_do_nothing()
+        )
+        if created.rowcount == 1:
+            await count_calls(connection, event.business_id, 1)
         query = select(calls).where(calls.c.call_sid == event.call_sid).with_for_update()
         return _state((await connection.execute(query)).one())
 
@@ -153,7 +235,11 @@ class CallRepository:
 
     @staticmethod
     async def _forget(connection: AsyncConnection, call_sid: str) -> None:
-        await connection.execute(delete(calls).where(calls.c.call_sid == call_sid))
+        query = select(calls.c.business_id).where(calls.c.call_sid == call_sid)
+        business_id = (await connection.execute(query)).scalar_one_or_none()
+        if business_id is not None:
+            await connection.execute(delete(calls).where(calls.c.call_sid == call_sid))
+            await count_calls(connection, business_id, -1)
         await connection.execute(delete(stage_inputs).where(stage_inputs.c.call_sid == call_sid))
         await connection.execute(delete(call_events).where(call_events.c.call_sid == call_sid))
         await connection.execute(
@@ -182,41 +268,36 @@ class CallRepository:
         where: CallFilter | None = None,
     ) -> tuple[list[CallState], int]:
         """One page of calls, newest first, and how many match in all."""
-        conditions = [] if business_id is None else [calls.c.business_id == business_id]
+        rows, total = await self.page_rows(limit, offset, business_id, where)
+        return [CallState(**values) for values in rows], total
+
+    async def page_rows(
+        self,
+        limit: int,
+        offset: int,
+        business_id: str | None = None,
+        where: CallFilter | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """`page` as the table's rows (column → value, times aware): the call list shows
+        them as they are, and building a CallState per row showed in its profile."""
         where = where or CallFilter()
-        if where.status:
-            conditions.append(_overall_status_clause(where.status))
-        if where.stage and where.stage_status:
-            conditions.append(calls.c[f"{where.stage.value}_status"] == where.stage_status)
-        if where.since:
-            conditions.append(calls.c.created_at >= where.since)
-        if where.until:
-            conditions.append(calls.c.created_at < where.until)
-        if where.phone:
-            pattern = f"%{where.phone}%"
-            conditions.append(
-                or_(calls.c.from_number.like(pattern), calls.c.to_number.like(pattern))
-            )
-        if where.text:
-            pattern = f"%{where.text.lower()}%"
-            conditions.append(
-                or_(
-                    func.lower(calls.c.transcript_preview).like(pattern),
-                    func.lower(calls.c.summary).like(pattern),
-                )
-            )
-        query = (
-            select(calls)
-            .where(*conditions)
-            .order_by(calls.c.created_at.desc(), calls.c.call_sid)
-            .limit(limit)
-            .offset(offset)
-        )
-        count = select(func.count()).select_from(calls).where(*conditions)
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if business_id is not None and where == CallFilter():
+            query, count = _BUSINESS_PAGE, _BUSINESS_TOTAL
+            params["business_id"] = business_id
+        else:
+            conditions = [] if business_id is None else [calls.c.business_id == business_id]
+            conditions += _conditions(where)
+            query = _page_query(conditions)
+            count = select(func.count()).select_from(calls).where(*conditions)
         async with self._engine.connect() as connection:
-            states = [_state(row) for row in await connection.execute(query)]
-            total = int((await connection.execute(count)).scalar_one())
-        return states, total
+            records = (await connection.execute(query, params)).all()
+            rows = [_row_values(CALL_COLUMNS, record) for record in records]
+            if query is _BUSINESS_PAGE and records:
+                total = int(records[0][-1])
+            else:  # a filtered list, or a page past the end
+                total = int((await connection.execute(count, params)).scalar_one())
+        return rows, total
 
     async def timeline(self, call_sid: str) -> list[dict[str, Any]]:
         query = (

@@ -96,3 +96,12 @@ api_keys = Table(
     Column("label", String(128), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+# How many calls each business has: the call list's unfiltered total, kept by the projection
+# in the transaction that creates or deletes a call, so the list need not count 100,000 rows.
+business_call_counts = Table(
+    "business_call_counts",
+    metadata,
+    Column("business_id", String(64), primary_key=True),
+    Column("calls", Integer, nullable=False),
+)

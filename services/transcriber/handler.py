@@ -6,12 +6,18 @@ import asyncio
 import logging
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
 
 from services.transcriber import core
-from services.transcriber.audio import TranscriptionBackend, UndecodableAudio, transcribe_file
+from services.transcriber.audio import (
+    FileTranscription,
+    TranscriptionBackend,
+    UndecodableAudio,
+    transcribe_file,
+)
+from shared import metrics
 from shared.events import AnyEvent, Event, RecordingDownloaded, TranscriptReady
 from shared.retry import TerminalError
 from shared.storage import ObjectStore, transcript_key
@@ -28,7 +34,11 @@ class TranscribeHandler:
         pool: Executor,
         speakers: core.SpeakerMapping,
         language: str | None,
+        transcribe: Callable[
+            [TranscriptionBackend, Path, int], FileTranscription
+        ] = transcribe_file,
     ) -> None:
+        self._transcribe = transcribe
         self._backend = backend
         self._store = store
         self._pool = pool
@@ -45,11 +55,12 @@ class TranscribeHandler:
             started = time.perf_counter()
             try:
                 result = await loop.run_in_executor(
-                    self._pool, transcribe_file, self._backend, path, event.channels
+                    self._pool, self._transcribe, self._backend, path, event.channels
                 )
             except UndecodableAudio as error:
                 raise TerminalError(str(error)) from error
             elapsed = time.perf_counter() - started
+        metrics.observe_transcription(self._backend.name, result.duration_seconds, elapsed)
         labels = self._speakers.labels(len(result.channels), event.direction)
         segments = core.labelled_segments(result.channels, labels)
         transcript = Transcript(

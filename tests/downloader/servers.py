@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
+from support_stack import MODULE_S3_PORT
 
 from callpipe.bootstrap import open_stage_worker
 from shared.events import RecordingCompleted, decode
@@ -35,7 +36,7 @@ SIMULATOR_PORT = 21090 + _OFFSET
 def base_settings(data_dir: Path) -> Settings:
     return Settings(
         data_dir=data_dir,
-        s3_endpoint_url=f"http://127.0.0.1:{21333 + _OFFSET}",
+        s3_endpoint_url=f"http://127.0.0.1:{MODULE_S3_PORT}",
         kafka_bootstrap=f"127.0.0.1:{22092 + _OFFSET}",
         simulator_port=SIMULATOR_PORT,
         media_allowed_origins=f"http://127.0.0.1:{SIMULATOR_PORT}",

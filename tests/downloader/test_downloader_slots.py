@@ -44,7 +44,9 @@ async def test_at_most_the_cap_downloads_at_once_across_instances(
         async with slots.hold(business_id):
             holding[business_id] += 1
             most[business_id] = max(most[business_id], holding[business_id])
-            await asyncio.sleep(0.1)
+            # Long enough that a second claim (a SQL write that may wait for another
+            # instance's) lands while the first is still held, so the cap is reached.
+            await asyncio.sleep(0.5)
             holding[business_id] -= 1
 
     await asyncio.gather(

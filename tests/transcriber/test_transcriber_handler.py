@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from support_stack import start_child
+from support_stack import module_s3_server
 from transcriber_samples import sample
 
-from callpipe.stack import Stack
 from callpipe.twilio_simulator import sample_path
 from services.transcriber.audio import Samples
 from services.transcriber.core import ChannelResult, SpeakerMapping, SpeechSpan
@@ -27,23 +25,11 @@ from shared.settings import Settings
 from shared.storage import ObjectStore
 from shared.transcript import Transcript
 
-# The S3 port the other module-scoped S3 tests use (they run one after another), clear of
-# the end-to-end stack's ports and their gRPC twins (each + 10000).
-S3_PORT = 21333 + int(os.environ.get("CALLPIPE_TEST_PORT_OFFSET", "0"))
-
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    data_dir = tmp_path_factory.mktemp("transcriber-s3")
-    settings = Settings(data_dir=data_dir, s3_endpoint_url=f"http://127.0.0.1:{S3_PORT}")
-    s3 = Stack(settings).children[0]
-    assert s3.name == "s3"
-    process = start_child(s3, data_dir, data_dir)
-    try:
+    with module_s3_server(tmp_path_factory.mktemp("transcriber-s3")) as settings:
         yield settings
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.fixture

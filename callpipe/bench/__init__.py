@@ -1,0 +1,1 @@
+"""`callpipe bench`: the benchmark suite, one module per measurement (see run.py)."""

@@ -1,0 +1,62 @@
+"""Waits until every stage worker has committed everything on its topics, so one measurement
+does not run into the backlog of the one before."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from shared.kafka import WORKERS, all_topics
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.2
+
+
+async def wait_until_drained(settings: Settings, within_seconds: float) -> float:
+    """Seconds waited until no worker group lags on any partition it committed on; gives
+    up (logged) after `within_seconds`."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    ends = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    await admin.start()
+    await ends.start()
+    started = time.monotonic()
+    try:
+        while True:
+            lag = await _total_lag(admin, ends)
+            waited = time.monotonic() - started
+            if lag == 0:
+                log.info("workers caught up in %.1f s", waited)
+                return waited
+            if waited > within_seconds:
+                log.warning("workers still %d messages behind after %.0f s", lag, waited)
+                return waited
+            await asyncio.sleep(POLL_SECONDS)
+    finally:
+        await ends.stop()
+        await admin.close()
+
+
+async def _total_lag(admin: AIOKafkaAdminClient, ends: AIOKafkaConsumer) -> int:
+    # Partitions named explicitly: Tansu closes the connection on an offset fetch for "all".
+    await ends.topics()  # refreshes the metadata
+    every = [
+        TopicPartition(topic, partition)
+        for topic in all_topics()
+        for partition in sorted(ends.partitions_for_topic(topic) or ())
+    ]
+    latest: dict[TopicPartition, int] = await ends.end_offsets(every)
+    lag = 0
+    for group in WORKERS:
+        committed = await admin.list_consumer_group_offsets(group, partitions=every)
+        lag += sum(
+            max(0, latest[tp] - at.offset)
+            for tp, at in committed.items()
+            if at.offset >= 0 and tp in latest
+        )
+    return lag

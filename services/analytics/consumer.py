@@ -1,0 +1,104 @@
+"""The example downstream consumer: callpipe's topics → live per-business figures by the hour,
+served as JSON on GET /figures (and /healthz, /metrics).
+
+This is how another team taps callpipe's events: its own consumer group (`callpipe-analytics`),
+so it reads every event independently of callpipe's workers and never slows them down; the
+published event schemas (docs/events/) as the contract. It is loss-tolerant by design: figures
+live in memory and are rebuilt at start by reading the topics from the beginning, undecodable
+messages are skipped, and offsets are auto-committed only so that operators see its lag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from pydantic import ValidationError
+
+from services.analytics.core import Figures
+from shared import metrics
+from shared.events import Topic, decode, utc_now
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+GROUP = "callpipe-analytics"
+TOPICS = [
+    Topic.CALL_STARTED.value,
+    Topic.STAGE_STATUS.value,
+    Topic.RECORDING_DOWNLOADED.value,
+    Topic.TRANSCRIPT_READY.value,
+    Topic.SUMMARY_READY.value,
+]
+
+
+class _ReadFromTheStart(ConsumerRebalanceListener):  # type: ignore[misc]
+    """The figures are in memory: every partition this instance gets is read from its start."""
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        if assigned:
+            await self._consumer.seek_to_beginning(*assigned)
+
+
+async def consume(settings: Settings, figures: Figures, stop: asyncio.Event) -> None:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=GROUP,
+        enable_auto_commit=True,
+        auto_offset_reset="earliest",
+    )
+    consumer.subscribe(TOPICS, listener=_ReadFromTheStart(consumer))
+    await consumer.start()
+    log.info("analytics consuming %s as group %s", ", ".join(TOPICS), GROUP)
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    try:
+                        event = decode(record.value)
+                    except ValidationError:
+                        log.warning("skipped undecodable %s:%s", record.topic, record.offset)
+                        continue
+                    metrics.EVENTS_CONSUMED.labels("analytics", record.topic).inc()
+                    figures.apply(event)
+            figures.forget_unfinished(utc_now())
+            await metrics.observe_consumer("analytics", consumer, 0)
+    finally:
+        await consumer.stop()
+
+
+def http_app(figures: Figures) -> web.Application:
+    async def figures_page(_request: web.Request) -> web.Response:
+        return web.json_response(figures.view())
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/figures", figures_page)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics.aiohttp_page)
+    return app
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    figures = Figures()
+    runner = web.AppRunner(http_app(figures), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", settings.analytics_port).start()
+    log.info("figures at http://127.0.0.1:%d/figures", settings.analytics_port)
+    try:
+        await consume(settings, figures, stop)
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,91 @@
+"""Log lines as JSON: the call SID, event id and trace id on every line, from context."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from shared import logs, tracing
+from shared.events import CallStarted, call_correlation_id
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_json_lines_carry_the_call_and_event_of_their_context(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logs.configure("downloader", "json")
+    log = logging.getLogger("callpipe.test")
+    log.info("outside any call")
+    with logs.call_context("CA123", "4f1c"):
+        log.warning("inside %s", "a call", extra={"attempt": 2})
+    first, second = (json.loads(line) for line in capsys.readouterr().err.splitlines())
+    assert first["call_sid"] == "-"
+    assert first["message"] == "outside any call"
+    assert second["call_sid"] == "CA123"
+    assert second["event_id"] == "4f1c"
+    assert second["message"] == "inside a call"
+    assert second["level"] == "WARNING"
+    assert second["service"] == "downloader"
+    assert second["logger"] == "callpipe.test"
+    assert second["attempt"] == 2
+    assert second["time"].endswith("+00:00")
+
+
+def test_untraced_the_call_context_still_travels_and_is_logged(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Without an exporter spans are no-ops, yet a worker passes the context it received on to
+    its outputs, and logs the call's trace id."""
+    logs.configure("player", "json")
+    event = CallStarted(
+        call_sid="CA9",
+        business_id="demo",
+        account_sid="AC1",
+        correlation_id=call_correlation_id("CA9"),
+    )
+    received = f"00-{event.correlation_id}-00f067aa0ba902b7-01".encode()
+    with tracing.consumer_span("player", "call.started", [("traceparent", received)], event):
+        logging.getLogger("callpipe.test").info("applied")
+        assert tracing.kafka_headers(event.correlation_id, b"own") == [("traceparent", received)]
+    assert tracing.kafka_headers(event.correlation_id, b"own") == [("traceparent", b"own")]
+    line = json.loads(capsys.readouterr().err)
+    assert line["trace_id"] == event.correlation_id
+
+
+def test_text_lines_stay_the_default(capsys: pytest.CaptureFixture[str]) -> None:
+    logs.configure("ingress")
+    with logs.call_context("CA5", "e1"):
+        logging.getLogger("callpipe.test").info("published")
+    line = capsys.readouterr().err
+    assert " INFO ingress call=CA5 event=e1 callpipe.test: published" in line
+
+
+def test_an_event_published_inside_another_trace_keeps_its_calls_trace() -> None:
+    """The player's retry API publishes inside its HTTP request's span (a trace of its own):
+    the event's header still names the call's trace."""
+    request_span = NonRecordingSpan(
+        SpanContext(
+            trace_id=0x0AF7651916CD43DD8448EB211C80319C,
+            span_id=0x00F067AA0BA902B7,
+            is_remote=False,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        )
+    )
+    call_trace = call_correlation_id("CA7")
+    with trace.use_span(request_span):
+        assert tracing.kafka_headers(call_trace, b"own") == [("traceparent", b"own")]
+        headers = dict(tracing.kafka_headers("0af7651916cd43dd8448eb211c80319c", b"own"))
+    assert headers["traceparent"] == b"00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"
