@@ -59,6 +59,15 @@ def page(browser: Browser, stack: RunningStack) -> Iterator[Page]:
     context.close()
 
 
+def wait_for_audio_metadata(page: Page) -> None:
+    """The detail pane (and its <audio>) renders after the call's detail arrives, so wait for the
+    element before asking it for its metadata: a predicate reading a missing element throws."""
+    expect(page.locator("audio")).to_be_attached(timeout=15_000)
+    page.wait_for_function(
+        "document.querySelector('audio')?.readyState >= 1", timeout=15_000, polling=100
+    )
+
+
 def screenshot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
@@ -82,7 +91,7 @@ def test_a_call_completes_live_plays_and_seeks_from_the_transcript(
     lines = page.locator("#transcript p[data-start]")
     expect(lines.first).to_contain_text("kitchen", timeout=10_000)
     audio = page.locator("audio")
-    page.wait_for_function("document.querySelector('audio').readyState >= 1", timeout=15_000)
+    wait_for_audio_metadata(page)
     duration = audio.evaluate("a => a.duration")
     assert duration == pytest.approx(13.07, abs=0.1)
     last = lines.last
@@ -90,7 +99,7 @@ def test_a_call_completes_live_plays_and_seeks_from_the_transcript(
     assert start > 5
     last.click()
     page.wait_for_function(
-        f"Math.abs(document.querySelector('audio').currentTime - {start}) < 1.5", timeout=10_000
+        f"Math.abs((document.querySelector('audio')?.currentTime ?? -9) - {start}) < 1.5", timeout=10_000
     )
     expect(last).to_have_class("current", timeout=5_000)
     screenshot(page, "call-playing")
@@ -125,7 +134,7 @@ def test_an_expired_playback_url_is_asked_for_again(page: Page, stack: RunningSt
 
     page.on("response", from_s3)
     page.locator(f"tr[data-call='{call_sid}']").click()
-    page.wait_for_function("document.querySelector('audio').readyState >= 1", timeout=15_000)
+    wait_for_audio_metadata(page)
     assert len(audio_requests) == 2  # the expired redirect, then the player once more
     assert s3_answers[-1] in (200, 206)
     assert page.locator("audio").evaluate("a => a.error") is None
@@ -158,12 +167,12 @@ def test_the_lead_shows_its_evidence_and_a_click_plays_it(page: Page, stack: Run
     row.click()
     city = page.locator("#lead a.evidence[data-field=city]")
     expect(city).to_contain_text("Boston")
-    page.wait_for_function("document.querySelector('audio').readyState >= 1", timeout=15_000)
+    wait_for_audio_metadata(page)
     start = float(city.get_attribute("data-start") or "0")
     assert start > 3  # the caller names the city in their second turn
     city.click()
     page.wait_for_function(
-        f"Math.abs(document.querySelector('audio').currentTime - {start}) < 1.5", timeout=10_000
+        f"Math.abs((document.querySelector('audio')?.currentTime ?? -9) - {start}) < 1.5", timeout=10_000
     )
     screenshot(page, "call-lead-evidence")
 
