@@ -6,6 +6,19 @@ import pytest
 from support_otlp import OTLP_PORT, OtlpReceiver
 from support_stack import RunningStack
 
+STACK_TEST_RERUNS = 1
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that drives the multi-process stack (broker, S3 server, five services, a browser)
+    gets one rerun, as Playwright's own CI setting does: on a shared two-core machine a timing
+    slip in the test's waiting can fail it once. Each rerun is listed in the summary (`R`) and
+    is a flake to chase (docs/decisions/0007-stack-test-reruns.md); a broken behaviour fails
+    both runs."""
+    for item in items:
+        if item.get_closest_marker("stack") and not item.get_closest_marker("flaky"):
+            item.add_marker(pytest.mark.flaky(reruns=STACK_TEST_RERUNS, reruns_delay=2))
+
 
 @pytest.fixture(scope="session")
 def otlp_receiver() -> Iterator[OtlpReceiver]:

@@ -68,6 +68,13 @@ def wait_for_audio_metadata(page: Page) -> None:
     )
 
 
+def wait_for_audio_at(page: Page, seconds: float) -> None:
+    page.wait_for_function(
+        f"Math.abs((document.querySelector('audio')?.currentTime ?? -9) - {seconds}) < 1.5",
+        timeout=10_000,
+    )
+
+
 def screenshot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
@@ -98,9 +105,7 @@ def test_a_call_completes_live_plays_and_seeks_from_the_transcript(
     start = float(last.get_attribute("data-start") or "0")
     assert start > 5
     last.click()
-    page.wait_for_function(
-        f"Math.abs((document.querySelector('audio')?.currentTime ?? -9) - {start}) < 1.5", timeout=10_000
-    )
+    wait_for_audio_at(page, start)
     expect(last).to_have_class("current", timeout=5_000)
     screenshot(page, "call-playing")
 
@@ -171,9 +176,7 @@ def test_the_lead_shows_its_evidence_and_a_click_plays_it(page: Page, stack: Run
     start = float(city.get_attribute("data-start") or "0")
     assert start > 3  # the caller names the city in their second turn
     city.click()
-    page.wait_for_function(
-        f"Math.abs((document.querySelector('audio')?.currentTime ?? -9) - {start}) < 1.5", timeout=10_000
-    )
+    wait_for_audio_at(page, start)
     screenshot(page, "call-lead-evidence")
 
 
