@@ -369,10 +369,10 @@ class StageWorker:
         handle_batch: BatchHandler,
         batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
     ) -> None:
-        """Hands the poll's events to `handle_batch` in one call, and commits them once it
-        returned. Messages of a call with a message still in flight one by one, and whatever
-        does not decode, go one by one, and so does every later message of their call: they
-        are started only after the batch, so a call's messages stay in order."""
+        """Hands the poll's events to `handle_batch` in one call; their offsets are finished
+        once it returned. A message that does not decode, or whose call has a message still
+        in flight one by one, goes one by one, and so does every later message of its call in
+        the poll: those start only after the batch, so a call's messages stay in order."""
         together: list[tuple[TopicPartition, ConsumerRecord[bytes, bytes], AnyEvent]] = []
         alone: list[tuple[TopicPartition, ConsumerRecord[bytes, bytes]]] = []
         keys_alone = set(self._last_by_key)
