@@ -13,6 +13,10 @@
   cancelled and handed back uncommitted (see docs/reliability.md).
 - If the broker itself cannot take the output, the worker stops without committing: the
   message is redelivered after restart (handlers are idempotent).
+- A worker given a batch handler hands it every event of one poll at once (the player applies
+  them in one transaction) and commits their offsets after it returns; if it fails, the events
+  go through the one-by-one path above, with its retries and dead letters. A message whose
+  call still has one in flight there, or that does not decode, takes that path at once.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +60,7 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 Handler = Callable[[AnyEvent], Awaitable[Sequence[Event]]]
+BatchHandler = Callable[[Sequence[AnyEvent]], Awaitable[Sequence[Event]]]
 
 
 # The consumer groups; each has its own dead-letter topic.
@@ -241,7 +247,8 @@ class _OffsetTracker:
 
 @dataclass
 class StageWorker:
-    """Consumes `topics` as consumer group `name` and hands each event to `handle`."""
+    """Consumes `topics` as consumer group `name` and hands each event to `handle`, or the
+    events of a poll together to `handle_batch` when given (falling back to `handle`)."""
 
     name: str
     topics: Sequence[str]
@@ -251,8 +258,12 @@ class StageWorker:
     stage: Stage | None = None
     wants: Callable[[AnyEvent], bool] = lambda event: True
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    handle_batch: BatchHandler | None = None
 
     def __post_init__(self) -> None:
+        if self.handle_batch is not None and self.stage is not None:
+            # A stage reports started/failed per event, around its own retries.
+            raise ValueError("a batch handler is for workers without a stage")
         self._tracker = _OffsetTracker()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._last_by_key: dict[bytes | None, asyncio.Task[None]] = {}
@@ -276,9 +287,12 @@ class StageWorker:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200)
                 self.ready.set()
-                for tp, records in batch.items():
-                    for record in records:
-                        self._dispatch(tp, record)
+                if self.handle_batch is None:
+                    for tp, records in batch.items():
+                        for record in records:
+                            self._dispatch(tp, record)
+                elif batch:
+                    await self._process_batch(self.handle_batch, batch)
                 await metrics.observe_consumer(self.name, consumer, len(self._in_flight))
                 await self._wait_for_room()
                 await self._commit()
@@ -288,6 +302,9 @@ class StageWorker:
 
     def _dispatch(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         self._tracker.add(tp, record.offset)
+        self._start(tp, record)
+
+    def _start(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         previous = self._last_by_key.get(record.key)
         task = asyncio.create_task(self._process_in_order(previous, tp, record))
         self._last_by_key[record.key] = task
@@ -346,6 +363,65 @@ class StageWorker:
             await asyncio.shield(previous)
         await self._process(record)
         self._tracker.finish(tp, record.offset)
+
+    async def _process_batch(
+        self,
+        handle_batch: BatchHandler,
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+    ) -> None:
+        """Hands the poll's events to `handle_batch` in one call; their offsets are finished
+        once it returned. A message that does not decode, or whose call has a message still
+        in flight one by one, goes one by one, and so does every later message of its call in
+        the poll: those start only after the batch, so a call's messages stay in order."""
+        together: list[tuple[TopicPartition, ConsumerRecord[bytes, bytes], AnyEvent]] = []
+        alone: list[tuple[TopicPartition, ConsumerRecord[bytes, bytes]]] = []
+        keys_alone = set(self._last_by_key)
+        for tp, records in batch.items():
+            for record in records:
+                self._tracker.add(tp, record.offset)
+                event = None if record.key in keys_alone else _decoded(record)
+                if event is None:
+                    keys_alone.add(record.key)
+                    alone.append((tp, record))
+                else:
+                    together.append((tp, record, event))
+        if together:
+            try:
+                await self._handle_together(handle_batch, together)
+            except Exception as error:
+                log.warning(
+                    "%s: a batch of %d failed, handling its events one by one: %s",
+                    self.name,
+                    len(together),
+                    describe(error),
+                )
+                alone = [(tp, record) for tp, record, _ in together] + alone
+            else:
+                for tp, record, _ in together:
+                    self._tracker.finish(tp, record.offset)
+        for tp, record in alone:
+            self._start(tp, record)
+
+    async def _handle_together(
+        self,
+        handle_batch: BatchHandler,
+        together: list[tuple[TopicPartition, ConsumerRecord[bytes, bytes], AnyEvent]],
+    ) -> None:
+        wanted = [(record, event) for _, record, event in together if self.wants(event)]
+        if not wanted:
+            return
+        started = time.perf_counter()
+        with contextlib.ExitStack() as spans:
+            for record, event in wanted:
+                spans.enter_context(
+                    tracing.consumer_span(self.name, record.topic, record.headers, event)
+                )
+            outputs = await handle_batch([event for _, event in wanted])
+            for output in outputs:
+                await self.producer.publish(output)
+        seconds = time.perf_counter() - started
+        for record, event in wanted:
+            metrics.handled(self.name, record.topic, event.occurred_at, seconds)
 
     async def _process(self, record: ConsumerRecord[bytes, bytes]) -> None:
         try:
@@ -435,6 +511,15 @@ class StageWorker:
             dead_letter_topic(self.name), record.value, record.key, headers
         )
         metrics.DEAD_LETTERS.labels(self.name).inc()
+
+
+def _decoded(record: ConsumerRecord[bytes, bytes]) -> AnyEvent | None:
+    """The record's event, or None when it does not decode or is of a newer schema."""
+    try:
+        event = decode(record.value)
+    except ValidationError:
+        return None
+    return event if event.schema_version <= SCHEMA_VERSION else None
 
 
 class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -103,8 +103,18 @@ def handling(worker: str, topic: str, occurred_at: datetime) -> Iterator[None]:
     try:
         yield
     finally:
-        HANDLE_SECONDS.labels(worker, topic).observe(time.perf_counter() - started)
-        STAGE_LATENCY.labels(worker, topic).observe((utc_now() - occurred_at).total_seconds())
+        _observe_handled(worker, topic, occurred_at, time.perf_counter() - started)
+
+
+def handled(worker: str, topic: str, occurred_at: datetime, seconds: float) -> None:
+    """Counts one consumed event handled in `seconds` (with others, in one batch)."""
+    EVENTS_CONSUMED.labels(worker, topic).inc()
+    _observe_handled(worker, topic, occurred_at, seconds)
+
+
+def _observe_handled(worker: str, topic: str, occurred_at: datetime, seconds: float) -> None:
+    HANDLE_SECONDS.labels(worker, topic).observe(seconds)
+    STAGE_LATENCY.labels(worker, topic).observe((utc_now() - occurred_at).total_seconds())
 
 
 async def observe_consumer(worker: str, consumer: AIOKafkaConsumer, in_flight: int) -> None:

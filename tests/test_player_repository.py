@@ -18,12 +18,14 @@ from typing import Any
 import asyncpg
 import pytest
 from sqlalchemy import delete, func, select, text
+from sqlalchemy import event as sa_event
 
 from services.player.repository import CallFilter, CallRepository, migrate
 from services.player.tables import call_events, calls, metadata
 from shared.db import create_engine
 from shared.events import (
     AnyEvent,
+    CallDeleted,
     CallStarted,
     Lead,
     RecordingCompleted,
@@ -412,3 +414,96 @@ async def test_the_unfiltered_total_is_each_businesss_own_count(repo: CallReposi
 
     assert (total, other_total, unknown_total) == (3, 1, 0)
     assert filtered_total == 3
+
+
+# --- batches (one transaction for the events of one poll) ---------------------------------
+
+
+def _with_sid_as_x(state: Any) -> dict[str, Any]:
+    return {
+        name: value.replace(state.call_sid, "X") if isinstance(value, str) else value
+        for name, value in vars(state).items()
+    }
+
+
+async def test_a_batch_projects_as_its_events_would_one_by_one(repo: CallRepository) -> None:
+    """Two calls' events interleaved in one batch end where the same events applied one by
+    one end; every event is on its call's timeline."""
+    batched = [*zip(pipeline("CA-batch-a"), pipeline("CA-batch-b"), strict=True)]
+    events = [event for pair in batched for event in pair]
+    assert await repo.apply_batch(events) == [True] * len(events)
+    for event in pipeline("CA-batch-single"):
+        assert await repo.apply(event) is True
+
+    single = await repo.get("CA-batch-single")
+    for call_sid in ("CA-batch-a", "CA-batch-b"):
+        row = await repo.get(call_sid)
+        assert row is not None and single is not None
+        assert _with_sid_as_x(row) == _with_sid_as_x(single)
+        assert len(await repo.timeline(call_sid)) == len(pipeline(call_sid))
+    _, total = await repo.page(10, 0, business_id="biz-1")
+    assert total == 3
+    assert await repo.stage_input("CA-batch-a", Stage.TRANSCRIPT) == events[8]
+
+
+async def test_a_duplicate_in_a_batch_or_across_batches_changes_nothing(
+    repo: CallRepository,
+) -> None:
+    events = pipeline("CA-batch-dup")
+    first = [events[0], events[1], events[0], events[2]]  # events[0] twice in one batch
+    assert await repo.apply_batch(first) == [True, True, False, True]
+    after_first = await repo.get("CA-batch-dup")
+
+    assert await repo.apply_batch(events[:3]) == [False, False, False]  # a redelivery
+    assert await repo.get("CA-batch-dup") == after_first
+
+    assert await repo.apply_batch(events) == [False] * 3 + [True] * (len(events) - 3)
+    assert len(await repo.timeline("CA-batch-dup")) == len(events)
+    _, total = await repo.page(10, 0, business_id="biz-1")
+    assert total == 1
+
+
+async def test_events_after_a_deletion_in_the_same_batch_are_ignored(
+    repo: CallRepository,
+) -> None:
+    events = pipeline("CA-batch-del")
+    deleted = CallDeleted(**envelope("CA-batch-del", 5))
+    later = call_started("CA-batch-del-other", 6)
+
+    applied = await repo.apply_batch([*events[:3], deleted, *events[3:], later])
+
+    assert applied == [True] * 3 + [True] + [False] * (len(events) - 3) + [True]
+    assert await repo.get("CA-batch-del") is None
+    assert await repo.timeline("CA-batch-del") == []
+    assert await repo.get("CA-batch-del-other") is not None
+    assert await repo.apply_batch([deleted, events[0]]) == [False, False]
+    _, total = await repo.page(10, 0, business_id="biz-1")
+    assert total == 1
+
+
+async def test_a_batch_that_fails_at_its_commit_leaves_nothing_behind(
+    repo: CallRepository, backend: Backend
+) -> None:
+    """A crash before the commit: none of the batch's events is applied or marked as
+    processed, so their redelivery applies them all."""
+    events = [*pipeline("CA-batch-crash")[:4], call_started("CA-batch-crash-2")]
+    engine = create_engine(backend.url)
+    crashing = CallRepository(engine)
+
+    def crash(_connection: Any) -> None:
+        raise RuntimeError("process killed before the commit")
+
+    sa_event.listen(engine.sync_engine, "commit", crash)
+    try:
+        with pytest.raises(RuntimeError, match="before the commit"):
+            await crashing.apply_batch(events)
+    finally:
+        sa_event.remove(engine.sync_engine, "commit", crash)
+        await engine.dispose()
+
+    assert await repo.get("CA-batch-crash") is None
+    assert await repo.timeline("CA-batch-crash") == []
+    _, total = await repo.page(10, 0, business_id="biz-1")
+    assert total == 0
+    assert await repo.apply_batch(events) == [True] * len(events)
+    assert len(await repo.timeline("CA-batch-crash")) == 4

@@ -10,16 +10,18 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from support_stack import PORTS, RunningStack
 
 from callpipe.dlq import list_dead_letters
 from shared.events import AnyEvent, CallStarted, call_correlation_id, encode
 from shared.kafka import EventProducer, StageWorker, dead_letter_topic
+from shared.retry import TerminalError
 from shared.settings import Settings
 from shared.storage import ObjectStore
 
@@ -174,6 +176,128 @@ async def test_on_sigterm_a_worker_commits_what_it_finished_and_hands_back_the_r
     await producer.stop()
     assert again == ["CAstuck", "CAthird"]
     assert await _committed(settings, name, topic) == 3
+
+
+async def _publish_together(settings: Settings, topic: str, call_sids: list[str]) -> None:
+    """One produce request for all of them, so that one poll fetches them together."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=500)
+    await producer.start()
+    try:
+        sent = [
+            await producer.send(topic, call_started(sid), key=sid.encode(), partition=0)
+            for sid in call_sids
+        ]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+async def _wait_for_commit(settings: Settings, group: str, topic: str, offset: int) -> None:
+    deadline = time.monotonic() + 60
+    while (committed := await _committed(settings, group, topic)) != offset:
+        assert time.monotonic() < deadline, f"committed {committed}, not {offset}, in 60 s"
+        await asyncio.sleep(0.5)
+
+
+async def test_a_poison_event_in_a_batch_is_dead_lettered_and_the_rest_applied(
+    stack: RunningStack,
+) -> None:
+    settings = stack_settings(stack)
+    name = f"batch-poison-{secrets.token_hex(4)}"
+    topic = await _one_partition_topic(settings, name)
+    sids = ["CAbatch1", "CAbatchpoison", "CAbatch3"]
+    await _publish_together(settings, topic, sids)
+
+    batches: list[list[str]] = []
+    applied: list[str] = []  # what a transaction committed
+
+    def check(event: AnyEvent) -> None:
+        if event.call_sid == "CAbatchpoison":
+            raise TerminalError("cannot be projected")
+
+    async def handle_batch(events: Sequence[AnyEvent]) -> list[Any]:
+        batches.append([event.call_sid for event in events])
+        for event in events:
+            check(event)  # before anything is applied: all or nothing
+        applied.extend(event.call_sid for event in events)
+        return []
+
+    async def handle(event: AnyEvent) -> list[Any]:
+        check(event)
+        applied.append(event.call_sid)
+        return []
+
+    producer = EventProducer(settings)
+    await producer.start()
+    worker = StageWorker(name, [topic], handle, settings, producer, handle_batch=handle_batch)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        await _wait_for_commit(settings, name, topic, 3)
+    finally:
+        stop.set()
+        await running
+    letters = await list_dead_letters(settings, [name])
+    await producer.stop()
+
+    assert batches[0] == sids  # the three came in one poll and went to the batch handler
+    assert sorted(applied) == ["CAbatch1", "CAbatch3"]
+    assert [(letter.source_offset, letter.tries) for letter in letters] == [(1, 1)]
+    assert json.loads(letters[0].value)["call_sid"] == "CAbatchpoison"
+    assert "cannot be projected" in letters[0].reason
+
+
+async def test_a_batch_worker_killed_before_its_transaction_commits_commits_no_offset(
+    stack: RunningStack,
+) -> None:
+    settings = stack_settings(stack)
+    name = f"batch-crash-{secrets.token_hex(4)}"
+    topic = await _one_partition_topic(settings, name)
+    sids = ["CAcrash1", "CAcrash2", "CAcrash3"]
+    await _publish_together(settings, topic, sids)
+    producer = EventProducer(settings)
+    await producer.start()
+
+    in_transaction = asyncio.Event()
+
+    async def hang_in_transaction(events: Sequence[AnyEvent]) -> list[Any]:
+        in_transaction.set()
+        await asyncio.Event().wait()  # the process dies here
+        return []
+
+    async def handle(event: AnyEvent) -> list[Any]:
+        raise AssertionError("a batch that did not fail is not handled one by one")
+
+    worker = StageWorker(
+        name, [topic], handle, settings, producer, handle_batch=hang_in_transaction
+    )
+    running = asyncio.create_task(worker.run(asyncio.Event()))
+    await asyncio.wait_for(in_transaction.wait(), 60)
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    assert await _committed(settings, name, topic) is None
+
+    again: list[str] = []
+    all_again = asyncio.Event()
+
+    async def apply_again(events: Sequence[AnyEvent]) -> list[Any]:
+        again.extend(event.call_sid for event in events)
+        if len(again) >= len(sids):
+            all_again.set()
+        return []
+
+    stop = asyncio.Event()
+    restarted = StageWorker(name, [topic], handle, settings, producer, handle_batch=apply_again)
+    running = asyncio.create_task(restarted.run(stop))
+    try:
+        await asyncio.wait_for(all_again.wait(), 60)
+        await _wait_for_commit(settings, name, topic, 3)
+    finally:
+        stop.set()
+        await running
+    await producer.stop()
+    assert again == sids
 
 
 async def _objects_of(stack: RunningStack, call: dict[str, Any]) -> list[str]:

@@ -35,6 +35,7 @@ from shared.events import (
     call_correlation_id,
 )
 from shared.kafka import EventProducer, StageWorker, all_topics, ensure_topics
+from shared.logs import call_context
 from shared.settings import Settings
 from shared.storage import ObjectStore
 from shared.transcript import Transcript
@@ -68,17 +69,29 @@ def call_view(call: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class Projector:
-    """The player's stage handler: applies each event to the status table."""
+    """The player's handler: applies the events of a poll to the status table in one
+    transaction, or one event in its own (the runtime's fallback when a batch fails)."""
 
     def __init__(self, repository: CallRepository) -> None:
         self._repository = repository
 
     async def __call__(self, event: AnyEvent) -> Sequence[Event]:
-        if await self._repository.apply(event):
-            log.info("%s applied", event.event_type)
-        else:
-            log.info("%s already applied (or the call was deleted)", event.event_type)
+        _log_applied(event, await self._repository.apply(event))
         return []
+
+    async def apply_batch(self, events: Sequence[AnyEvent]) -> Sequence[Event]:
+        applied = await self._repository.apply_batch(events)
+        for event, changed in zip(events, applied, strict=True):
+            with call_context(event.call_sid, str(event.event_id)):
+                _log_applied(event, changed)
+        return []
+
+
+def _log_applied(event: AnyEvent, applied: bool) -> None:
+    if applied:
+        log.info("%s applied", event.event_type)
+    else:
+        log.info("%s already applied (or the call was deleted)", event.event_type)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -87,12 +100,14 @@ def create_app(settings: Settings) -> FastAPI:
     repository = CallRepository(engine)
     store = ObjectStore(settings)
     producer = EventProducer(settings)
+    projector = Projector(repository)
     worker = StageWorker(
         name="player",
         topics=projected_topics(),
-        handle=Projector(repository),
+        handle=projector,
         settings=settings,
         producer=producer,
+        handle_batch=projector.apply_batch,
     )
 
     @asynccontextmanager

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -170,68 +171,183 @@ class CallRepository:
         """Applies one event; False when it was applied before (a redelivery) or its call was
         deleted."""
         try:
-            async with self._write_lock, self._engine.begin() as connection:
-                if await self._is_deleted(connection, event.call_sid):
-                    return False
-                await connection.execute(
-                    insert(call_events).values(
-                        event_id=str(event.event_id),
-                        call_sid=event.call_sid,
-                        event_type=event.event_type,
-                        stage=core.timeline_stage(event),
-                        attempt=event.attempt,
-                        occurred_at=event.occurred_at.astimezone(UTC),
-                        detail=core.timeline_detail(event),
-                    )
-                )
-                if isinstance(event, CallDeleted):
-                    await self._forget(connection, event.call_sid)
-                    return True
-                await self._keep_stage_input(connection, event)
-                before = await self._locked_state(connection, event)
-                after = core.apply(before, event)
-                if after != before:
-                    await connection.execute(
-                        update(calls)
-                        .where(calls.c.call_sid == event.call_sid)
-                        .values(**_utc_values(dataclasses.asdict(after)))
-                    )
+            return (await self.apply_batch([event]))[0]
         except IntegrityError:
             return False
-        return True
 
-    async def _locked_state(self, connection: AsyncConnection, event: AnyEvent) -> CallState:
-        """The call's row, created if missing, locked until the transaction ends: events of
-        one call applied at once (several player replicas) are applied one after the other."""
-        new_row = _utc_values(dataclasses.asdict(CallState.new(event)))
-        dialect_insert = (
-            postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
+    async def apply_batch(self, events: Sequence[AnyEvent]) -> list[bool]:
+        """Applies `events` in order in one transaction; for each, whether it changed anything
+        (False: applied before, earlier in the batch, or its call was deleted). If any of them
+        fails, none is applied."""
+        applied: list[bool] = []
+        async with self._write_lock, self._engine.begin() as connection:
+            run: list[AnyEvent] = []
+            for event in events:
+                if isinstance(event, CallDeleted):
+                    applied += await self._project(connection, run)
+                    run = []
+                    applied.append(await self._delete_for(connection, event))
+                else:
+                    run.append(event)
+            applied += await self._project(connection, run)
+        return applied
+
+    async def _project(self, connection: AsyncConnection, events: list[AnyEvent]) -> list[bool]:
+        """Applies `events` (no deletion among them) with a few statements for all of them:
+        the timeline rows claim the event ids, the rows of their calls are read and locked
+        once, the state changes are computed in memory and written once per call."""
+        if not events:
+            return []
+        call_sids = sorted({event.call_sid for event in events})
+        deleted = set(
+            (
+                await connection.execute(
+                    select(deleted_calls.c.call_sid).where(deleted_calls.c.call_sid.in_(call_sids))
+                )
+            ).scalars()
         )
-        created = await connection.execute(
-            dialect_insert(calls).values(**new_row).on_conflict_do_nothing()
+        live = [event for event in events if event.call_sid not in deleted]
+        claimed = await self._claim_event_ids(connection, live)
+        applied = []
+        for event in events:
+            event_id = str(event.event_id)
+            applied.append(event_id in claimed)
+            claimed.discard(event_id)  # a later copy in the batch is a duplicate
+        fresh = [event for event, is_fresh in zip(events, applied, strict=True) if is_fresh]
+        if fresh:
+            await self._keep_stage_inputs(connection, fresh)
+            await self._project_states(connection, fresh)
+        return applied
+
+    def _dialect(self) -> Any:
+        return postgresql if self._engine.dialect.name == "postgresql" else sqlite
+
+    async def _claim_event_ids(
+        self, connection: AsyncConnection, events: list[AnyEvent]
+    ) -> set[str]:
+        """Inserts the events' timeline rows; the ids inserted, i.e. not applied before. The
+        primary key is the idempotency guard: a copy inserted by another transaction meanwhile
+        (another player replica) waits for it and is then skipped."""
+        if not events:
+            return set()
+        rows = [
+            {
+                "event_id": str(event.event_id),
+                "call_sid": event.call_sid,
+                "event_type": event.event_type,
+                "stage": core.timeline_stage(event),
+                "attempt": event.attempt,
+                "occurred_at": event.occurred_at.astimezone(UTC),
+                "detail": core.timeline_detail(event),
+            }
+            for event in events
+        ]
+        insert_new = (
+            self._dialect()
+            .insert(call_events)
+            .on_conflict_do_nothing()
+            .returning(call_events.c.event_id)
         )
-        if created.rowcount == 1:
-            await count_calls(connection, event.business_id, 1)
-        query = select(calls).where(calls.c.call_sid == event.call_sid).with_for_update()
-        return _state((await connection.execute(query)).one())
+        return set((await connection.execute(insert_new, rows)).scalars())
+
+    async def _keep_stage_inputs(self, connection: AsyncConnection, events: list[AnyEvent]) -> None:
+        """The latest input event of each stage of each call, upserted."""
+        latest: dict[tuple[str, str], str] = {}
+        for event in events:
+            stage = core.input_of_stage(event)
+            if stage is not None:
+                latest[(event.call_sid, stage.value)] = encode(event).decode()
+        if not latest:
+            return
+        upsert = self._dialect().insert(stage_inputs)
+        await connection.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[stage_inputs.c.call_sid, stage_inputs.c.stage],
+                set_={"event_json": upsert.excluded.event_json},
+            ),
+            [
+                {"call_sid": call_sid, "stage": stage, "event_json": event_json}
+                for (call_sid, stage), event_json in latest.items()
+            ],
+        )
+
+    async def _project_states(self, connection: AsyncConnection, events: list[AnyEvent]) -> None:
+        before = await self._locked_states(connection, events)
+        after = dict(before)
+        for event in events:
+            after[event.call_sid] = core.apply(after[event.call_sid], event)
+        changed = [
+            {"row_call_sid": call_sid, **_utc_values(dataclasses.asdict(state))}
+            for call_sid, state in after.items()
+            if state != before[call_sid]
+        ]
+        if changed:
+            await connection.execute(
+                update(calls).where(calls.c.call_sid == bindparam("row_call_sid")), changed
+            )
+
+    async def _locked_states(
+        self, connection: AsyncConnection, events: list[AnyEvent]
+    ) -> dict[str, CallState]:
+        """The rows of the events' calls, created if missing, locked until the transaction
+        ends (in call SID order: two replicas lock shared calls in the same order), so the
+        events of one call applied at once by several replicas are applied one after the
+        other."""
+        call_sids = sorted({event.call_sid for event in events})
+        states = await self._select_for_update(connection, call_sids)
+        first_events: dict[str, AnyEvent] = {}
+        for event in events:
+            if event.call_sid not in states:
+                first_events.setdefault(event.call_sid, event)
+        if not first_events:
+            return states
+        new_states = {sid: CallState.new(first_events[sid]) for sid in sorted(first_events)}
+        insert_new = (
+            self._dialect().insert(calls).on_conflict_do_nothing().returning(calls.c.call_sid)
+        )
+        created = set(
+            (
+                await connection.execute(
+                    insert_new,
+                    [_utc_values(dataclasses.asdict(state)) for state in new_states.values()],
+                )
+            ).scalars()
+        )
+        added_by_business: dict[str, int] = {}
+        for call_sid in created:
+            business_id = new_states[call_sid].business_id
+            added_by_business[business_id] = added_by_business.get(business_id, 0) + 1
+        for business_id, added in sorted(added_by_business.items()):
+            await count_calls(connection, business_id, added)
+        states.update((call_sid, new_states[call_sid]) for call_sid in created)
+        # Created meanwhile by another transaction (another replica): read once it committed.
+        states.update(await self._select_for_update(connection, sorted(set(new_states) - created)))
+        return states
+
+    @staticmethod
+    async def _select_for_update(
+        connection: AsyncConnection, call_sids: list[str]
+    ) -> dict[str, CallState]:
+        if not call_sids:
+            return {}
+        query = (
+            select(calls)
+            .where(calls.c.call_sid.in_(call_sids))
+            .order_by(calls.c.call_sid)
+            .with_for_update()
+        )
+        return {row.call_sid: _state(row) for row in await connection.execute(query)}
+
+    async def _delete_for(self, connection: AsyncConnection, event: CallDeleted) -> bool:
+        if await self._is_deleted(connection, event.call_sid):
+            return False
+        await self._forget(connection, event.call_sid)
+        return True
 
     @staticmethod
     async def _is_deleted(connection: AsyncConnection, call_sid: str) -> bool:
         query = select(deleted_calls.c.call_sid).where(deleted_calls.c.call_sid == call_sid)
         return (await connection.execute(query)).first() is not None
-
-    @staticmethod
-    async def _keep_stage_input(connection: AsyncConnection, event: AnyEvent) -> None:
-        stage = core.input_of_stage(event)
-        if stage is None:
-            return
-        key = and_(stage_inputs.c.call_sid == event.call_sid, stage_inputs.c.stage == stage.value)
-        await connection.execute(delete(stage_inputs).where(key))
-        await connection.execute(
-            insert(stage_inputs).values(
-                call_sid=event.call_sid, stage=stage.value, event_json=encode(event).decode()
-            )
-        )
 
     @staticmethod
     async def _forget(connection: AsyncConnection, call_sid: str) -> None:
