@@ -95,11 +95,15 @@ class ObjectStore:
         await self._client.delete_object(Bucket=self.bucket, Key=key)
 
     async def put_parts(self, key: str, parts: AsyncIterator[bytes], content_type: str) -> int:
-        """Stores the parts as one object without holding more than one part: a single PUT
-        when there is one part, else a multipart upload (every part but the last ≥ 5 MiB).
-        Each request carries its body's MD5 (Content-MD5), which the server checks, so bytes
-        damaged on the way fail the upload; an unfinished multipart upload is aborted.
-        Returns the object's size."""
+        """Stores the parts as one object without holding more than one part, and returns
+        its size once the stored object is known to hold exactly the parts' bytes.
+
+        One part goes up as a single PUT carrying its MD5 (Content-MD5): the server stores
+        the object only if the body it received has that MD5, and a PUT is all or nothing,
+        so its success is the verification. More parts go up as a multipart upload (every
+        part but the last ≥ 5 MiB), each part with its Content-MD5; the completed object is
+        then checked for the expected size, since completing an upload is a separate request
+        that the part checksums do not cover. An unfinished multipart upload is aborted."""
         first = await anext(parts, b"")
         second = await anext(parts, None)
         if second is None:
@@ -149,6 +153,9 @@ class ObjectStore:
                 Bucket=self.bucket, Key=key, UploadId=upload_id
             )
             raise
+        stored = await self.head(key)
+        if stored is None or stored.size != size:
+            raise OSError(f"stored {key} does not have the {size} bytes uploaded")
         return size
 
     async def keys(self, prefix: str) -> list[str]:
@@ -164,11 +171,21 @@ class ObjectStore:
             data: bytes = await body.read()
         return data
 
+    async def get_if_exists(self, key: str) -> bytes | None:
+        """The object's bytes, or None when there is no such object: one request where a
+        HEAD and then a GET would be two."""
+        try:
+            return await self.get(key)
+        except ClientError as error:
+            if _missing(error):
+                return None
+            raise
+
     async def head(self, key: str) -> ObjectInfo | None:
         try:
             response = await self._client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _missing(error):
                 return None
             raise
         return ObjectInfo(
@@ -198,6 +215,10 @@ class ObjectStore:
         async with response["Body"] as body:
             while chunk := await body.read(chunk_size):
                 yield chunk
+
+
+def _missing(error: ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
 
 
 async def _content_md5(body: bytes) -> str:

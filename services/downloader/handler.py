@@ -90,9 +90,10 @@ class DownloadHandler:
 
     async def _archived(self, key: str) -> core.Manifest | None:
         """The manifest, when it and the object it describes are both in the store."""
-        if await self._store.head(core.manifest_key(key)) is None:
+        raw = await self._store.get_if_exists(core.manifest_key(key))
+        if raw is None:
             return None
-        manifest = core.Manifest.from_json(await self._store.get(core.manifest_key(key)))
+        manifest = core.Manifest.from_json(raw)
         stored = await self._store.head(key)
         if stored is None or stored.size != manifest.size_bytes:
             log.warning("manifest of %s does not match the stored object: fetching again", key)
@@ -108,12 +109,10 @@ class DownloadHandler:
                 raise TerminalError(
                     f"recording is {declared} bytes, over the limit of {self._policy.max_bytes}"
                 )
+            # Returns once the stored object is verified to hold exactly the bytes received.
             size = await self._store.put_parts(key, self._parts(response, digest), content_type)
         if size == 0:
             raise OSError(f"the provider sent no bytes for {source}")
-        stored = await self._store.head(key)
-        if stored is None or stored.size != size:
-            raise OSError(f"stored {key} does not have the {size} bytes received")
         manifest = core.Manifest(key, size, digest.hexdigest(), content_type, source)
         await self._store.put(core.manifest_key(key), manifest.to_json(), "application/json")
         log.info("archived %d bytes as %s", size, key)

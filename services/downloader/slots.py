@@ -87,20 +87,10 @@ class DownloadSlots:
             await asyncio.sleep(POLL_SECONDS * (0.5 + random.random()))
 
     async def _try_take(self, business_id: str, slot: int, holder: str) -> bool:
+        """A free slot has no row, so the INSERT alone takes it (one write transaction, the
+        usual case); only a slot whose row exists is tried again as an expired lease."""
         now = time.time()
         expires_at = now + self._lease_seconds
-        async with self._engine.begin() as connection:
-            taken_over = await connection.execute(
-                update(download_slots)
-                .where(
-                    download_slots.c.business_id == business_id,
-                    download_slots.c.slot == slot,
-                    download_slots.c.expires_at < now,
-                )
-                .values(holder=holder, expires_at=expires_at)
-            )
-            if taken_over.rowcount == 1:
-                return True
         try:
             async with self._engine.begin() as connection:
                 await connection.execute(
@@ -109,7 +99,17 @@ class DownloadSlots:
                     )
                 )
         except IntegrityError:
-            return False
+            async with self._engine.begin() as connection:
+                taken_over = await connection.execute(
+                    update(download_slots)
+                    .where(
+                        download_slots.c.business_id == business_id,
+                        download_slots.c.slot == slot,
+                        download_slots.c.expires_at < now,
+                    )
+                    .values(holder=holder, expires_at=expires_at)
+                )
+            return bool(taken_over.rowcount == 1)
         return True
 
     async def _renew(self, business_id: str, slot: int, holder: str) -> None:

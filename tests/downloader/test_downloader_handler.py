@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
+from botocore.awsrequest import AWSRequest
+from botocore.exceptions import ClientError
 
 from callpipe.bootstrap import downloader_handler
 from downloader.servers import add_recording, media_requests, recording_event
@@ -105,6 +107,44 @@ async def test_a_large_recording_goes_up_in_parts_and_is_stored_exactly(
     assert await store.get(result.object_key) == expected
     info = await store.head(result.object_key)
     assert info is not None and info.etag.strip('"').endswith("-3")  # a 3-part upload
+
+
+def _damage_audio_bodies_in_transit(store: ObjectStore) -> Any:
+    """Flips the first byte of each audio PUT's body after its Content-MD5 was set, and
+    drops the client's own body checksum (CRC32): only the Content-MD5 stands guard."""
+
+    def damage(request: AWSRequest, **_: Any) -> None:
+        if request.headers.get("Content-Type") != "audio/wav":
+            return
+        for name in [n for n in request.headers if n.lower().startswith("x-amz-checksum-")]:
+            del request.headers[name]
+        body = request.data.read()  # the client wraps the body in a file object
+        request.data = bytes([body[0] ^ 0xFF]) + body[1:]
+
+    store._client.meta.events.register("before-sign.s3.PutObject", damage)
+    return damage
+
+
+async def test_a_body_damaged_in_transit_is_refused_and_not_marked_downloaded(
+    settings: Settings, handler_for: Any, store: ObjectStore
+) -> None:
+    """The single PUT's Content-MD5 is the verification (no HEAD after it): a body that does
+    not match is refused by S3, and neither the audio nor the manifest exists, so no
+    recording.downloaded is published and a redelivery downloads it again."""
+    handler = await handler_for()
+    event = recording_event(add_recording(settings))
+    prefix = f"acme/{event.occurred_at.date().isoformat()}/{event.call_sid}"
+    damage = _damage_audio_bodies_in_transit(store)
+    try:
+        with pytest.raises(ClientError, match="BadDigest"):
+            await handler(event)
+    finally:
+        store._client.meta.events.unregister("before-sign.s3.PutObject", damage)
+    assert await store.keys(prefix) == []
+    [result] = await handler(event)
+    stored = await store.get(result.object_key)
+    assert hashlib.sha256(stored).hexdigest() == result.sha256
+    assert await store.keys(prefix) == [result.object_key, f"{result.object_key}.manifest.json"]
 
 
 async def test_the_recording_is_deleted_at_the_provider_only_once_archived(
