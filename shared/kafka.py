@@ -5,6 +5,9 @@
 - Messages of different calls are handled concurrently (bounded); messages of one call (same
   key) are handled in order. The commit point of a partition advances over the contiguous
   prefix of finished offsets, so a slow call never lets a later offset be committed past it.
+  While running, a worker commits at most every `kafka_commit_interval_ms` (each commit is
+  several writes to the local broker's object store, decision 0911); on a revoke or a stop it
+  commits at once.
 - A handler's transient error is retried with capped, jittered backoff without holding up
   other calls; a terminal error, or retries exhausted, emits `stage.failed` and sends the
   original bytes with the reason to the worker's dead-letter topic. Undecodable or unknown
@@ -269,6 +272,7 @@ class StageWorker:
         self._last_by_key: dict[bytes | None, asyncio.Task[None]] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._failure: BaseException | None = None
+        self._last_commit = float("-inf")
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
@@ -295,7 +299,10 @@ class StageWorker:
                     await self._process_batch(self.handle_batch, batch)
                 await metrics.observe_consumer(self.name, consumer, len(self._in_flight))
                 await self._wait_for_room()
-                await self._commit()
+                self._raise_if_failed()
+                since_commit_ms = (time.monotonic() - self._last_commit) * 1000
+                if since_commit_ms >= self.settings.kafka_commit_interval_ms:
+                    await self._commit()
             await self._hand_back(self.settings.shutdown_grace_seconds)
         finally:
             await consumer.stop()
@@ -344,14 +351,18 @@ class StageWorker:
             await asyncio.wait(unfinished)
         await self._commit()
 
-    async def _commit(self) -> None:
+    def _raise_if_failed(self) -> None:
         if self._failure is not None:
             # The output could not be made durable (broker down): stop without committing,
             # so the message is redelivered after restart.
             raise RuntimeError("a message could not be completed") from self._failure
+
+    async def _commit(self) -> None:
+        self._raise_if_failed()
         points = self._tracker.commit_points()
         if points and self._consumer is not None:
             await self._consumer.commit(points)
+            self._last_commit = time.monotonic()
 
     async def _process_in_order(
         self,

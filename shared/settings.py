@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     # How long a consumer's fetch may wait at the broker for data: every topic hop can cost
     # up to this much latency (Tansu answers a waiting fetch late, not when data arrives).
     kafka_fetch_max_wait_ms: int = 50
+    # A running worker commits its finished offsets at most this often (always at a revoke or
+    # a stop): longer = fewer broker writes, more redeliveries after a crash (decision 0911).
+    kafka_commit_interval_ms: int = 1000
     # Where `callpipe up`'s own broker (Tansu) keeps its log: "s3", a bucket on the embedded S3
     # server (topics and committed offsets survive a restart), or "memory" (lost at every
     # restart: only for measuring what the log's storage costs, `callpipe bench`).

@@ -300,6 +300,44 @@ async def test_a_batch_worker_killed_before_its_transaction_commits_commits_no_o
     assert again == sids
 
 
+async def test_a_running_worker_commits_at_most_once_per_interval_and_everything_at_stop(
+    stack: RunningStack,
+) -> None:
+    settings = stack_settings(stack).model_copy(update={"kafka_commit_interval_ms": 3_600_000})
+    name = f"interval-{secrets.token_hex(4)}"
+    topic = await _one_partition_topic(settings, name)
+    producer = EventProducer(settings)
+    await producer.start()
+    handled: list[str] = []
+    later_done = asyncio.Event()
+
+    async def handle(event: AnyEvent) -> list[Any]:
+        handled.append(event.call_sid)
+        if len(handled) == 3:
+            later_done.set()
+        return []
+
+    stop = asyncio.Event()
+    running = asyncio.create_task(StageWorker(name, [topic], handle, settings, producer).run(stop))
+    await producer.publish_raw(topic, call_started("CAfirst"), b"CAfirst", [])
+    deadline = time.monotonic() + 60
+    while await _committed(settings, name, topic) != 1:  # the first commit is not held back
+        assert time.monotonic() < deadline, "the first message was never committed"
+        await asyncio.sleep(0.2)
+    for sid in ("CAsecond", "CAthird"):
+        await producer.publish_raw(topic, call_started(sid), sid.encode(), [])
+    await asyncio.wait_for(later_done.wait(), 60)
+    # Finished, but within the interval of the first commit: not committed yet (a worker
+    # committing at every poll would have within a few hundred milliseconds).
+    watch_until = time.monotonic() + 2
+    while time.monotonic() < watch_until:
+        assert await _committed(settings, name, topic) == 1
+    stop.set()
+    await asyncio.wait_for(running, 30)
+    await producer.stop()
+    assert await _committed(settings, name, topic) == 3
+
+
 async def _objects_of(stack: RunningStack, call: dict[str, Any]) -> list[str]:
     store = ObjectStore(stack_settings(stack))
     await store.start()
