@@ -18,11 +18,11 @@ import asyncio
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiohttp
 
-from callpipe import stack as stack_module
 from callpipe.bench.drain import wait_until_drained
 from callpipe.bench.pipeline import pipeline
 from callpipe.bench.stack import PORT_SHIFT, bench_stack
@@ -93,18 +93,14 @@ async def start_proxy(listen_port: int, s3_port: int) -> asyncio.Server:
     return await asyncio.start_server(connected, "127.0.0.1", listen_port)
 
 
-def broker_through(proxy_url: str) -> None:
-    """The bench's broker, told to reach the S3 server through the proxy."""
-    children = stack_module.Stack._children
+def broker_through(proxy_url: str) -> Callable[[Child], None]:
+    """Tells the bench's broker to reach the S3 server through the proxy."""
 
-    def _children(self: stack_module.Stack) -> list[Child]:
-        started = children(self)
-        for child in started:
-            if child.name == "broker":
-                child.env["AWS_ENDPOINT"] = proxy_url
-        return started
+    def adjust(child: Child) -> None:
+        if child.name == "broker":
+            child.env["AWS_ENDPOINT"] = proxy_url
 
-    stack_module.Stack._children = _children  # type: ignore[method-assign]
+    return adjust
 
 
 def kafka_operation(method: str, key: str) -> str:
@@ -137,8 +133,11 @@ async def main(port_offset: int, calls: int, idle_seconds: float, at_once: bool)
     s3_port = 8333 + PORT_SHIFT + port_offset
     proxy_port = s3_port + PROXY_PORT_ABOVE_S3
     proxy = await start_proxy(proxy_port, s3_port)
-    broker_through(f"http://127.0.0.1:{proxy_port}")
-    async with bench_stack(port_offset) as stack, aiohttp.ClientSession() as http:
+    through_proxy = broker_through(f"http://127.0.0.1:{proxy_port}")
+    async with (
+        bench_stack(port_offset, adjust_child=through_proxy) as stack,
+        aiohttp.ClientSession() as http,
+    ):
         settings = stack.settings
         async with pipeline(
             settings, http, "plumber_boston", 60.0, businesses(settings, 10)

@@ -15,10 +15,10 @@ import asyncio
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import aiohttp
 
-from callpipe import stack as stack_module
 from callpipe.bench.drain import wait_until_drained
 from callpipe.bench.pipeline import pipeline
 from callpipe.bench.stack import PORT_SHIFT, bench_stack
@@ -34,18 +34,14 @@ LABEL = re.compile(r'(\w+)="([^"]*)"')
 Counts = Counter[tuple[str, str, str]]
 
 
-def with_metrics(port: int) -> None:
-    """The bench's S3 server, told to serve its metrics on `port`."""
-    children = stack_module.Stack._children
+def with_metrics(port: int) -> Callable[[Child], None]:
+    """Tells the bench's S3 server to serve its metrics on `port`."""
 
-    def _children(self: stack_module.Stack) -> list[Child]:
-        started = children(self)
-        for child in started:
-            if child.name == "s3":
-                child.argv.append(f"-metricsPort={port}")
-        return started
+    def adjust(child: Child) -> None:
+        if child.name == "s3":
+            child.argv.append(f"-metricsPort={port}")
 
-    stack_module.Stack._children = _children  # type: ignore[method-assign]
+    return adjust
 
 
 async def requests_so_far(http: aiohttp.ClientSession, port: int) -> Counts:
@@ -69,8 +65,10 @@ def show(title: str, before: Counts, after: Counts, calls: int = 0) -> None:
 
 async def main(port_offset: int, calls: int) -> None:
     port = 8333 + PORT_SHIFT + port_offset + METRICS_PORT_ABOVE_S3
-    with_metrics(port)
-    async with bench_stack(port_offset) as stack, aiohttp.ClientSession() as http:
+    async with (
+        bench_stack(port_offset, adjust_child=with_metrics(port)) as stack,
+        aiohttp.ClientSession() as http,
+    ):
         settings = stack.settings
         async with pipeline(
             settings, http, "plumber_boston", 60.0, businesses(settings, 10)

@@ -7,12 +7,12 @@ import contextlib
 import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from pydantic import SecretStr
 
-from callpipe.stack import Stack
+from callpipe.stack import Child, Stack
 from shared.settings import Settings
 
 BENCH_BUSINESS = "bench"
@@ -46,12 +46,20 @@ def bench_settings(data_dir: Path, port_offset: int, database_url: str = "") -> 
 
 @contextlib.asynccontextmanager
 async def bench_stack(
-    port_offset: int, database_url: str = "", keep_dir: Path | None = None
+    port_offset: int,
+    database_url: str = "",
+    keep_dir: Path | None = None,
+    adjust_child: Callable[[Child], None] | None = None,
 ) -> AsyncIterator[Stack]:
     """A started stack; every process it started is stopped on the way out (and dies with
-    this process if it is killed: the children have a parent-death signal)."""
+    this process if it is killed: the children have a parent-death signal). `adjust_child`,
+    when given, may change each child's command line or environment before it starts (the
+    measuring scripts use it)."""
     data_dir = keep_dir or Path(tempfile.mkdtemp(prefix="callpipe-bench-"))
     stack = Stack(bench_settings(data_dir, port_offset, database_url))
+    if adjust_child is not None:
+        for child in stack.children:
+            adjust_child(child)
     try:
         await stack.start()
         yield stack
