@@ -30,7 +30,9 @@ CHAOS_ARGS = (
 )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
+# One chaos run per test, not per module: a rerun (decision 0007) then runs the chaos again
+# instead of reading the same cached outcome.
+@pytest.fixture
 def chaos_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     data_dir = tmp_path_factory.mktemp("chaos")
     result = subprocess.run(
