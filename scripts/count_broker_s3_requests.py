@@ -25,6 +25,7 @@ import aiohttp
 
 from callpipe.bench.drain import wait_until_drained
 from callpipe.bench.pipeline import pipeline
+from callpipe.bench.s3_proxy import Forward, start_proxy
 from callpipe.bench.stack import PORT_SHIFT, bench_stack
 from callpipe.bench.twilio import businesses
 from callpipe.stack import Child
@@ -47,50 +48,9 @@ def kind_of(method: str, target: str) -> tuple[str, str]:
     return method, NUMBERS.sub("N", key)
 
 
-async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while chunk := await reader.read(65536):
-            writer.write(chunk)
-            await writer.drain()
-    finally:
-        writer.close()
-
-
-async def forward_requests(client: asyncio.StreamReader, upstream: asyncio.StreamWriter) -> None:
-    """HTTP/1.1 requests one after another: head, then a Content-Length or chunked body."""
-    try:
-        while head := await client.readuntil(b"\r\n\r\n"):
-            method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
-            seen[kind_of(method, target)] += 1
-            upstream.write(head)
-            headers = {
-                name.strip().lower(): value.strip()
-                for name, _, value in (
-                    line.decode().partition(":") for line in head.split(b"\r\n")[1:] if line
-                )
-            }
-            if headers.get("transfer-encoding", "").lower() == "chunked":
-                while True:
-                    size_line = await client.readuntil(b"\r\n")
-                    size = int(size_line.split(b";")[0], 16)
-                    upstream.write(size_line + await client.readexactly(size + 2))
-                    if size == 0:
-                        break
-            else:
-                upstream.write(await client.readexactly(int(headers.get("content-length", 0))))
-            await upstream.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass
-    finally:
-        upstream.close()
-
-
-async def start_proxy(listen_port: int, s3_port: int) -> asyncio.Server:
-    async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", s3_port)
-        await asyncio.gather(forward_requests(reader, up_writer), relay(up_reader, writer))
-
-    return await asyncio.start_server(connected, "127.0.0.1", listen_port)
+def note(method: str, target: str) -> Forward:
+    seen[kind_of(method, target)] += 1
+    return Forward()
 
 
 def broker_through(proxy_url: str) -> Callable[[Child], None]:
@@ -132,7 +92,7 @@ def show(title: str, counts: Counter[tuple[str, str]], per: float, unit: str) ->
 async def main(port_offset: int, calls: int, idle_seconds: float, at_once: bool) -> None:
     s3_port = 8333 + PORT_SHIFT + port_offset
     proxy_port = s3_port + PROXY_PORT_ABOVE_S3
-    proxy = await start_proxy(proxy_port, s3_port)
+    proxy = await start_proxy(proxy_port, s3_port, note)
     through_proxy = broker_through(f"http://127.0.0.1:{proxy_port}")
     async with (
         bench_stack(port_offset, adjust_child=through_proxy) as stack,

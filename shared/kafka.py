@@ -16,6 +16,10 @@
   cancelled and handed back uncommitted (see docs/reliability.md).
 - If the broker itself cannot take the output, the worker stops without committing: the
   message is redelivered after restart (handlers are idempotent).
+- A partition's records are handed on only up to a hole in its offsets (a later record
+  readable before an earlier one, as Tansu can show while two producers write to one
+  partition); the worker fetches again from the hole until it fills, and goes past it only
+  after `kafka_offset_hole_patience_seconds` (shared/offset_holes.py, decision 0914).
 - A worker given a batch handler hands it every event of one poll at once (the player applies
   them in one transaction) and commits their offsets after it returns; if it fails, the events
   go through the one-by-one path above, with its retries and dead letters. A message whose
@@ -57,10 +61,15 @@ from shared.events import (
     topic_of,
 )
 from shared.logs import call_context
+from shared.offset_holes import OffsetHoles
 from shared.retry import describe, retrying
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# While a hole is open, each fetch returns at once with the records after it: a short pause
+# keeps the refetching from spinning.
+HOLE_REFETCH_PAUSE_SECONDS = 0.02
 
 Handler = Callable[[AnyEvent], Awaitable[Sequence[Event]]]
 BatchHandler = Callable[[Sequence[AnyEvent]], Awaitable[Sequence[Event]]]
@@ -268,6 +277,7 @@ class StageWorker:
             # A stage reports started/failed per event, around its own retries.
             raise ValueError("a batch handler is for workers without a stage")
         self._tracker = _OffsetTracker()
+        self._holes = OffsetHoles(self.settings.kafka_offset_hole_patience_seconds)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._last_by_key: dict[bytes | None, asyncio.Task[None]] = {}
         self._consumer: AIOKafkaConsumer | None = None
@@ -284,12 +294,12 @@ class StageWorker:
             fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
         )
         self._consumer = consumer
-        consumer.subscribe(list(self.topics), listener=_DrainOnRevoke(self))
+        consumer.subscribe(list(self.topics), listener=_OnRebalance(self))
         await consumer.start()
         log.info("%s consuming %s", self.name, ", ".join(self.topics))
         try:
             while not stop.is_set():
-                batch = await consumer.getmany(timeout_ms=200)
+                batch = await self._up_to_holes(consumer, await consumer.getmany(timeout_ms=200))
                 self.ready.set()
                 if self.handle_batch is None:
                     for tp, records in batch.items():
@@ -306,6 +316,46 @@ class StageWorker:
             await self._hand_back(self.settings.shutdown_grace_seconds)
         finally:
             await consumer.stop()
+
+    async def _up_to_holes(
+        self,
+        consumer: AIOKafkaConsumer,
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        """Each partition's records up to a hole in its offsets; fetches again from a hole."""
+        now = time.monotonic()
+        admitted: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+        refetching = False
+        for tp, records in batch.items():
+            verdict = self._holes.admit(tp, [record.offset for record in records], now)
+            if verdict.skipped is not None:
+                log.error(
+                    "%s: offsets %d-%d of %s:%d stayed unreadable for %.0f s; going on past them",
+                    self.name,
+                    verdict.skipped.start,
+                    verdict.skipped.stop - 1,
+                    tp.topic,
+                    tp.partition,
+                    self.settings.kafka_offset_hole_patience_seconds,
+                )
+                metrics.OFFSET_HOLES.labels(self.name, "skipped").inc()
+            if verdict.opened:
+                log.info(
+                    "%s: %s:%d offset %s not readable yet while later ones are; fetching again",
+                    self.name,
+                    tp.topic,
+                    tp.partition,
+                    verdict.refetch_from,
+                )
+                metrics.OFFSET_HOLES.labels(self.name, "waited").inc()
+            if verdict.refetch_from is not None:
+                consumer.seek(tp, verdict.refetch_from)
+                refetching = True
+            if verdict.count:
+                admitted[tp] = records[: verdict.count]
+        if refetching:
+            await asyncio.sleep(HOLE_REFETCH_PAUSE_SECONDS)
+        return admitted
 
     def _dispatch(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         self._tracker.add(tp, record.offset)
@@ -533,8 +583,9 @@ def _decoded(record: ConsumerRecord[bytes, bytes]) -> AnyEvent | None:
     return event if event.schema_version <= SCHEMA_VERSION else None
 
 
-class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Before partitions move to another member, finish and commit what was taken."""
+class _OnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Before partitions move to another member, finish and commit what was taken; on
+    assignment, note where each partition resumes."""
 
     def __init__(self, worker: StageWorker) -> None:
         self._worker = worker
@@ -542,6 +593,22 @@ class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         await self._worker.drain()
         self._worker._tracker.forget(revoked)
+        self._worker._holes.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        return None
+        """The next record of each partition is at its committed offset, or at the start of
+        its log when the group has none: a hole right there is seen as one too."""
+        consumer = self._worker._consumer
+        if consumer is None:
+            return
+        try:
+            starts = {tp: await consumer.committed(tp) for tp in assigned}
+            never_committed = [tp for tp, offset in starts.items() if offset is None]
+            if never_committed:
+                starts |= await consumer.beginning_offsets(never_committed)
+        except kafka_errors.KafkaError as error:
+            log.warning("%s: where the partitions resume is unknown: %r", self._worker.name, error)
+            return
+        for tp, offset in starts.items():
+            if offset is not None:
+                self._worker._holes.expect(tp, offset)

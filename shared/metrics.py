@@ -38,6 +38,11 @@ STAGE_FAILURES = Counter(
     "Events a worker gave up on (terminal error or retries exhausted).",
     ["worker"],
 )
+OFFSET_HOLES = Counter(
+    "callpipe_offset_holes",
+    "Holes in a partition's offsets a worker met: waited out until filled, or skipped.",
+    ["worker", "outcome"],
+)
 DEAD_LETTERS = Counter(
     "callpipe_dead_letters", "Messages put on the worker's dead-letter topic.", ["worker"]
 )

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     # A running worker commits its finished offsets at most this often (always at a revoke or
     # a stop): longer = fewer broker writes, more redeliveries after a crash (decision 0911).
     kafka_commit_interval_ms: int = 1000
+    # A hole in a partition's offsets (a later record readable before an earlier one: Tansu,
+    # decision 0914) is fetched again until it fills, and gone past after this long.
+    kafka_offset_hole_patience_seconds: float = 5.0
     # Where `callpipe up`'s own broker (Tansu) keeps its log: "s3", a bucket on the embedded S3
     # server (topics and committed offsets survive a restart), or "memory" (lost at every
     # restart: only for measuring what the log's storage costs, `callpipe bench`).
