@@ -296,9 +296,13 @@ async def downloader_handler(
     database = create_engine(settings.effective_database_url)
     stack.push_async_callback(database.dispose)
     slots = DownloadSlots(
-        database, settings.download_slots_per_business, settings.download_slot_lease_seconds
+        database,
+        settings.download_slots_per_business,
+        settings.download_slot_lease_seconds,
+        settings.download_slot_idle_seconds,
     )
     await slots.create_table()
+    stack.push_async_callback(slots.close)
     policy = DownloadPolicy(
         media_format=settings.recording_format,
         allowed_origins=downloader_core.parse_origins(settings.media_allowed_origins),

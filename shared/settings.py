@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     download_part_bytes: int = 8 * 1024**2
     download_slots_per_business: int = 2
     download_slot_lease_seconds: float = 60.0
+    # A slot stays held this long after a download for the instance's next one of the business
+    # (one SQL take for a burst, not one a call); other instances wait this much longer for it.
+    download_slot_idle_seconds: float = 1.0
     # Calls waiting for a business's slot hold no audio, so the downloader takes more at once.
     download_max_in_flight: int = 64
     delete_recording_after_archive: bool = False

@@ -4,13 +4,18 @@ instance its own engine, as separate processes would have), on SQLite and Postgr
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.downloader.slots import DownloadSlots
+from services.downloader.slots import DownloadSlots, download_slots
 from shared.db import create_engine
 
 POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -23,12 +28,19 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return POSTGRES_URL
 
 
-@pytest.fixture
-async def instances(database_url: str) -> AsyncIterator[list[DownloadSlots]]:
+@pytest.fixture(params=[0.0, 0.3], ids=["released-at-once", "kept-idle"])
+async def instances(
+    database_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[list[DownloadSlots]]:
     engines = [create_engine(database_url) for _ in range(3)]
-    slots = [DownloadSlots(engine, per_business=2, lease_seconds=0.6) for engine in engines]
+    slots = [
+        DownloadSlots(engine, per_business=2, lease_seconds=0.6, idle_seconds=request.param)
+        for engine in engines
+    ]
     await slots[0].create_table()
     yield slots
+    for instance in slots:
+        await instance.close()
     for engine in engines:
         await engine.dispose()
 
@@ -87,6 +99,114 @@ async def test_a_crashed_holders_slot_frees_itself_when_its_lease_expires(
     crashed = instances[0]
     # Took both slots and died: no release, no renewal.
     for _ in range(2):
-        await crashed._acquire(business, holder=f"crashed-{uuid.uuid4().hex}")
+        await crashed._acquire(business)
     async with instances[1].hold(business):
         pass  # got a slot back once a lease expired
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    await DownloadSlots(engine, per_business=1, lease_seconds=1.0).create_table()
+    yield engine
+    await engine.dispose()
+
+
+async def _holders(engine: AsyncEngine, business_id: str) -> list[str]:
+    async with engine.connect() as connection:
+        found = await connection.execute(
+            select(download_slots.c.holder).where(download_slots.c.business_id == business_id)
+        )
+        return list(found.scalars())
+
+
+async def test_a_burst_of_one_business_takes_its_slot_once(engine: AsyncEngine) -> None:
+    business = f"b-{uuid.uuid4().hex}"
+    takes: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("INSERT INTO download_slots"):
+            takes.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    slots = DownloadSlots(engine, per_business=1, lease_seconds=30.0, idle_seconds=30.0)
+    try:
+        for _ in range(10):
+            async with slots.hold(business):
+                pass
+        assert len(takes) == 1
+        assert len(await _holders(engine, business)) == 1  # still held, idle
+    finally:
+        await slots.close()
+    assert await _holders(engine, business) == []  # closing gave it back at once
+
+
+async def test_an_idle_slot_is_given_back_after_the_idle_time_to_another_instance(
+    engine: AsyncEngine, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    business = f"b-{uuid.uuid4().hex}"
+    other_engine = create_engine(database_url)
+    # A lease far longer than the test: the other instance can only get the slot because
+    # the first gave it back after its idle time, not because the lease expired.
+    first = DownloadSlots(engine, per_business=1, lease_seconds=120.0, idle_seconds=0.3)
+    other = DownloadSlots(other_engine, per_business=1, lease_seconds=120.0, idle_seconds=0.3)
+    try:
+        async with first.hold(business):
+            pass
+        [idle_holder] = await _holders(engine, business)
+        with caplog.at_level(logging.INFO, logger="services.downloader.slots"):
+            async with other.hold(business):
+                assert await _holders(engine, business) not in ([], [idle_holder])
+        assert f"every download slot of business {business} is busy" in caplog.text
+    finally:
+        await first.close()
+        await other.close()
+        await other_engine.dispose()
+
+
+CRASHING_HOLDER = """
+import asyncio, sys
+from services.downloader.slots import DownloadSlots
+from shared.db import create_engine
+
+async def main() -> None:
+    slots = DownloadSlots(create_engine(sys.argv[1]), 1, lease_seconds=0.6, idle_seconds=600)
+    async with slots.hold(sys.argv[2]):
+        pass
+    print("holding idle", flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_crashed_processs_idle_slot_stays_renewed_until_it_dies_then_expires(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    business = f"b-{uuid.uuid4().hex}"
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CRASHING_HOLDER, database_url, business,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    other = DownloadSlots(engine, per_business=1, lease_seconds=0.6, idle_seconds=0.0)
+    got_it = asyncio.Event()
+
+    async def take() -> None:
+        async with other.hold(business):
+            got_it.set()
+
+    try:
+        assert holder.stdout is not None
+        assert await holder.stdout.readline() == b"holding idle\n"
+        waiting = asyncio.create_task(take())
+        await asyncio.sleep(2.4)  # four lease periods: only renewal keeps the idle slot held
+        assert not got_it.is_set()
+        holder.kill()  # no release, no more renewal
+        await holder.wait()
+        await waiting  # its lease expired, and the other instance took the slot
+        assert got_it.is_set()
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+            await holder.wait()
+        await other.close()
