@@ -211,8 +211,8 @@ class Deliveries:
         self, connection: AsyncConnection, keys: list[str], first: dict[str, _Store]
     ) -> list[_Store]:
         """Unpublished rows with no stored event: claims of an ingress from before the outbox
-        (decision 0912) that crashed before publishing. This delivery supplies the event; the
-        release that ends the lease (a sweep takes it then) is theirs."""
+        (decision 0912) that crashed before publishing. This delivery supplies the event; a
+        sweep publishes it once the old claim's lease ran out."""
         rows = await connection.execute(
             select(deliveries.c.event_id).where(
                 and_(

@@ -163,14 +163,20 @@ class OutboxRelay:
         events = await self._deliveries.claim_unpublished(SWEEP_BATCH)
         if not events:
             return False
-        outcomes = await asyncio.gather(
-            *(self._producer.publish(e) for e in events), return_exceptions=True
-        )
+        try:
+            outcomes = await asyncio.gather(
+                *(self._producer.publish(e) for e in events), return_exceptions=True
+            )
+        except asyncio.CancelledError:
+            # Stopping: the next sweep, here after a restart or elsewhere, takes them at once.
+            await self._release(events)
+            raise
         published = [e for e, outcome in zip(events, outcomes, strict=True) if outcome is None]
         failed = [e for e, outcome in zip(events, outcomes, strict=True) if outcome is not None]
         await asyncio.gather(*(self._mark(e) for e in published))
         log.info("sweep published %d stored events", len(published))
         if failed:
             await self._release(failed)
-            raise NotAllPublished(f"{len(failed)} of {len(events)} events")
+            first_error = next(o for o in outcomes if isinstance(o, BaseException))
+            raise NotAllPublished(f"{len(failed)} of {len(events)} events: {describe(first_error)}")
         return len(events) == SWEEP_BATCH
