@@ -76,8 +76,12 @@ class Settings(BaseSettings):
     # status callback says the call is in progress.
     recording_mode: Literal["twiml", "rest"] = "twiml"
     twilio_api_base_url: str = "https://api.twilio.com"
-    # A webhook is answered 503 (Twilio retries) if Kafka has not acknowledged its event by then.
-    ingress_publish_timeout_seconds: float = 8.0
+    # Webhook events wait in SQL until Kafka has them (decision 0912). An instance holds the
+    # events it publishes this long (above aiokafka's 40 s request timeout): those of a crashed
+    # instance are published by another, or after a restart, once it ran out.
+    ingress_outbox_lease_seconds: float = Field(default=70.0, gt=0)
+    # How often the relay looks for stored events nobody publishes (broker back, a crash).
+    ingress_outbox_sweep_seconds: float = Field(default=2.0, gt=0)
     # Where the voice webhook's TwiML dials after starting the recording; empty = a message.
     forward_to: str = ""
 

@@ -1,11 +1,11 @@
 """Ingress HTTP adapter: signed Twilio webhooks in, each occurrence once on Kafka out.
 
-A webhook is answered 2xx only once its event is acknowledged by Kafka (acks=all) or known
-to be there already; otherwise 503, and Twilio retries. The dedupe table's record of the
-acknowledgement follows in the background (decision 0907).
+A webhook is answered 2xx once its event is durably stored in SQL (a transactional outbox,
+decision 0912), or known to be stored already; if the database fails, 503 and Twilio retries.
+The relay (services/ingress/relay.py) then publishes it to Kafka (acks=all), also while or
+after the broker was away: the ingress starts and answers webhooks without the broker.
 """
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -15,7 +15,6 @@ from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import ClientError
-from aiokafka.errors import KafkaError
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from opentelemetry.trace import SpanKind
@@ -25,11 +24,12 @@ from twilio.request_validator import RequestValidator
 
 from services.ingress import core
 from services.ingress.deliveries import Deliveries
+from services.ingress.relay import OutboxRelay
 from services.ingress.twilio_rest import RecordingStarter
 from shared import tracing
 from shared.db import create_engine
 from shared.events import Event
-from shared.kafka import EventProducer, ensure_topics
+from shared.kafka import EventProducer
 from shared.logs import call_context
 from shared.settings import Settings
 
@@ -40,14 +40,12 @@ CALL_STATUS_PATH = "/twilio/call-status"
 RECORDING_STATUS_PATH = "/twilio/recording-status"
 EventT = TypeVar("EventT", bound=Event)
 IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
-WAIT_POLL_SECONDS = 0.05
-SEND_EXPIRY = 60
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_FIELDS = 1000  # Starlette's limit too
 
 
 class NotStored(Exception):
-    """The webhook's work could not be done now (its event is not durably in Kafka, or the
+    """The webhook's work could not be done now (its event is not durably stored, or the
     recording not started): answer 503 so Twilio retries."""
 
 
@@ -56,18 +54,15 @@ def create_app(settings: Settings) -> FastAPI:
     validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
     public_base = settings.public_base_url.rstrip("/")
     owners = settings.business_by_number
-    publish_timeout = settings.ingress_publish_timeout_seconds
     engine = create_engine(settings.effective_database_url)
-    # A claim outlives the longest send (aiokafka expires a message after its 40 s request
-    # timeout), so a live delivery never loses it to another.
-    deliveries = Deliveries(engine, lease=timedelta(seconds=publish_timeout + SEND_EXPIRY))
-    unsettled: set[asyncio.Task[None]] = set()
+    deliveries = Deliveries(engine, lease=timedelta(seconds=settings.ingress_outbox_lease_seconds))
+    relay = OutboxRelay(deliveries, producer, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await deliveries.create_table()
-        await ensure_topics(settings)
-        await producer.start()
+        # The producer connects in the background: webhooks are stored meanwhile.
+        relay.start()
         # Built here: its HTTP session belongs to the running event loop.
         app.state.recording_starter = RecordingStarter(
             settings.twilio_account_sid,
@@ -78,9 +73,8 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await app.state.recording_starter.close()
+            await relay.stop()
             await producer.stop()
-            await asyncio.gather(*unsettled, return_exceptions=True)
-            await deliveries.finish()
             await engine.dispose()
 
     async def signed_form(request: Request) -> dict[str, str]:
@@ -126,48 +120,6 @@ def create_app(settings: Settings) -> FastAPI:
         query = {"business": business_id, "direction": form.get("Direction", "inbound")}
         return f"{public_base}{RECORDING_STATUS_PATH}?{urlencode(query)}"
 
-    async def publish_once(event: Event, token: str | None) -> bool:
-        """Puts the event on Kafka unless a delivery of the same occurrence already did;
-        True if this delivery published it."""
-        deadline = asyncio.get_running_loop().time() + publish_timeout
-        while True:
-            claim = await deliveries.claim(event.event_id, token)
-            if claim is core.Claim.DUPLICATE:
-                return False
-            if claim is core.Claim.PUBLISH:
-                break
-            if asyncio.get_running_loop().time() > deadline:
-                raise NotStored("another delivery of this webhook is still publishing")
-            await asyncio.sleep(WAIT_POLL_SECONDS)
-        send = asyncio.ensure_future(producer.publish(event))
-        try:
-            await asyncio.wait_for(asyncio.shield(send), publish_timeout)
-        finally:
-            # The claim follows the send, in the background. Stored: the webhook is answered
-            # at once; the mark only spares later deliveries their wait (decision 0907).
-            # Timed out, cancelled or refused: Kafka may still store the event, and until the
-            # send settles no retry may publish a second copy.
-            settling = asyncio.create_task(settle(event, send))
-            unsettled.add(settling)
-            settling.add_done_callback(unsettled.discard)
-        return True
-
-    async def settle(event: Event, send: asyncio.Future[None]) -> None:
-        """Records how a send ended in the dedupe table. Should the database fail here, the
-        claim's lease runs out and a later delivery publishes (same event id)."""
-        with call_context(event.call_sid, str(event.event_id)):
-            try:
-                await send
-            except Exception as error:
-                log.warning("send failed (%r): a retry of the webhook publishes", error)
-                settled = deliveries.release(event.event_id)
-            else:
-                settled = deliveries.mark_published(event.event_id)
-            try:
-                await settled
-            except SQLAlchemyError as error:
-                log.error("could not record how the send ended: %r", error)
-
     async def deliver(events: Sequence[Event], request: Request) -> None:
         token = request.headers.get(IDEMPOTENCY_HEADER)
         for event in events:
@@ -176,13 +128,11 @@ def create_app(settings: Settings) -> FastAPI:
                 tracing.call_span(f"ingress {request.url.path}", event, SpanKind.SERVER),
             ):
                 try:
-                    published = await publish_once(event, token)
-                except (KafkaError, TimeoutError, SQLAlchemyError, OSError) as error:
+                    stored = await relay.store(event, token)
+                except (SQLAlchemyError, OSError) as error:
                     log.error("could not store %s: %r", type(event).__name__, error)
                     raise NotStored(type(error).__name__) from error
-                log.info(
-                    "%s %s", type(event).__name__, "published" if published else "already published"
-                )
+                log.info("%s %s", type(event).__name__, "stored" if stored else "already stored")
 
     def parse(
         build: Callable[[dict[str, str], str], EventT], form: dict[str, str], business_id: str
@@ -202,7 +152,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+        # Up while the broker is away: webhooks are still stored (the relay publishes later).
+        return {"status": "ok", "broker": relay.broker_state}
 
     @app.post(VOICE_PATH)
     async def voice(request: Request) -> Response:

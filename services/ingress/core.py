@@ -6,8 +6,6 @@ import math
 import re
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
-from enum import Enum
 
 from pydantic import ValidationError
 from twilio.twiml.voice_response import VoiceResponse
@@ -226,19 +224,3 @@ def unknown_number_twiml() -> str:
     response.say("This number is not in service.")
     response.hangup()
     return str(response)
-
-
-class Claim(Enum):
-    """What a webhook may do with one event, given what other deliveries did with it."""
-
-    PUBLISH = "publish"  # nobody has it: this delivery publishes it
-    DUPLICATE = "duplicate"  # already in Kafka: publish nothing
-    WAIT = "wait"  # another delivery is publishing it right now
-
-
-def claim_verdict(published: bool, claimed_until: datetime, now: datetime) -> Claim:
-    """For an event some delivery already claimed. A claim whose lease ran out belongs to a
-    delivery that crashed or failed without releasing it: this one takes over."""
-    if published:
-        return Claim.DUPLICATE
-    return Claim.PUBLISH if claimed_until <= now else Claim.WAIT

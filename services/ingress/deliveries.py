@@ -1,45 +1,45 @@
-"""SQL adapter of the ingress: which events a webhook delivery already put on Kafka.
+"""SQL adapter of the ingress: the webhooks' events, stored once each, until Kafka has them.
 
-One row per event id, claimed by the delivery that publishes it and marked once Kafka has
-acknowledged it. A primary key makes the claim atomic across ingress instances; the table
-lives in the same database as the player's (SQLite or PostgreSQL), so it survives restarts.
-The claims and marks of concurrent webhooks share one transaction (a micro-batch).
-See docs/decisions/0301-webhook-dedupe.md and 0907-batched-webhook-dedupe.md.
+`ingress_deliveries` has one row per event id, ever: a primary key makes storing an event
+atomic across ingress instances, so a second delivery of the same webhook adds nothing. The
+event itself waits in `ingress_outbox` until the relay has it acknowledged by Kafka; marking
+it published deletes that row, so only what dedupe needs is kept. `claimed_until` is the
+relay's lease: the instance holding it is the one publishing the event. The stores and marks
+of concurrent webhooks share one transaction (a micro-batch). Both tables live in the same
+database as the player's (SQLite or PostgreSQL) and are made by `create_all`.
+See docs/decisions/0301-webhook-dedupe.md, 0907-batched-webhook-dedupe.md and
+0912-webhook-outbox.md.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import Enum
-from typing import Any
 
 from sqlalchemy import (
     Column,
     DateTime,
+    Integer,
     MetaData,
-    Row,
     String,
     Table,
+    Text,
     and_,
     delete,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.ingress.core import Claim, claim_verdict
 from shared.batching import MicroBatcher
 from shared.db import write_lock
+from shared.events import AnyEvent, Event, decode, encode
 
 log = logging.getLogger(__name__)
-# Rows per transaction: 4 bound parameters each, far below SQLite's 32,766.
+# Rows per transaction: at most 5 bound parameters each, far below SQLite's 32,766.
 MAX_BATCH = 256
 
 metadata = MetaData()
@@ -51,22 +51,26 @@ deliveries = Table(
     Column("claimed_until", DateTime(timezone=True), nullable=False),
     Column("published_at", DateTime(timezone=True)),
 )
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-class Write(Enum):
-    CLAIM = "claim"
-    MARK_PUBLISHED = "mark published"
+outbox = Table(
+    "ingress_outbox",
+    metadata,
+    # Stored order, which the relay's sweep keeps.
+    Column("position", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("event_json", Text, nullable=False),
+)
 
 
 @dataclass(frozen=True)
-class _Request:
-    write: Write
+class _Store:
+    event: Event
+    token: str | None
+    claimed: bool
+
+
+@dataclass(frozen=True)
+class _MarkPublished:
     event_id: str
-    token: str | None = None
 
 
 class Deliveries:
@@ -75,44 +79,80 @@ class Deliveries:
         self._lease = lease
         self._write_lock = write_lock(engine)
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-        self._batcher: MicroBatcher[_Request, Claim | None] = MicroBatcher(
-            self._write_batch, MAX_BATCH, self._abandoned
+        self._batcher: MicroBatcher[_Store | _MarkPublished, bool] = MicroBatcher(
+            self._write_batch, MAX_BATCH
         )
-        self._releasing: set[asyncio.Task[None]] = set()
 
     async def create_table(self) -> None:
         async with self._write_lock, self._engine.begin() as connection:
             await connection.run_sync(metadata.create_all)
 
-    async def claim(self, event_id: uuid.UUID, token: str | None) -> Claim:
-        verdict = await self._batcher.submit(_Request(Write.CLAIM, str(event_id), token))
-        assert verdict is not None
-        return verdict
+    async def store(self, event: Event, token: str | None, *, claimed: bool) -> bool:
+        """Stores the event for the relay unless a delivery of the same occurrence did; True
+        if this one did. `claimed`: this instance's relay takes it at once (under the lease);
+        otherwise it waits for a sweep."""
+        return await self._batcher.submit(_Store(event, token, claimed))
 
-    async def mark_published(self, event_id: uuid.UUID) -> None:
-        await self._batcher.submit(_Request(Write.MARK_PUBLISHED, str(event_id)))
+    async def mark_published(self, event_id: str) -> None:
+        """Kafka has the event: it is a duplicate from now on, and its payload goes."""
+        await self._batcher.submit(_MarkPublished(event_id))
 
-    async def release(self, event_id: uuid.UUID) -> None:
-        """Gives up a claim whose event did not reach Kafka, so Twilio's retry can publish."""
+    async def release(self, event_ids: Sequence[str]) -> None:
+        """Gives up the lease of events that did not reach Kafka: the next sweep of any
+        instance takes them."""
+        now = datetime.now(UTC)
         async with self._write_lock, self._engine.begin() as connection:
             await connection.execute(
-                delete(deliveries).where(
-                    and_(
-                        deliveries.c.event_id == str(event_id), deliveries.c.published_at.is_(None)
-                    )
+                update(deliveries)
+                .where(
+                    and_(deliveries.c.event_id.in_(event_ids), deliveries.c.published_at.is_(None))
                 )
+                .values(claimed_until=now)
             )
 
-    async def finish(self) -> None:
-        """Waits for the releases of abandoned claims still under way (at shutdown)."""
-        await asyncio.gather(*self._releasing, return_exceptions=True)
-
-    async def _write_batch(self, requests: Sequence[_Request]) -> list[Claim | None]:
-        """One transaction: the marks first (a claim of the same event then sees it
-        published), then the claims. Each request gets its own answer."""
+    async def claim_unpublished(self, limit: int) -> list[AnyEvent]:
+        """Takes the lease of up to `limit` stored, unpublished events nobody holds (left by a
+        crashed or stopped instance, released after a failed send, or stored unclaimed), in
+        stored order."""
         now = datetime.now(UTC)
-        marks = [r.event_id for r in requests if r.write is Write.MARK_PUBLISHED]
-        claims = [r for r in requests if r.write is Write.CLAIM]
+        async with self._write_lock, self._engine.begin() as connection:
+            candidates = (
+                select(outbox.c.event_id)
+                .join(deliveries, deliveries.c.event_id == outbox.c.event_id)
+                .where(and_(deliveries.c.published_at.is_(None), deliveries.c.claimed_until <= now))
+                .order_by(outbox.c.position)
+                .limit(limit)
+            )
+            # The conditions again on the row itself: of two instances sweeping at once, the
+            # second finds the lease taken (PostgreSQL re-checks them once the row is free).
+            taken = await connection.execute(
+                update(deliveries)
+                .where(
+                    and_(
+                        deliveries.c.event_id.in_(candidates.scalar_subquery()),
+                        deliveries.c.published_at.is_(None),
+                        deliveries.c.claimed_until <= now,
+                    )
+                )
+                .values(claimed_until=now + self._lease)
+                .returning(deliveries.c.event_id)
+            )
+            event_ids = list(taken.scalars())
+            if not event_ids:
+                return []
+            rows = await connection.execute(
+                select(outbox.c.event_json)
+                .where(outbox.c.event_id.in_(event_ids))
+                .order_by(outbox.c.position)
+            )
+            return [decode(json.encode()) for json in rows.scalars()]
+
+    async def _write_batch(self, requests: Sequence[_Store | _MarkPublished]) -> list[bool]:
+        """One transaction: the marks first (a store of the same event then sees it
+        published), then the stores. Each request gets its own answer."""
+        now = datetime.now(UTC)
+        marks = [r.event_id for r in requests if isinstance(r, _MarkPublished)]
+        stores = [r for r in requests if isinstance(r, _Store)]
         async with self._write_lock, self._engine.begin() as connection:
             if marks:
                 await connection.execute(
@@ -120,17 +160,18 @@ class Deliveries:
                     .where(deliveries.c.event_id.in_(marks))
                     .values(published_at=now)
                 )
-            verdicts = await self._claim_all(connection, claims, now) if claims else {}
-        return [verdicts.get(id(r)) for r in requests]
+                await connection.execute(delete(outbox).where(outbox.c.event_id.in_(marks)))
+            stored = await self._store_all(connection, stores, now) if stores else set()
+        return [isinstance(r, _MarkPublished) or id(r) in stored for r in requests]
 
-    async def _claim_all(
-        self, connection: AsyncConnection, claims: list[_Request], now: datetime
-    ) -> dict[int, Claim]:
-        """INSERT … ON CONFLICT DO NOTHING for every event of the batch; the events already
-        there get the verdict of their row, as one delivery at a time would have."""
-        first: dict[str, _Request] = {}
-        for request in claims:
-            first.setdefault(request.event_id, request)
+    async def _store_all(
+        self, connection: AsyncConnection, stores: list[_Store], now: datetime
+    ) -> set[int]:
+        """INSERT … ON CONFLICT DO NOTHING of every event of the batch, and the payloads of
+        those inserted; the ids (of requests) that stored their event."""
+        first: dict[str, _Store] = {}
+        for request in stores:
+            first.setdefault(str(request.event.event_id), request)
         # Sorted: two instances' batches then lock shared keys in the same order (PostgreSQL).
         keys = sorted(first)
         inserted = await connection.execute(
@@ -140,7 +181,7 @@ class Deliveries:
                     {
                         "event_id": key,
                         "idempotency_token": first[key].token,
-                        "claimed_until": now + self._lease,
+                        "claimed_until": now + self._lease if first[key].claimed else now,
                         "published_at": None,
                     }
                     for key in keys
@@ -149,60 +190,36 @@ class Deliveries:
             .on_conflict_do_nothing(index_elements=[deliveries.c.event_id])
             .returning(deliveries.c.event_id)
         )
-        verdict_of = dict.fromkeys(inserted.scalars(), Claim.PUBLISH)
-        if already_there := [key for key in keys if key not in verdict_of]:
-            rows = await connection.execute(
-                select(
-                    deliveries.c.event_id, deliveries.c.claimed_until, deliveries.c.published_at
-                ).where(deliveries.c.event_id.in_(already_there))
-            )
-            for row in rows.all():
-                verdict_of[row.event_id] = await self._verdict(
-                    connection, row, first[row.event_id].token, now
+        new = set(inserted.scalars())
+        payloads = [first[key] for key in first if key in new]  # arrival order
+        if already_there := [key for key in keys if key not in new]:
+            payloads += await self._claims_without_payload(connection, already_there, first)
+        if payloads:
+            await connection.execute(
+                self._insert(outbox)
+                .values(
+                    [
+                        {"event_id": str(r.event.event_id), "event_json": encode(r.event).decode()}
+                        for r in payloads
+                    ]
                 )
-        # Another delivery of the same event in this batch waits for the first one's outcome;
-        # an event whose row was released in between is tried again (WAIT) too.
-        return {
-            id(request): verdict_of.get(request.event_id, Claim.WAIT)
-            if first[request.event_id] is request
-            else Claim.WAIT
-            for request in claims
-        }
+                .on_conflict_do_nothing(index_elements=[outbox.c.event_id])
+            )
+        return {id(first[key]) for key in new}
 
-    async def _verdict(
-        self,
-        connection: AsyncConnection,
-        row: Row[Any, Any, Any],
-        token: str | None,
-        now: datetime,
-    ) -> Claim:
-        verdict = claim_verdict(row.published_at is not None, _aware(row.claimed_until), now)
-        if verdict is not Claim.PUBLISH:
-            return verdict
-        # Take over the expired claim, unless another delivery just did.
-        taken = await connection.execute(
-            update(deliveries)
-            .where(
+    async def _claims_without_payload(
+        self, connection: AsyncConnection, keys: list[str], first: dict[str, _Store]
+    ) -> list[_Store]:
+        """Unpublished rows with no stored event: claims of an ingress from before the outbox
+        (decision 0912) that crashed before publishing. This delivery supplies the event; a
+        sweep publishes it once the old claim's lease ran out."""
+        rows = await connection.execute(
+            select(deliveries.c.event_id).where(
                 and_(
-                    deliveries.c.event_id == row.event_id,
+                    deliveries.c.event_id.in_(keys),
                     deliveries.c.published_at.is_(None),
-                    deliveries.c.claimed_until == row.claimed_until,
+                    ~deliveries.c.event_id.in_(select(outbox.c.event_id)),
                 )
             )
-            .values(claimed_until=now + self._lease, idempotency_token=token)
         )
-        return Claim.PUBLISH if taken.rowcount == 1 else Claim.WAIT
-
-    def _abandoned(self, request: _Request, verdict: Claim | None) -> None:
-        """A claim won for a webhook that stopped waiting: give it up at once rather than
-        make Twilio's retries wait for its lease."""
-        if verdict is Claim.PUBLISH:
-            releasing = asyncio.create_task(self._release_abandoned(request.event_id))
-            self._releasing.add(releasing)
-            releasing.add_done_callback(self._releasing.discard)
-
-    async def _release_abandoned(self, event_id: str) -> None:
-        try:
-            await self.release(uuid.UUID(event_id))
-        except SQLAlchemyError as error:
-            log.warning("could not release an abandoned claim (its lease runs out): %r", error)
+        return [first[key] for key in rows.scalars()]

@@ -84,7 +84,7 @@ def ingress_settings(data_dir: Path, broker: Broker) -> Settings:
         public_base_url=f"http://127.0.0.1:{INGRESS_PORT}",
         twilio_api_base_url=f"http://127.0.0.1:{SIMULATOR_PORT}",
         simulator_port=SIMULATOR_PORT,
-        ingress_publish_timeout_seconds=3,
+        ingress_outbox_sweep_seconds=0.2,
     )
 
 

@@ -3,8 +3,6 @@ delivery may publish."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
 
 from services.ingress import core
@@ -90,11 +88,3 @@ def test_the_rest_mode_starts_recording_once_the_call_is_live() -> None:
     assert not core.starts_recording_over_rest(ringing, "rest")
     assert not core.starts_recording_over_rest(live, "twiml")
     assert core.starts_recording_over_rest(live, "rest")
-
-
-def test_a_claim_is_taken_over_only_once_its_lease_ran_out() -> None:
-    now = datetime.now(UTC)
-    later, earlier = now + timedelta(seconds=1), now - timedelta(seconds=1)
-    assert core.claim_verdict(True, earlier, now) is core.Claim.DUPLICATE
-    assert core.claim_verdict(False, later, now) is core.Claim.WAIT
-    assert core.claim_verdict(False, earlier, now) is core.Claim.PUBLISH

@@ -1,22 +1,28 @@
-"""The dedupe table's batched claims and marks (decision 0907), on SQLite and PostgreSQL:
-concurrent claims share transactions, and each still gets the verdict one delivery at a
-time would have got."""
+"""The outbox of the ingress (decisions 0907 and 0912), on SQLite and PostgreSQL: concurrent
+deliveries store each event once in shared transactions, the relay's sweep leases stored
+events to one instance at a time in stored order, and a published event keeps no payload.
+
+The PostgreSQL database outlives test runs and is shared: every test makes fresh SIDs and
+looks only at its own events."""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
-from datetime import timedelta
+import secrets
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
-from services.ingress.core import Claim
-from services.ingress.deliveries import Deliveries
+from services.ingress import core
+from services.ingress.deliveries import Deliveries, deliveries, outbox
 from shared.db import create_engine
+from shared.events import Event
 
 POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 LEASE = timedelta(seconds=60)
+SWEEP_ALL = 100_000
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -27,53 +33,131 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 async def open_deliveries(database_url: str, lease: timedelta = LEASE) -> Deliveries:
-    deliveries = Deliveries(create_engine(database_url), lease)
-    await deliveries.create_table()
-    return deliveries
+    opened = Deliveries(create_engine(database_url), lease)
+    await opened.create_table()
+    return opened
 
 
-async def test_concurrent_claims_of_many_events_each_publish_once(database_url: str) -> None:
-    deliveries = await open_deliveries(database_url)
-    events = [uuid.uuid4() for _ in range(40)]
-    # Every event claimed three times at once, as three deliveries of one webhook would.
-    verdicts = await asyncio.gather(
-        *(deliveries.claim(event, f"token-{n}") for n in range(3) for event in events)
+def new_events(count: int) -> list[Event]:
+    return [
+        core.call_started(
+            {"AccountSid": "AC" + "1" * 32, "CallSid": "CA" + secrets.token_hex(16)}, "demo"
+        )
+        for _ in range(count)
+    ]
+
+
+def ids(events: list[Event]) -> list[str]:
+    return [str(e.event_id) for e in events]
+
+
+async def swept(store: Deliveries, mine: list[Event]) -> list[str]:
+    """The ids of `mine` that a sweep leases now, in the order it returns them."""
+    wanted = set(ids(mine))
+    return [
+        str(e.event_id)
+        for e in await store.claim_unpublished(SWEEP_ALL)
+        if str(e.event_id) in wanted
+    ]
+
+
+async def test_concurrent_deliveries_of_many_events_store_each_once(database_url: str) -> None:
+    store = await open_deliveries(database_url)
+    events = new_events(40)
+    # Every event delivered three times at once, as three deliveries of one webhook would be.
+    stored = await asyncio.gather(
+        *(store.store(event, f"token-{n}", claimed=False) for n in range(3) for event in events)
     )
-    by_event: dict[uuid.UUID, list[Claim]] = {}
-    for event, verdict in zip(events * 3, verdicts, strict=True):
-        by_event.setdefault(event, []).append(verdict)
-    for event in events:
-        assert sorted(v.value for v in by_event[event]) == ["publish", "wait", "wait"], event
+    by_event: dict[str, list[bool]] = {}
+    for event, verdict in zip(events * 3, stored, strict=True):
+        by_event.setdefault(str(event.event_id), []).append(verdict)
+    assert all(sorted(v) == [False, False, True] for v in by_event.values()), by_event
+    async with create_engine(database_url).connect() as connection:
+        rows = await connection.execute(
+            select(outbox.c.event_id).where(outbox.c.event_id.in_(ids(events)))
+        )
+        assert sorted(rows.scalars()) == sorted(ids(events))
 
 
-async def test_once_marked_every_later_claim_is_a_duplicate(database_url: str) -> None:
-    deliveries = await open_deliveries(database_url)
-    published, in_flight = uuid.uuid4(), uuid.uuid4()
-    assert await deliveries.claim(published, None) is Claim.PUBLISH
-    assert await deliveries.claim(in_flight, None) is Claim.PUBLISH
-    # The mark and the claims of other deliveries arrive together (one batch).
-    mark = asyncio.create_task(deliveries.mark_published(published))
-    again = await asyncio.gather(
-        deliveries.claim(published, "retry"), deliveries.claim(in_flight, "retry")
-    )
-    await mark
-    assert list(again) == [Claim.DUPLICATE, Claim.WAIT]
-
-
-async def test_a_claim_whose_lease_ran_out_is_taken_over_by_one_delivery(
+async def test_a_sweep_returns_the_stored_events_whole_and_in_stored_order(
     database_url: str,
 ) -> None:
-    expired = await open_deliveries(database_url, lease=timedelta(seconds=-1))
-    event = uuid.uuid4()
-    assert await expired.claim(event, "crashed") is Claim.PUBLISH
-    deliveries = await open_deliveries(database_url)
-    takeovers = await asyncio.gather(*(deliveries.claim(event, "retry") for _ in range(3)))
-    assert sorted(v.value for v in takeovers) == ["publish", "wait", "wait"]
+    store = await open_deliveries(database_url)
+    events = new_events(5)
+    for event in events:
+        assert await store.store(event, None, claimed=False)
+    returned = {str(e.event_id): e for e in await store.claim_unpublished(SWEEP_ALL)}
+    assert [returned[i] for i in ids(events) if i in returned] == events
 
 
-async def test_a_released_claim_can_be_claimed_again(database_url: str) -> None:
-    deliveries = await open_deliveries(database_url)
-    event = uuid.uuid4()
-    assert await deliveries.claim(event, None) is Claim.PUBLISH
-    await deliveries.release(event)
-    assert await deliveries.claim(event, None) is Claim.PUBLISH
+async def test_a_published_event_is_a_duplicate_keeps_no_payload_and_is_not_swept(
+    database_url: str,
+) -> None:
+    store = await open_deliveries(database_url)
+    published, waiting = new_events(2)
+    assert await store.store(published, None, claimed=False)
+    assert await store.store(waiting, None, claimed=False)
+    # The mark and later deliveries arrive together (one batch).
+    mark = asyncio.create_task(store.mark_published(str(published.event_id)))
+    again = await asyncio.gather(
+        store.store(published, "retry", claimed=False), store.store(waiting, "retry", claimed=False)
+    )
+    await mark
+    assert list(again) == [False, False]
+    assert await swept(store, [published, waiting]) == [str(waiting.event_id)]
+    async with create_engine(database_url).connect() as connection:
+        payloads = await connection.execute(
+            select(outbox.c.event_id).where(outbox.c.event_id == str(published.event_id))
+        )
+        marked = await connection.execute(
+            select(deliveries.c.published_at).where(
+                deliveries.c.event_id == str(published.event_id)
+            )
+        )
+        assert payloads.first() is None
+        assert marked.scalar_one() is not None
+
+
+async def test_two_instances_sweeping_at_once_lease_each_event_to_one(database_url: str) -> None:
+    first, second = await open_deliveries(database_url), await open_deliveries(database_url)
+    events = new_events(30)
+    await asyncio.gather(*(first.store(e, None, claimed=False) for e in events))
+    by_first, by_second = await asyncio.gather(swept(first, events), swept(second, events))
+    assert not set(by_first) & set(by_second)
+    assert sorted(by_first + by_second) == sorted(ids(events))
+    # Leased: nobody sweeps them again while the lease runs.
+    assert await swept(first, events) == []
+
+
+async def test_an_event_held_by_a_live_instance_is_swept_once_its_lease_ran_out_or_released(
+    database_url: str,
+) -> None:
+    crashed = await open_deliveries(database_url, lease=timedelta(seconds=-1))
+    live = await open_deliveries(database_url)
+    expired, held = new_events(2)
+    assert await crashed.store(expired, None, claimed=True)
+    assert await live.store(held, None, claimed=True)
+    sweeper = await open_deliveries(database_url)
+    assert await swept(sweeper, [expired, held]) == [str(expired.event_id)]
+    await live.release([str(held.event_id)])
+    assert await swept(sweeper, [expired, held]) == [str(held.event_id)]
+
+
+async def test_a_claim_of_the_ingress_before_the_outbox_gets_its_event_from_a_retry(
+    database_url: str,
+) -> None:
+    """A row without a stored event: an older ingress claimed it and crashed before
+    publishing. The next delivery supplies the event; a sweep publishes it."""
+    store = await open_deliveries(database_url)
+    [event] = new_events(1)
+    async with create_engine(database_url).begin() as connection:
+        await connection.execute(
+            deliveries.insert().values(
+                event_id=str(event.event_id),
+                idempotency_token="old",
+                claimed_until=datetime.now(UTC) - timedelta(seconds=1),
+                published_at=None,
+            )
+        )
+    assert not await store.store(event, "retry", claimed=False)
+    assert await swept(store, [event]) == [str(event.event_id)]

@@ -1,12 +1,12 @@
 """The ingress over real HTTP against a real broker: signed webhooks in, each real occurrence
-exactly once on Kafka, forgeries refused, nothing acknowledged that Kafka did not store."""
+exactly once on Kafka, forgeries refused. The broker and the ingress coming and going:
+test_ingress_outbox.py."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
 import xml.etree.ElementTree as ET
-from typing import Any
 
 import httpx
 import pytest
@@ -14,7 +14,6 @@ from ingress_support import (
     ACCOUNT_SID,
     INGRESS_PORT,
     SECOND_INGRESS_PORT,
-    Broker,
     published,
     serving,
     signed_headers,
@@ -278,31 +277,3 @@ async def test_call_status_callbacks_are_published_once_per_status(settings: Set
     events = await published(settings)
     assert all(isinstance(e, CallStatusChanged) for e in events)
     assert [e.call_status for e in events] == ["ringing", "in-progress", "completed"]  # type: ignore[union-attr]
-
-
-async def test_with_the_broker_stopped_a_webhook_gets_503_and_is_stored_once_it_is_back(
-    settings: Settings, broker: Broker
-) -> None:
-    async with serving(create_app(settings), INGRESS_PORT):
-        broker.pause()
-        try:
-            down = await post("/twilio/recording-status", RECORDING_CALLBACK)
-            retried_while_down = await post("/twilio/recording-status", RECORDING_CALLBACK)
-        finally:
-            broker.resume()
-        retried = await retry_until_stored("/twilio/recording-status", RECORDING_CALLBACK)
-    assert (down.status_code, retried_while_down.status_code) == (503, 503)
-    assert down.headers["Retry-After"]
-    assert retried.status_code == 204
-    events = await published(settings)
-    assert [e.event_type for e in events] == ["recording.completed"]
-
-
-async def retry_until_stored(path: str, params: dict[str, Any]) -> httpx.Response:
-    """Twilio's retries of a webhook that was answered 5xx."""
-    for _ in range(20):
-        answer = await post(path, params)
-        if answer.status_code < 500:
-            return answer
-        await asyncio.sleep(0.5)
-    return answer
