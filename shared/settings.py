@@ -22,7 +22,11 @@ class Settings(BaseSettings):
 
     # Kafka-protocol broker
     kafka_bootstrap: str = "127.0.0.1:9092"
-    kafka_partitions: int = 4
+    # Partitions of the topics callpipe creates (when missing): at most this many instances of
+    # a worker share its work. One suits a single instance of each, as `callpipe up` runs; on
+    # its broker each partition in a produce costs two more object-store writes in a row
+    # (decision 0915). The compose deployment creates 12.
+    kafka_partitions: int = 1
     # The idempotent producer: Apache Kafka grants it, the local Tansu broker does not. "auto"
     # asks the broker at each producer's start (decision 1005).
     kafka_idempotent_producer: bool | Literal["auto"] = "auto"
