@@ -1,15 +1,19 @@
-"""Waits until every stage worker has committed everything on its topics, so one measurement
-does not run into the backlog of the one before."""
+"""Waits until the ingress has published every webhook event it stored and every stage worker
+has committed everything on its topics, so one measurement does not run into the backlog of
+the one before."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from datetime import timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from services.ingress.deliveries import Deliveries
+from shared.db import create_engine
 from shared.kafka import WORKERS, all_topics
 from shared.settings import Settings
 
@@ -19,27 +23,30 @@ POLL_SECONDS = 0.2
 
 
 async def wait_until_drained(settings: Settings, within_seconds: float) -> float:
-    """Seconds waited until no worker group lags on any partition it committed on; gives
-    up (logged) after `within_seconds`."""
+    """Seconds waited until the ingress's outbox is empty and no worker group lags on any
+    partition it committed on; gives up (logged) after `within_seconds`."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     ends = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    engine = create_engine(settings.effective_database_url)
+    outbox = Deliveries(engine, timedelta(seconds=settings.ingress_outbox_lease_seconds))
     await admin.start()
     await ends.start()
     started = time.monotonic()
     try:
         while True:
-            lag = await _total_lag(admin, ends)
+            lag = await outbox.unpublished() + await _total_lag(admin, ends)
             waited = time.monotonic() - started
             if lag == 0:
                 log.info("workers caught up in %.1f s", waited)
                 return waited
             if waited > within_seconds:
-                log.warning("workers still %d messages behind after %.0f s", lag, waited)
+                log.warning("still %d events behind after %.0f s", lag, waited)
                 return waited
             await asyncio.sleep(POLL_SECONDS)
     finally:
         await ends.stop()
         await admin.close()
+        await engine.dispose()
 
 
 async def _total_lag(admin: AIOKafkaAdminClient, ends: AIOKafkaConsumer) -> int:

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Text,
     and_,
     delete,
+    func,
     select,
     update,
 )
@@ -109,6 +110,11 @@ class Deliveries:
                 )
                 .values(claimed_until=now)
             )
+
+    async def unpublished(self) -> int:
+        """Events stored and not yet acknowledged by Kafka (the relay's backlog)."""
+        async with self._engine.connect() as connection:
+            return int(await connection.scalar(select(func.count()).select_from(outbox)) or 0)
 
     async def claim_unpublished(self, limit: int) -> list[AnyEvent]:
         """Takes the lease of up to `limit` stored, unpublished events nobody holds (left by a

@@ -97,6 +97,7 @@ async def test_a_published_event_is_a_duplicate_keeps_no_payload_and_is_not_swep
     published, waiting = new_events(2)
     assert await store.store(published, None, claimed=False)
     assert await store.store(waiting, None, claimed=False)
+    backlog = await store.unpublished()
     # The mark and later deliveries arrive together (one batch).
     mark = asyncio.create_task(store.mark_published(str(published.event_id)))
     again = await asyncio.gather(
@@ -104,6 +105,7 @@ async def test_a_published_event_is_a_duplicate_keeps_no_payload_and_is_not_swep
     )
     await mark
     assert list(again) == [False, False]
+    assert await store.unpublished() == backlog - 1
     assert await swept(store, [published, waiting]) == [str(waiting.event_id)]
     async with create_engine(database_url).connect() as connection:
         payloads = await connection.execute(
