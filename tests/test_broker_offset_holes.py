@@ -21,15 +21,15 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from support_kafka import committed, one_partition_topic
 from support_stack import start_child
 
 from callpipe.bench.s3_proxy import Forward, Refuse, start_proxy
 from callpipe.stack import Stack
 from shared import metrics
 from shared.events import AnyEvent, CallStarted, call_correlation_id, encode
-from shared.kafka import EventProducer, StageWorker, dead_letter_topic
+from shared.kafka import EventProducer, StageWorker
 from shared.settings import Settings
 
 pytestmark = pytest.mark.stack
@@ -109,25 +109,6 @@ def call_started(call_sid: str) -> bytes:
             account_sid="AC00000000000000000000000000000000",
         )
     )
-
-
-async def one_partition_topic(settings: Settings, name: str) -> str:
-    topic = f"{name}.in"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(topic, 1, 1), NewTopic(dead_letter_topic(name), 1, 1)])
-    await admin.close()
-    return topic
-
-
-async def committed(settings: Settings, group: str, topic: str) -> int | None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group)
-    await consumer.start()
-    try:
-        offset: int | None = await consumer.committed(TopicPartition(topic, 0))
-        return offset
-    finally:
-        await consumer.stop()
 
 
 def holes(worker: str, outcome: str) -> float:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from support_kafka import committed, one_partition_topic
 from support_stack import PORTS, RunningStack
 
 from callpipe.dlq import list_dead_letters
@@ -104,31 +105,12 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_partition_kee
     assert committed == 4  # past the poison: nothing is redelivered
 
 
-async def _one_partition_topic(settings: Settings, name: str) -> str:
-    topic = f"{name}.in"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(topic, 1, 1), NewTopic(dead_letter_topic(name), 1, 1)])
-    await admin.close()
-    return topic
-
-
-async def _committed(settings: Settings, group: str, topic: str) -> int | None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group)
-    await consumer.start()
-    try:
-        committed: int | None = await consumer.committed(TopicPartition(topic, 0))
-        return committed
-    finally:
-        await consumer.stop()
-
-
 async def test_on_sigterm_a_worker_commits_what_it_finished_and_hands_back_the_rest(
     stack: RunningStack,
 ) -> None:
     settings = stack_settings(stack).model_copy(update={"shutdown_grace_seconds": 1.0})
     name = f"shutdown-{secrets.token_hex(4)}"
-    topic = await _one_partition_topic(settings, name)
+    topic = await one_partition_topic(settings, name)
     producer = EventProducer(settings)
     await producer.start()
     sids = ["CAfirst", "CAstuck", "CAthird"]
@@ -155,7 +137,7 @@ async def test_on_sigterm_a_worker_commits_what_it_finished_and_hands_back_the_r
     await asyncio.wait_for(running, 30)
     assert time.monotonic() - began < 10  # the grace period, not the stuck message's hour
     # Offset 0 is done; 1 was handed back, so 2 waits behind it: both come again.
-    assert await _committed(settings, name, topic) == 1
+    assert await committed(settings, name, topic) == 1
 
     again: list[str] = []
     all_again = asyncio.Event()
@@ -175,7 +157,7 @@ async def test_on_sigterm_a_worker_commits_what_it_finished_and_hands_back_the_r
     await running
     await producer.stop()
     assert again == ["CAstuck", "CAthird"]
-    assert await _committed(settings, name, topic) == 3
+    assert await committed(settings, name, topic) == 3
 
 
 async def _publish_together(settings: Settings, topic: str, call_sids: list[str]) -> None:
@@ -194,8 +176,8 @@ async def _publish_together(settings: Settings, topic: str, call_sids: list[str]
 
 async def _wait_for_commit(settings: Settings, group: str, topic: str, offset: int) -> None:
     deadline = time.monotonic() + 60
-    while (committed := await _committed(settings, group, topic)) != offset:
-        assert time.monotonic() < deadline, f"committed {committed}, not {offset}, in 60 s"
+    while (committed_at := await committed(settings, group, topic)) != offset:
+        assert time.monotonic() < deadline, f"committed {committed_at}, not {offset}, in 60 s"
         await asyncio.sleep(0.5)
 
 
@@ -204,7 +186,7 @@ async def test_a_poison_event_in_a_batch_is_dead_lettered_and_the_rest_applied(
 ) -> None:
     settings = stack_settings(stack)
     name = f"batch-poison-{secrets.token_hex(4)}"
-    topic = await _one_partition_topic(settings, name)
+    topic = await one_partition_topic(settings, name)
     sids = ["CAbatch1", "CAbatchpoison", "CAbatch3"]
     await _publish_together(settings, topic, sids)
 
@@ -252,7 +234,7 @@ async def test_a_batch_worker_killed_before_its_transaction_commits_commits_no_o
 ) -> None:
     settings = stack_settings(stack)
     name = f"batch-crash-{secrets.token_hex(4)}"
-    topic = await _one_partition_topic(settings, name)
+    topic = await one_partition_topic(settings, name)
     sids = ["CAcrash1", "CAcrash2", "CAcrash3"]
     await _publish_together(settings, topic, sids)
     producer = EventProducer(settings)
@@ -276,7 +258,7 @@ async def test_a_batch_worker_killed_before_its_transaction_commits_commits_no_o
     running.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await running
-    assert await _committed(settings, name, topic) is None
+    assert await committed(settings, name, topic) is None
 
     again: list[str] = []
     all_again = asyncio.Event()
@@ -305,7 +287,7 @@ async def test_a_running_worker_commits_at_most_once_per_interval_and_everything
 ) -> None:
     settings = stack_settings(stack).model_copy(update={"kafka_commit_interval_ms": 3_600_000})
     name = f"interval-{secrets.token_hex(4)}"
-    topic = await _one_partition_topic(settings, name)
+    topic = await one_partition_topic(settings, name)
     producer = EventProducer(settings)
     await producer.start()
     handled: list[str] = []
@@ -321,7 +303,7 @@ async def test_a_running_worker_commits_at_most_once_per_interval_and_everything
     running = asyncio.create_task(StageWorker(name, [topic], handle, settings, producer).run(stop))
     await producer.publish_raw(topic, call_started("CAfirst"), b"CAfirst", [])
     deadline = time.monotonic() + 60
-    while await _committed(settings, name, topic) != 1:  # the first commit is not held back
+    while await committed(settings, name, topic) != 1:  # the first commit is not held back
         assert time.monotonic() < deadline, "the first message was never committed"
         await asyncio.sleep(0.2)
     for sid in ("CAsecond", "CAthird"):
@@ -331,11 +313,11 @@ async def test_a_running_worker_commits_at_most_once_per_interval_and_everything
     # committing at every poll would have within a few hundred milliseconds).
     watch_until = time.monotonic() + 2
     while time.monotonic() < watch_until:
-        assert await _committed(settings, name, topic) == 1
+        assert await committed(settings, name, topic) == 1
     stop.set()
     await asyncio.wait_for(running, 30)
     await producer.stop()
-    assert await _committed(settings, name, topic) == 3
+    assert await committed(settings, name, topic) == 3
 
 
 async def _objects_of(stack: RunningStack, call: dict[str, Any]) -> list[str]:
