@@ -10,6 +10,7 @@ from tenacity import (
     RetryCallState,
     retry_if_not_exception_type,
     stop_after_attempt,
+    stop_never,
     wait_exponential_jitter,
 )
 from tenacity.wait import wait_base
@@ -38,17 +39,18 @@ def _at_least_as_asked(backoff: wait_base) -> Callable[[RetryCallState], float]:
 
 
 def retrying(
-    max_attempts: int,
+    max_attempts: int | None,
     base_seconds: float,
     max_seconds: float,
     on_retry: Callable[[RetryCallState], Awaitable[None]],
 ) -> AsyncRetrying:
-    """Retries anything but TerminalError, `max_attempts` tries in all, waiting
+    """Retries anything but TerminalError, `max_attempts` tries in all (None: until it
+    succeeds), waiting
     base, 2·base, 4·base… capped at `max_seconds`, plus up to `base` of random jitter (so
     that calls failing together do not retry together), and never less than a RetryLater
     asks; the last error is re-raised."""
     return AsyncRetrying(
-        stop=stop_after_attempt(max_attempts),
+        stop=stop_never if max_attempts is None else stop_after_attempt(max_attempts),
         wait=_at_least_as_asked(
             wait_exponential_jitter(multiplier=base_seconds, max=max_seconds, jitter=base_seconds)
         ),

@@ -22,13 +22,13 @@ import logging
 from collections.abc import Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
-from tenacity import AsyncRetrying, RetryCallState, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState
 
 from services.ingress.deliveries import Deliveries
 from shared.events import Event
 from shared.kafka import EventProducer, ensure_topics
 from shared.logs import call_context
-from shared.retry import describe
+from shared.retry import describe, retrying
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,8 @@ class OutboxRelay:
             log.error("could not release %d events (their lease runs out): %r", len(events), error)
 
     def _retrying(self, what: str) -> AsyncRetrying:
+        """Until it succeeds, with the stages' capped, jittered backoff."""
+
         async def log_retry(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
             log.warning(
@@ -127,10 +129,8 @@ class OutboxRelay:
                 state.upcoming_sleep,
             )
 
-        base, cap = self._settings.retry_base_seconds, self._settings.retry_max_seconds
-        return AsyncRetrying(
-            wait=wait_exponential_jitter(multiplier=base, max=cap, jitter=base),
-            before_sleep=log_retry,
+        return retrying(
+            None, self._settings.retry_base_seconds, self._settings.retry_max_seconds, log_retry
         )
 
     async def _connect_then_sweep(self) -> None:
