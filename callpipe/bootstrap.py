@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -57,14 +58,26 @@ def run_service(name: str, settings: Settings) -> None:
         "player": (settings.player_host, settings.player_port),
         "twilio-simulator": ("127.0.0.1", settings.simulator_port),
     }[name]
+    app = _http_app(name, settings)
+    freeze_startup_objects()
     uvicorn.run(
-        _http_app(name, settings),
+        app,
         host=host,
         port=port,
         log_config=None,
         loop="uvloop",
         http="httptools",
     )
+
+
+def freeze_startup_objects() -> None:
+    """Puts every object made so far (modules, the app, its settings: ~220,000 in the
+    ingress) out of the garbage collector's reach. Otherwise each full collection walks them
+    all, ~90 ms with the event loop stopped every few seconds under load, for the handful of
+    cycles the requests left (decision 0916)."""
+    gc.collect()
+    gc.freeze()
+    metrics.GC_FROZEN_OBJECTS.set(gc.get_freeze_count())
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
@@ -84,6 +97,7 @@ def run_analytics(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        freeze_startup_objects()
         await consumer.run(settings, stop)
 
     run_loop(main())
@@ -144,6 +158,7 @@ async def _run_stage(name: str, settings: Settings) -> None:
         await stack.enter_async_context(
             _health_server(settings.worker_health_host, port, worker.ready.is_set)
         )
+        freeze_startup_objects()
         await worker.run(stop)
         log.info("%s stopped cleanly", name)
 

@@ -184,10 +184,12 @@ async def use_idempotence(settings: Settings) -> bool:
 
 
 class EventProducer:
-    """Publishes events keyed by call SID, waiting for acks=all. Created in the event loop."""
+    """Publishes events keyed by call SID, waiting for acks=all. Created in the event loop.
+    `linger_ms`: how long a send waits for others to share its produce request."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, linger_ms: int = 2) -> None:
         self._settings = settings
+        self._linger_ms = linger_ms
         self._producer: AIOKafkaProducer | None = None
         self.idempotent = False
 
@@ -198,7 +200,7 @@ class EventProducer:
             bootstrap_servers=self._settings.kafka_bootstrap,
             acks="all",
             enable_idempotence=self.idempotent,
-            linger_ms=2,
+            linger_ms=self._linger_ms,
         )
         await self._producer.start()
 

@@ -63,6 +63,10 @@ CONSUMER_LAG = Gauge(
     "Messages on the partition the worker has not fetched yet (high watermark - position).",
     ["worker", "topic", "partition"],
 )
+GC_FROZEN_OBJECTS = Gauge(
+    "callpipe_gc_frozen_objects",
+    "Objects made at start-up that the garbage collector no longer walks (gc.freeze).",
+)
 IN_FLIGHT = Gauge("callpipe_in_flight", "Messages a worker is handling right now.", ["worker"])
 DOWNLOAD_BYTES = Counter(
     "callpipe_download_bytes", "Recording bytes archived from the provider into S3."

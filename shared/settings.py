@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     ingress_outbox_lease_seconds: float = Field(default=70.0, gt=0)
     # How often the relay looks for stored events nobody publishes (broker back, a crash).
     ingress_outbox_sweep_seconds: float = Field(default=2.0, gt=0)
+    # How long the relay's producer gathers events into one produce request. Webhooks are
+    # answered before the relay publishes, so this delays only the events; the local broker
+    # pays two S3 writes per request whatever it carries (decision 0916).
+    ingress_outbox_linger_ms: int = Field(default=20, ge=0)
     # Where the voice webhook's TwiML dials after starting the recording; empty = a message.
     forward_to: str = ""
 
@@ -202,6 +206,16 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'callpipe.db').resolve()}"
+
+    @property
+    def ingress_database_url(self) -> str:
+        """The ingress's dedupe and outbox tables: in the database given, beside the others;
+        on the embedded SQLite, a file of their own, so that a webhook never waits for the
+        player's or the downloader's write lock (SQLite has one writer per file, and a waiter
+        from another process sleeps in its busy handler; decision 0916)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'ingress.db').resolve()}"
 
 
 def parse_business_numbers(table: str) -> dict[str, str]:

@@ -27,7 +27,7 @@ async def wait_until_drained(settings: Settings, within_seconds: float) -> float
     partition it committed on; gives up (logged) after `within_seconds`."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     ends = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
-    engine = create_engine(settings.effective_database_url)
+    engine = create_engine(settings.ingress_database_url)
     outbox = Deliveries(engine, timedelta(seconds=settings.ingress_outbox_lease_seconds))
     await admin.start()
     await ends.start()

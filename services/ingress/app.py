@@ -50,11 +50,11 @@ class NotStored(Exception):
 
 
 def create_app(settings: Settings) -> FastAPI:
-    producer = EventProducer(settings)
+    producer = EventProducer(settings, linger_ms=settings.ingress_outbox_linger_ms)
     validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
     public_base = settings.public_base_url.rstrip("/")
     owners = settings.business_by_number
-    engine = create_engine(settings.effective_database_url)
+    engine = create_engine(settings.ingress_database_url)
     deliveries = Deliveries(engine, lease=timedelta(seconds=settings.ingress_outbox_lease_seconds))
     relay = OutboxRelay(deliveries, producer, settings)
 

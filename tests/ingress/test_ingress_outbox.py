@@ -176,7 +176,7 @@ async def test_a_duplicate_on_kafka_after_a_crash_before_the_mark_is_one_call_do
     async with serving(create_app(database_settings), INGRESS_PORT):
         assert (await post("/twilio/recording-status", callback)).status_code == 204
         [first] = await on_kafka(database_settings, callback["RecordingSid"])
-    engine = create_engine(database_settings.effective_database_url)
+    engine = create_engine(database_settings.ingress_database_url)
     async with engine.begin() as connection:
         # What a crash between the acknowledgement and the mark leaves: unpublished, its
         # payload stored, the lease run out.
@@ -205,7 +205,7 @@ async def test_a_webhook_is_answered_503_when_the_database_fails(
 ) -> None:
     callback = fresh_callback()
     async with serving(create_app(settings), INGRESS_PORT):
-        engine = create_engine(settings.effective_database_url)
+        engine = create_engine(settings.ingress_database_url)
         async with engine.begin() as connection:
             await connection.execute(text("DROP TABLE ingress_outbox"))
         await engine.dispose()
@@ -213,3 +213,33 @@ async def test_a_webhook_is_answered_503_when_the_database_fails(
     assert answer.status_code == 503
     assert answer.headers["Retry-After"]
     assert await published(settings) == []
+
+
+async def test_on_sqlite_a_webhook_does_not_wait_for_the_other_services_write_lock(
+    settings: Settings, broker: Broker
+) -> None:
+    """The embedded database is one writer per file: the ingress keeps its outbox in a file
+    of its own, so a long write of the player or the downloader does not hold webhooks."""
+    assert not settings.database_url
+    shared = settings.data_dir / "callpipe.db"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time\n"
+            f"db = sqlite3.connect({str(shared)!r}, isolation_level=None)\n"
+            "db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        async with serving(create_app(settings), INGRESS_PORT):
+            started = asyncio.get_running_loop().time()
+            answer = await post("/twilio/recording-status", fresh_callback())
+            waited = asyncio.get_running_loop().time() - started
+    finally:
+        holder.kill()
+        holder.wait()
+    assert answer.status_code == 204
+    assert waited < 5  # SQLite's busy wait on a shared file would last the holder's 60 s
