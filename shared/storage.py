@@ -21,6 +21,15 @@ def transcript_key(business_id: str, call_sid: str, recording_sid: str) -> str:
     return f"{business_id}/{call_sid}/{recording_sid}.transcript.json"
 
 
+# SeaweedFS, the local stack's S3 server, gzips an object stored as audio/wav (or x-wav,
+# wave) as it writes it and gunzips it at every read: 14 ms of its CPU for a put and a get
+# of a 25-second call, against 6 ms for the same bytes stored as audio/vnd.wave, RFC 2361's
+# name for the same format. WAV is stored under that name and read back as audio/wav, the
+# name every browser plays (decision 0917).
+_STORED_TYPE = {"audio/wav": "audio/vnd.wave", "audio/x-wav": "audio/vnd.wave"}
+_READ_TYPE = {"audio/vnd.wave": "audio/wav"}
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     size: int
@@ -87,7 +96,7 @@ class ObjectStore:
             Bucket=self.bucket,
             Key=key,
             Body=data,
-            ContentType=content_type,
+            ContentType=_STORED_TYPE.get(content_type, content_type),
             Metadata=metadata or {},
         )
 
@@ -111,13 +120,15 @@ class ObjectStore:
                 Bucket=self.bucket,
                 Key=key,
                 Body=first,
-                ContentType=content_type,
+                ContentType=_STORED_TYPE.get(content_type, content_type),
                 ContentMD5=await _content_md5(first),
             )
             return len(first)
         upload_id = (
             await self._client.create_multipart_upload(
-                Bucket=self.bucket, Key=key, ContentType=content_type
+                Bucket=self.bucket,
+                Key=key,
+                ContentType=_STORED_TYPE.get(content_type, content_type),
             )
         )["UploadId"]
         try:
@@ -188,20 +199,27 @@ class ObjectStore:
             if _missing(error):
                 return None
             raise
+        stored_type = str(response.get("ContentType", "application/octet-stream"))
         return ObjectInfo(
             size=int(response["ContentLength"]),
             etag=str(response["ETag"]),
-            content_type=str(response.get("ContentType", "application/octet-stream")),
+            content_type=_READ_TYPE.get(stored_type, stored_type),
             metadata=dict(response.get("Metadata", {})),
         )
 
-    async def presigned_get(self, key: str, expires_in: int) -> str:
+    async def presigned_get(self, key: str, expires_in: int, content_type: str) -> str:
         """A URL that GETs the object (Range included) without credentials until it expires,
         on the endpoint browsers reach, answered `Cache-Control: private` (no shared cache
-        keeps it). Computed locally: no request to the store."""
+        keeps it) and `Content-Type: content_type`. Computed locally: no request to the
+        store."""
         url: str = await self._public_client.generate_presigned_url(
             "get_object",
-            Params={"Bucket": self.bucket, "Key": key, "ResponseCacheControl": "private"},
+            Params={
+                "Bucket": self.bucket,
+                "Key": key,
+                "ResponseCacheControl": "private",
+                "ResponseContentType": content_type,
+            },
             ExpiresIn=expires_in,
         )
         return url

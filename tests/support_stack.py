@@ -116,7 +116,7 @@ class RunningStack:
             store = ObjectStore(Settings(s3_endpoint_url=PORTS["CALLPIPE_S3_ENDPOINT_URL"]))
             await store.start()
             try:
-                return await store.presigned_get(key, expires_in=1)
+                return await store.presigned_get(key, expires_in=1, content_type="audio/wav")
             finally:
                 await store.stop()
 

@@ -85,6 +85,7 @@ def test_a_get_is_redirected_to_a_presigned_url_that_serves_the_bytes_and_ranges
     assert whole.status_code == 200
     assert whole.content == SAMPLE
     assert whole.headers["cache-control"] == "private"
+    assert whole.headers["content-type"] == "audio/wav"  # stored as audio/vnd.wave (0917)
     part = httpx.get(target, headers={"Range": "bytes=100-199"})
     assert part.status_code == 206
     assert part.headers["content-range"] == f"bytes 100-199/{len(SAMPLE)}"
@@ -93,6 +94,7 @@ def test_a_get_is_redirected_to_a_presigned_url_that_serves_the_bytes_and_ranges
     assert ranged.status_code == 307
     head = stack.api.head(file_url(call))  # answered by the player: no bytes move
     assert head.status_code == 200
+    assert head.headers["content-type"] == "audio/wav"
     assert not head.history
 
 

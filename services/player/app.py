@@ -336,7 +336,7 @@ def create_app(settings: Settings) -> FastAPI:
         head = request.method == "HEAD"
         if not head and ranges.store_answers_alike(range_header, wanted):
             # The bytes go from the object store to the client, not through this process.
-            url = await store.presigned_get(key, settings.playback_url_seconds)
+            url = await store.presigned_get(key, settings.playback_url_seconds, info.content_type)
             return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
         if wanted is None:
             headers["Content-Length"] = str(info.size)

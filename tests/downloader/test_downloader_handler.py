@@ -107,6 +107,9 @@ async def test_a_large_recording_goes_up_in_parts_and_is_stored_exactly(
     assert await store.get(result.object_key) == expected
     info = await store.head(result.object_key)
     assert info is not None and info.etag.strip('"').endswith("-3")  # a 3-part upload
+    # Stored under the name SeaweedFS does not gzip, read back as the one browsers play.
+    raw = await store._client.head_object(Bucket=store.bucket, Key=result.object_key)
+    assert (raw["ContentType"], info.content_type) == ("audio/vnd.wave", "audio/wav")
 
 
 def _damage_audio_bodies_in_transit(store: ObjectStore) -> Any:
@@ -114,7 +117,7 @@ def _damage_audio_bodies_in_transit(store: ObjectStore) -> Any:
     drops the client's own body checksum (CRC32): only the Content-MD5 stands guard."""
 
     def damage(request: AWSRequest, **_: Any) -> None:
-        if request.headers.get("Content-Type") != "audio/wav":
+        if not request.headers.get("Content-Type", "").startswith("audio/"):
             return
         for name in [n for n in request.headers if n.lower().startswith("x-amz-checksum-")]:
             del request.headers[name]

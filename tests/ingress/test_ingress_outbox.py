@@ -222,24 +222,22 @@ async def test_on_sqlite_a_webhook_does_not_wait_for_the_other_services_write_lo
     of its own, so a long write of the player or the downloader does not hold webhooks."""
     assert not settings.database_url
     shared = settings.data_dir / "callpipe.db"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sqlite3, sys, time\n"
-            f"db = sqlite3.connect({str(shared)!r}, isolation_level=None)\n"
-            "db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(60)",
-        ],
-        stdout=subprocess.PIPE,
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import sqlite3, sys, time\n"
+        f"db = sqlite3.connect({str(shared)!r}, isolation_level=None)\n"
+        "db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(60)",
+        stdout=asyncio.subprocess.PIPE,
     )
     try:
-        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        assert holder.stdout is not None and await holder.stdout.readline() == b"locked\n"
         async with serving(create_app(settings), INGRESS_PORT):
             started = asyncio.get_running_loop().time()
             answer = await post("/twilio/recording-status", fresh_callback())
             waited = asyncio.get_running_loop().time() - started
     finally:
         holder.kill()
-        holder.wait()
+        await holder.wait()
     assert answer.status_code == 204
     assert waited < 5  # SQLite's busy wait on a shared file would last the holder's 60 s
