@@ -58,6 +58,7 @@ from shared.events import (
     Topic,
     decode,
     encode,
+    stage_status_partition,
     topic_of,
 )
 from shared.logs import call_context
@@ -92,6 +93,13 @@ def traceparent(correlation_id: str) -> bytes:
     return f"00-{trace_id}-{secrets.token_hex(8)}-01".encode()
 
 
+def partitions_of(topic: str, settings: Settings) -> int:
+    """`kafka_partitions`, but `stage.status` has at least one partition per stage (0918)."""
+    if topic == Topic.STAGE_STATUS.value:
+        return max(settings.kafka_partitions, len(Stage))
+    return settings.kafka_partitions
+
+
 async def ensure_topics(settings: Settings) -> None:
     """Creates every topic callpipe uses that does not exist yet."""
     topics = all_topics()
@@ -103,7 +111,7 @@ async def ensure_topics(settings: Settings) -> None:
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
-                    [NewTopic(t, settings.kafka_partitions, 1) for t in missing]
+                    [NewTopic(t, partitions_of(t, settings), 1) for t in missing]
                 )
     finally:
         await admin.close()
@@ -215,10 +223,16 @@ class EventProducer:
         return self._producer
 
     async def publish(self, event: Event) -> None:
+        topic = topic_of(event).value
+        partition = None
+        if isinstance(event, StageStarted | StageFailed):
+            partitions = len(await self._started.partitions_for(topic))
+            partition = stage_status_partition(event.stage, event.call_sid, partitions)
         await self._started.send_and_wait(
-            topic_of(event).value,
+            topic,
             encode(event),
             key=event.call_sid.encode(),
+            partition=partition,
             headers=tracing.kafka_headers(event.correlation_id, traceparent(event.correlation_id)),
         )
         metrics.EVENTS_PUBLISHED.labels(topic_of(event).value).inc()
