@@ -42,6 +42,8 @@ from aiokafka import errors as kafka_errors
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.protocol.transaction import InitProducerIdRequest
 from pydantic import ValidationError
@@ -308,6 +310,9 @@ class StageWorker:
             auto_offset_reset="earliest",
             max_poll_records=self.settings.max_in_flight,
             fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
+            # Round robin spreads a group's one-partition topics over its members (the range
+            # assignor gives them all to the first); range stays for members of before (0919).
+            partition_assignment_strategy=(RoundRobinPartitionAssignor, RangePartitionAssignor),
         )
         self._consumer = consumer
         consumer.subscribe(list(self.topics), listener=_OnRebalance(self))
@@ -614,6 +619,11 @@ class _OnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         """The next record of each partition is at its committed offset, or at the start of
         its log when the group has none: a hole right there is seen as one too."""
+        log.info(
+            "%s assigned %s",
+            self._worker.name,
+            ", ".join(f"{tp.topic}:{tp.partition}" for tp in sorted(assigned)) or "nothing",
+        )
         consumer = self._worker._consumer
         if consumer is None:
             return

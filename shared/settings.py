@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     # How long the player remembers which business an API key belongs to (0: ask the database
     # on every request). A key removed from the database still works this long in a player.
     api_key_cache_seconds: float = Field(default=10.0, ge=0)
+    # Members of the player's consumer group in one process, each fetching its share of the
+    # projected topics' partitions: the local broker answers a fetch over many partitions
+    # slowly, and one member fell behind at ~25 calls/s (decision 0919).
+    player_consumers: int = Field(default=3, ge=1)
 
     # HTTP ports
     ingress_host: str = "127.0.0.1"

@@ -101,14 +101,17 @@ def create_app(settings: Settings) -> FastAPI:
     store = ObjectStore(settings)
     producer = EventProducer(settings)
     projector = Projector(repository)
-    worker = StageWorker(
-        name="player",
-        topics=projected_topics(),
-        handle=projector,
-        settings=settings,
-        producer=producer,
-        handle_batch=projector.apply_batch,
-    )
+    workers = [
+        StageWorker(
+            name="player",
+            topics=projected_topics(),
+            handle=projector,
+            settings=settings,
+            producer=producer,
+            handle_batch=projector.apply_batch,
+        )
+        for _ in range(settings.player_consumers)
+    ]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -121,7 +124,7 @@ def create_app(settings: Settings) -> FastAPI:
         await store.start()
         await producer.start()
         stop = asyncio.Event()
-        consuming = asyncio.create_task(worker.run(stop))
+        consuming = asyncio.gather(*(worker.run(stop) for worker in workers))
         try:
             yield
         finally:
@@ -191,7 +194,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
-        if not worker.ready.is_set():
+        if not all(worker.ready.is_set() for worker in workers):
             return JSONResponse({"status": "starting"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
