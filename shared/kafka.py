@@ -237,7 +237,7 @@ class EventProducer:
             partition=partition,
             headers=tracing.kafka_headers(event.correlation_id, traceparent(event.correlation_id)),
         )
-        metrics.EVENTS_PUBLISHED.labels(topic_of(event).value).inc()
+        metrics.EVENTS_PUBLISHED.labels(topic).inc()
 
     async def publish_raw(
         self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
