@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingress import core
 from services.ingress.deliveries import Deliveries, deliveries, outbox
@@ -32,8 +34,23 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'callpipe.db'}"
 
 
-async def open_deliveries(database_url: str, lease: timedelta = LEASE) -> Deliveries:
-    opened = Deliveries(create_engine(database_url), lease)
+@pytest.fixture
+async def new_engine(database_url: str) -> AsyncIterator[Callable[[], AsyncEngine]]:
+    """Engines on the test's database, disposed when it ends: an aiosqlite connection left
+    open answers from its thread after the test's event loop closed."""
+    made: list[AsyncEngine] = []
+
+    def engine() -> AsyncEngine:
+        made.append(create_engine(database_url))
+        return made[-1]
+
+    yield engine
+    for engine_made in made:
+        await engine_made.dispose()
+
+
+async def open_deliveries(engine: AsyncEngine, lease: timedelta = LEASE) -> Deliveries:
+    opened = Deliveries(engine, lease)
     await opened.create_table()
     return opened
 
@@ -61,8 +78,10 @@ async def swept(store: Deliveries, mine: list[Event]) -> list[str]:
     ]
 
 
-async def test_concurrent_deliveries_of_many_events_store_each_once(database_url: str) -> None:
-    store = await open_deliveries(database_url)
+async def test_concurrent_deliveries_of_many_events_store_each_once(
+    new_engine: Callable[[], AsyncEngine],
+) -> None:
+    store = await open_deliveries(new_engine())
     events = new_events(40)
     # Every event delivered three times at once, as three deliveries of one webhook would be.
     stored = await asyncio.gather(
@@ -72,7 +91,7 @@ async def test_concurrent_deliveries_of_many_events_store_each_once(database_url
     for event, verdict in zip(events * 3, stored, strict=True):
         by_event.setdefault(str(event.event_id), []).append(verdict)
     assert all(sorted(v) == [False, False, True] for v in by_event.values()), by_event
-    async with create_engine(database_url).connect() as connection:
+    async with new_engine().connect() as connection:
         rows = await connection.execute(
             select(outbox.c.event_id).where(outbox.c.event_id.in_(ids(events)))
         )
@@ -80,9 +99,9 @@ async def test_concurrent_deliveries_of_many_events_store_each_once(database_url
 
 
 async def test_a_sweep_returns_the_stored_events_whole_and_in_stored_order(
-    database_url: str,
+    new_engine: Callable[[], AsyncEngine],
 ) -> None:
-    store = await open_deliveries(database_url)
+    store = await open_deliveries(new_engine())
     events = new_events(5)
     for event in events:
         assert await store.store(event, None, claimed=False)
@@ -91,9 +110,9 @@ async def test_a_sweep_returns_the_stored_events_whole_and_in_stored_order(
 
 
 async def test_a_published_event_is_a_duplicate_keeps_no_payload_and_is_not_swept(
-    database_url: str,
+    new_engine: Callable[[], AsyncEngine],
 ) -> None:
-    store = await open_deliveries(database_url)
+    store = await open_deliveries(new_engine())
     published, waiting = new_events(2)
     assert await store.store(published, None, claimed=False)
     assert await store.store(waiting, None, claimed=False)
@@ -107,7 +126,7 @@ async def test_a_published_event_is_a_duplicate_keeps_no_payload_and_is_not_swep
     assert list(again) == [False, False]
     assert await store.unpublished() == backlog - 1
     assert await swept(store, [published, waiting]) == [str(waiting.event_id)]
-    async with create_engine(database_url).connect() as connection:
+    async with new_engine().connect() as connection:
         payloads = await connection.execute(
             select(outbox.c.event_id).where(outbox.c.event_id == str(published.event_id))
         )
@@ -120,8 +139,10 @@ async def test_a_published_event_is_a_duplicate_keeps_no_payload_and_is_not_swep
         assert marked.scalar_one() is not None
 
 
-async def test_two_instances_sweeping_at_once_lease_each_event_to_one(database_url: str) -> None:
-    first, second = await open_deliveries(database_url), await open_deliveries(database_url)
+async def test_two_instances_sweeping_at_once_lease_each_event_to_one(
+    new_engine: Callable[[], AsyncEngine],
+) -> None:
+    first, second = await open_deliveries(new_engine()), await open_deliveries(new_engine())
     events = new_events(30)
     await asyncio.gather(*(first.store(e, None, claimed=False) for e in events))
     by_first, by_second = await asyncio.gather(swept(first, events), swept(second, events))
@@ -132,27 +153,27 @@ async def test_two_instances_sweeping_at_once_lease_each_event_to_one(database_u
 
 
 async def test_an_event_held_by_a_live_instance_is_swept_once_its_lease_ran_out_or_released(
-    database_url: str,
+    new_engine: Callable[[], AsyncEngine],
 ) -> None:
-    crashed = await open_deliveries(database_url, lease=timedelta(seconds=-1))
-    live = await open_deliveries(database_url)
+    crashed = await open_deliveries(new_engine(), lease=timedelta(seconds=-1))
+    live = await open_deliveries(new_engine())
     expired, held = new_events(2)
     assert await crashed.store(expired, None, claimed=True)
     assert await live.store(held, None, claimed=True)
-    sweeper = await open_deliveries(database_url)
+    sweeper = await open_deliveries(new_engine())
     assert await swept(sweeper, [expired, held]) == [str(expired.event_id)]
     await live.release([str(held.event_id)])
     assert await swept(sweeper, [expired, held]) == [str(held.event_id)]
 
 
 async def test_a_claim_of_the_ingress_before_the_outbox_gets_its_event_from_a_retry(
-    database_url: str,
+    new_engine: Callable[[], AsyncEngine],
 ) -> None:
     """A row without a stored event: an older ingress claimed it and crashed before
     publishing. The next delivery supplies the event; a sweep publishes it."""
-    store = await open_deliveries(database_url)
+    store = await open_deliveries(new_engine())
     [event] = new_events(1)
-    async with create_engine(database_url).begin() as connection:
+    async with new_engine().begin() as connection:
         await connection.execute(
             deliveries.insert().values(
                 event_id=str(event.event_id),
