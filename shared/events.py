@@ -206,7 +206,9 @@ class SummaryReady(Event):
 
 
 class StageStarted(Event):
-    """A stage took the call's work: its status becomes `processing`."""
+    """A stage has been working on the call for a while (`stage_started_after_ms`; work done
+    sooner is announced by its output alone): its status becomes `processing`. `occurred_at`
+    is when the stage took the work."""
 
     event_type: Literal["stage.started"] = "stage.started"
     stage: Stage

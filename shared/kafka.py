@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -526,17 +527,15 @@ class StageWorker:
             call_context(event.call_sid, str(event.event_id)),
             tracing.consumer_span(self.name, record.topic, record.headers, event),
             metrics.handling(self.name, record.topic, event.occurred_at),
+            self._start_announcement(event) as announcement,
         ):
-            if self.stage is not None:
-                await self.producer.publish(
-                    event.caused(StageStarted, f"{self.stage}.started", stage=self.stage)
-                )
             tries = 0
 
             async def report_retry(state: RetryCallState) -> None:
                 error = state.outcome.exception() if state.outcome else None
                 log.warning("try %d failed, will retry: %s", state.attempt_number, error)
                 metrics.STAGE_RETRIES.labels(self.name).inc()
+                await announcement.settle()
                 if self.stage is not None and error is not None:
                     await self.producer.publish(
                         event.caused(
@@ -559,6 +558,7 @@ class StageWorker:
                     with attempt:
                         tries += 1
                         outputs = await self.handle(event)
+                await announcement.settle()
                 for output in outputs:
                     await self.producer.publish(output)
             except Exception as error:  # terminal, or retries exhausted
@@ -566,6 +566,7 @@ class StageWorker:
                 log.error("giving up after %d tries: %s", tries, reason)
                 metrics.STAGE_FAILURES.labels(self.name).inc()
                 tracing.record_failure(reason)
+                await announcement.settle()
                 if self.stage is not None:
                     await self.producer.publish(
                         event.caused(
@@ -578,6 +579,17 @@ class StageWorker:
                         )
                     )
                 await self._dead_letter(record, reason, tries)
+
+    def _start_announcement(self, event: AnyEvent) -> _StartAnnouncement:
+        """`stage.started` for this event, published once the work has run
+        `stage_started_after_ms` (decision 0920); at once when that is 0."""
+        if self.stage is None:
+            return _StartAnnouncement()
+        started = event.caused(StageStarted, f"{self.stage}.started", stage=self.stage)
+        return _StartAnnouncement(
+            self.settings.stage_started_after_ms / 1000,
+            functools.partial(self.producer.publish, started),
+        )
 
     async def _dead_letter(
         self, record: ConsumerRecord[bytes, bytes], reason: str, tries: int
@@ -593,6 +605,43 @@ class StageWorker:
             dead_letter_topic(self.name), record.value, record.key, headers
         )
         metrics.DEAD_LETTERS.labels(self.name).inc()
+
+
+class _StartAnnouncement(contextlib.AbstractContextManager["_StartAnnouncement"]):
+    """A `stage.started` waiting out its delay. `settle()` comes before the stage publishes
+    its outcome: a start not yet announced is dropped (the outcome says it all), one being
+    published is waited for, so the outcome never overtakes it. Leaving the context drops a
+    start not yet announced (the message was handed back)."""
+
+    def __init__(
+        self, seconds: float | None = None, publish: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        self._publishing: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        if publish is None or seconds is None:
+            return
+        if seconds > 0:
+            self._timer = asyncio.get_running_loop().call_later(seconds, self._begin, publish)
+        else:
+            self._begin(publish)
+
+    def _begin(self, publish: Callable[[], Awaitable[None]]) -> None:
+        self._timer = None
+        self._publishing = asyncio.ensure_future(publish())
+
+    async def settle(self) -> None:
+        self._drop()
+        publishing, self._publishing = self._publishing, None
+        if publishing is not None:
+            await publishing
+
+    def _drop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._drop()
 
 
 def _decoded(record: ConsumerRecord[bytes, bytes]) -> AnyEvent | None:

@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     retry_base_seconds: float = 0.5
     retry_max_seconds: float = 10.0
     max_in_flight: int = 16
+    # A stage announces `stage.started` only once its work has run this long (decision 0920):
+    # work done sooner shows as completed without it. 0 announces every start at once.
+    stage_started_after_ms: int = 250
     # On SIGTERM a worker finishes in-flight messages for this long, then hands back the rest
     # uncommitted (kept below the supervisor's stop timeout).
     shutdown_grace_seconds: float = 10.0

@@ -79,7 +79,10 @@ def _result(p95_ms: float) -> BenchResult:
     latency = Latencies(10, 100.0, p95_ms, p95_ms, p95_ms)
     return BenchResult(
         figures={"pipeline_calls_per_s": 12.5, "pipeline_p95_ms": p95_ms},
-        pipeline_load=[LoadPoint(5.0, 5.0, 0, latency), LoadPoint(10.0, 9.5, 0, latency)],
+        pipeline_load=[
+            LoadPoint(5.0, 5.0, 0, latency, 120.5),
+            LoadPoint(10.0, 9.5, 0, latency, 98.25),
+        ],
         about={
             "date": "2026-11-24T20:00:00+00:00",
             "machine": "test machine",
@@ -114,6 +117,7 @@ def test_the_docs_section_is_replaced_and_the_rest_kept(tmp_path: Path) -> None:
     assert "222.0" in text and "111.0" not in text
     assert "test machine" in text and "0.1 0.1 0.1" in text
     assert "saturation run: s3 41.5, downloader 30.25." in text
+    assert "| 10.0 | 9.5 | 0 | 100.0 | 222.0 | 222.0 | 222.0 | 98.25 |" in text
     assert (tmp_path / "bench-latency.png").read_bytes().startswith(b"\x89PNG")
 
 
@@ -160,6 +164,7 @@ def test_bench_json_has_every_figure_with_sane_values(tmp_path: Path) -> None:
     assert output["pipeline_cpu_ms_per_call"] > 0
     assert [point["offered_per_s"] for point in output["pipeline_load"]] == [4.0, 8.0]
     assert [point["latency"]["count"] for point in output["pipeline_load"]] == [4, 8]
+    assert all(point["cpu_ms_per_call"] > 0 for point in output["pipeline_load"])
     assert output["about"]["loadavg_before"] and output["about"]["machine"]
     # Every process the bench started is gone.
     assert leftover_processes(data_dir) == []

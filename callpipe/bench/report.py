@@ -62,6 +62,7 @@ def section(result: BenchResult, plot_name: str) -> str:
             if p.latency
             else "none | none | none | none |"
         )
+        + f" {p.cpu_ms_per_call if p.cpu_ms_per_call is not None else 'none'} |"
         for p in result.pipeline_load
     )
     failures = "".join(f"\n- {name} failed: `{reason}`" for name, reason in result.failures.items())
@@ -86,8 +87,8 @@ CPU milliseconds per call of each process during the saturation run: {by_process
 Latency of a call (its `completed` recording webhook → its summary visible in the player)
 against offered load:
 
-| offered calls/s | achieved | errors | p50 ms | p95 ms | p99 ms | max ms |
-|---|---|---|---|---|---|---|
+| offered calls/s | achieved | errors | p50 ms | p95 ms | p99 ms | max ms | CPU ms per call |
+|---|---|---|---|---|---|---|---|
 {load_rows}
 {failures}
 

@@ -80,6 +80,8 @@ class LoadPoint:
     achieved_per_s: float
     errors: int
     latency: Latencies | None  # None when no call got through
+    # CPU of the stack's processes (not the bench's) per call that got through (decision 0920)
+    cpu_ms_per_call: float | None = None
 
 
 @dataclass
@@ -149,9 +151,17 @@ async def _pipeline(
         for rate in rates:
             await wait_until_drained(settings, DRAIN_SECONDS)
             log.info("pipeline at %.1f calls/s", rate)
+            cpu_before = CpuSnapshot.of(stack)
             load = await calls.at_rate(rate, config.rate_seconds)
+            cpu = CpuSnapshot.of(stack).ms_each_since(cpu_before, len(load.latencies))
             result.pipeline_load.append(
-                LoadPoint(rate, _per_s(load), load.errors, Latencies.of(load.latencies))
+                LoadPoint(
+                    rate,
+                    _per_s(load),
+                    load.errors,
+                    Latencies.of(load.latencies),
+                    round(sum(ms for part, ms in cpu.items() if part != BENCH), 1),
+                )
             )
     half = min(
         result.pipeline_load,

@@ -255,8 +255,10 @@ def apply(state: CallState | None, event: AnyEvent) -> CallState:
             moved = _move(state, event.stage, FAILED, event.attempt, **error_field)
             moved = _count_try(moved, event.stage, event.tries)
             return _skip_downstream(moved, event.stage, event.attempt)
+        # An outcome counts a try: a stage done before it announced its start (decision
+        # 0920) still took one.
         case RecordingDownloaded():
-            return _move(
+            moved = _move(
                 state,
                 Stage.RECORDING,
                 COMPLETED,
@@ -268,8 +270,9 @@ def apply(state: CallState | None, event: AnyEvent) -> CallState:
                     "recording_bytes": event.size_bytes,
                 },
             )
+            return _count_try(moved, Stage.RECORDING, 1)
         case TranscriptReady():
-            return _move(
+            moved = _move(
                 state,
                 Stage.TRANSCRIPT,
                 COMPLETED if event.outcome == "transcribed" else NO_SPEECH,
@@ -280,8 +283,9 @@ def apply(state: CallState | None, event: AnyEvent) -> CallState:
                     "language": event.language,
                 },
             )
+            return _count_try(moved, Stage.TRANSCRIPT, 1)
         case SummaryReady():
-            return _move(
+            moved = _move(
                 state,
                 Stage.SUMMARY,
                 COMPLETED,
@@ -295,6 +299,7 @@ def apply(state: CallState | None, event: AnyEvent) -> CallState:
                     "extractor": event.extractor,
                 },
             )
+            return _count_try(moved, Stage.SUMMARY, 1)
         case CallDeleted():
             return state  # the repository removes the row itself
     raise AssertionError(f"unhandled event type {event.event_type}")

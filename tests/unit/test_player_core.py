@@ -171,6 +171,15 @@ def test_happy_path_completes_the_call() -> None:
     assert (state.recording_tries, state.transcript_tries, state.summary_tries) == (1, 1, 1)
 
 
+def test_stages_done_before_announcing_their_start_complete_with_one_try_each() -> None:
+    quick = [e for e in happy_path() if not isinstance(e, StageStarted)]  # decision 0920
+    state = project(quick)
+
+    assert [state.stage_status(s) for s in Stage] == ["completed"] * 3
+    assert state.status == "completed"
+    assert (state.recording_tries, state.transcript_tries, state.summary_tries) == (1, 1, 1)
+
+
 def test_status_along_the_happy_path() -> None:
     statuses = []
     state: CallState | None = None
