@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 GROUP = "callpipe-analytics"
 TOPICS = [
     Topic.CALL_STARTED.value,
+    Topic.RECORDING_COMPLETED.value,
     Topic.STAGE_STATUS.value,
     Topic.RECORDING_DOWNLOADED.value,
     Topic.TRANSCRIPT_READY.value,

@@ -2,8 +2,11 @@
 each stage took. Pure: events in, figures out; no I/O.
 
 Every figure tolerates Kafka's at-least-once delivery: calls, leads and failures are sets of
-call SIDs (a duplicate adds nothing), and a stage's duration is measured once per call, from its
-first `stage.started` to its first output. Each event counts in the hour it occurred.
+call SIDs (a duplicate adds nothing), and a stage's duration is measured once per call, from the
+first event that gave the stage its work (its input: `recording.completed`,
+`recording.downloaded`, `transcript.ready`) to its first output, waiting included. Not from
+`stage.started`: a stage announces only work that takes a while (decision 0920). Each event
+counts in the hour it occurred.
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ from typing import Any
 from shared.events import (
     AnyEvent,
     CallStarted,
+    RecordingCompleted,
     RecordingDownloaded,
     Stage,
     StageFailed,
-    StageStarted,
     SummaryReady,
     TranscriptReady,
 )
@@ -79,6 +82,17 @@ def _finished_stage(event: AnyEvent) -> Stage | None:
     return None
 
 
+def _started_stage(event: AnyEvent) -> Stage | None:
+    """The stage this event gives its work to."""
+    if isinstance(event, RecordingCompleted) and event.recording_status == "completed":
+        return Stage.RECORDING
+    if isinstance(event, RecordingDownloaded):
+        return Stage.TRANSCRIPT
+    if isinstance(event, TranscriptReady):
+        return Stage.SUMMARY
+    return None
+
+
 class Figures:
     def __init__(self) -> None:
         self._hours: dict[tuple[str, datetime], Hour] = defaultdict(Hour)
@@ -93,13 +107,14 @@ class Figures:
         if isinstance(event, CallStarted):
             hour.calls.add(sid)
             self._mark(business, (sid, END_TO_END), "start", at)
-        elif isinstance(event, StageStarted):
-            self._mark(business, (sid, event.stage.value), "start", at)
         elif isinstance(event, StageFailed) and event.terminal:
             hour.failures.add((sid, event.stage.value))
         stage = _finished_stage(event)
         if stage is not None:
             self._mark(business, (sid, stage.value), "end", at)
+        stage = _started_stage(event)
+        if stage is not None:
+            self._mark(business, (sid, stage.value), "start", at)
         if isinstance(event, SummaryReady):
             self._mark(business, (sid, END_TO_END), "end", at)
             if event.lead.kind == "lead":

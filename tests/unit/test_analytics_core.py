@@ -9,6 +9,7 @@ from shared.events import (
     CallStarted,
     Event,
     Lead,
+    RecordingCompleted,
     RecordingDownloaded,
     Stage,
     StageFailed,
@@ -35,12 +36,12 @@ def call_events(sid: str, business: str, lead: bool) -> list[Event]:
 
     return [
         started,
-        at(1, started.caused(StageStarted, "r", stage=Stage.RECORDING)),
+        at(1, started.caused(RecordingCompleted, "c", recording_sid="RE1",
+                             recording_status="completed", recording_url="https://x/RE1")),
+        at(2, started.caused(StageStarted, "r", stage=Stage.RECORDING)),  # not a stage's start
         at(4, started.caused(RecordingDownloaded, "d", recording_sid="RE1", object_key="k",
                              content_type="audio/wav", size_bytes=1, sha256="0")),
-        at(5, started.caused(StageStarted, "t", stage=Stage.TRANSCRIPT)),
         at(15, started.caused(TranscriptReady, "tr", outcome="transcribed", transcript_key="t")),
-        at(16, started.caused(StageStarted, "s", stage=Stage.SUMMARY)),
         at(150, started.caused(SummaryReady, "sr", outcome="extracted", summary="",
                                lead=Lead(kind="lead" if lead else "spam"), extractor="x")),
     ]  # fmt: skip
@@ -57,8 +58,8 @@ def test_calls_leads_and_stage_durations_by_business_and_hour() -> None:
         "count": 2,
         "mean_seconds": 3.0,
         "max_seconds": 3.0,
-    }
-    assert nine["stage_seconds"]["transcript"]["mean_seconds"] == 10.0
+    }  # from recording.completed, not from its stage.started: stages announce only slow work
+    assert nine["stage_seconds"]["transcript"]["mean_seconds"] == 11.0
     # The summaries came after ten o'clock: they count in that hour.
     assert ten["stage_seconds"]["summary"]["count"] == 2
     assert ten["stage_seconds"]["end_to_end"]["max_seconds"] == 150.0
