@@ -75,6 +75,7 @@ def create_app(settings: Settings) -> FastAPI:
             await app.state.recording_starter.close()
             await relay.stop()
             await producer.stop()
+            deliveries.close()
             await engine.dispose()
 
     async def signed_form(request: Request) -> dict[str, str]:

@@ -17,9 +17,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from sqlalchemy import (
     Column,
+    Connection,
     DateTime,
     Integer,
     MetaData,
@@ -33,10 +35,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.batching import MicroBatcher
-from shared.db import write_lock
+from shared.db import WriteTransactions, write_lock
 from shared.events import AnyEvent, Event, decode, encode
 
 log = logging.getLogger(__name__)
@@ -79,10 +81,14 @@ class Deliveries:
         self._engine = engine
         self._lease = lease
         self._write_lock = write_lock(engine)
+        self._transactions = WriteTransactions(engine, self._write_lock)
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._batcher: MicroBatcher[_Store | _MarkPublished, bool] = MicroBatcher(
             self._write_batch, MAX_BATCH
         )
+
+    def close(self) -> None:
+        self._transactions.dispose()
 
     async def create_table(self) -> None:
         async with self._write_lock, self._engine.begin() as connection:
@@ -154,25 +160,25 @@ class Deliveries:
             return [decode(json.encode()) for json in rows.scalars()]
 
     async def _write_batch(self, requests: Sequence[_Store | _MarkPublished]) -> list[bool]:
+        return await self._transactions.run(partial(self._write, requests))
+
+    def _write(
+        self, requests: Sequence[_Store | _MarkPublished], connection: Connection
+    ) -> list[bool]:
         """One transaction: the marks first (a store of the same event then sees it
         published), then the stores. Each request gets its own answer."""
         now = datetime.now(UTC)
         marks = [r.event_id for r in requests if isinstance(r, _MarkPublished)]
         stores = [r for r in requests if isinstance(r, _Store)]
-        async with self._write_lock, self._engine.begin() as connection:
-            if marks:
-                await connection.execute(
-                    update(deliveries)
-                    .where(deliveries.c.event_id.in_(marks))
-                    .values(published_at=now)
-                )
-                await connection.execute(delete(outbox).where(outbox.c.event_id.in_(marks)))
-            stored = await self._store_all(connection, stores, now) if stores else set()
+        if marks:
+            connection.execute(
+                update(deliveries).where(deliveries.c.event_id.in_(marks)).values(published_at=now)
+            )
+            connection.execute(delete(outbox).where(outbox.c.event_id.in_(marks)))
+        stored = self._store_all(connection, stores, now) if stores else set()
         return [isinstance(r, _MarkPublished) or id(r) in stored for r in requests]
 
-    async def _store_all(
-        self, connection: AsyncConnection, stores: list[_Store], now: datetime
-    ) -> set[int]:
+    def _store_all(self, connection: Connection, stores: list[_Store], now: datetime) -> set[int]:
         """INSERT … ON CONFLICT DO NOTHING of every event of the batch, and the payloads of
         those inserted; the ids (of requests) that stored their event."""
         first: dict[str, _Store] = {}
@@ -180,7 +186,7 @@ class Deliveries:
             first.setdefault(str(request.event.event_id), request)
         # Sorted: two instances' batches then lock shared keys in the same order (PostgreSQL).
         keys = sorted(first)
-        inserted = await connection.execute(
+        inserted = connection.execute(
             self._insert(deliveries)
             .values(
                 [
@@ -199,9 +205,9 @@ class Deliveries:
         new = set(inserted.scalars())
         payloads = [first[key] for key in first if key in new]  # arrival order
         if already_there := [key for key in keys if key not in new]:
-            payloads += await self._claims_without_payload(connection, already_there, first)
+            payloads += self._claims_without_payload(connection, already_there, first)
         if payloads:
-            await connection.execute(
+            connection.execute(
                 self._insert(outbox)
                 .values(
                     [
@@ -213,13 +219,13 @@ class Deliveries:
             )
         return {id(first[key]) for key in new}
 
-    async def _claims_without_payload(
-        self, connection: AsyncConnection, keys: list[str], first: dict[str, _Store]
+    def _claims_without_payload(
+        self, connection: Connection, keys: list[str], first: dict[str, _Store]
     ) -> list[_Store]:
         """Unpublished rows with no stored event: claims of an ingress from before the outbox
         (decision 0912) that crashed before publishing. This delivery supplies the event; a
         sweep publishes it once the old claim's lease ran out."""
-        rows = await connection.execute(
+        rows = connection.execute(
             select(deliveries.c.event_id).where(
                 and_(
                     deliveries.c.event_id.in_(keys),
