@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import Engine, delete, func, select, text
 from sqlalchemy import event as sa_event
 
 from services.player.repository import CallFilter, CallRepository, migrate
@@ -90,9 +90,11 @@ async def repo(backend: Backend) -> AsyncIterator[CallRepository]:
     async with engine.begin() as connection:
         for table in reversed(metadata.sorted_tables):
             await connection.execute(delete(table))
+    repository = CallRepository(engine)
     try:
-        yield CallRepository(engine)
+        yield repository
     finally:
+        repository.close()
         await engine.dispose()
 
 
@@ -493,12 +495,14 @@ async def test_a_batch_that_fails_at_its_commit_leaves_nothing_behind(
     def crash(_connection: Any) -> None:
         raise RuntimeError("process killed before the commit")
 
-    sa_event.listen(engine.sync_engine, "commit", crash)
+    # On every engine: on SQLite the batch commits on a driver engine of its own (0921).
+    sa_event.listen(Engine, "commit", crash)
     try:
         with pytest.raises(RuntimeError, match="before the commit"):
             await crashing.apply_batch(events)
     finally:
-        sa_event.remove(engine.sync_engine, "commit", crash)
+        sa_event.remove(Engine, "commit", crash)
+        crashing.close()
         await engine.dispose()
 
     assert await repo.get("CA-batch-crash") is None

@@ -44,7 +44,7 @@ async def _add_recording(settings: Settings, store: ObjectStore, size_mb: float)
     try:
         async with engine.begin() as connection:
             await connection.execute(insert(calls).values(**dataclasses.asdict(state)))
-            await count_calls(connection, settings.default_business_id, 1)
+            await connection.run_sync(count_calls, settings.default_business_id, 1)
     finally:
         await engine.dispose()
     return call_sid, key

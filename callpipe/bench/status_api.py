@@ -56,7 +56,7 @@ async def seed_calls(settings: Settings, count: int) -> None:
             ]
             async with engine.begin() as connection:
                 await connection.execute(insert(calls), rows)
-                await count_calls(connection, settings.default_business_id, len(rows))
+                await connection.run_sync(count_calls, settings.default_business_id, len(rows))
     finally:
         await engine.dispose()
 

@@ -132,6 +132,7 @@ def create_app(settings: Settings) -> FastAPI:
             await consuming
             await producer.stop()
             await store.stop()
+            repository.close()
             await engine.dispose()
 
     bearer = HTTPBearer(auto_error=False)

@@ -33,8 +33,11 @@ async def rebuild(settings: Settings, database_url: str) -> int:
             raise NotEmpty(f"{existing} calls already in {database_url}: rebuild into an empty one")
         repository = CallRepository(engine)
         applied = 0
-        async for event in replay(settings, projected_topics()):
-            applied += await repository.apply(event)
+        try:
+            async for event in replay(settings, projected_topics()):
+                applied += await repository.apply(event)
+        finally:
+            repository.close()
         return applied
     finally:
         await engine.dispose()

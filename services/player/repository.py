@@ -11,15 +11,27 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Select, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.player import core
 from services.player.core import CallState
@@ -31,7 +43,7 @@ from services.player.tables import (
     deleted_calls,
     stage_inputs,
 )
-from shared.db import write_lock
+from shared.db import WriteTransactions, write_lock
 from shared.events import AnyEvent, CallDeleted, Stage, decode, encode, utc_now
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -149,12 +161,12 @@ _BUSINESS_PAGE = _page_query([calls.c.business_id == bindparam("business_id")]).
 )
 
 
-async def count_calls(connection: AsyncConnection, business_id: str, added: int) -> None:
+def count_calls(connection: Connection, business_id: str, added: int) -> None:
     """Adds `added` (negative: removes) to the business's call count, in the caller's
     transaction."""
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     upsert = dialect.insert(business_call_counts).values(business_id=business_id, calls=added)
-    await connection.execute(
+    connection.execute(
         upsert.on_conflict_do_update(
             index_elements=[business_call_counts.c.business_id],
             set_={"calls": business_call_counts.c.calls + added},
@@ -166,6 +178,10 @@ class CallRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._write_lock = write_lock(engine)
+        self._transactions = WriteTransactions(engine, self._write_lock)
+
+    def close(self) -> None:
+        self._transactions.dispose()
 
     async def apply(self, event: AnyEvent) -> bool:
         """Applies one event; False when it was applied before (a redelivery) or its call was
@@ -179,20 +195,22 @@ class CallRepository:
         """Applies `events` in order in one transaction; for each, whether it changed anything
         (False: applied before, earlier in the batch, or its call was deleted). If any of them
         fails, none is applied."""
+        return await self._transactions.run(partial(self._apply_batch, events))
+
+    def _apply_batch(self, events: Sequence[AnyEvent], connection: Connection) -> list[bool]:
         applied: list[bool] = []
-        async with self._write_lock, self._engine.begin() as connection:
-            run: list[AnyEvent] = []
-            for event in events:
-                if isinstance(event, CallDeleted):
-                    applied += await self._project(connection, run)
-                    run = []
-                    applied.append(await self._delete_for(connection, event))
-                else:
-                    run.append(event)
-            applied += await self._project(connection, run)
+        run: list[AnyEvent] = []
+        for event in events:
+            if isinstance(event, CallDeleted):
+                applied += self._project(connection, run)
+                run = []
+                applied.append(self._delete_for(connection, event))
+            else:
+                run.append(event)
+        applied += self._project(connection, run)
         return applied
 
-    async def _project(self, connection: AsyncConnection, events: list[AnyEvent]) -> list[bool]:
+    def _project(self, connection: Connection, events: list[AnyEvent]) -> list[bool]:
         """Applies `events` (no deletion among them) with a few statements for all of them:
         the timeline rows claim the event ids, the rows of their calls are read and locked
         once, the state changes are computed in memory and written once per call."""
@@ -201,13 +219,13 @@ class CallRepository:
         call_sids = sorted({event.call_sid for event in events})
         deleted = set(
             (
-                await connection.execute(
+                connection.execute(
                     select(deleted_calls.c.call_sid).where(deleted_calls.c.call_sid.in_(call_sids))
                 )
             ).scalars()
         )
         live = [event for event in events if event.call_sid not in deleted]
-        claimed = await self._claim_event_ids(connection, live)
+        claimed = self._claim_event_ids(connection, live)
         applied = []
         for event in events:
             event_id = str(event.event_id)
@@ -215,16 +233,14 @@ class CallRepository:
             claimed.discard(event_id)  # a later copy in the batch is a duplicate
         fresh = [event for event, is_fresh in zip(events, applied, strict=True) if is_fresh]
         if fresh:
-            await self._keep_stage_inputs(connection, fresh)
-            await self._project_states(connection, fresh)
+            self._keep_stage_inputs(connection, fresh)
+            self._project_states(connection, fresh)
         return applied
 
     def _dialect(self) -> Any:
         return postgresql if self._engine.dialect.name == "postgresql" else sqlite
 
-    async def _claim_event_ids(
-        self, connection: AsyncConnection, events: list[AnyEvent]
-    ) -> set[str]:
+    def _claim_event_ids(self, connection: Connection, events: list[AnyEvent]) -> set[str]:
         """Inserts the events' timeline rows; the ids inserted, i.e. not applied before. The
         primary key is the idempotency guard: a copy inserted by another transaction meanwhile
         (another player replica) waits for it and is then skipped."""
@@ -248,9 +264,9 @@ class CallRepository:
             .on_conflict_do_nothing()
             .returning(call_events.c.event_id)
         )
-        return set((await connection.execute(insert_new, rows)).scalars())
+        return set((connection.execute(insert_new, rows)).scalars())
 
-    async def _keep_stage_inputs(self, connection: AsyncConnection, events: list[AnyEvent]) -> None:
+    def _keep_stage_inputs(self, connection: Connection, events: list[AnyEvent]) -> None:
         """The latest input event of each stage of each call, upserted."""
         latest: dict[tuple[str, str], str] = {}
         for event in events:
@@ -260,7 +276,7 @@ class CallRepository:
         if not latest:
             return
         upsert = self._dialect().insert(stage_inputs)
-        await connection.execute(
+        connection.execute(
             upsert.on_conflict_do_update(
                 index_elements=[stage_inputs.c.call_sid, stage_inputs.c.stage],
                 set_={"event_json": upsert.excluded.event_json},
@@ -271,8 +287,8 @@ class CallRepository:
             ],
         )
 
-    async def _project_states(self, connection: AsyncConnection, events: list[AnyEvent]) -> None:
-        before = await self._locked_states(connection, events)
+    def _project_states(self, connection: Connection, events: list[AnyEvent]) -> None:
+        before = self._locked_states(connection, events)
         after = dict(before)
         for event in events:
             after[event.call_sid] = core.apply(after[event.call_sid], event)
@@ -282,19 +298,19 @@ class CallRepository:
             if state != before[call_sid]
         ]
         if changed:
-            await connection.execute(
+            connection.execute(
                 update(calls).where(calls.c.call_sid == bindparam("row_call_sid")), changed
             )
 
-    async def _locked_states(
-        self, connection: AsyncConnection, events: list[AnyEvent]
+    def _locked_states(
+        self, connection: Connection, events: list[AnyEvent]
     ) -> dict[str, CallState]:
         """The rows of the events' calls, created if missing, locked until the transaction
         ends (in call SID order: two replicas lock shared calls in the same order), so the
         events of one call applied at once by several replicas are applied one after the
         other."""
         call_sids = sorted({event.call_sid for event in events})
-        states = await self._select_for_update(connection, call_sids)
+        states = self._select_for_update(connection, call_sids)
         first_events: dict[str, AnyEvent] = {}
         for event in events:
             if event.call_sid not in states:
@@ -307,7 +323,7 @@ class CallRepository:
         )
         created = set(
             (
-                await connection.execute(
+                connection.execute(
                     insert_new,
                     [_utc_values(dataclasses.asdict(state)) for state in new_states.values()],
                 )
@@ -318,16 +334,14 @@ class CallRepository:
             business_id = new_states[call_sid].business_id
             added_by_business[business_id] = added_by_business.get(business_id, 0) + 1
         for business_id, added in sorted(added_by_business.items()):
-            await count_calls(connection, business_id, added)
+            count_calls(connection, business_id, added)
         states.update((call_sid, new_states[call_sid]) for call_sid in created)
         # Created meanwhile by another transaction (another replica): read once it committed.
-        states.update(await self._select_for_update(connection, sorted(set(new_states) - created)))
+        states.update(self._select_for_update(connection, sorted(set(new_states) - created)))
         return states
 
     @staticmethod
-    async def _select_for_update(
-        connection: AsyncConnection, call_sids: list[str]
-    ) -> dict[str, CallState]:
+    def _select_for_update(connection: Connection, call_sids: list[str]) -> dict[str, CallState]:
         if not call_sids:
             return {}
         query = (
@@ -336,37 +350,37 @@ class CallRepository:
             .order_by(calls.c.call_sid)
             .with_for_update()
         )
-        return {row.call_sid: _state(row) for row in await connection.execute(query)}
+        return {row.call_sid: _state(row) for row in connection.execute(query)}
 
-    async def _delete_for(self, connection: AsyncConnection, event: CallDeleted) -> bool:
-        if await self._is_deleted(connection, event.call_sid):
+    def _delete_for(self, connection: Connection, event: CallDeleted) -> bool:
+        if self._is_deleted(connection, event.call_sid):
             return False
-        await self._forget(connection, event.call_sid)
+        self._forget(connection, event.call_sid)
         return True
 
     @staticmethod
-    async def _is_deleted(connection: AsyncConnection, call_sid: str) -> bool:
+    def _is_deleted(connection: Connection, call_sid: str) -> bool:
         query = select(deleted_calls.c.call_sid).where(deleted_calls.c.call_sid == call_sid)
-        return (await connection.execute(query)).first() is not None
+        return (connection.execute(query)).first() is not None
 
     @staticmethod
-    async def _forget(connection: AsyncConnection, call_sid: str) -> None:
+    def _forget(connection: Connection, call_sid: str) -> None:
         query = select(calls.c.business_id).where(calls.c.call_sid == call_sid)
-        business_id = (await connection.execute(query)).scalar_one_or_none()
+        business_id = (connection.execute(query)).scalar_one_or_none()
         if business_id is not None:
-            await connection.execute(delete(calls).where(calls.c.call_sid == call_sid))
-            await count_calls(connection, business_id, -1)
-        await connection.execute(delete(stage_inputs).where(stage_inputs.c.call_sid == call_sid))
-        await connection.execute(delete(call_events).where(call_events.c.call_sid == call_sid))
-        await connection.execute(
-            insert(deleted_calls).values(call_sid=call_sid, deleted_at=utc_now())
-        )
+            connection.execute(delete(calls).where(calls.c.call_sid == call_sid))
+            count_calls(connection, business_id, -1)
+        connection.execute(delete(stage_inputs).where(stage_inputs.c.call_sid == call_sid))
+        connection.execute(delete(call_events).where(call_events.c.call_sid == call_sid))
+        connection.execute(insert(deleted_calls).values(call_sid=call_sid, deleted_at=utc_now()))
 
     async def delete_call(self, call_sid: str) -> None:
         """Removes the row, its timeline and retry inputs, and remembers the call as deleted."""
-        async with self._engine.begin() as connection:
-            if not await self._is_deleted(connection, call_sid):
-                await self._forget(connection, call_sid)
+        await self._transactions.run(partial(self._delete_for_good, call_sid))
+
+    def _delete_for_good(self, call_sid: str, connection: Connection) -> None:
+        if not self._is_deleted(connection, call_sid):
+            self._forget(connection, call_sid)
 
     async def get(self, call_sid: str, business_id: str | None = None) -> CallState | None:
         query = select(calls).where(calls.c.call_sid == call_sid)
