@@ -1,9 +1,13 @@
 """Where a call's time goes, hop by hop: calls offered at a rate on the bench stack, and for
 each worker and topic the mean time it spent handling an event (`callpipe_handle_seconds`)
 and from the event's `occurred_at` to having handled it (`callpipe_stage_latency_seconds`),
-read from the workers' own /metrics before and after (decisions 0918 and 0919).
+read from the workers' own /metrics before and after (decisions 0918 and 0919), and the CPU
+each process of the stack spent per call meanwhile (decision 0920). With --s3-cpu-profile
+FILE the S3 server (SeaweedFS) writes its Go CPU profile there when the stack stops: read it
+with `go tool pprof -top -cum .venv/bin/weed FILE` (Debian's golang-go).
 
     .venv/bin/python scripts/probe_stage_hops.py [--port-offset N] [--rate 25] [--seconds 8]
+        [--s3-cpu-profile FILE]
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ import aiohttp
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from callpipe.bench.cpu import CpuSnapshot
 from callpipe.bench.pipeline import pipeline
 from callpipe.bench.stack import bench_stack
 from callpipe.bench.stats import percentile
 from callpipe.bench.twilio import businesses
+from callpipe.stack import Child
 from shared.settings import Settings
 
 HISTOGRAMS = ("callpipe_handle_seconds", "callpipe_stage_latency_seconds")
@@ -48,8 +54,12 @@ def scrape(url: str) -> dict[tuple[Sample, str], float]:
     return values
 
 
-async def main(port_offset: int, rate: float, seconds: float) -> None:
-    async with bench_stack(port_offset) as stack:
+async def main(port_offset: int, rate: float, seconds: float, s3_profile: str | None) -> None:
+    def profile_s3(child: Child) -> None:
+        if s3_profile and child.name == "s3":
+            child.argv.insert(2, f"-cpuprofile={s3_profile}")  # weed mini's own flag
+
+    async with bench_stack(port_offset, adjust_child=profile_s3) as stack:
         settings = stack.settings
         urls = metrics_urls(settings)
         async with (
@@ -59,7 +69,9 @@ async def main(port_offset: int, rate: float, seconds: float) -> None:
             await calls.saturate(20)  # warm-up
             await asyncio.sleep(3)
             before = {worker: scrape(url) for worker, url in urls.items()}
+            cpu_before = CpuSnapshot.of(stack)
             load = await calls.at_rate(rate, seconds)
+            cpu = CpuSnapshot.of(stack).ms_each_since(cpu_before, len(load.latencies))
             await asyncio.sleep(3)
             after = {worker: scrape(url) for worker, url in urls.items()}
     print(
@@ -67,6 +79,7 @@ async def main(port_offset: int, rate: float, seconds: float) -> None:
         f"p50 {percentile(load.latencies, 0.5) * 1000:.0f} ms, "
         f"p95 {percentile(load.latencies, 0.95) * 1000:.0f} ms"
     )
+    print("  CPU ms per call: " + ", ".join(f"{part} {ms}" for part, ms in cpu.items()))
     for worker in urls:
         for key in sorted({key for key, part in after[worker] if part == "sum"}):
             count = after[worker][(key, "count")] - before[worker].get((key, "count"), 0)
@@ -84,5 +97,8 @@ if __name__ == "__main__":
     parser.add_argument("--port-offset", type=int, default=0)
     parser.add_argument("--rate", type=float, default=25.0)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--s3-cpu-profile", help="where the S3 server writes its CPU profile")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.port_offset, arguments.rate, arguments.seconds))
+    asyncio.run(
+        main(arguments.port_offset, arguments.rate, arguments.seconds, arguments.s3_cpu_profile)
+    )
