@@ -169,7 +169,11 @@ def _move(
     }
     if newer:
         state = _reopen_downstream(state, stage, attempt)
-        changes[f"{stage.value}_error"] = None  # a newer attempt starts clean
+        error_field = f"{stage.value}_error"
+        if error_field not in (facts or {}):
+            # A newer attempt starts clean, unless this event is its first news and says
+            # what went wrong (a retry reported before anything else of the attempt).
+            changes[error_field] = None
     changes.update(guarded)
     return dataclasses.replace(state, **changes)
 

@@ -257,6 +257,26 @@ def test_every_order_of_a_failing_calls_events_reaches_the_same_state() -> None:
         ), [e.event_type for e in order]
 
 
+def test_every_order_of_a_retried_stage_that_never_announced_its_start_keeps_the_error() -> None:
+    """Decision 0920: a quick stage has no `stage.started`, so its retry report can be the
+    first news of its attempt; the error it brings must survive whatever comes first (the
+    rebuild from the topics once lost it when the retry came before `recording.completed`)."""
+    events = [
+        call_started(0),
+        recording_completed(1),
+        failed(Stage.RECORDING, 2, terminal=False, error="media not ready yet (404)"),
+        downloaded(3),
+        transcript_ready(5),
+        summary_ready(7),
+    ]
+    in_order = project(events)
+    assert in_order.status == "completed"
+    assert in_order.recording_error == "media not ready yet (404)"
+
+    for order in itertools.permutations(events):
+        assert project(order) == in_order, [e.event_type for e in order]
+
+
 def test_recording_duration_survives_any_order() -> None:
     events = [
         call_started(0),
