@@ -276,6 +276,19 @@ def stage_status_partition(stage: Stage, call_sid: str, partitions: int) -> int:
     return stages.index(stage) * share + zlib.crc32(call_sid.encode()) % share
 
 
+def input_of_stage(event: Event) -> Stage | None:
+    """The stage that takes this event as its work (what a retry re-emits, with a higher
+    attempt), if any."""
+    match event:
+        case RecordingCompleted(recording_status="completed"):
+            return Stage.RECORDING
+        case RecordingDownloaded():
+            return Stage.TRANSCRIPT
+        case TranscriptReady():
+            return Stage.SUMMARY
+    return None
+
+
 def encode(event: Event) -> bytes:
     return event.model_dump_json().encode()
 

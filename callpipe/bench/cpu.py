@@ -45,3 +45,8 @@ class CpuSnapshot:
             if (part, pid) in before.seconds
         }
         return dict(sorted(((p, round(ms, 1)) for p, ms in spent.items()), key=lambda x: -x[1]))
+
+
+def stack_ms(ms_each: dict[str, float]) -> float:
+    """The stack's processes' milliseconds together, the bench's own left out."""
+    return round(sum(ms for part, ms in ms_each.items() if part != BENCH), 1)

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 
 from callpipe.bench.baseline import baseline_calls_per_s
-from callpipe.bench.cpu import BENCH, CpuSnapshot
+from callpipe.bench.cpu import CpuSnapshot, stack_ms
 from callpipe.bench.drain import wait_until_drained
 from callpipe.bench.kafka_hops import raw_kafka_hops_per_s
 from callpipe.bench.load import LoadResult
@@ -139,9 +139,7 @@ async def _pipeline(
         saturation = await calls.saturate(config.saturation_calls)
         cpu = CpuSnapshot.of(stack).ms_each_since(cpu_before, config.saturation_calls)
         figures["pipeline_calls_per_s"] = _per_s(saturation)
-        figures["pipeline_cpu_ms_per_call"] = round(
-            sum(ms for part, ms in cpu.items() if part != BENCH), 1
-        )
+        figures["pipeline_cpu_ms_per_call"] = stack_ms(cpu)
         result.about["pipeline_cpu_ms_per_call_by_process"] = cpu
         figures["pipeline_errors"] = saturation.errors
         rates = config.rates or tuple(
@@ -160,7 +158,7 @@ async def _pipeline(
                     _per_s(load),
                     load.errors,
                     Latencies.of(load.latencies),
-                    round(sum(ms for part, ms in cpu.items() if part != BENCH), 1),
+                    stack_ms(cpu),
                 )
             )
     half = min(

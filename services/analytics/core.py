@@ -19,12 +19,12 @@ from typing import Any
 from shared.events import (
     AnyEvent,
     CallStarted,
-    RecordingCompleted,
     RecordingDownloaded,
     Stage,
     StageFailed,
     SummaryReady,
     TranscriptReady,
+    input_of_stage,
 )
 
 END_TO_END = "end_to_end"
@@ -82,17 +82,6 @@ def _finished_stage(event: AnyEvent) -> Stage | None:
     return None
 
 
-def _started_stage(event: AnyEvent) -> Stage | None:
-    """The stage this event gives its work to."""
-    if isinstance(event, RecordingCompleted) and event.recording_status == "completed":
-        return Stage.RECORDING
-    if isinstance(event, RecordingDownloaded):
-        return Stage.TRANSCRIPT
-    if isinstance(event, TranscriptReady):
-        return Stage.SUMMARY
-    return None
-
-
 class Figures:
     def __init__(self) -> None:
         self._hours: dict[tuple[str, datetime], Hour] = defaultdict(Hour)
@@ -112,7 +101,7 @@ class Figures:
         stage = _finished_stage(event)
         if stage is not None:
             self._mark(business, (sid, stage.value), "end", at)
-        stage = _started_stage(event)
+        stage = input_of_stage(event)
         if stage is not None:
             self._mark(business, (sid, stage.value), "start", at)
         if isinstance(event, SummaryReady):

@@ -336,18 +336,6 @@ def timeline_stage(event: AnyEvent) -> str | None:
     return None
 
 
-# The event each stage consumes: what a retry re-emits, with a higher attempt.
-def input_of_stage(event: AnyEvent) -> Stage | None:
-    match event:
-        case RecordingCompleted(recording_status="completed"):
-            return Stage.RECORDING
-        case RecordingDownloaded():
-            return Stage.TRANSCRIPT
-        case TranscriptReady():
-            return Stage.SUMMARY
-    return None
-
-
 class NotRetryable(Exception):
     """The stage is not in a state a retry can change."""
 

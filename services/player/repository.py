@@ -44,7 +44,15 @@ from services.player.tables import (
     stage_inputs,
 )
 from shared.db import WriteTransactions, write_lock
-from shared.events import AnyEvent, CallDeleted, Stage, decode, encode, utc_now
+from shared.events import (
+    AnyEvent,
+    CallDeleted,
+    Stage,
+    decode,
+    encode,
+    input_of_stage,
+    utc_now,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -218,10 +226,8 @@ class CallRepository:
             return []
         call_sids = sorted({event.call_sid for event in events})
         deleted = set(
-            (
-                connection.execute(
-                    select(deleted_calls.c.call_sid).where(deleted_calls.c.call_sid.in_(call_sids))
-                )
+            connection.execute(
+                select(deleted_calls.c.call_sid).where(deleted_calls.c.call_sid.in_(call_sids))
             ).scalars()
         )
         live = [event for event in events if event.call_sid not in deleted]
@@ -264,13 +270,13 @@ class CallRepository:
             .on_conflict_do_nothing()
             .returning(call_events.c.event_id)
         )
-        return set((connection.execute(insert_new, rows)).scalars())
+        return set(connection.execute(insert_new, rows).scalars())
 
     def _keep_stage_inputs(self, connection: Connection, events: list[AnyEvent]) -> None:
         """The latest input event of each stage of each call, upserted."""
         latest: dict[tuple[str, str], str] = {}
         for event in events:
-            stage = core.input_of_stage(event)
+            stage = input_of_stage(event)
             if stage is not None:
                 latest[(event.call_sid, stage.value)] = encode(event).decode()
         if not latest:
@@ -322,11 +328,9 @@ class CallRepository:
             self._dialect().insert(calls).on_conflict_do_nothing().returning(calls.c.call_sid)
         )
         created = set(
-            (
-                connection.execute(
-                    insert_new,
-                    [_utc_values(dataclasses.asdict(state)) for state in new_states.values()],
-                )
+            connection.execute(
+                insert_new,
+                [_utc_values(dataclasses.asdict(state)) for state in new_states.values()],
             ).scalars()
         )
         added_by_business: dict[str, int] = {}
