@@ -92,8 +92,9 @@ TwilioParams = Annotated[
 class CallStarted(Event):
     event_type: Literal["call.started"] = "call.started"
     account_sid: str
-    from_number: str = ""
-    to_number: str = ""
+    # A number, a SIP URI or a Client identity (`client:alice`), as Twilio names the party.
+    from_number: str = Field("", max_length=1024)
+    to_number: str = Field("", max_length=1024)
     direction: str = "inbound"
     twilio_params: TwilioParams = Field(default_factory=dict)
 
