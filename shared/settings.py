@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     ingress_outbox_linger_ms: int = Field(default=20, ge=0)
     # Where the voice webhook's TwiML dials after starting the recording; empty = a message.
     forward_to: str = ""
+    # A webhook body over this is refused (413) before it is read, parsed or its signature
+    # checked; Twilio's webhooks are a few kilobytes.
+    ingress_max_body_bytes: int = Field(default=64 * 1024, ge=1)
 
     # Player access. `api_key`, when set, is registered (hashed) for the default business at
     # the player's start, and is the key the command line uses; `callpipe up` makes one.
@@ -105,6 +108,8 @@ class Settings(BaseSettings):
     # projected topics' partitions: the local broker answers a fetch over many partitions
     # slowly, and one member fell behind at ~25 calls/s (decision 0919).
     player_consumers: int = Field(default=3, ge=1)
+    # A request body over this (the login form, a JSON body) is refused (413) before it is read.
+    player_max_body_bytes: int = Field(default=16 * 1024, ge=1)
 
     # HTTP ports
     ingress_host: str = "127.0.0.1"

@@ -27,6 +27,7 @@ from services.ingress.deliveries import Deliveries
 from services.ingress.relay import OutboxRelay
 from services.ingress.twilio_rest import RecordingStarter
 from shared import tracing
+from shared.body_limit import BodyLimit
 from shared.db import create_engine
 from shared.events import Event
 from shared.kafka import EventProducer
@@ -106,6 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
         return form
 
     app = FastAPI(title="callpipe ingress", lifespan=lifespan)
+    app.add_middleware(BodyLimit, max_bytes=settings.ingress_max_body_bytes)
 
     @app.exception_handler(NotStored)
     async def not_stored(_request: Request, error: NotStored) -> JSONResponse:

@@ -25,6 +25,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from services.player import core, ranges
 from services.player.core import CallState
 from services.player.repository import CallFilter, CallRepository, key_digest, migrate
+from shared.body_limit import BodyLimit
 from shared.db import create_engine
 from shared.events import (
     TWILIO_NAMESPACE,
@@ -183,6 +184,7 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Status of every call, its transcript, summary, lead and audio.",
         lifespan=lifespan,
     )
+    app.add_middleware(BodyLimit, max_bytes=settings.player_max_body_bytes)
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.session_secret.get_secret_value() or secrets.token_urlsafe(32),
