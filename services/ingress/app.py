@@ -124,7 +124,7 @@ def create_app(settings: Settings) -> FastAPI:
         return f"{public_base}{RECORDING_STATUS_PATH}?{urlencode(query)}"
 
     async def deliver(events: Sequence[Event], request: Request) -> None:
-        token = request.headers.get(IDEMPOTENCY_HEADER)
+        token = core.usable_idempotency_token(request.headers.get(IDEMPOTENCY_HEADER))
         for event in events:
             with (
                 call_context(event.call_sid, str(event.event_id)),

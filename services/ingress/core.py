@@ -35,6 +35,13 @@ SID_PATTERNS = {
     "CallSid": re.compile(r"CA[0-9A-Za-z]{1,62}"),
     "RecordingSid": re.compile(r"RE[0-9A-Za-z]{1,62}"),
 }
+# Twilio's directions (`inbound`, `outbound-api`, `outbound-dial`, `trunking-originating`…):
+# lowercase words and hyphens, within the status table's column.
+DIRECTION_PATTERN = re.compile(r"[a-z][a-z-]{0,31}")
+# Twilio's I-Twilio-Idempotency-Token is not covered by the signature; it is kept only for
+# diagnosis (dedupe is by event id), within its column's length.
+MAX_IDEMPOTENCY_TOKEN = 200
+IDEMPOTENCY_TOKEN_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_TOKEN}}}")
 _CALL_STATUSES = frozenset(
     {"queued", "initiated", "ringing", "in-progress", "completed", "busy", "failed",
      "no-answer", "canceled"}
@@ -64,6 +71,22 @@ def _number(form: Mapping[str, str], name: str, kind: type[int] | type[float]) -
     if not math.isfinite(value) or value < 0:
         raise WebhookError(f"{name} out of range")
     return value
+
+
+def _direction(value: str | None) -> str:
+    direction = (value or "").strip() or "inbound"
+    if not DIRECTION_PATTERN.fullmatch(direction):
+        raise WebhookError("malformed Direction")
+    return direction
+
+
+def usable_idempotency_token(header: str | None) -> str | None:
+    """The idempotency token to keep with the delivery: None when absent, or when it is not
+    a short printable token (an unsigned header must never decide whether a signed webhook
+    is stored)."""
+    if header is None or not IDEMPOTENCY_TOKEN_PATTERN.fullmatch(header):
+        return None
+    return header
 
 
 def _event_id(name: str) -> uuid.UUID:
@@ -98,7 +121,7 @@ def call_started(form: Mapping[str, str], business_id: str) -> CallStarted:
             account_sid=_sid(form, "AccountSid"),
             from_number=form.get("From", ""),
             to_number=form.get("To", ""),
-            direction=form.get("Direction", "inbound"),
+            direction=_direction(form.get("Direction")),
             twilio_params=dict(form),
         )
     except ValidationError as error:
@@ -111,6 +134,7 @@ def call_status_changed(form: Mapping[str, str], business_id: str) -> CallStatus
     status = form.get("CallStatus", "").strip()
     if status not in _CALL_STATUSES:
         raise WebhookError("missing or unknown CallStatus")
+    _direction(form.get("Direction"))  # the call.started of REST mode takes it
     sequence = _number(form, "SequenceNumber", int)
     try:
         return CallStatusChanged(
@@ -162,7 +186,7 @@ def recording_event(
             recording_url=recording_url,
             duration_seconds=_number(form, "RecordingDuration", float),
             error_code=form.get("ErrorCode", "").strip() or None,
-            direction=direction,
+            direction=None if direction is None else _direction(direction),
         )
     except ValidationError as error:
         raise WebhookError(str(error)) from error

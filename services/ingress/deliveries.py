@@ -37,6 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.ingress import core
 from shared.batching import MicroBatcher
 from shared.db import WriteTransactions, write_lock
 from shared.events import AnyEvent, Event, decode, encode
@@ -50,7 +51,7 @@ deliveries = Table(
     "ingress_deliveries",
     metadata,
     Column("event_id", String(36), primary_key=True),
-    Column("idempotency_token", String(200)),
+    Column("idempotency_token", String(core.MAX_IDEMPOTENCY_TOKEN)),
     Column("claimed_until", DateTime(timezone=True), nullable=False),
     Column("published_at", DateTime(timezone=True)),
 )

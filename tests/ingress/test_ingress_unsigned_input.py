@@ -1,0 +1,175 @@
+"""What an attacker controls around a signed webhook cannot break what the ingress stores: an
+unsigned header of any length never fails the shared transaction of concurrent webhooks, a
+malformed direction or business in the callback URL is a 400 (never a 500, nor an event the
+player cannot store), and a party as long as Twilio may send (a SIP URI) is stored up to
+the player's status table on PostgreSQL, while a longer one is refused whole.
+
+PostgreSQL (127.0.0.1:5432, trust auth): each test gets a database of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+from ingress_support import ACCOUNT_SID, INGRESS_PORT, published, serving, signed_headers
+from sqlalchemy import select
+
+from services.ingress import core
+from services.ingress.app import create_app
+from services.ingress.deliveries import deliveries
+from services.player.repository import CallRepository, migrate
+from shared.db import create_engine
+from shared.events import CallStarted
+from shared.settings import Settings
+
+PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
+INGRESS = f"http://127.0.0.1:{INGRESS_PORT}"
+RECORDING_SID = "RE" + "fedcba9876543210" * 2
+
+
+async def _pg_admin(statement: str) -> None:
+    connection = await asyncpg.connect(PG_ADMIN_DSN, timeout=10)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def pg_settings(settings: Settings) -> AsyncIterator[Settings]:
+    database = f"callpipe_sec_a_{uuid.uuid4().hex[:12]}"
+    await _pg_admin(f'CREATE DATABASE "{database}"')
+    try:
+        yield settings.model_copy(update={"database_url": PG_URL.format(database=database)})
+    finally:
+        await _pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def voice(**fields: str) -> dict[str, str]:
+    return {
+        "AccountSid": ACCOUNT_SID,
+        "CallSid": "CA" + secrets.token_hex(16),
+        "From": "+15005550006",
+        "To": "+15005550001",
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+        **fields,
+    }
+
+
+async def post(
+    client: httpx.AsyncClient, path: str, params: dict[str, str], token: str | None = "tok-1"
+) -> httpx.Response:
+    url = INGRESS + path
+    return await client.post(url, data=params, headers=signed_headers(url, params, token))
+
+
+@pytest.mark.postgres
+async def test_an_overlong_idempotency_token_fails_no_webhook_stored_beside_it(
+    pg_settings: Settings,
+) -> None:
+    webhooks = [voice() for _ in range(12)]
+    tokens = ["T" * 300 if i == 5 else f"tok-{i}" for i in range(len(webhooks))]
+    async with (
+        serving(create_app(pg_settings), INGRESS_PORT),
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        answers = await asyncio.gather(
+            *(
+                post(client, "/twilio/voice", form, token)
+                for form, token in zip(webhooks, tokens, strict=True)
+            )
+        )
+    assert [a.status_code for a in answers] == [200] * len(webhooks)
+    expected = {str(core.call_started(form, "demo").event_id) for form in webhooks}
+    engine = create_engine(pg_settings.ingress_database_url)
+    try:
+        async with engine.connect() as connection:
+            stored = await connection.execute(
+                select(deliveries.c.event_id, deliveries.c.idempotency_token)
+            )
+            tokens_by_event = dict(stored.tuples().all())
+    finally:
+        await engine.dispose()
+    assert set(tokens_by_event) == expected
+    assert sorted(filter(None, tokens_by_event.values())) == sorted(
+        t for t in tokens if len(t) < 300
+    )
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "business=demo&direction=" + "outbound-" * 10,
+        "business=demo&direction=inbound%0Aforged",
+        "business=" + "b" * 65 + "&direction=inbound",
+    ],
+)
+async def test_a_malformed_callback_url_parameter_is_a_400_and_nothing_is_stored(
+    settings: Settings, query: str
+) -> None:
+    callback = {
+        "AccountSid": ACCOUNT_SID,
+        "CallSid": "CA" + secrets.token_hex(16),
+        "RecordingSid": RECORDING_SID,
+        "RecordingStatus": "completed",
+        "RecordingUrl": "https://api.twilio.com/Recordings/" + RECORDING_SID,
+    }
+    async with serving(create_app(settings), INGRESS_PORT), httpx.AsyncClient() as client:
+        answer = await post(client, f"/twilio/recording-status?{query}", callback)
+    assert answer.status_code == 400, answer.text
+    assert await published(settings) == []
+
+
+@pytest.mark.parametrize("path", ["/twilio/voice", "/twilio/call-status"])
+async def test_a_direction_twilio_never_sends_is_a_400(settings: Settings, path: str) -> None:
+    settings = settings.model_copy(update={"recording_mode": "rest"})
+    form = voice(Direction="outbound-" * 10, CallStatus="in-progress")
+    async with serving(create_app(settings), INGRESS_PORT), httpx.AsyncClient() as client:
+        answer = await post(client, path, form)
+    assert answer.status_code == 400, answer.text
+    assert await published(settings) == []
+
+
+@pytest.mark.postgres
+async def test_a_sip_uri_caller_and_a_client_callee_reach_the_status_table(
+    pg_settings: Settings,
+) -> None:
+    sip_from = "sip:" + "caller." * 40 + "x@pbx.example.com;transport=tls"
+    assert len(sip_from) >= 300
+    long_party = voice(From=sip_from, To="client:alice", Direction="outbound-dial")
+    too_long = voice(From="sip:" + "a" * 1021)
+    async with (
+        serving(create_app(pg_settings), INGRESS_PORT),
+        httpx.AsyncClient() as client,
+    ):
+        stored = await post(client, "/twilio/voice", long_party)
+        refused = await post(client, "/twilio/voice", too_long)
+    assert stored.status_code == 200, stored.text
+    assert refused.status_code == 400
+    events = await published(pg_settings)
+    assert [e.call_sid for e in events] == [long_party["CallSid"]]
+    [event] = events
+    assert isinstance(event, CallStarted)
+
+    await asyncio.to_thread(migrate, pg_settings.effective_database_url)
+    engine = create_engine(pg_settings.effective_database_url)
+    repository = CallRepository(engine)
+    try:
+        assert await repository.apply(event)
+        call = await repository.get(event.call_sid)
+    finally:
+        repository.close()
+        await engine.dispose()
+    assert call is not None
+    assert (call.from_number, call.to_number, call.direction) == (
+        sip_from,
+        "client:alice",
+        "outbound-dial",
+    )
