@@ -17,11 +17,12 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import Engine, delete, func, select, text
+from sqlalchemy import Engine, delete, func, insert, select, text
 from sqlalchemy import event as sa_event
+from sqlalchemy.exc import IntegrityError
 
-from services.player.repository import CallFilter, CallRepository, migrate
-from services.player.tables import call_events, calls, metadata
+from services.player.repository import CallFilter, CallRepository, applied_before, migrate
+from services.player.tables import call_events, calls, deleted_calls, metadata
 from shared.db import create_engine
 from shared.events import (
     AnyEvent,
@@ -511,3 +512,92 @@ async def test_a_batch_that_fails_at_its_commit_leaves_nothing_behind(
     assert total == 0
     assert await repo.apply_batch(events) == [True] * len(events)
     assert len(await repo.timeline("CA-batch-crash")) == 4
+
+
+# --- applied before, or broken -------------------------------------------------------------
+
+REFUSED_DIRECTION = "refused-by-check"
+
+
+async def _violation(backend: Backend, statement: Any) -> IntegrityError:
+    engine = create_engine(backend.url)
+    try:
+        with pytest.raises(IntegrityError) as raised:
+            async with engine.begin() as connection:
+                await connection.execute(statement)
+    finally:
+        await engine.dispose()
+    return raised.value
+
+
+async def test_only_the_idempotency_keys_duplicated_count_as_applied_before(
+    repo: CallRepository, backend: Backend
+) -> None:
+    event = call_started("CA-dup-keys")
+    assert await repo.apply(event) is True
+    await repo.delete_call("CA-dup-deleted")
+    timeline_row = {
+        "event_id": str(event.event_id),
+        "call_sid": "CA-dup-keys",
+        "event_type": "call.started",
+        "attempt": 1,
+        "occurred_at": T0,
+        "detail": "",
+    }
+    same_event = await _violation(backend, insert(call_events).values(timeline_row))
+    deleted_again = await _violation(
+        backend, insert(deleted_calls).values(call_sid="CA-dup-deleted", deleted_at=T0)
+    )
+    await repo.apply(call_started("CA-dup-row"))
+    row = await repo.get("CA-dup-row")
+    assert row is not None
+    same_call_row = await _violation(backend, insert(calls).values(**vars(row)))
+
+    assert applied_before(same_event)
+    assert applied_before(deleted_again)
+    assert not applied_before(same_call_row)
+    assert await repo.apply(event) is False  # a replay is still no error
+
+
+@pytest.fixture
+async def refusing_direction(backend: Backend) -> AsyncIterator[None]:
+    """A constraint on the status table the next call.started with REFUSED_DIRECTION breaks:
+    a CHECK on PostgreSQL, a trigger raising on SQLite (no ALTER TABLE … ADD CONSTRAINT)."""
+    if backend.name == "postgres":
+        add = [
+            "ALTER TABLE calls ADD CONSTRAINT direction_probe "
+            f"CHECK (direction <> '{REFUSED_DIRECTION}')"
+        ]
+        drop = ["ALTER TABLE calls DROP CONSTRAINT direction_probe"]
+    else:
+        add = [
+            f"CREATE TRIGGER direction_probe_{change} BEFORE {change} ON calls "
+            f"WHEN NEW.direction = '{REFUSED_DIRECTION}' "
+            "BEGIN SELECT RAISE(ABORT, 'direction refused'); END"
+            for change in ("INSERT", "UPDATE")
+        ]
+        drop = [f"DROP TRIGGER direction_probe_{change}" for change in ("INSERT", "UPDATE")]
+    engine = create_engine(backend.url)
+    try:
+        async with engine.begin() as connection:
+            for statement in add:
+                await connection.execute(text(statement))
+        yield
+        async with engine.begin() as connection:
+            for statement in drop:
+                await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.usefixtures("refusing_direction")
+async def test_an_event_breaking_a_constraint_raises_instead_of_counting_as_applied(
+    repo: CallRepository,
+) -> None:
+    """Raised, the runtime retries it and then dead-letters it to player.dlq (decision 0801),
+    instead of logging it as already applied and losing it."""
+    broken = call_started("CA-broken", direction=REFUSED_DIRECTION)
+    with pytest.raises(IntegrityError):
+        await repo.apply(broken)
+    assert await repo.get("CA-broken") is None
+    assert await repo.timeline("CA-broken") == []

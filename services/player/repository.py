@@ -65,6 +65,30 @@ def migrate(database_url: str) -> None:
     command.upgrade(config, "head")
 
 
+# The duplicates idempotency expects: the event's id already in the timeline, or the call
+# already marked deleted (two deletions at once). Any other violation is a real failure.
+_APPLIED_BEFORE_CONSTRAINTS = frozenset({"call_events_pkey", "deleted_calls_pkey"})
+_APPLIED_BEFORE_SQLITE = frozenset(
+    {
+        "UNIQUE constraint failed: call_events.event_id",
+        "UNIQUE constraint failed: deleted_calls.call_sid",
+    }
+)
+UNIQUE_VIOLATION = "23505"
+
+
+def applied_before(error: IntegrityError) -> bool:
+    """Whether `error` says the event was applied before, rather than that it breaks a
+    constraint: PostgreSQL's unique_violation on the idempotency keys by SQLSTATE and
+    constraint name, SQLite's by its message."""
+    driver_error = getattr(error.orig, "driver_exception", error.orig)
+    sqlstate = getattr(driver_error, "sqlstate", None)
+    if sqlstate is not None:
+        constraint = getattr(driver_error, "constraint_name", None)
+        return sqlstate == UNIQUE_VIOLATION and constraint in _APPLIED_BEFORE_CONSTRAINTS
+    return str(error.orig) in _APPLIED_BEFORE_SQLITE
+
+
 def _utc_values(values: dict[str, Any]) -> dict[str, Any]:
     """Datetimes as UTC before they are written: SQLite keeps no offset."""
     return {k: v.astimezone(UTC) if isinstance(v, datetime) else v for k, v in values.items()}
@@ -193,10 +217,12 @@ class CallRepository:
 
     async def apply(self, event: AnyEvent) -> bool:
         """Applies one event; False when it was applied before (a redelivery) or its call was
-        deleted."""
+        deleted. A constraint it breaks raises: the runtime retries it, then dead-letters it."""
         try:
             return (await self.apply_batch([event]))[0]
-        except IntegrityError:
+        except IntegrityError as error:
+            if not applied_before(error):
+                raise
             return False
 
     async def apply_batch(self, events: Sequence[AnyEvent]) -> list[bool]:
