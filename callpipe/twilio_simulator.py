@@ -16,7 +16,8 @@ It plays the parts of Twilio that callpipe talks to, over real HTTP:
   first moments after `completed`, as Twilio does, and deletes a recording on DELETE;
 - for tests of the downloader: registers recordings directly, answers 429 with Retry-After
   or another error status for a recording's first tries, streams media at a set rate, and
-  reports every media request it got (with when each download started and ended).
+  reports every media request it got (with when each download started and ended), and the
+  call of every REST request to start a recording.
 Signatures are made with twilio's own RequestValidator and the shared auth token.
 """
 
@@ -154,6 +155,8 @@ class TwilioSimulator:
         self.recordings: dict[str, SimulatedRecording] = {}
         self.live_calls: dict[str, LiveCall] = {}
         self.media_requests: list[MediaRequest] = []
+        # The call SID of every REST request to start a recording, answered or refused.
+        self.recording_start_requests: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     def place_call(self, request: CallRequest) -> dict[str, str]:
@@ -393,6 +396,10 @@ def create_app(settings: Settings) -> FastAPI:
     async def media_requests() -> list[dict[str, object]]:
         return [dataclasses.asdict(r) for r in simulator.media_requests]
 
+    @app.get("/simulator/recording-start-requests")
+    async def recording_start_requests() -> list[str]:
+        return simulator.recording_start_requests
+
     def not_found() -> JSONResponse:
         return twilio_error(404, 20404, "The requested resource was not found")
 
@@ -407,6 +414,7 @@ def create_app(settings: Settings) -> FastAPI:
         caller: Annotated[str, Depends(account)],
     ) -> object:
         """Twilio's REST API: start recording a live call."""
+        simulator.recording_start_requests.append(call_sid)
         form = await request.form()
         start = RecordingStart(
             callback=str(form.get("RecordingStatusCallback", "")),

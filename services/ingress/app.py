@@ -137,6 +137,24 @@ def create_app(settings: Settings) -> FastAPI:
                     raise NotStored(type(error).__name__) from error
                 log.info("%s %s", type(event).__name__, "stored" if stored else "already stored")
 
+    async def start_recording_once(
+        starter: RecordingStarter, call_sid: str, callback_url: str
+    ) -> None:
+        """Starts the call's recording unless a delivery of its `in-progress` callback did:
+        marked only once Twilio started it, so a failed start is tried again at the retry."""
+        try:
+            if await deliveries.recording_started(call_sid):
+                log.info("recording started before: not started again")
+                return
+            await starter.start(call_sid, callback_url)
+            await deliveries.mark_recording_started(call_sid)
+        except (TwilioRestException, ClientError, TimeoutError) as error:
+            log.error("could not start the recording over the REST API: %s", error)
+            raise NotStored("recording not started") from error
+        except (SQLAlchemyError, OSError) as error:
+            log.error("could not look up or mark the recording's start: %r", error)
+            raise NotStored(type(error).__name__) from error
+
     def parse(
         build: Callable[[dict[str, str], str], EventT], form: dict[str, str], business_id: str
     ) -> EventT:
@@ -183,12 +201,11 @@ def create_app(settings: Settings) -> FastAPI:
             return Response(status_code=204)
         await deliver([core.call_started_from_status(event), event], request)
         with call_context(event.call_sid, str(event.event_id)):
-            try:
-                starter: RecordingStarter = request.app.state.recording_starter
-                await starter.start(event.call_sid, recording_callback_url(business_id, form))
-            except (TwilioRestException, ClientError, TimeoutError) as error:
-                log.error("could not start the recording over the REST API: %s", error)
-                raise NotStored("recording not started") from error
+            await start_recording_once(
+                request.app.state.recording_starter,
+                event.call_sid,
+                recording_callback_url(business_id, form),
+            )
         return Response(status_code=204)
 
     @app.post(RECORDING_STATUS_PATH)

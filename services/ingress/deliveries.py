@@ -6,7 +6,8 @@ event itself waits in `ingress_outbox` until the relay has it acknowledged by Ka
 it published deletes that row, so only what dedupe needs is kept. `claimed_until` is the
 relay's lease: the instance holding it is the one publishing the event. The stores and marks
 of concurrent webhooks share one transaction (a micro-batch). Both tables live in the same
-database as the player's (SQLite or PostgreSQL) and are made by `create_all`.
+database as the player's (SQLite or PostgreSQL) and are made by `create_all`, as is
+`ingress_recording_starts` (REST mode's recording starts, decision 1101).
 See docs/decisions/0301-webhook-dedupe.md, 0907-batched-webhook-dedupe.md and
 0912-webhook-outbox.md.
 """
@@ -64,6 +65,16 @@ outbox = Table(
     Column("event_json", Text, nullable=False),
 )
 
+# REST mode's recording starts (decision 1101): a call listed here had its recording started,
+# so a redelivered or replayed `in-progress` callback does not start another. A table of its
+# own: `create_all` adds it to an existing database, where it would not add a column.
+recording_starts = Table(
+    "ingress_recording_starts",
+    metadata,
+    Column("call_sid", String(64), primary_key=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+)
+
 
 @dataclass(frozen=True)
 class _Store:
@@ -116,6 +127,20 @@ class Deliveries:
                     and_(deliveries.c.event_id.in_(event_ids), deliveries.c.published_at.is_(None))
                 )
                 .values(claimed_until=now)
+            )
+
+    async def recording_started(self, call_sid: str) -> bool:
+        """Whether this call's recording was started over the REST API before."""
+        query = select(recording_starts.c.call_sid).where(recording_starts.c.call_sid == call_sid)
+        async with self._engine.connect() as connection:
+            return (await connection.execute(query)).first() is not None
+
+    async def mark_recording_started(self, call_sid: str) -> None:
+        async with self._write_lock, self._engine.begin() as connection:
+            await connection.execute(
+                self._insert(recording_starts)
+                .values(call_sid=call_sid, started_at=datetime.now(UTC))
+                .on_conflict_do_nothing(index_elements=[recording_starts.c.call_sid])
             )
 
     async def unpublished(self) -> int:

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingress import core
-from services.ingress.deliveries import Deliveries, deliveries, outbox
+from services.ingress.deliveries import Deliveries, deliveries, metadata, outbox
 from shared.db import create_engine
 from shared.events import Event
 
@@ -184,3 +184,25 @@ async def test_a_claim_of_the_ingress_before_the_outbox_gets_its_event_from_a_re
         )
     assert not await store.store(event, "retry", claimed=False)
     assert await swept(store, [event]) == [str(event.event_id)]
+
+
+async def test_an_ingress_database_from_before_recording_starts_gets_their_table(
+    tmp_path: Path,
+) -> None:
+    """An ingress.db made before REST mode's recording starts were kept: starting the ingress
+    adds their table, the tables already there untouched."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'ingress.db'}")
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(metadata.create_all, tables=[deliveries, outbox])
+        store = await open_deliveries(engine)
+        try:
+            call_sid = "CA" + secrets.token_hex(16)
+            assert not await store.recording_started(call_sid)
+            await store.mark_recording_started(call_sid)
+            await store.mark_recording_started(call_sid)
+            assert await store.recording_started(call_sid)
+        finally:
+            store.close()
+    finally:
+        await engine.dispose()

@@ -9,7 +9,14 @@ from typing import Any
 
 import httpx
 import pytest
-from ingress_support import INGRESS_PORT, SIMULATOR_PORT, published, serving
+from ingress_support import (
+    ACCOUNT_SID,
+    INGRESS_PORT,
+    SIMULATOR_PORT,
+    published,
+    serving,
+    signed_headers,
+)
 from twilio.base.exceptions import TwilioRestException
 
 from callpipe.twilio_simulator import create_app as simulator_app
@@ -134,3 +141,61 @@ async def test_a_second_rest_start_on_a_recording_call_is_not_a_failure(
     assert not_live.value.code == 20404
     assert first is not None and first.startswith("RE")
     assert second is None  # Twilio's 21220: already recording
+
+
+async def recording_start_requests(call_sid: str) -> int:
+    async with httpx.AsyncClient() as client:
+        answer = await client.get(f"{SIMULATOR}/simulator/recording-start-requests")
+    return answer.json().count(call_sid)
+
+
+async def replay_in_progress(call_sid: str, times: int) -> list[int]:
+    """The call's signed `in-progress` status callback, as an attacker who captured it (or
+    Twilio retrying it) sends it again."""
+    url = f"http://127.0.0.1:{INGRESS_PORT}/twilio/call-status"
+    params = {
+        "AccountSid": ACCOUNT_SID,
+        "CallSid": call_sid,
+        "From": "+15005550006",
+        "To": "+15005550001",
+        "Direction": "inbound",
+        "CallStatus": "in-progress",
+    }
+    async with httpx.AsyncClient() as client:
+        return [
+            (await client.post(url, data=params, headers=signed_headers(url, params))).status_code
+            for _ in range(times)
+        ]
+
+
+async def test_a_replayed_rest_mode_callback_never_starts_a_second_recording(
+    settings: Settings,
+) -> None:
+    settings = settings.model_copy(update={"recording_mode": "rest"})
+    async with (
+        serving(ingress_app(settings), INGRESS_PORT),
+        serving(simulator_app(settings), SIMULATOR_PORT),
+    ):
+        events = await place_call_and_wait(
+            settings, audio="plumber_boston", recording_mode="rest", deliveries=3
+        )
+        [call_sid] = {e.call_sid for e in events}
+        replayed = await replay_in_progress(call_sid, times=3)
+        starts = await recording_start_requests(call_sid)
+    assert replayed == [204, 204, 204]
+    assert starts == 1
+
+
+async def test_a_failed_rest_mode_start_is_tried_again_at_the_retry(settings: Settings) -> None:
+    """Nothing marks a start Twilio refused (here: a call it does not know): each delivery
+    tries again, and is answered 503 so that Twilio retries."""
+    settings = settings.model_copy(update={"recording_mode": "rest"})
+    unknown_call = "CA" + "5" * 32
+    async with (
+        serving(ingress_app(settings), INGRESS_PORT),
+        serving(simulator_app(settings), SIMULATOR_PORT),
+    ):
+        answers = await replay_in_progress(unknown_call, times=2)
+        starts = await recording_start_requests(unknown_call)
+    assert answers == [503, 503]
+    assert starts == 2
