@@ -99,7 +99,8 @@ class Settings(BaseSettings):
     # Signs the status page's session cookie; empty = a random one per process.
     session_secret: SecretStr = SecretStr("")
     # How long the player remembers which business an API key belongs to (0: ask the database
-    # on every request). A key removed from the database still works this long in a player.
+    # on every request). A revoked key still works this long as a Bearer key in a running
+    # player; its status page sessions end at once.
     api_key_cache_seconds: float = Field(default=10.0, ge=0)
     # A status page login lasts this long at most; logout or the key's revocation end it sooner.
     session_lifetime_seconds: int = Field(default=12 * 3600, ge=60)
