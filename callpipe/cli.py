@@ -7,7 +7,7 @@ import contextlib
 import json
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -15,7 +15,12 @@ from shared import logs
 from shared.settings import Settings
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from callpipe.stack import Stack
+    from services.player.repository import CallRepository
+
+T = TypeVar("T")
 
 app = typer.Typer(help="callpipe: every call recorded, stored, transcribed, summarised, shown.")
 bench = typer.Typer(
@@ -313,27 +318,84 @@ def schemas(
     typer.echo("event contract up to date")
 
 
-@app.command("api-key")
-def api_key(
-    business: Annotated[str, typer.Option(help="The business the key gives access to.")],
-    label: Annotated[str, typer.Option(help="What the key is for.")] = "created by the CLI",
-) -> None:
-    """Create an API key for a business; it is printed once and stored only as a digest."""
+api_key = typer.Typer(
+    help="API keys: create one (`--business ID`), list them, revoke one.",
+    invoke_without_command=True,
+)
+app.add_typer(api_key, name="api-key")
+
+
+def _with_repository(work: Callable[[CallRepository], Awaitable[T]]) -> T:
+    """Runs `work` on the player's database, migrated first."""
     from services.player.repository import CallRepository, migrate
     from shared.db import create_engine
 
-    settings = Settings()
+    url = Settings().effective_database_url
 
-    async def main() -> str:
-        url = settings.effective_database_url
+    async def main() -> T:
         await asyncio.to_thread(migrate, url)
         engine = create_engine(url)
+        repository = CallRepository(engine)
         try:
-            return await CallRepository(engine).create_api_key(business, label)
+            return await work(repository)
         finally:
+            repository.close()
             await engine.dispose()
 
-    typer.echo(asyncio.run(main()))
+    return asyncio.run(main())
+
+
+@api_key.callback()
+def api_key_create(
+    ctx: typer.Context,
+    business: Annotated[
+        str | None, typer.Option(help="The business the new key gives access to.")
+    ] = None,
+    label: Annotated[str, typer.Option(help="What the key is for.")] = "created by the CLI",
+) -> None:
+    """Create an API key for a business; it is printed once and stored only as a digest."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if business is None:
+        raise typer.BadParameter("name the business the key is for", param_hint="--business")
+    typer.echo(_with_repository(lambda repository: repository.create_api_key(business, label)))
+
+
+@api_key.command("list")
+def api_key_list(
+    business: Annotated[str | None, typer.Option(help="Only this business's keys.")] = None,
+) -> None:
+    """Every API key (never the key itself): id, business, label, created, revoked."""
+    keys = _with_repository(lambda repository: repository.api_keys(business))
+    typer.echo(f"{'key id':<13} {'business':<17} {'created':<26} {'revoked':<26} label")
+    for key in keys:
+        created = key.created_at.isoformat(timespec="seconds")
+        revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "-"
+        typer.echo(
+            f"{key.key_id:<13} {key.business_id:<17} {created:<26} {revoked:<26} {key.label}"
+        )
+
+
+@api_key.command("revoke")
+def api_key_revoke(
+    key: Annotated[str, typer.Argument(help="The key's id (`callpipe api-key list`) or label.")],
+) -> None:
+    """Revoke a key. Its status page sessions end at once; a running player may still take
+    it as a Bearer key for up to CALLPIPE_API_KEY_CACHE_SECONDS."""
+    from services.player.repository import AmbiguousKey
+
+    try:
+        revoked = _with_repository(lambda repository: repository.revoke_api_key(key))
+    except AmbiguousKey as error:
+        typer.echo(f"{key!r} names several keys; revoke one by its id: {error}", err=True)
+        raise typer.Exit(1) from error
+    if revoked is None:
+        typer.echo(f"no API key has the id or label {key!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(
+        f"revoked {revoked.key.key_id} ({revoked.key.label}, business {revoked.key.business_id}); "
+        f"{revoked.sessions_ended} status page session(s) ended"
+    )
 
 
 @app.command("rebuild-status")

@@ -102,8 +102,15 @@ class Settings(BaseSettings):
     # Signs the status page's session cookie; empty = a random one per process.
     session_secret: SecretStr = SecretStr("")
     # How long the player remembers which business an API key belongs to (0: ask the database
-    # on every request). A key removed from the database still works this long in a player.
+    # on every request). A revoked key still works this long as a Bearer key in a running
+    # player; its status page sessions end at once.
     api_key_cache_seconds: float = Field(default=10.0, ge=0)
+    # A status page login lasts this long at most; logout or the key's revocation end it sooner.
+    session_lifetime_seconds: int = Field(default=12 * 3600, ge=60)
+    # The URL browsers open the player at: its origin is the only one whose cookie-authenticated
+    # writes (and logins) are accepted, and `https` makes the cookie Secure. Empty: the local
+    # player, http://127.0.0.1:<player_port>.
+    player_public_url: str = ""
     # Members of the player's consumer group in one process, each fetching its share of the
     # projected topics' partitions: the local broker answers a fetch over many partitions
     # slowly, and one member fell behind at ~25 calls/s (decision 0919).
@@ -212,6 +219,10 @@ class Settings(BaseSettings):
     @property
     def effective_s3_public_endpoint_url(self) -> str:
         return self.s3_public_endpoint_url or self.s3_endpoint_url
+
+    @property
+    def effective_player_public_url(self) -> str:
+        return self.player_public_url or f"http://127.0.0.1:{self.player_port}"
 
     @property
     def effective_database_url(self) -> str:

@@ -1,13 +1,16 @@
 """The player's HTTP contract against the running stack: playback with Range (redirected to
 presigned object-store URLs, or served by the player), the tenant rule, retry, prepare,
-delete, filters and the page's login."""
+delete, filters, the page's login and its sessions' end, and cross-site requests refused."""
 
 from __future__ import annotations
 
 import asyncio
+import secrets
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -248,7 +251,7 @@ def test_deleting_a_call_removes_it_for_good(stack: RunningStack) -> None:
 
 
 def test_the_page_needs_a_login(stack: RunningStack, call: dict[str, Any]) -> None:
-    browser = httpx.Client(base_url=stack.player, timeout=10)
+    browser = httpx.Client(base_url=stack.player, timeout=10, headers={"Origin": stack.player})
     assert browser.get("/").headers["location"] == "/login"
     refused = browser.post("/login", data={"api_key": "cp_wrong"})
     assert refused.headers["location"] == "/login?failed=1"
@@ -258,6 +261,135 @@ def test_the_page_needs_a_login(stack: RunningStack, call: dict[str, Any]) -> No
     assert page.status_code == 200
     assert "callpipe" in page.text
     assert call["call_sid"] in [c["call_sid"] for c in browser.get("/api/calls").json()["calls"]]
+
+
+EVIL = "https://evil.example"
+COOKIE = "callpipe_session"
+
+
+def callpipe(stack: RunningStack, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "callpipe", *args],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
+
+
+def own_key(stack: RunningStack) -> str:
+    return str(stack.api.headers["Authorization"]).removeprefix("Bearer ")
+
+
+def signed_in(stack: RunningStack, key: str) -> httpx.Client:
+    """A browser on the player's page, signed in with `key`: its requests carry the page's
+    own Origin, as Chromium's do."""
+    browser = httpx.Client(base_url=stack.player, timeout=10, headers={"Origin": stack.player})
+    assert browser.post("/login", data={"api_key": key}).headers["location"] == "/"
+    return browser
+
+
+def with_cookie(stack: RunningStack, cookie: str, **headers: str) -> httpx.Client:
+    """Someone else's client holding a copy of a session cookie."""
+    return httpx.Client(
+        base_url=stack.player, timeout=10, cookies={COOKIE: cookie}, headers=headers
+    )
+
+
+def sessions_of(stack: RunningStack, business: str) -> int:
+    with closing(sqlite3.connect(stack.data_dir / "callpipe.db")) as db:
+        query = "SELECT count(*) FROM player_sessions WHERE business_id = ?"
+        return int(db.execute(query, (business,)).fetchone()[0])
+
+
+def test_a_cookie_copied_before_logout_is_refused_after_it(stack: RunningStack) -> None:
+    browser = signed_in(stack, own_key(stack))
+    stolen = browser.cookies[COOKIE]
+    assert with_cookie(stack, stolen).get("/api/calls").status_code == 200
+    assert browser.post("/logout").headers["location"] == "/login"
+    thief = with_cookie(stack, stolen)
+    assert thief.get("/api/calls").status_code == 401
+    assert thief.get("/").headers["location"] == "/login"
+
+
+def test_a_cookie_of_a_revoked_key_is_refused_at_once(stack: RunningStack) -> None:
+    label = f"laptop-{secrets.token_hex(4)}"
+    key = callpipe(stack, "api-key", "--business", "revoked-co", "--label", label).strip()
+    browser = signed_in(stack, key)
+    stolen = browser.cookies[COOKIE]
+    assert with_cookie(stack, stolen).get("/api/calls").status_code == 200
+    listed = callpipe(stack, "api-key", "list", "--business", "revoked-co")
+    assert label in listed
+    assert key not in listed
+
+    assert "1 status page session(s) ended" in callpipe(stack, "api-key", "revoke", label)
+    assert with_cookie(stack, stolen).get("/api/calls").status_code == 401
+    assert browser.get("/api/calls").status_code == 401
+    again = browser.post("/login", data={"api_key": key})
+    assert again.headers["location"] == "/login?failed=1"
+    revoked_row = callpipe(stack, "api-key", "list", "--business", "revoked-co").splitlines()[-1]
+    assert label in revoked_row
+    assert revoked_row.split()[3] != "-"  # the revocation's time
+
+
+def test_an_expired_session_is_refused_and_removed(stack: RunningStack) -> None:
+    key = callpipe(stack, "api-key", "--business", "expiring-co").strip()
+    browser = signed_in(stack, key)
+    assert browser.get("/api/calls").status_code == 200
+    with closing(sqlite3.connect(stack.data_dir / "callpipe.db")) as db, db:
+        db.execute(
+            "UPDATE player_sessions SET expires_at = '2000-01-01 00:00:00.000000'"
+            " WHERE business_id = 'expiring-co'"
+        )
+    assert browser.get("/api/calls").status_code == 401
+    assert sessions_of(stack, "expiring-co") == 0  # deleted when met
+    assert signed_in(stack, key).get("/api/calls").status_code == 200
+
+
+def test_a_cross_site_write_with_a_valid_cookie_is_refused(stack: RunningStack) -> None:
+    sid = stack.place_call("plumber_boston", media_error_status=403, media_error_count=1)
+    assert stack.wait_for_call(sid)["recording_status"] == "failed"
+    browser = signed_in(stack, own_key(stack))
+    cookie = browser.cookies[COOKIE]
+    forgeries = [
+        {"Origin": EVIL},
+        {"Origin": EVIL, "Referer": f"{stack.player}/"},
+        {"Origin": "null", "Referer": f"{stack.player}/"},
+        {"Referer": f"{EVIL}/attack.html"},
+        {},  # neither Origin nor Referer
+    ]
+    writes = [
+        ("DELETE", f"/api/calls/{sid}"),
+        ("POST", f"/api/calls/{sid}/retry/recording"),
+        ("POST", f"/api/recordings/{sid}/prepare"),
+        ("POST", "/logout"),
+    ]
+    for headers in forgeries:
+        attacker = with_cookie(stack, cookie, **headers)
+        for method, path in writes:
+            assert attacker.request(method, path).status_code == 403, (method, path, headers)
+
+    after = browser.get(f"/api/calls/{sid}")  # the session lives on, the call is untouched
+    assert after.status_code == 200
+    assert after.json()["recording_status"] == "failed"
+    assert after.json()["recording_attempt"] == 1
+    from_the_page = with_cookie(stack, cookie, Referer=f"{stack.player}/")  # no Origin sent
+    assert from_the_page.post(f"/api/calls/{sid}/retry/recording").status_code == 202
+    assert browser.delete(f"/api/calls/{sid}").status_code == 204
+
+
+def test_a_login_from_another_site_is_refused(stack: RunningStack) -> None:
+    """Login CSRF: a foreign page must not sign the victim's browser in to its own key."""
+    business = f"login-csrf-{secrets.token_hex(4)}"
+    key = callpipe(stack, "api-key", "--business", business).strip()
+    for headers in ({"Origin": EVIL}, {"Referer": f"{EVIL}/"}, {"Origin": "null"}, {}):
+        victim = httpx.Client(base_url=stack.player, timeout=10, headers=headers)
+        refused = victim.post("/login", data={"api_key": key})
+        assert refused.status_code == 403, headers
+        assert "set-cookie" not in refused.headers
+        assert victim.get("/api/calls").status_code == 401
+    assert sessions_of(stack, business) == 0
 
 
 def test_openapi_is_published(stack: RunningStack) -> None:

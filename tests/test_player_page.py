@@ -1,7 +1,7 @@
 """The status page in a real browser (Debian's Chromium driven by Playwright) against the
 running stack: log in, watch a call complete without reloading, play it (from the object
 store the player redirects to), seek from the transcript, recover a refused playback URL,
-retry a failed stage. Screenshots go to test-artifacts/."""
+retry a failed stage, sign out. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Response, Route, expect, sync_playwright
 from support_stack import RunningStack
@@ -223,3 +224,16 @@ def test_hebrew_text_reads_right_to_left(page: Page, stack: RunningStack) -> Non
     assert city.evaluate("e => getComputedStyle(e).direction") == "rtl"
     assert page.locator("#detail h2").evaluate("e => getComputedStyle(e).direction") == "ltr"
     screenshot(page, "call-hebrew")
+
+
+def test_signing_out_ends_the_session_for_every_copy_of_its_cookie(
+    page: Page, stack: RunningStack
+) -> None:
+    cookie = {c["name"]: c["value"] for c in page.context.cookies()}["callpipe_session"]
+    copy = httpx.Client(base_url=stack.player, cookies={"callpipe_session": cookie}, timeout=10)
+    assert copy.get("/api/calls").status_code == 200
+    page.click("button:has-text('Sign out')")
+    expect(page).to_have_url(f"{stack.player}/login")
+    assert copy.get("/api/calls").status_code == 401
+    page.goto("/")
+    expect(page).to_have_url(f"{stack.player}/login")

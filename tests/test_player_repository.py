@@ -21,8 +21,14 @@ from sqlalchemy import Engine, delete, func, insert, select, text
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
 
-from services.player.repository import CallFilter, CallRepository, applied_before, migrate
-from services.player.tables import call_events, calls, deleted_calls, metadata
+from services.player.repository import (
+    AmbiguousKey,
+    CallFilter,
+    CallRepository,
+    applied_before,
+    migrate,
+)
+from services.player.tables import call_events, calls, deleted_calls, metadata, player_sessions
 from shared.db import create_engine
 from shared.events import (
     AnyEvent,
@@ -601,3 +607,90 @@ async def test_an_event_breaking_a_constraint_raises_instead_of_counting_as_appl
         await repo.apply(broken)
     assert await repo.get("CA-broken") is None
     assert await repo.timeline("CA-broken") == []
+
+
+LIFETIME = timedelta(hours=12)
+
+
+async def _sessions(repo: CallRepository) -> int:
+    async with repo._engine.connect() as connection:
+        return int(
+            (
+                await connection.execute(select(func.count()).select_from(player_sessions))
+            ).scalar_one()
+        )
+
+
+async def test_a_session_belongs_to_its_keys_business_and_ends_at_logout(
+    repo: CallRepository,
+) -> None:
+    key = await repo.create_api_key("acme", "laptop")
+    assert await repo.open_session("cp_unknown", LIFETIME) is None
+    session = await repo.open_session(key, LIFETIME)
+    assert session is not None
+    assert key not in session
+    assert await repo.session_business(session) == "acme"
+    assert await repo.session_business(session + "x") is None
+    await repo.close_session(session)
+    assert await repo.session_business(session) is None
+    assert await _sessions(repo) == 0
+
+
+async def test_an_expired_session_is_refused_and_deleted_when_met(repo: CallRepository) -> None:
+    key = await repo.create_api_key("acme", "laptop")
+    expired = await repo.open_session(key, -timedelta(seconds=1))
+    assert expired is not None
+    assert await _sessions(repo) == 1
+    assert await repo.session_business(expired) is None
+    assert await _sessions(repo) == 0
+
+
+async def test_a_login_deletes_the_expired_sessions_of_everyone(repo: CallRepository) -> None:
+    first = await repo.create_api_key("acme", "laptop")
+    second = await repo.create_api_key("other", "phone")
+    await repo.open_session(first, -timedelta(seconds=1))  # never met again
+    assert await _sessions(repo) == 1
+    live = await repo.open_session(second, LIFETIME)
+    assert await _sessions(repo) == 1
+    assert live is not None and await repo.session_business(live) == "other"
+
+
+async def test_revoking_a_key_ends_its_sessions_and_refuses_it(repo: CallRepository) -> None:
+    key = await repo.create_api_key("acme", "laptop")
+    kept = await repo.create_api_key("acme", "phone")
+    sessions = [await repo.open_session(key, LIFETIME) for _ in range(2)]
+    other = await repo.open_session(kept, LIFETIME)
+    assert other is not None
+
+    revoked = await repo.revoke_api_key("laptop")
+    assert revoked is not None
+    assert revoked.sessions_ended == 2
+    assert revoked.key.label == "laptop" and revoked.key.revoked_at is not None
+    for session in sessions:
+        assert session is not None and await repo.session_business(session) is None
+    assert await repo.business_of_key(key) is None
+    assert await repo.open_session(key, LIFETIME) is None
+    await repo.add_api_key("acme", key, "configured")  # a player's start does not revive it
+    assert await repo.business_of_key(key) is None
+    assert await repo.session_business(other) == "acme"
+    assert await repo.business_of_key(kept) == "acme"
+
+
+async def test_a_key_is_listed_and_revoked_by_its_id_never_shown(repo: CallRepository) -> None:
+    acme = await repo.create_api_key("acme", "laptop")
+    await repo.create_api_key("other", "laptop")
+    listed = await repo.api_keys()
+    assert [(k.business_id, k.label, k.revoked_at) for k in listed] == [
+        ("acme", "laptop", None),
+        ("other", "laptop", None),
+    ]
+    assert all(len(k.key_id) == 12 and k.key_id not in acme for k in listed)
+    with pytest.raises(AmbiguousKey):
+        await repo.revoke_api_key("laptop")
+    assert await repo.revoke_api_key("nobody") is None
+    assert await repo.revoke_api_key("%") is None  # not a pattern
+    acme_id = (await repo.api_keys("acme"))[0].key_id
+    revoked = await repo.revoke_api_key(acme_id.upper())
+    assert revoked is not None and revoked.key.business_id == "acme"
+    assert await repo.business_of_key(acme) is None
+    assert [k.revoked_at is None for k in await repo.api_keys()] == [False, True]

@@ -10,7 +10,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from operator import itemgetter
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,7 +22,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
-from services.player import core, ranges
+from services.player import core, origins, ranges
 from services.player.core import CallState
 from services.player.repository import CallFilter, CallRepository, key_digest, migrate
 from shared.body_limit import BodyLimit
@@ -150,6 +150,32 @@ def create_app(settings: Settings) -> FastAPI:
                 known_keys[digest] = business
         return business
 
+    session_lifetime = timedelta(seconds=settings.session_lifetime_seconds)
+    own_origin = origins.origin_of(settings.effective_player_public_url)
+    if own_origin is None:
+        raise ValueError("CALLPIPE_PLAYER_PUBLIC_URL must be an http(s) URL")
+
+    async def from_own_pages(request: Request) -> None:
+        """Refuses a write that only a cookie authenticates unless the player's own pages
+        sent it (cross-site request forgery, login included)."""
+        headers = request.headers
+        if origins.needs_own_origin(
+            request.method, headers.get("authorization")
+        ) and not origins.from_own_origin(
+            headers.get("origin"), headers.get("referer"), own_origin
+        ):
+            raise HTTPException(status_code=403, detail="cross-origin request refused")
+
+    async def session_business(request: Request) -> str | None:
+        """The business of the request's login session, if the session is still live."""
+        session_id = request.session.get("session_id")
+        if not isinstance(session_id, str):
+            return None
+        business = await repository.session_business(session_id)
+        if business is None:
+            request.session.clear()
+        return business
+
     async def current_business(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -160,14 +186,14 @@ def create_app(settings: Settings) -> FastAPI:
             if business is None:
                 raise HTTPException(status_code=401, detail="unknown API key")
             return business
-        business = request.session.get("business_id")
+        business = await session_business(request)
         if not business:
             raise HTTPException(
                 status_code=401,
                 detail="an API key (Authorization: Bearer) or a login is required",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        return str(business)
+        return business
 
     Business = Annotated[str, Depends(current_business)]
 
@@ -183,14 +209,16 @@ def create_app(settings: Settings) -> FastAPI:
         title="callpipe player",
         summary="Status of every call, its transcript, summary, lead and audio.",
         lifespan=lifespan,
+        dependencies=[Depends(from_own_pages)],
     )
     app.add_middleware(BodyLimit, max_bytes=settings.player_max_body_bytes)
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.session_secret.get_secret_value() or secrets.token_urlsafe(32),
         session_cookie="callpipe_session",
+        max_age=settings.session_lifetime_seconds,
         same_site="strict",
-        https_only=settings.public_base_url.startswith("https"),
+        https_only=own_origin.startswith("https:"),
     )
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -384,7 +412,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/", include_in_schema=False)
     async def page(request: Request) -> Response:
-        if not request.session.get("business_id"):
+        if not await session_business(request):
             return RedirectResponse("/login", status_code=303)
         return FileResponse(STATIC / "index.html")
 
@@ -394,15 +422,23 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request, api_key: Annotated[str, Form()]) -> Response:
-        business = await repository.business_of_key(api_key.strip())
-        if business is None:
+        session_id = await repository.open_session(api_key.strip(), session_lifetime)
+        if session_id is None:
             return RedirectResponse("/login?failed=1", status_code=303)
-        request.session["business_id"] = business
+        await end_session(request)  # one browser, one live session
+        request.session["session_id"] = session_id
         return RedirectResponse("/", status_code=303)
 
     @app.post("/logout", include_in_schema=False)
     async def logout(request: Request) -> Response:
-        request.session.clear()
+        await end_session(request)
         return RedirectResponse("/login", status_code=303)
+
+    async def end_session(request: Request) -> None:
+        """Ends the session for every copy of its cookie, not just this browser's."""
+        session_id = request.session.get("session_id")
+        if isinstance(session_id, str):
+            await repository.close_session(session_id)
+        request.session.clear()
 
     return app

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from services.player.tables import (
     call_events,
     calls,
     deleted_calls,
+    player_sessions,
     stage_inputs,
 )
 from shared.db import WriteTransactions, write_lock
@@ -115,7 +117,47 @@ def _state(row: Any) -> CallState:
 
 
 def key_digest(api_key: str) -> str:
+    """The SHA-256 of an API key or a session id: all the database keeps of either."""
     return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+KEY_ID_LENGTH = 12  # of the digest's hex: how `callpipe api-key list` names a key
+KEY_ID_PATTERN = re.compile(r"[0-9a-fA-F]{8,64}")  # a key id, or a longer digest prefix
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    """An API key as an operator sees it: never the key, only the start of its digest."""
+
+    key_id: str
+    business_id: str
+    label: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Revoked:
+    key: ApiKeyInfo
+    sessions_ended: int
+
+
+class AmbiguousKey(Exception):
+    """More than one key matches what names the key to revoke."""
+
+    def __init__(self, matches: list[ApiKeyInfo]) -> None:
+        super().__init__(", ".join(key.key_id for key in matches))
+        self.matches = matches
+
+
+def _key_info(row: Any) -> ApiKeyInfo:
+    return ApiKeyInfo(
+        key_id=row.key_sha256[:KEY_ID_LENGTH],
+        business_id=row.business_id,
+        label=row.label,
+        created_at=_aware(row.created_at),
+        revoked_at=_aware(row.revoked_at) if row.revoked_at else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -518,6 +560,94 @@ class CallRepository:
                 )
 
     async def business_of_key(self, api_key: str) -> str | None:
-        query = select(api_keys.c.business_id).where(api_keys.c.key_sha256 == key_digest(api_key))
+        """The business of a key that exists and is not revoked."""
+        query = select(api_keys.c.business_id).where(
+            api_keys.c.key_sha256 == key_digest(api_key), api_keys.c.revoked_at.is_(None)
+        )
         async with self._engine.connect() as connection:
             return (await connection.execute(query)).scalar_one_or_none()
+
+    async def api_keys(self, business_id: str | None = None) -> list[ApiKeyInfo]:
+        query = select(api_keys).order_by(api_keys.c.business_id, api_keys.c.created_at)
+        if business_id is not None:
+            query = query.where(api_keys.c.business_id == business_id)
+        async with self._engine.connect() as connection:
+            return [_key_info(row) for row in await connection.execute(query)]
+
+    async def revoke_api_key(self, key_id_or_label: str) -> Revoked | None:
+        """Revokes the one key whose id (a digest prefix) or label this is, and ends its
+        sessions in the same transaction; None when no key matches, AmbiguousKey when
+        several do."""
+        name = key_id_or_label.strip()
+        named = [api_keys.c.label == name]
+        if KEY_ID_PATTERN.fullmatch(name):
+            named.append(api_keys.c.key_sha256.startswith(name.lower()))
+        query = select(api_keys).where(or_(*named))
+        async with self._engine.begin() as connection:
+            rows = (await connection.execute(query)).all()
+            if len(rows) > 1:
+                raise AmbiguousKey([_key_info(row) for row in rows])
+            if not rows:
+                return None
+            digest = rows[0].key_sha256
+            await connection.execute(
+                update(api_keys)
+                .where(api_keys.c.key_sha256 == digest, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=utc_now())
+            )
+            ended = await connection.execute(
+                delete(player_sessions).where(player_sessions.c.key_sha256 == digest)
+            )
+            revoked = (await connection.execute(query.where(api_keys.c.key_sha256 == digest))).one()
+        return Revoked(_key_info(revoked), ended.rowcount)
+
+    async def open_session(self, api_key: str, lifetime: timedelta) -> str | None:
+        """A new session of the key's business, or None for an unknown or revoked key. The
+        session id is returned once; only its digest is stored. Sessions already expired are
+        deleted here, so the table holds only what logins since the last one left."""
+        digest = key_digest(api_key)
+        session_id = secrets.token_urlsafe(32)
+        now = utc_now()
+        known = select(api_keys.c.business_id).where(
+            api_keys.c.key_sha256 == digest, api_keys.c.revoked_at.is_(None)
+        )
+        async with self._engine.begin() as connection:
+            business = (await connection.execute(known)).scalar_one_or_none()
+            if business is None:
+                return None
+            await connection.execute(
+                delete(player_sessions).where(player_sessions.c.expires_at <= now)
+            )
+            await connection.execute(
+                insert(player_sessions).values(
+                    session_sha256=key_digest(session_id),
+                    business_id=business,
+                    key_sha256=digest,
+                    created_at=now,
+                    expires_at=now + lifetime,
+                )
+            )
+        return session_id
+
+    async def session_business(self, session_id: str) -> str | None:
+        """The business of a live session: one that exists, has not expired and whose key is
+        not revoked. An expired one met here is deleted."""
+        digest = key_digest(session_id)
+        query = (
+            select(player_sessions.c.business_id, player_sessions.c.expires_at)
+            .join(api_keys, api_keys.c.key_sha256 == player_sessions.c.key_sha256)
+            .where(player_sessions.c.session_sha256 == digest, api_keys.c.revoked_at.is_(None))
+        )
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(query)).first()
+        if row is None:
+            return None
+        if _aware(row.expires_at) <= utc_now():
+            await self.close_session(session_id)
+            return None
+        return str(row.business_id)
+
+    async def close_session(self, session_id: str) -> None:
+        session = player_sessions.c.session_sha256 == key_digest(session_id)
+        async with self._engine.begin() as connection:
+            await connection.execute(delete(player_sessions).where(session))

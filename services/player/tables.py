@@ -95,6 +95,19 @@ api_keys = Table(
     Column("business_id", String(64), nullable=False, index=True),
     Column("label", String(128), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
+# The status page's logins: the cookie carries the random session id, this table its digest,
+# so a session ends for every copy of the cookie when its row goes (logout, revocation).
+player_sessions = Table(
+    "player_sessions",
+    metadata,
+    Column("session_sha256", String(64), primary_key=True),
+    Column("business_id", String(64), nullable=False),
+    Column("key_sha256", String(64), nullable=False, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
 )
 
 # How many calls each business has: the call list's unfiltered total, kept by the projection
