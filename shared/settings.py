@@ -6,11 +6,14 @@ prefix, except the Twilio credentials, which use the names Twilio's own tools us
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.events import BUSINESS_ID_PATTERN
 
 
 class Settings(BaseSettings):
@@ -206,6 +209,11 @@ class Settings(BaseSettings):
     # The example analytics consumer's HTTP port (`callpipe analytics`).
     analytics_port: int = 8110
 
+    @field_validator("default_business_id")
+    @classmethod
+    def _business_id_is_a_slug(cls, value: str) -> str:
+        return business_id_checked(value)
+
     @field_validator("business_numbers")
     @classmethod
     def _number_table_parses(cls, value: str) -> str:
@@ -251,8 +259,15 @@ def parse_business_numbers(table: str) -> dict[str, str]:
         number, sep, business = (text.strip() for text in entry.partition("="))
         if not (sep and number and business):
             raise ValueError(f"business_numbers entry {entry!r} is not NUMBER=BUSINESS")
-        owners[number] = business
+        owners[number] = business_id_checked(business)
     return owners
+
+
+def business_id_checked(business: str) -> str:
+    """A business id as events carry it: it is the first segment of the business's object keys."""
+    if not re.fullmatch(BUSINESS_ID_PATTERN, business):
+        raise ValueError(f"business id {business!r} is not letters, digits, '-' and '_'")
+    return business
 
 
 def kafka_security_problem(settings: Settings) -> str | None:
