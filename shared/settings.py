@@ -280,6 +280,8 @@ def kafka_security_problem(settings: Settings) -> str | None:
         return f"CALLPIPE_KAFKA_SECURITY_PROTOCOL={protocol} needs CALLPIPE_KAFKA_SASL_USERNAME"
     if sasl and not settings.kafka_sasl_password.get_secret_value():
         return f"CALLPIPE_KAFKA_SECURITY_PROTOCOL={protocol} needs CALLPIPE_KAFKA_SASL_PASSWORD"
+    if protocol == "SASL_PLAINTEXT" and settings.kafka_sasl_mechanism == "PLAIN":
+        return "SASL PLAIN sends the password as it is: use it with SASL_SSL only"
     if credentials and not sasl:
         return (
             "CALLPIPE_KAFKA_SASL_USERNAME/PASSWORD are set but "

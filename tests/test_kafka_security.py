@@ -40,6 +40,15 @@ CALL_SID = "CA" + "7" * 32
             "CALLPIPE_KAFKA_SASL_PASSWORD",
         ),
         ({"kafka_sasl_username": "svc", "kafka_sasl_password": "pw"}, "does not log in"),
+        (
+            {
+                "kafka_security_protocol": "SASL_PLAINTEXT",
+                "kafka_sasl_mechanism": "PLAIN",
+                "kafka_sasl_username": "svc",
+                "kafka_sasl_password": "pw",
+            },
+            "SASL_SSL only",
+        ),
         ({"kafka_ssl_cafile": "/etc/hostname"}, "is not TLS"),
         (
             {"kafka_security_protocol": "SSL", "kafka_ssl_keyfile": "/etc/hostname"},
