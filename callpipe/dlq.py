@@ -21,7 +21,13 @@ from pydantic import ValidationError
 
 from services.player.core import as_retry
 from shared.events import AnyEvent, decode, encode
-from shared.kafka import WORKERS, EventProducer, dead_letter_topic, records_to_end
+from shared.kafka import (
+    WORKERS,
+    EventProducer,
+    client_options,
+    dead_letter_topic,
+    records_to_end,
+)
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -120,7 +126,7 @@ async def _read(
     in the re-drive group) and the group's committed position per partition."""
     topic = dead_letter_topic(worker)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings),
         group_id=redrive_group(worker),
         enable_auto_commit=False,
     )

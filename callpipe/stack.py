@@ -32,6 +32,7 @@ from pydantic import SecretStr
 
 from callpipe.bootstrap import SERVICES
 from shared import extras
+from shared.kafka import client_options
 from shared.settings import Settings
 from shared.storage import ObjectStore
 
@@ -211,9 +212,7 @@ class Stack:
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=2000
-        )
+        admin = AIOKafkaAdminClient(**client_options(self.settings), request_timeout_ms=2000)
         try:
             await asyncio.wait_for(admin.start(), 3)
             await asyncio.wait_for(admin.list_topics(), 3)

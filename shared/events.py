@@ -7,13 +7,23 @@ carry object keys. `docs/events/` holds the JSON Schemas generated from these mo
 
 from __future__ import annotations
 
+import re
 import uuid
 import zlib
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationInfo,
+    model_validator,
+)
 
 SCHEMA_VERSION = 1
 EventT = TypeVar("EventT", bound="Event")
@@ -34,6 +44,46 @@ class Stage(StrEnum):
     RECORDING = "recording"
     TRANSCRIPT = "transcript"
     SUMMARY = "summary"
+
+
+# What an event may name. Every decoded event is checked (decision 1105): a forged one on the
+# broker must not make a service read, write or hand out another business's objects. The SIDs
+# are those the ingress accepts from Twilio.
+BUSINESS_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+CALL_SID_PATTERN = r"^CA[0-9A-Za-z]{1,62}$"
+RECORDING_SID_PATTERN = r"^RE[0-9A-Za-z]{1,62}$"
+_KEY_PATTERN = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)+")
+MAX_KEY_LENGTH = 512
+KEY_RULE = "`{business_id}/…`: letters, digits, `._-` and `/`, no `.` or `..` segment"
+_DECODING = {"decoding": True}
+
+
+def key_of_business(key: str, business_id: str) -> bool:
+    """Whether an object key lies under the business's own prefix, with no way out of it."""
+    segments = key.split("/")
+    return (
+        len(key) <= MAX_KEY_LENGTH
+        and _KEY_PATTERN.fullmatch(key) is not None
+        and segments[0] == business_id
+        and not {".", ".."} & set(segments)
+    )
+
+
+def naming_problem(event: Event) -> str | None:
+    """What an event names that it may not, if anything: an identifier off its pattern, or an
+    object key outside the event's business."""
+    if not re.fullmatch(BUSINESS_ID_PATTERN, event.business_id):
+        return "business_id is not a slug"
+    if not re.fullmatch(CALL_SID_PATTERN, event.call_sid):
+        return "call_sid is not a call SID"
+    recording_sid = getattr(event, "recording_sid", None)
+    if recording_sid is not None and not re.fullmatch(RECORDING_SID_PATTERN, recording_sid):
+        return "recording_sid is not a recording SID"
+    for field_name in ("object_key", "transcript_key"):
+        key = getattr(event, field_name, None)
+        if key is not None and not key_of_business(key, event.business_id):
+            return f"{field_name} is not a key under the business's own prefix"
+    return None
 
 
 def utc_now() -> datetime:
@@ -64,12 +114,22 @@ class Event(BaseModel):
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
     schema_version: int = SCHEMA_VERSION
     occurred_at: Annotated[AwareDatetime, AfterValidator(_in_utc)] = Field(default_factory=utc_now)
-    call_sid: str = Field(min_length=1, max_length=64)
-    business_id: str = Field(min_length=1, max_length=64)
+    call_sid: str = Field(
+        min_length=1, max_length=64, json_schema_extra={"pattern": CALL_SID_PATTERN}
+    )
+    business_id: str = Field(
+        min_length=1, max_length=64, json_schema_extra={"pattern": BUSINESS_ID_PATTERN}
+    )
     attempt: int = Field(default=1, ge=1)
     correlation_id: str = Field(
         min_length=1, description="Same for every event of one call; W3C trace id when traced."
     )
+
+    @model_validator(mode="after")
+    def _names_only_its_own(self, info: ValidationInfo) -> Self:
+        if info.context == _DECODING and (problem := naming_problem(self)):
+            raise ValueError(problem)
+        return self
 
     def caused(self, event_cls: type[EventT], name: str, **fields: Any) -> EventT:
         """Builds the next event of this call, with a deterministic id and the same lineage."""
@@ -113,7 +173,7 @@ class RecordingStarted(Event):
     """Twilio's recording status callback `in-progress`: the recording runs."""
 
     event_type: Literal["recording.started"] = "recording.started"
-    recording_sid: str
+    recording_sid: str = Field(json_schema_extra={"pattern": RECORDING_SID_PATTERN})
     channels: int = 1
     twilio_params: TwilioParams = Field(default_factory=dict)
 
@@ -122,7 +182,7 @@ class RecordingCompleted(Event):
     """Twilio's recording status callback: `completed`, `absent` or `failed`."""
 
     event_type: Literal["recording.completed"] = "recording.completed"
-    recording_sid: str
+    recording_sid: str = Field(json_schema_extra={"pattern": RECORDING_SID_PATTERN})
     recording_status: Literal["completed", "absent", "failed"]
     recording_url: str = ""
     duration_seconds: float | None = None
@@ -136,8 +196,8 @@ class RecordingCompleted(Event):
 
 class RecordingDownloaded(Event):
     event_type: Literal["recording.downloaded"] = "recording.downloaded"
-    recording_sid: str
-    object_key: str
+    recording_sid: str = Field(json_schema_extra={"pattern": RECORDING_SID_PATTERN})
+    object_key: str = Field(description=f"The audio's object key, {KEY_RULE}.")
     content_type: str
     size_bytes: int
     sha256: str
@@ -150,7 +210,7 @@ class RecordingDownloaded(Event):
 class TranscriptReady(Event):
     event_type: Literal["transcript.ready"] = "transcript.ready"
     outcome: Literal["transcribed", "no_speech"]
-    transcript_key: str
+    transcript_key: str = Field(description=f"The transcript's object key, {KEY_RULE}.")
     language: str | None = None
     duration_seconds: float = 0.0
     speakers: list[str] = Field(default_factory=list)
@@ -295,5 +355,6 @@ def encode(event: Event) -> bytes:
 
 
 def decode(raw: bytes) -> AnyEvent:
-    """Parses any callpipe event; raises pydantic.ValidationError on malformed input."""
-    return _any_event.validate_json(raw)
+    """Parses any callpipe event and checks what it names (`naming_problem`); raises
+    pydantic.ValidationError on malformed input."""
+    return _any_event.validate_json(raw, context=_DECODING)

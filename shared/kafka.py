@@ -37,6 +37,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka import errors as kafka_errors
@@ -46,6 +47,7 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.transaction import InitProducerIdRequest
 from pydantic import ValidationError
 from tenacity import RetryCallState
@@ -83,6 +85,29 @@ BatchHandler = Callable[[Sequence[AnyEvent]], Awaitable[Sequence[Event]]]
 WORKERS = ("downloader", "transcriber", "extractor", "player")
 
 
+def client_options(settings: Settings) -> dict[str, Any]:
+    """How every producer, consumer and admin client callpipe makes reaches the broker: the
+    address, TLS (verifying the broker's certificate, with a client certificate when given)
+    and the SASL login, as aiokafka's keyword arguments (decision 1105)."""
+    protocol = settings.kafka_security_protocol
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "security_protocol": protocol,
+    }
+    if protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(
+            cafile=settings.kafka_ssl_cafile or None,
+            certfile=settings.kafka_ssl_certfile or None,
+            keyfile=settings.kafka_ssl_keyfile or None,
+            password=settings.kafka_ssl_key_password.get_secret_value() or None,
+        )
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    return options
+
+
 def dead_letter_topic(worker: str) -> str:
     return f"{worker}.dlq"
 
@@ -106,7 +131,7 @@ def partitions_of(topic: str, settings: Settings) -> int:
 async def ensure_topics(settings: Settings) -> None:
     """Creates every topic callpipe uses that does not exist yet."""
     topics = all_topics()
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -142,9 +167,7 @@ async def replay(settings: Settings, topics: Sequence[str]) -> AsyncIterator[Any
     """Every event on `topics` from the beginning to the end (no consumer group, nothing
     committed); in order within a partition. Undecodable messages are skipped: they are in
     the dead-letter topics already."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, group_id=None
-    )
+    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
         await consumer.topics()  # loads the metadata of every topic
@@ -170,11 +193,11 @@ def grants_producer_ids(error_code: int) -> bool:
     return error is kafka_errors.NoError or bool(error.retriable)
 
 
-async def broker_supports_idempotence(bootstrap: str) -> bool:
+async def broker_supports_idempotence(settings: Settings) -> bool:
     """Asks the broker for a producer id, the idempotent producer's first request. Tansu 0.6
     lists InitProducerId among its API versions yet answers it with an unknown server error, so
     the version list alone cannot tell."""
-    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    client = AIOKafkaClient(**client_options(settings))
     try:
         await client.bootstrap()
         answer = await client.send(
@@ -190,7 +213,7 @@ async def use_idempotence(settings: Settings) -> bool:
     """The idempotent-producer setting resolved: `auto` asks the broker."""
     choice = settings.kafka_idempotent_producer
     if choice == "auto":
-        return await broker_supports_idempotence(settings.kafka_bootstrap)
+        return await broker_supports_idempotence(settings)
     return choice
 
 
@@ -208,7 +231,7 @@ class EventProducer:
         self.idempotent = await use_idempotence(self._settings)
         log.info("producer: acks=all, idempotent %s", "on" if self.idempotent else "off")
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self._settings.kafka_bootstrap,
+            **client_options(self._settings),
             acks="all",
             enable_idempotence=self.idempotent,
             linger_ms=self._linger_ms,
@@ -305,7 +328,7 @@ class StageWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **client_options(self.settings),
             group_id=self.name,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

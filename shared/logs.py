@@ -1,9 +1,11 @@
 """Logging with the call SID and event id on every line, taken from context variables; as
-text or as one JSON object a line (`CALLPIPE_LOG_FORMAT=json`), with the trace id when traced."""
+text or as one JSON object a line (`CALLPIPE_LOG_FORMAT=json`), with the trace id when traced.
+No line carries a phone number or a query string's values (decision 1105)."""
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -25,11 +27,36 @@ class _ContextFilter(logging.Filter):
         return True
 
 
+# A number as Twilio writes it (E.164), and the values of a URL's query (the player's call
+# list is filtered by `phone=` and searched by `q=`; presigned URLs carry signatures).
+_PHONE_NUMBER = re.compile(r"\+\d{6,15}")
+_QUERY_VALUE = re.compile(r"([?&][^=&\s]+)=[^&\s\"']*")
+
+
+def masked(text: str) -> str:
+    """`text` with each phone number cut to its first and last two digits, and each URL
+    query value replaced by `…`."""
+    text = _PHONE_NUMBER.sub(lambda number: f"{number[0][:3]}…{number[0][-2:]}", text)
+    return _QUERY_VALUE.sub(r"\1=…", text)
+
+
+class _PersonalDataFilter(logging.Filter):
+    """Masks the formatted message of every record (uvicorn's access lines included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = masked(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
 def configure(
     service: str, log_format: Literal["text", "json"] = "text", level: str = "INFO"
 ) -> None:
     handler = logging.StreamHandler()
     handler.addFilter(_ContextFilter())
+    handler.addFilter(_PersonalDataFilter())
     if log_format == "json":
         handler.setFormatter(
             JsonFormatter(

@@ -6,11 +6,14 @@ prefix, except the Twilio credentials, which use the names Twilio's own tools us
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.events import BUSINESS_ID_PATTERN
 
 
 class Settings(BaseSettings):
@@ -22,6 +25,18 @@ class Settings(BaseSettings):
 
     # Kafka-protocol broker
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # How every client reaches the broker (decision 1105): TLS with SSL and SASL_SSL, a SASL
+    # login with SASL_PLAINTEXT and SASL_SSL.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    # PEM files: the CA that signed the broker's certificate (empty: the system's CAs), and a
+    # client certificate and its key for a broker that asks for one.
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    kafka_ssl_key_password: SecretStr = SecretStr("")
     # Partitions of the topics callpipe creates (when missing): at most this many instances of
     # a worker share its work. One suits a single instance of each, as `callpipe up` runs; on
     # its broker each partition in a produce costs two more object-store writes in a row
@@ -206,11 +221,23 @@ class Settings(BaseSettings):
     # The example analytics consumer's HTTP port (`callpipe analytics`).
     analytics_port: int = 8110
 
+    @field_validator("default_business_id")
+    @classmethod
+    def _business_id_is_a_slug(cls, value: str) -> str:
+        return business_id_checked(value)
+
     @field_validator("business_numbers")
     @classmethod
     def _number_table_parses(cls, value: str) -> str:
         parse_business_numbers(value)
         return value
+
+    @model_validator(mode="after")
+    def _kafka_security_consistent(self) -> Settings:
+        problem = kafka_security_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @property
     def business_by_number(self) -> dict[str, str]:
@@ -248,5 +275,47 @@ def parse_business_numbers(table: str) -> dict[str, str]:
         number, sep, business = (text.strip() for text in entry.partition("="))
         if not (sep and number and business):
             raise ValueError(f"business_numbers entry {entry!r} is not NUMBER=BUSINESS")
-        owners[number] = business
+        owners[number] = business_id_checked(business)
     return owners
+
+
+def business_id_checked(business: str) -> str:
+    """A business id as events carry it: it is the first segment of the business's object keys."""
+    if not re.fullmatch(BUSINESS_ID_PATTERN, business):
+        raise ValueError(f"business id {business!r} is not letters, digits, '-' and '_'")
+    return business
+
+
+def kafka_security_problem(settings: Settings) -> str | None:
+    """What is wrong with the Kafka security settings taken together, if anything."""
+    protocol = settings.kafka_security_protocol
+    sasl = protocol.startswith("SASL_")
+    tls = protocol.endswith("SSL")
+    credentials = settings.kafka_sasl_username or settings.kafka_sasl_password.get_secret_value()
+    if sasl and not settings.kafka_sasl_username:
+        return f"CALLPIPE_KAFKA_SECURITY_PROTOCOL={protocol} needs CALLPIPE_KAFKA_SASL_USERNAME"
+    if sasl and not settings.kafka_sasl_password.get_secret_value():
+        return f"CALLPIPE_KAFKA_SECURITY_PROTOCOL={protocol} needs CALLPIPE_KAFKA_SASL_PASSWORD"
+    if protocol == "SASL_PLAINTEXT" and settings.kafka_sasl_mechanism == "PLAIN":
+        return "SASL PLAIN sends the password as it is: use it with SASL_SSL only"
+    if credentials and not sasl:
+        return (
+            "CALLPIPE_KAFKA_SASL_USERNAME/PASSWORD are set but "
+            f"CALLPIPE_KAFKA_SECURITY_PROTOCOL={protocol} does not log in: use SASL_SSL"
+        )
+    files = {
+        "CALLPIPE_KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
+        "CALLPIPE_KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile,
+        "CALLPIPE_KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile,
+    }
+    given = [name for name, path in files.items() if path]
+    if given and not tls:
+        return f"{', '.join(given)} set but CALLPIPE_KAFKA_SECURITY_PROTOCOL={protocol} is not TLS"
+    if settings.kafka_ssl_keyfile and not settings.kafka_ssl_certfile:
+        return "CALLPIPE_KAFKA_SSL_KEYFILE needs CALLPIPE_KAFKA_SSL_CERTFILE"
+    missing = [
+        f"{name}={path}" for name, path in files.items() if path and not Path(path).is_file()
+    ]
+    if missing:
+        return f"no such file: {', '.join(missing)}"
+    return None

@@ -41,7 +41,7 @@ async def test_auto_turns_idempotence_off_on_tansu_and_publishes_with_acks_all(
     stack: RunningStack,
 ) -> None:
     bootstrap = PORTS["CALLPIPE_KAFKA_BOOTSTRAP"]
-    assert await broker_supports_idempotence(bootstrap) is False
+    assert await broker_supports_idempotence(_settings("auto")) is False
     topic = f"probe.{uuid.uuid4().hex}"
     producer = EventProducer(_settings("auto"))
     await producer.start()

@@ -22,6 +22,7 @@ from callpipe.twilio_simulator import sample_path
 from services.player.core import CallState
 from services.player.repository import CallRepository
 from shared.db import create_engine
+from shared.events import CallStarted, RecordingDownloaded, TranscriptReady, call_correlation_id
 
 pytestmark = pytest.mark.stack
 
@@ -464,3 +465,48 @@ def test_rebuilding_from_the_topics_reaches_the_live_state(
     )
     assert again.returncode == 1
     assert "empty" in again.stderr
+
+
+def test_a_poisoned_row_never_hands_out_another_business_s_objects(
+    stack: RunningStack, call: dict[str, Any], other_business: httpx.Client
+) -> None:
+    """A status row of `other-business` whose keys point at the first business's recording
+    and transcript (as a forged event applied before decoding checked it would leave)."""
+    sid = "CA" + "5" * 32
+    envelope = {
+        "call_sid": sid,
+        "business_id": "other-business",
+        "correlation_id": call_correlation_id(sid),
+    }
+    poison = [
+        CallStarted(**envelope, account_sid="AC" + "0" * 32),
+        RecordingDownloaded(
+            **envelope,
+            recording_sid="RE" + "5" * 32,
+            object_key=call["recording_key"],
+            content_type="audio/wav",
+            size_bytes=len(SAMPLE),
+            sha256="0" * 64,
+        ),
+        TranscriptReady(**envelope, outcome="transcribed", transcript_key=call["transcript_key"]),
+    ]
+
+    async def apply() -> None:
+        engine = create_engine(f"sqlite+aiosqlite:///{stack.data_dir / 'callpipe.db'}")
+        repository = CallRepository(engine)
+        for event in poison:
+            await repository.apply(event)
+        repository.close()
+        await engine.dispose()
+
+    asyncio.run(apply())
+    assert other_business.get(f"/api/calls/{sid}").json()["recording_key"] == call["recording_key"]
+    for method in ("GET", "HEAD"):
+        refused = other_business.request(method, f"/api/recordings/{sid}/file")
+        assert refused.status_code == 404
+        assert "location" not in refused.headers
+    assert "X-Amz" not in other_business.get(f"/api/recordings/{sid}/file").text
+    assert other_business.get(f"/api/calls/{sid}/transcript").status_code == 404
+    assert other_business.delete(f"/api/calls/{sid}").status_code == 204
+    assert stack.api.get(file_url(call), follow_redirects=False).status_code == 307
+    assert stack.api.get(f"/api/calls/{call['call_sid']}/transcript").status_code == 200

@@ -438,21 +438,21 @@ def _with_sid_as_x(state: Any) -> dict[str, Any]:
 async def test_a_batch_projects_as_its_events_would_one_by_one(repo: CallRepository) -> None:
     """Two calls' events interleaved in one batch end where the same events applied one by
     one end; every event is on its call's timeline."""
-    batched = [*zip(pipeline("CA-batch-a"), pipeline("CA-batch-b"), strict=True)]
+    batched = [*zip(pipeline("CAbatchA"), pipeline("CAbatchB"), strict=True)]
     events = [event for pair in batched for event in pair]
     assert await repo.apply_batch(events) == [True] * len(events)
-    for event in pipeline("CA-batch-single"):
+    for event in pipeline("CAbatchSingle"):
         assert await repo.apply(event) is True
 
-    single = await repo.get("CA-batch-single")
-    for call_sid in ("CA-batch-a", "CA-batch-b"):
+    single = await repo.get("CAbatchSingle")
+    for call_sid in ("CAbatchA", "CAbatchB"):
         row = await repo.get(call_sid)
         assert row is not None and single is not None
         assert _with_sid_as_x(row) == _with_sid_as_x(single)
         assert len(await repo.timeline(call_sid)) == len(pipeline(call_sid))
     _, total = await repo.page(10, 0, business_id="biz-1")
     assert total == 3
-    assert await repo.stage_input("CA-batch-a", Stage.TRANSCRIPT) == events[8]
+    assert await repo.stage_input("CAbatchA", Stage.TRANSCRIPT) == events[8]
 
 
 async def test_a_duplicate_in_a_batch_or_across_batches_changes_nothing(

@@ -65,6 +65,8 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_partition_kee
         b"\x00\xffnot json",
         b'{"event_type": "call.started", "call_sid": "CApoison"}',
         call_started("CApoison", schema_version=99),
+        # Forged: it names another business's audio from outside its own business.
+        call_started("CApoison", business_id="../electrician"),
     ]
     for value in [*poison, call_started("CAhealthy")]:
         await producer.publish_raw(topic, value, key, [])
@@ -90,19 +92,20 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_partition_kee
     letters = await list_dead_letters(settings, [name])
     await producer.stop()
     assert [letter.value for letter in letters] == poison
-    assert [letter.source_offset for letter in letters] == [0, 1, 2]
+    assert [letter.source_offset for letter in letters] == [0, 1, 2, 3]
     assert {letter.source_topic for letter in letters} == {topic}
     assert all(letter.tries == 0 and letter.key is not None for letter in letters)
     reasons = [letter.reason for letter in letters]
     assert reasons[0].startswith("invalid event")
     assert "business_id" in reasons[1]  # the wrong schema names the missing field
     assert reasons[2].startswith("unknown schema version 99")
+    assert "business_id is not a slug" in reasons[3]
 
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=name)
     await consumer.start()
     committed = await consumer.committed(TopicPartition(topic, 0))
     await consumer.stop()
-    assert committed == 4  # past the poison: nothing is redelivered
+    assert committed == 5  # past the poison: nothing is redelivered
 
 
 async def test_on_sigterm_a_worker_commits_what_it_finished_and_hands_back_the_rest(

@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from services.ingress.deliveries import Deliveries
 from shared.db import create_engine
-from shared.kafka import WORKERS, all_topics
+from shared.kafka import WORKERS, all_topics, client_options
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,8 +25,8 @@ POLL_SECONDS = 0.2
 async def wait_until_drained(settings: Settings, within_seconds: float) -> float:
     """Seconds waited until the ingress's outbox is empty and no worker group lags on any
     partition it committed on; gives up (logged) after `within_seconds`."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    ends = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    ends = AIOKafkaConsumer(**client_options(settings), group_id=None)
     engine = create_engine(settings.ingress_database_url)
     outbox = Deliveries(engine, timedelta(seconds=settings.ingress_outbox_lease_seconds))
     await admin.start()

@@ -11,7 +11,7 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from shared.kafka import use_idempotence
+from shared.kafka import client_options, use_idempotence
 from shared.settings import Settings
 
 PAYLOAD = b"x" * 600  # about the size of a callpipe event
@@ -19,15 +19,15 @@ PAYLOAD = b"x" * 600  # about the size of a callpipe event
 
 async def raw_kafka_hops_per_s(settings: Settings, count: int) -> float:
     topic = f"bench.hops.{secrets.token_hex(4)}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, settings.kafka_partitions, 1)])
     finally:
         await admin.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None)
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings),
         acks="all",
         enable_idempotence=await use_idempotence(settings),
         linger_ms=2,

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from services.analytics.core import Figures
 from shared import metrics
 from shared.events import Topic, decode, utc_now
+from shared.kafka import client_options
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class _ReadFromTheStart(ConsumerRebalanceListener):  # type: ignore[misc]
 
 async def consume(settings: Settings, figures: Figures, stop: asyncio.Event) -> None:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings),
         group_id=GROUP,
         enable_auto_commit=True,
         auto_offset_reset="earliest",

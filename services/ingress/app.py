@@ -31,7 +31,7 @@ from shared.body_limit import BodyLimit
 from shared.db import create_engine
 from shared.events import Event
 from shared.kafka import EventProducer
-from shared.logs import call_context
+from shared.logs import call_context, masked
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -166,9 +166,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     def answered_for_nobody(form: dict[str, str]) -> None:
         log.warning(
-            "webhook for %s → %s, a number no business owns: answered, nothing published",
-            form.get("From", "?"),
-            form.get("To", "?"),
+            "webhook to %s, a number no business owns: answered, nothing published",
+            masked(form.get("To", "?")),
         )
 
     @app.get("/healthz")

@@ -34,6 +34,7 @@ from shared.events import (
     Event,
     Stage,
     call_correlation_id,
+    key_of_business,
 )
 from shared.kafka import EventProducer, StageWorker, all_topics, ensure_topics
 from shared.logs import call_context
@@ -197,6 +198,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     Business = Annotated[str, Depends(current_business)]
 
+    def own_key(call: CallState, key: str | None) -> str | None:
+        """The row's object key, only when under the call's own business prefix: even a
+        poisoned status row never makes the player read, presign or delete another's."""
+        return key if key and key_of_business(key, call.business_id) else None
+
     async def business_call(call_sid: str, business: Business) -> CallState:
         state = await repository.get(call_sid, business)
         if state is None:
@@ -266,9 +272,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/api/calls/{call_sid}/transcript")
     async def get_transcript(call: Call) -> Transcript:
-        if not call.transcript_key:
+        key = own_key(call, call.transcript_key)
+        if not key:
             raise HTTPException(status_code=404, detail="no transcript for this call yet")
-        return Transcript.model_validate_json(await store.get(call.transcript_key))
+        return Transcript.model_validate_json(await store.get(key))
 
     @app.post("/api/calls/{call_sid}/retry/{stage}", status_code=202)
     async def retry_stage(call: Call, stage: Stage) -> dict[str, Any]:
@@ -307,9 +314,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def delete_call(call: Call) -> Response:
         """Deletes the audio and transcript objects and the row; downstream consumers get a
         `call.deleted` tombstone."""
-        keys = [call.recording_key, call.transcript_key]
-        if call.recording_key:
-            keys.append(f"{call.recording_key}.manifest.json")  # the downloader's record
+        keys = [own_key(call, call.recording_key), own_key(call, call.transcript_key)]
+        if keys[0]:
+            keys.append(f"{keys[0]}.manifest.json")  # the downloader's record
         for key in filter(None, keys):
             await store.delete(key)
         await repository.delete_call(call.call_sid)
@@ -337,8 +344,8 @@ def create_app(settings: Settings) -> FastAPI:
         202 + Retry-After while it is on its way; 404 when the call has no recording; 410
         with the reason when the download failed for good. Never enqueues work."""
         match call.recording_status:
-            case core.COMPLETED if call.recording_key:
-                return await _audio(call.recording_key, request)
+            case core.COMPLETED if key := own_key(call, call.recording_key):
+                return await _audio(key, request)
             case core.PENDING | core.PROCESSING:
                 return JSONResponse(
                     {"status": call.recording_status, "detail": "recording is being prepared"},
