@@ -533,3 +533,86 @@ def test_a_setting_left_out_of_the_env_file_is_not_set_in_the_container(tmp_path
     transcriber = json.loads(result.stdout)["services"]["transcriber"]["environment"]
     assert transcriber["CALLPIPE_WHISPER_MODEL"] == "small"
     assert transcriber["CALLPIPE_WHISPER_THREADS"] is None
+
+
+def _bucket_job(tmp_path: Path, bucket: str = "recordings") -> dict[str, Any]:
+    env_file = tmp_path / "bucket.env"
+    env_file.write_text((ROOT / ".env.example").read_text() + f"CALLPIPE_S3_BUCKET={bucket}\n")
+    result = _docker_compose(env_file, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    job: dict[str, Any] = json.loads(result.stdout)["services"]["minio-setup"]
+    return job
+
+
+def test_the_s3_user_policy_allows_only_the_buckets_objects(tmp_path: Path) -> None:
+    policy = json.loads(_bucket_job(tmp_path, "calls-prod")["environment"]["POLICY"])
+    statements = policy["Statement"]
+    assert {statement["Effect"] for statement in statements} == {"Allow"}
+    resources = {resource for statement in statements for resource in statement["Resource"]}
+    assert resources == {"arn:aws:s3:::calls-prod", "arn:aws:s3:::calls-prod/*"}
+    actions = {action for statement in statements for action in statement["Action"]}
+    assert all(action.startswith("s3:") and "*" not in action for action in actions)
+    assert not actions & {"s3:CreateBucket", "s3:DeleteBucket", "s3:PutBucketPolicy"}
+
+
+FAKE_MC = """#!/bin/bash
+printf '%s\\n' "$*" >> "$MC_CALLS"
+[[ "$*" == *"policy create"* ]] && cp "${@: -1}" "$MC_CALLS.policy"
+case "$*" in
+  *"$MC_FAILS"*) echo "mc: <ERROR> $MC_ANSWER"; exit 1 ;;
+esac
+exit 0
+"""
+
+
+def _run_bucket_job(tmp_path: Path, fails: str, answer: str) -> tuple[int, list[str]]:
+    """The job's script, run by bash with a stand-in `mc` that fails the step `fails`."""
+    job = _bucket_job(tmp_path)
+    fake = tmp_path / "bin" / "mc"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text(FAKE_MC)
+    fake.chmod(0o755)
+    calls = tmp_path / f"calls-{len(list(tmp_path.glob('calls-*')))}"
+    script = job["command"][0].replace("$$", "$")
+    result = subprocess.run(
+        [*job["entrypoint"], script],
+        env={
+            **job["environment"],
+            "PATH": f"{fake.parent}:/usr/bin:/bin",
+            "MC_CALLS": str(calls),
+            "MC_FAILS": fails,
+            "MC_ANSWER": answer,
+        },
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode == 0:
+        policy = json.loads(Path(f"{calls}.policy").read_text())
+        assert policy == json.loads(job["environment"]["POLICY"])
+    return result.returncode, calls.read_text().splitlines()
+
+
+def test_the_bucket_job_attaches_its_policy_and_takes_readwrite_away(tmp_path: Path) -> None:
+    returncode, calls = _run_bucket_job(tmp_path, fails="nothing fails", answer="")
+    assert returncode == 0
+    assert "admin policy attach minio callpipe --user callpipe" in calls
+    assert "admin policy detach minio readwrite --user callpipe" in calls
+    assert not [call for call in calls if "attach" in call and "readwrite" in call]
+    assert calls.index("admin policy create minio callpipe /tmp/callpipe-policy.json") < (
+        calls.index("admin policy attach minio callpipe --user callpipe")
+    )
+
+
+@pytest.mark.parametrize(
+    "fails",
+    ["policy attach", "policy detach", "policy create", "user add", "anonymous set", "mb "],
+)
+def test_the_bucket_job_fails_when_a_step_fails(tmp_path: Path, fails: str) -> None:
+    returncode, _ = _run_bucket_job(tmp_path, fails, "Unable to reach the server")
+    assert returncode != 0
+
+
+@pytest.mark.parametrize("step", ["policy attach", "policy detach"])
+def test_the_bucket_job_runs_again_over_its_own_work(tmp_path: Path, step: str) -> None:
+    answer = "The specified policy change is already in effect."
+    assert _run_bucket_job(tmp_path, step, answer)[0] == 0
