@@ -21,10 +21,11 @@ from callpipe.stack import tansu_binary
 pytestmark = pytest.mark.stack
 
 _OFFSET = int(os.environ.get("CALLPIPE_TEST_PORT_OFFSET", "0"))
-BROKER_PORT = 22092 + _OFFSET
+# Bases no other test uses, so that no offset makes them meet another checkout's ports.
+BROKER_PORT = 23492 + _OFFSET
 PORTS = {
-    "ingress": (22000 + _OFFSET, 22001 + _OFFSET),
-    "player": (22080 + _OFFSET, 22081 + _OFFSET),
+    "ingress": (23400 + _OFFSET, 23401 + _OFFSET),
+    "player": (23480 + _OFFSET, 23481 + _OFFSET),
 }
 INTERNAL_PATHS = ("/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
 START_TIMEOUT_SECONDS = 60
@@ -82,6 +83,7 @@ def _start(name: str, data_dir: Path, broker: str, internal: bool) -> subprocess
             process.kill()
             pytest.fail(f"{name} did not start: {(data_dir / f'{name}.log').read_text()}")
         time.sleep(0.1)
+    assert process.poll() is None, f"another server answers on {public_port}"
     return process
 
 
@@ -112,7 +114,13 @@ def services(
         for process in processes:
             process.terminate()
         for process in processes:
-            process.wait(timeout=30)
+            # The player stops once its consumers have joined their group, which can take
+            # long on a loaded machine: its ports must be free for the next fixture.
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def _not_found_like_any_unknown_path(response: httpx.Response, unknown: httpx.Response) -> None:
