@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -31,6 +32,7 @@ from services.transcriber.core import SpeakerMapping, parse_labels
 from shared import extras, logs, metrics, tracing
 from shared.db import create_engine
 from shared.events import Stage, Topic
+from shared.internal_port import InternalOnly, internal_paths
 from shared.kafka import EventProducer, StageWorker, ensure_topics
 from shared.settings import Settings
 from shared.storage import ObjectStore
@@ -53,21 +55,25 @@ def run_service(name: str, settings: Settings) -> None:
     if name in STAGE_SERVICES:
         run_loop(_run_stage(name, settings))
         return
-    host, port = {
-        "ingress": (settings.ingress_host, settings.ingress_port),
-        "player": (settings.player_host, settings.player_port),
-        "twilio-simulator": ("127.0.0.1", settings.simulator_port),
+    host, port, internal_port = {
+        "ingress": (settings.ingress_host, settings.ingress_port, settings.ingress_internal_port),
+        "player": (settings.player_host, settings.player_port, settings.player_internal_port),
+        "twilio-simulator": ("127.0.0.1", settings.simulator_port, None),
     }[name]
     app = _http_app(name, settings)
+    ports = [port]
+    if internal_port is not None:
+        app.add_middleware(InternalOnly, internal_port=internal_port, paths=internal_paths(app))
+        ports.append(internal_port)
+    configs = [
+        uvicorn.Config(app, host=host, port=each, log_config=None, loop="uvloop", http="httptools")
+        for each in ports
+    ]
+    # One server listening on both ports: one lifespan, one handling of the stop signals.
+    sockets = [config.bind_socket() for config in configs]
     freeze_startup_objects()
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        loop="uvloop",
-        http="httptools",
-    )
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C is a clean stop
+        uvicorn.Server(configs[0]).run(sockets=sockets)
 
 
 def freeze_startup_objects() -> None:

@@ -24,11 +24,9 @@ ENV_EXAMPLE = Path(".env.example")
 HEADER = """\
 # callpipe's environment: copy to .env and fill in the values marked REQUIRED.
 # Generated from shared/settings.py by `callpipe env-example --write`; a test checks it is in
-# sync. docker-compose.yml reads this file for its own variables and passes it to the five
-# services; it also sets the addresses of Kafka, MinIO and PostgreSQL and the listening hosts
-# (its x-callpipe-environment block): a value set here overrides them. Every container of the
-# five services sees every variable of this file: keep only callpipe's settings and the
-# infrastructure passwords below in it.
+# sync. docker-compose.yml reads this file and gives each container only the settings its
+# code reads (a secret only to the containers that use it); it also sets the addresses of
+# Kafka, MinIO and PostgreSQL and the listening hosts: a value set here overrides them.
 """
 
 
@@ -90,20 +88,22 @@ COMPOSE_VARIABLES = (
     ),
     ComposeVariable(
         "CALLPIPE_INGRESS_PUBLISHED_PORT",
-        "the host port of the ingress (Twilio's webhooks, behind your TLS proxy)",
+        "the port on the host's loopback (127.0.0.1) of the ingress (Twilio's webhooks, for "
+        "your TLS proxy)",
         "8000",
         required=False,
     ),
     ComposeVariable(
         "CALLPIPE_PLAYER_PUBLISHED_PORT",
-        "the host port of the player (status page, API and playback)",
+        "the port on the host's loopback of the player (status page, API and playback)",
         "8080",
         required=False,
     ),
     ComposeVariable(
         "MINIO_PUBLISHED_PORT",
-        "the host port of MinIO's S3 API, where browsers fetch recordings with presigned URLs "
-        "(CALLPIPE_S3_PUBLIC_ENDPOINT_URL must name it as browsers reach it)",
+        "the port on the host's loopback of MinIO's S3 API, where browsers fetch recordings "
+        "with presigned URLs through your proxy (CALLPIPE_S3_PUBLIC_ENDPOINT_URL must name it "
+        "as browsers reach it)",
         "9000",
         required=False,
     ),

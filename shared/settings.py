@@ -138,6 +138,11 @@ class Settings(BaseSettings):
     ingress_port: int = 8000
     player_host: str = "127.0.0.1"
     player_port: int = 8080
+    # A second port for /metrics, /docs and /openapi.json (on the same host), which the public
+    # port then answers 404: for Prometheus and operators, never published (decision 1104).
+    # Empty = the public port serves them.
+    ingress_internal_port: int | None = None
+    player_internal_port: int | None = None
     simulator_port: int = 8090
     # The stage workers' /healthz and /metrics; 0.0.0.0 where Prometheus scrapes from elsewhere.
     worker_health_host: str = "127.0.0.1"

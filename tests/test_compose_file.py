@@ -294,3 +294,325 @@ def test_env_example_documents_every_setting_and_every_compose_variable() -> Non
 def test_required_secrets_have_no_default_in_compose(required: str) -> None:
     assert f"${{{required}:?" in COMPOSE.read_text()
     assert f"${{{required}:-" not in COMPOSE.read_text()
+
+
+def _published(services: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    return {name: service["ports"] for name, service in services.items() if "ports" in service}
+
+
+def test_every_published_port_binds_to_the_loopback_only(tmp_path: Path) -> None:
+    """The TLS reverse proxy on the host is the only way in (deploy/README.md)."""
+    for services in (
+        json.loads(_docker_compose(ROOT / ".env.example", "--format", "json").stdout)["services"],
+        _resolved_test_stack(tmp_path),
+    ):
+        published = _published(services)
+        assert {"ingress", "player", "minio"} <= set(published)
+        for name, ports in published.items():
+            assert ports and all(port["host_ip"] == "127.0.0.1" for port in ports), (name, ports)
+
+
+def test_a_published_port_cannot_widen_the_binding(tmp_path: Path) -> None:
+    env_file = tmp_path / "wide.env"
+    env_file.write_text((ROOT / ".env.example").read_text() + "MINIO_PUBLISHED_PORT=0.0.0.0:9000\n")
+    result = _docker_compose(env_file, "--quiet")
+    assert result.returncode != 0
+    assert "invalid IP address: 127.0.0.1:0.0.0.0" in result.stderr
+
+
+def test_metrics_and_docs_are_on_internal_ports_that_are_not_published() -> None:
+    services = _compose()["services"]
+    for name, public, internal in (("ingress", 8000, 8001), ("player", 8080, 8081)):
+        environment = services[name]["environment"]
+        assert environment[f"CALLPIPE_{name.upper()}_INTERNAL_PORT"] == internal
+        assert [port.rsplit(":", 1)[1] for port in services[name]["ports"]] == [str(public)]
+        assert f"127.0.0.1:{public}/healthz" in " ".join(services[name]["healthcheck"]["test"])
+
+
+# What each container may see of the deployment's secrets: what its code uses, no more.
+# POSTGRES_PASSWORD is seen through CALLPIPE_DATABASE_URL.
+SECRETS = (
+    "POSTGRES_PASSWORD",
+    "MINIO_ROOT_PASSWORD",
+    "CALLPIPE_S3_SECRET_KEY",
+    "TWILIO_AUTH_TOKEN",
+    "CALLPIPE_SESSION_SECRET",
+    "CALLPIPE_API_KEY",
+    "OPENAI_API_KEY",
+)
+SECRETS_SEEN = {
+    "kafka": set(),
+    "kafka-topics": set(),
+    "minio": {"MINIO_ROOT_PASSWORD"},
+    "minio-setup": {"MINIO_ROOT_PASSWORD", "CALLPIPE_S3_SECRET_KEY"},
+    "postgres": {"POSTGRES_PASSWORD"},
+    "migrate": {"POSTGRES_PASSWORD"},
+    # Twilio's signatures, its REST API (the recording in REST mode); dedupe and outbox in SQL.
+    "ingress": {"POSTGRES_PASSWORD", "TWILIO_AUTH_TOKEN"},
+    # Fetches the recording with Twilio's credentials; download slots in SQL; archives to S3.
+    "downloader": {"POSTGRES_PASSWORD", "TWILIO_AUTH_TOKEN", "CALLPIPE_S3_SECRET_KEY"},
+    "transcriber": {"CALLPIPE_S3_SECRET_KEY", "OPENAI_API_KEY"},
+    "extractor": {"CALLPIPE_S3_SECRET_KEY", "OPENAI_API_KEY"},
+    "player": {
+        "POSTGRES_PASSWORD",
+        "CALLPIPE_S3_SECRET_KEY",
+        "CALLPIPE_SESSION_SECRET",
+        "CALLPIPE_API_KEY",
+    },
+    # Asks Twilio's REST API for a missing recording; reads and repairs the status table.
+    "reconciler": {"POSTGRES_PASSWORD", "TWILIO_AUTH_TOKEN"},
+}
+
+
+def _with_marked_secrets(tmp_path: Path) -> dict[str, Any]:
+    """The compose file resolved with an env file where every secret is a value of its own."""
+    env_file = tmp_path / "marked.env"
+    env_file.write_text(
+        (ROOT / ".env.example").read_text()
+        + "".join(f"{name}=marker{name.lower().replace('_', '')}\n" for name in SECRETS)
+    )
+    result = _docker_compose(env_file, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    services: dict[str, Any] = json.loads(result.stdout)["services"]
+    return services
+
+
+def test_each_container_sees_only_the_secrets_it_uses(tmp_path: Path) -> None:
+    services = _with_marked_secrets(tmp_path)
+    assert set(services) == set(SECRETS_SEEN)
+    for name, service in services.items():
+        assert "env_file" not in service, name
+        visible = " ".join(map(str, (service.get("environment") or {}).values()))
+        seen = {
+            secret for secret in SECRETS if f"marker{secret.lower().replace('_', '')}" in visible
+        }
+        assert seen == SECRETS_SEEN[name], name
+
+
+# The settings each callpipe container's code reads (shared/settings.py field names), by the
+# parts it is built from (callpipe/bootstrap.py, the apps, shared/kafka.py and storage.py).
+KAFKA_CLIENT = {"kafka_bootstrap", "kafka_partitions", "kafka_idempotent_producer"}
+OBSERVABILITY = {"log_format", "traces_exporter", "otlp_traces_endpoint"}
+RETRIES = {"retry_base_seconds", "retry_max_seconds", "shutdown_grace_seconds"}
+STAGE_CONSUMER = RETRIES | {
+    "kafka_fetch_max_wait_ms",
+    "kafka_commit_interval_ms",
+    "kafka_offset_hole_patience_seconds",
+    "max_attempts",
+    "max_in_flight",
+    "stage_started_after_ms",
+}
+OBJECT_STORE = {"s3_endpoint_url", "s3_region", "s3_bucket", "s3_access_key", "s3_secret_key"}
+TWILIO = {"twilio_account_sid", "twilio_auth_token"}
+OPENAI = {"openai_api_key", "openai_base_url", "openai_max_retries", "openai_timeout_seconds"}
+WORKER = KAFKA_CLIENT | OBSERVABILITY | STAGE_CONSUMER | OBJECT_STORE | {"worker_health_host"}
+SETTINGS_READ = {
+    "ingress": KAFKA_CLIENT
+    | OBSERVABILITY
+    | RETRIES
+    | TWILIO
+    | {
+        "database_url",
+        "twilio_api_base_url",
+        "public_base_url",
+        "default_business_id",
+        "business_numbers",
+        "recording_mode",
+        "forward_to",
+        "ingress_outbox_lease_seconds",
+        "ingress_outbox_sweep_seconds",
+        "ingress_outbox_linger_ms",
+        "ingress_host",
+        "ingress_internal_port",
+    },
+    "downloader": WORKER
+    | TWILIO
+    | {
+        "database_url",
+        "media_allowed_origins",
+        "download_timeout_seconds",
+        "download_max_bytes",
+        "download_part_bytes",
+        "download_slots_per_business",
+        "download_slot_lease_seconds",
+        "download_slot_idle_seconds",
+        "download_max_in_flight",
+        "delete_recording_after_archive",
+        "recording_format",
+    },
+    "transcriber": WORKER
+    | OPENAI
+    | {
+        "transcriber_backend",
+        "whisper_model",
+        "whisper_compute_type",
+        "whisper_threads",
+        "whisper_language",
+        "transcriber_concurrency",
+        "transcriber_inbound_speakers",
+        "transcriber_outbound_speakers",
+        "openai_transcription_model",
+        "openai_max_upload_bytes",
+    },
+    "extractor": WORKER
+    | OPENAI
+    | {
+        "extractor_backend",
+        "extractor_catalogue",
+        "extractor_language",
+        "openai_model",
+        "openai_answer_attempts",
+    },
+    "player": KAFKA_CLIENT
+    | OBSERVABILITY
+    | STAGE_CONSUMER
+    | OBJECT_STORE
+    | {
+        "s3_public_endpoint_url",
+        "playback_url_seconds",
+        "database_url",
+        "api_key",
+        "session_secret",
+        "api_key_cache_seconds",
+        "default_business_id",
+        "player_consumers",
+        "public_base_url",
+        "player_host",
+        "player_internal_port",
+    },
+    "reconciler": KAFKA_CLIENT
+    | TWILIO
+    | {
+        "database_url",
+        "twilio_api_base_url",
+        "reconcile_interval_seconds",
+        "reconcile_recording_after_seconds",
+        "reconcile_recording_give_up_after_seconds",
+        "reconcile_stuck_after_seconds",
+        "reconcile_stuck_give_up_after_seconds",
+    },
+}
+# Settings of `callpipe up` and its tools only, or fixed by the images and healthchecks.
+NOT_FOR_COMPOSE = {
+    "data_dir",
+    "local_broker_storage",
+    "simulator_port",
+    "analytics_port",
+    "ingress_port",
+    "player_port",
+    "downloader_health_port",
+    "transcriber_health_port",
+    "extractor_health_port",
+}
+
+
+def _env_names(fields: set[str]) -> set[str]:
+    return {env_name(name, Settings.model_fields[name]) for name in fields}
+
+
+def test_each_container_gets_exactly_the_settings_its_code_reads() -> None:
+    services = _compose()["services"]
+    for name, fields in SETTINGS_READ.items():
+        assert set(services[name]["environment"]) == _env_names(fields), name
+    assert set(services["migrate"]["environment"]) == {"CALLPIPE_DATABASE_URL"}
+
+
+def test_every_setting_reaches_a_container_or_is_for_the_local_stack_only() -> None:
+    given = set().union(*SETTINGS_READ.values())
+    assert given.isdisjoint(NOT_FOR_COMPOSE)
+    assert given | NOT_FOR_COMPOSE == set(Settings.model_fields)
+
+
+def test_a_setting_left_out_of_the_env_file_is_not_set_in_the_container(tmp_path: Path) -> None:
+    """A name without a value in the compose file passes the env file's value on, if any: an
+    unset one stays unset, and the setting keeps its default (an empty string would not)."""
+    env_file = tmp_path / "tuned.env"
+    env_file.write_text((ROOT / ".env.example").read_text() + "CALLPIPE_WHISPER_MODEL=small\n")
+    result = _docker_compose(env_file, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    transcriber = json.loads(result.stdout)["services"]["transcriber"]["environment"]
+    assert transcriber["CALLPIPE_WHISPER_MODEL"] == "small"
+    assert transcriber["CALLPIPE_WHISPER_THREADS"] is None
+
+
+def _bucket_job(tmp_path: Path, bucket: str = "recordings") -> dict[str, Any]:
+    env_file = tmp_path / "bucket.env"
+    env_file.write_text((ROOT / ".env.example").read_text() + f"CALLPIPE_S3_BUCKET={bucket}\n")
+    result = _docker_compose(env_file, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    job: dict[str, Any] = json.loads(result.stdout)["services"]["minio-setup"]
+    return job
+
+
+def test_the_s3_user_policy_allows_only_the_buckets_objects(tmp_path: Path) -> None:
+    policy = json.loads(_bucket_job(tmp_path, "calls-prod")["environment"]["POLICY"])
+    statements = policy["Statement"]
+    assert {statement["Effect"] for statement in statements} == {"Allow"}
+    resources = {resource for statement in statements for resource in statement["Resource"]}
+    assert resources == {"arn:aws:s3:::calls-prod", "arn:aws:s3:::calls-prod/*"}
+    actions = {action for statement in statements for action in statement["Action"]}
+    assert all(action.startswith("s3:") and "*" not in action for action in actions)
+    assert not actions & {"s3:CreateBucket", "s3:DeleteBucket", "s3:PutBucketPolicy"}
+
+
+FAKE_MC = """#!/bin/bash
+printf '%s\\n' "$*" >> "$MC_CALLS"
+[[ "$*" == *"policy create"* ]] && cp "${@: -1}" "$MC_CALLS.policy"
+case "$*" in
+  *"$MC_FAILS"*) echo "mc: <ERROR> $MC_ANSWER"; exit 1 ;;
+esac
+exit 0
+"""
+
+
+def _run_bucket_job(tmp_path: Path, fails: str, answer: str) -> tuple[int, list[str]]:
+    """The job's script, run by bash with a stand-in `mc` that fails the step `fails`."""
+    job = _bucket_job(tmp_path)
+    fake = tmp_path / "bin" / "mc"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text(FAKE_MC)
+    fake.chmod(0o755)
+    calls = tmp_path / f"calls-{len(list(tmp_path.glob('calls-*')))}"
+    script = job["command"][0].replace("$$", "$")
+    result = subprocess.run(
+        [*job["entrypoint"], script],
+        env={
+            **job["environment"],
+            "PATH": f"{fake.parent}:/usr/bin:/bin",
+            "MC_CALLS": str(calls),
+            "MC_FAILS": fails,
+            "MC_ANSWER": answer,
+        },
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode == 0:
+        policy = json.loads(Path(f"{calls}.policy").read_text())
+        assert policy == json.loads(job["environment"]["POLICY"])
+    return result.returncode, calls.read_text().splitlines()
+
+
+def test_the_bucket_job_attaches_its_policy_and_takes_readwrite_away(tmp_path: Path) -> None:
+    returncode, calls = _run_bucket_job(tmp_path, fails="nothing fails", answer="")
+    assert returncode == 0
+    assert "admin policy attach minio callpipe --user callpipe" in calls
+    assert "admin policy detach minio readwrite --user callpipe" in calls
+    assert not [call for call in calls if "attach" in call and "readwrite" in call]
+    assert calls.index("admin policy create minio callpipe /tmp/callpipe-policy.json") < (
+        calls.index("admin policy attach minio callpipe --user callpipe")
+    )
+
+
+@pytest.mark.parametrize(
+    "fails",
+    ["policy attach", "policy detach", "policy create", "user add", "anonymous set", "mb "],
+)
+def test_the_bucket_job_fails_when_a_step_fails(tmp_path: Path, fails: str) -> None:
+    returncode, _ = _run_bucket_job(tmp_path, fails, "Unable to reach the server")
+    assert returncode != 0
+
+
+@pytest.mark.parametrize("step", ["policy attach", "policy detach"])
+def test_the_bucket_job_runs_again_over_its_own_work(tmp_path: Path, step: str) -> None:
+    answer = "The specified policy change is already in effect."
+    assert _run_bucket_job(tmp_path, step, answer)[0] == 0

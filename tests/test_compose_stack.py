@@ -108,9 +108,9 @@ def _write_env(path: Path, api_key: str) -> Path:
         "CALLPIPE_PUBLIC_BASE_URL": "http://ingress:8000",
         "CALLPIPE_SESSION_SECRET": secrets.token_hex(16),
         "CALLPIPE_API_KEY": api_key,
-        "CALLPIPE_INGRESS_PUBLISHED_PORT": f"127.0.0.1:{28000 + _OFFSET}",
-        "CALLPIPE_PLAYER_PUBLISHED_PORT": f"127.0.0.1:{28080 + _OFFSET}",
-        "MINIO_PUBLISHED_PORT": f"127.0.0.1:{29000 + _OFFSET}",
+        "CALLPIPE_INGRESS_PUBLISHED_PORT": str(28000 + _OFFSET),
+        "CALLPIPE_PLAYER_PUBLISHED_PORT": str(28080 + _OFFSET),
+        "MINIO_PUBLISHED_PORT": str(29000 + _OFFSET),
         "CALLPIPE_S3_PUBLIC_ENDPOINT_URL": f"http://127.0.0.1:{29000 + _OFFSET}",
     }
     path.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
