@@ -516,6 +516,14 @@ def env_example(
     typer.echo(f"{ENV_EXAMPLE} up to date")
 
 
+@app.command("secrets")
+def fresh_secrets() -> None:
+    """Print a new value for every secret callpipe can make, ready to paste into .env."""
+    from callpipe.env_example import fresh_secrets as make
+
+    typer.echo(make(), nl=False)
+
+
 @app.command()
 def migrate() -> None:
     """Bring the status table's schema to the newest revision (the compose migrations job)."""

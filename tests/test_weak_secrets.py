@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import select
 import socket
@@ -276,3 +277,26 @@ def test_a_service_with_sound_secrets_goes_on_to_connect(
         process.kill()
         _, stderr = process.communicate()
     assert "CALLPIPE_" not in stderr and "TWILIO_AUTH_TOKEN" not in stderr, stderr
+
+
+def test_callpipe_secrets_prints_fresh_sound_values_for_env() -> None:
+    from typer.testing import CliRunner
+
+    from callpipe.cli import app
+
+    first, second = (CliRunner().invoke(app, ["secrets"]).stdout for _ in range(2))
+    values = dict(re.findall(r"^(\w+)=(\S+)$", first, re.MULTILINE))
+    assert set(values) == {
+        "POSTGRES_PASSWORD",
+        "MINIO_ROOT_PASSWORD",
+        "CALLPIPE_S3_SECRET_KEY",
+        "CALLPIPE_SESSION_SECRET",
+    }
+    assert not set(values.values()) & set(re.findall(r"=(\S+)$", second, re.MULTILINE))
+    assert "TWILIO_AUTH_TOKEN" in first  # named, with where to find it: Twilio makes it
+    settings = good(
+        session_secret=SecretStr(values["CALLPIPE_SESSION_SECRET"]),
+        s3_secret_key=SecretStr(values["CALLPIPE_S3_SECRET_KEY"]),
+        database_url=f"postgresql+asyncpg://callpipe:{values['POSTGRES_PASSWORD']}@db/callpipe",
+    )
+    assert weak_secrets(settings, EVERY_SECRET) == []
