@@ -248,6 +248,7 @@ async def _side_effects(
 async def run_chaos(settings: Settings, plan: ChaosPlan) -> dict[str, Any]:
     rng = random.Random(plan.seed)
     stack = Stack(settings)
+    settings = stack.settings  # with the secrets the stack made
     began = time.monotonic()
     running = asyncio.current_task()
     assert running is not None

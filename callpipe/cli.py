@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
+from callpipe.local_secrets import local_settings
 from shared import logs
 from shared.settings import Settings
+from shared.weak_secrets import SECRETS_OF_SERVICE, WeakSecrets, refuse_weak_secrets
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -30,6 +32,19 @@ bench = typer.Typer(
 )
 app.add_typer(bench, name="bench")
 
+# sysexits.h EX_CONFIG: a supervisor's log shows a configuration error, not a crash.
+EXIT_WEAK_SECRET = 78
+
+
+def _refuse_weak_secrets(command: str, settings: Settings, services: list[str]) -> None:
+    """Exits, naming each weak secret and how to make a good one, before anything connects."""
+    uses = dict.fromkeys(secret for name in services for secret in SECRETS_OF_SERVICE[name])
+    try:
+        refuse_weak_secrets(settings, uses)
+    except WeakSecrets as error:
+        typer.echo(f"callpipe {command}: {error}", err=True)
+        raise typer.Exit(EXIT_WEAK_SECRET) from error
+
 
 @app.command()
 def up(
@@ -40,13 +55,15 @@ def up(
     from callpipe.stack import Stack
     from shared.extras import MissingExtra
 
-    settings = Settings(data_dir=data_dir) if data_dir else Settings()
+    settings = local_settings(data_dir)
     logs.configure("up", settings.log_format)
     try:
         stack = Stack(settings)
     except MissingExtra as error:
         typer.echo(f"callpipe up: {error}", err=True)
         raise typer.Exit(1) from error
+    settings = stack.settings
+    _refuse_weak_secrets("up", settings, list(SECRETS_OF_SERVICE))
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -115,8 +132,11 @@ def run(
 
     if service not in (*SERVICES, *HTTP_SERVICES):
         raise typer.BadParameter(f"unknown service {service!r}")
+    settings = local_settings()
+    if service in SECRETS_OF_SERVICE:
+        _refuse_weak_secrets(f"run {service}", settings, [service])
     try:
-        run_service(service, Settings())
+        run_service(service, settings)
     except MissingExtra as error:
         typer.echo(f"callpipe run {service}: {error}", err=True)
         raise typer.Exit(1) from error
@@ -150,7 +170,7 @@ def simulate_call(
     """Place one call against the running stack exactly as Twilio would."""
     from callpipe.simulate import place_call, wait_for_call
 
-    settings = Settings()
+    settings = local_settings()
 
     async def main() -> None:
         call_sid = await place_call(
@@ -294,7 +314,7 @@ def bench_transcriber(
     from callpipe.twilio_simulator import sample_path
 
     paths = [sample_path(name) for name in sample or ["plumber_boston", "electrician_denver"]]
-    typer.echo(report(*asyncio.run(compare(Settings(), paths, runs))))
+    typer.echo(report(*asyncio.run(compare(local_settings(), paths, runs))))
 
 
 @app.command()
@@ -431,7 +451,7 @@ def bench_download(
     """Archive one large recording (simulator → downloader → S3); print time and memory."""
     from callpipe.bench_download import bench_download as measure
 
-    typer.echo(json.dumps(asyncio.run(measure(Settings(), size_mb)), indent=2))
+    typer.echo(json.dumps(asyncio.run(measure(local_settings(), size_mb)), indent=2))
 
 
 dlq = typer.Typer(help="Dead letters: list them, re-drive them after a fix.")
@@ -523,7 +543,8 @@ def reconcile(
     from callpipe.bootstrap import open_reconciler
 
     logs.configure("reconciler")
-    settings = Settings()
+    settings = local_settings()
+    _refuse_weak_secrets("reconcile", settings, ["reconciler"])
 
     async def main() -> None:
         async with contextlib.AsyncExitStack() as resources:
@@ -555,6 +576,14 @@ def env_example(
         typer.echo(f"{ENV_EXAMPLE} is out of date (run `callpipe env-example --write`)")
         raise typer.Exit(1)
     typer.echo(f"{ENV_EXAMPLE} up to date")
+
+
+@app.command("secrets")
+def fresh_secrets() -> None:
+    """Print a new value for every secret callpipe can make, ready to paste into .env."""
+    from callpipe.env_example import fresh_secrets as make
+
+    typer.echo(make(), nl=False)
 
 
 @app.command()

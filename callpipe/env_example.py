@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +23,17 @@ from shared.settings import Settings
 ENV_EXAMPLE = Path(".env.example")
 
 HEADER = """\
-# callpipe's environment: copy to .env and fill in the values marked REQUIRED.
+# callpipe's environment: copy to .env and fill in the values marked REQUIRED;
+# `callpipe secrets` prints fresh values for every secret callpipe can make (a ready block).
 # Generated from shared/settings.py by `callpipe env-example --write`; a test checks it is in
 # sync. docker-compose.yml reads this file and gives each container only the settings its
 # code reads (a secret only to the containers that use it); it also sets the addresses of
 # Kafka, MinIO and PostgreSQL and the listening hosts: a value set here overrides them.
 """
+
+
+GENERATE = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+MAKE_ONE = f"make one with `callpipe secrets` or {GENERATE}"
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,7 @@ class ComposeVariable:
     meaning: str
     example: str
     required: bool
+    secret: bool = False
 
 
 COMPOSE_VARIABLES = (
@@ -43,8 +50,9 @@ COMPOSE_VARIABLES = (
         "POSTGRES_PASSWORD",
         "PostgreSQL password of the `callpipe` user (URL-safe characters: it goes into "
         "CALLPIPE_DATABASE_URL)",
-        "change-me-postgres",
+        "",
         required=True,
+        secret=True,
     ),
     ComposeVariable(
         "MINIO_ROOT_USER",
@@ -54,9 +62,10 @@ COMPOSE_VARIABLES = (
     ),
     ComposeVariable(
         "MINIO_ROOT_PASSWORD",
-        "MinIO's administrator password, at least 8 characters",
-        "change-me-minio-root",
+        "MinIO's administrator password",
+        "",
         required=True,
+        secret=True,
     ),
     ComposeVariable(
         "CALLPIPE_IMAGE",
@@ -112,11 +121,20 @@ COMPOSE_VARIABLES = (
 # Settings without a usable production default: compose refuses to start without them.
 REQUIRED_SETTINGS = {
     "s3_access_key": "callpipe",
-    "s3_secret_key": "change-me-s3-secret",
     "twilio_account_sid": "ACxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-    "twilio_auth_token": "change-me-twilio-auth-token",
     "public_base_url": "https://calls.example.com",
-    "session_secret": "change-me-session-secret",
+}
+TWILIO_AUTH_TOKEN_HINT = (
+    "your Twilio account's Auth Token (Twilio Console, Account info; 32 hexadecimal characters)"
+)
+# The required secrets `callpipe secrets` makes; the Twilio auth token comes from Twilio.
+MADE_SETTINGS = ("s3_secret_key", "session_secret")
+# Secrets compose requires: empty in the example, so a copied file never runs on a published
+# value (decision 1103).
+SECRET_HINTS = {
+    "s3_secret_key": f"REQUIRED secret, given to callpipe's S3 user: {MAKE_ONE}",
+    "twilio_auth_token": f"REQUIRED secret: {TWILIO_AUTH_TOKEN_HINT}",
+    "session_secret": f"REQUIRED secret, shared by every player: {MAKE_ONE}",
 }
 
 
@@ -167,19 +185,34 @@ def _default(field: FieldInfo) -> str:
 def render() -> str:
     out = [HEADER, "# --- docker-compose.yml's own variables ---"]
     for variable in COMPOSE_VARIABLES:
-        out.append(f"# {variable.meaning}{' (REQUIRED)' if variable.required else ''}")
+        if variable.secret:
+            out += [f"# {variable.meaning}", f"# REQUIRED secret: {MAKE_ONE}"]
+        else:
+            out.append(f"# {variable.meaning}{' (REQUIRED)' if variable.required else ''}")
         out.append(f"{'' if variable.required else '# '}{variable.name}={variable.example}")
     out += ["", "# --- callpipe's settings (shared/settings.py), with their defaults ---"]
     comments = _comments()
     for name, field in Settings.model_fields.items():
         out += [f"# {line}" for line in comments.get(name, [])]
         env_variable = env_name(name, field)
-        if name in REQUIRED_SETTINGS:
+        if name in SECRET_HINTS:
+            out += [f"# {SECRET_HINTS[name]}", f"{env_variable}="]
+        elif name in REQUIRED_SETTINGS:
             out.append(f"# REQUIRED by docker-compose.yml (local default: {_default(field)!r})")
             out.append(f"{env_variable}={REQUIRED_SETTINGS[name]}")
         else:
             out.append(f"# {env_variable}={_default(field)}")
     return "\n".join(out) + "\n"
+
+
+def fresh_secrets() -> str:
+    """A block for .env: a new value for every secret callpipe can make (the Twilio auth token
+    is Twilio's to give)."""
+    made = [variable.name for variable in COMPOSE_VARIABLES if variable.secret]
+    made += [env_name(name, Settings.model_fields[name]) for name in MADE_SETTINGS]
+    lines = [f"{name}={secrets.token_urlsafe(32)}" for name in made]
+    lines.append(f"# TWILIO_AUTH_TOKEN= {TWILIO_AUTH_TOKEN_HINT}")
+    return "\n".join(lines) + "\n"
 
 
 def is_current(path: Path = ENV_EXAMPLE) -> bool:

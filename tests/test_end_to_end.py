@@ -111,6 +111,16 @@ def test_a_forged_webhook_is_refused_and_publishes_nothing(stack: RunningStack) 
     assert stack.api.get("/api/calls/CAforged").status_code == 404
 
 
+def test_the_published_default_auth_token_signs_nothing(stack: RunningStack) -> None:
+    """`callpipe up` gave this stack a Twilio auth token of its own: a webhook signed with the
+    simulator's published default is refused like any forgery."""
+    params = {"CallSid": "CAdefaulttoken", "AccountSid": stack.settings.twilio_account_sid}
+    url = f"{stack.ingress}/twilio/voice"
+    signature = RequestValidator("local-simulator-auth-token").compute_signature(url, params)
+    response = httpx.post(url, data=params, headers={"X-Twilio-Signature": signature}, timeout=5)
+    assert response.status_code == 403
+
+
 def test_a_redelivered_webhook_changes_nothing(stack: RunningStack) -> None:
     token = stack.settings.twilio_auth_token.get_secret_value()
     params = {
@@ -139,9 +149,13 @@ def test_a_redelivered_webhook_changes_nothing(stack: RunningStack) -> None:
 def test_restart_keeps_calls_and_audio_and_leaves_no_process(
     stack: RunningStack, plumber_call: dict[str, Any]
 ) -> None:
+    secrets = {path.name: path.read_text() for path in (stack.data_dir / "secrets").iterdir()}
     assert stack.stop() == 0
     assert leftover_processes(stack.data_dir) == []
     stack.start()
+    assert {path.name: path.read_text() for path in (stack.data_dir / "secrets").iterdir()} == (
+        secrets
+    )
     listed = stack.api.get("/api/calls", params={"limit": 100}).json()
     assert plumber_call["call_sid"] in [c["call_sid"] for c in listed["calls"]]
     audio = stack.api.get(f"/api/recordings/{plumber_call['call_sid']}/file")

@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from support_kafka import committed, one_partition_topic
-from support_stack import PORTS, RunningStack
+from support_stack import RunningStack
 
 from callpipe.dlq import list_dead_letters
 from shared.events import AnyEvent, CallStarted, call_correlation_id, encode
@@ -27,14 +27,6 @@ from shared.settings import Settings
 from shared.storage import ObjectStore
 
 pytestmark = pytest.mark.stack
-
-
-def stack_settings(stack: RunningStack) -> Settings:
-    return Settings(
-        kafka_bootstrap=PORTS["CALLPIPE_KAFKA_BOOTSTRAP"],
-        s3_endpoint_url=PORTS["CALLPIPE_S3_ENDPOINT_URL"],
-        data_dir=stack.data_dir,
-    )
 
 
 def call_started(call_sid: str, **changes: Any) -> bytes:
@@ -50,7 +42,7 @@ def call_started(call_sid: str, **changes: Any) -> bytes:
 async def test_poison_messages_go_to_the_dead_letter_topic_and_the_partition_keeps_flowing(
     stack: RunningStack,
 ) -> None:
-    settings = stack_settings(stack).model_copy(update={"kafka_partitions": 1})
+    settings = stack.settings.model_copy(update={"kafka_partitions": 1})
     name = f"poison-{secrets.token_hex(4)}"
     topic = f"{name}.in"
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
@@ -111,7 +103,7 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_partition_kee
 async def test_on_sigterm_a_worker_commits_what_it_finished_and_hands_back_the_rest(
     stack: RunningStack,
 ) -> None:
-    settings = stack_settings(stack).model_copy(update={"shutdown_grace_seconds": 1.0})
+    settings = stack.settings.model_copy(update={"shutdown_grace_seconds": 1.0})
     name = f"shutdown-{secrets.token_hex(4)}"
     topic = await one_partition_topic(settings, name)
     producer = EventProducer(settings)
@@ -187,7 +179,7 @@ async def _wait_for_commit(settings: Settings, group: str, topic: str, offset: i
 async def test_a_poison_event_in_a_batch_is_dead_lettered_and_the_rest_applied(
     stack: RunningStack,
 ) -> None:
-    settings = stack_settings(stack)
+    settings = stack.settings
     name = f"batch-poison-{secrets.token_hex(4)}"
     topic = await one_partition_topic(settings, name)
     sids = ["CAbatch1", "CAbatchpoison", "CAbatch3"]
@@ -235,7 +227,7 @@ async def test_a_poison_event_in_a_batch_is_dead_lettered_and_the_rest_applied(
 async def test_a_batch_worker_killed_before_its_transaction_commits_commits_no_offset(
     stack: RunningStack,
 ) -> None:
-    settings = stack_settings(stack)
+    settings = stack.settings
     name = f"batch-crash-{secrets.token_hex(4)}"
     topic = await one_partition_topic(settings, name)
     sids = ["CAcrash1", "CAcrash2", "CAcrash3"]
@@ -288,7 +280,7 @@ async def test_a_batch_worker_killed_before_its_transaction_commits_commits_no_o
 async def test_a_running_worker_commits_at_most_once_per_interval_and_everything_at_stop(
     stack: RunningStack,
 ) -> None:
-    settings = stack_settings(stack).model_copy(update={"kafka_commit_interval_ms": 3_600_000})
+    settings = stack.settings.model_copy(update={"kafka_commit_interval_ms": 3_600_000})
     name = f"interval-{secrets.token_hex(4)}"
     topic = await one_partition_topic(settings, name)
     producer = EventProducer(settings)
@@ -324,7 +316,7 @@ async def test_a_running_worker_commits_at_most_once_per_interval_and_everything
 
 
 async def _objects_of(stack: RunningStack, call: dict[str, Any]) -> list[str]:
-    store = ObjectStore(stack_settings(stack))
+    store = ObjectStore(stack.settings)
     await store.start()
     try:
         return [key for key in await store.keys("") if call["call_sid"] in key]

@@ -19,14 +19,13 @@ from shared.settings import Settings
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     data_dir = tmp_path_factory.mktemp("downloader-servers")
-    settings = base_settings(data_dir)
-    stack = Stack(settings)
+    stack = Stack(base_settings(data_dir))
     processes: list[subprocess.Popen[bytes]] = []
     try:
         for child in stack.children:
             if child.name in ("s3", "broker", "twilio-simulator"):
                 processes.append(start_child(child, data_dir, data_dir))
-        yield settings
+        yield stack.settings  # with the S3 keys and Twilio auth token it made
     finally:
         for process in reversed(processes):
             os.killpg(process.pid, 15)
