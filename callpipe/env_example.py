@@ -123,6 +123,7 @@ REQUIRED_SETTINGS = {
     "s3_access_key": "callpipe",
     "twilio_account_sid": "ACxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
     "public_base_url": "https://calls.example.com",
+    "player_public_url": "https://app.example.com",
 }
 TWILIO_AUTH_TOKEN_HINT = (
     "your Twilio account's Auth Token (Twilio Console, Account info; 32 hexadecimal characters)"

@@ -341,7 +341,7 @@ def _published(services: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 def test_every_published_port_binds_to_the_loopback_only(tmp_path: Path) -> None:
     """The TLS reverse proxy on the host is the only way in (deploy/README.md)."""
     for services in (
-        json.loads(_docker_compose(ROOT / ".env.example", "--format", "json").stdout)["services"],
+        json.loads(_docker_compose(_filled_env(tmp_path), "--format", "json").stdout)["services"],
         _resolved_test_stack(tmp_path),
     ):
         published = _published(services)
@@ -351,9 +351,9 @@ def test_every_published_port_binds_to_the_loopback_only(tmp_path: Path) -> None
 
 
 def test_a_published_port_cannot_widen_the_binding(tmp_path: Path) -> None:
-    env_file = tmp_path / "wide.env"
-    env_file.write_text((ROOT / ".env.example").read_text() + "MINIO_PUBLISHED_PORT=0.0.0.0:9000\n")
-    result = _docker_compose(env_file, "--quiet")
+    result = _docker_compose(
+        _filled_env(tmp_path, "MINIO_PUBLISHED_PORT=0.0.0.0:9000\n"), "--quiet"
+    )
     assert result.returncode != 0
     assert "invalid IP address: 127.0.0.1:0.0.0.0" in result.stderr
 
@@ -429,7 +429,19 @@ def test_each_container_sees_only_the_secrets_it_uses(tmp_path: Path) -> None:
 
 # The settings each callpipe container's code reads (shared/settings.py field names), by the
 # parts it is built from (callpipe/bootstrap.py, the apps, shared/kafka.py and storage.py).
-KAFKA_CLIENT = {"kafka_bootstrap", "kafka_partitions", "kafka_idempotent_producer"}
+KAFKA_CLIENT = {
+    "kafka_bootstrap",
+    "kafka_partitions",
+    "kafka_idempotent_producer",
+    "kafka_security_protocol",
+    "kafka_sasl_mechanism",
+    "kafka_sasl_username",
+    "kafka_sasl_password",
+    "kafka_ssl_cafile",
+    "kafka_ssl_certfile",
+    "kafka_ssl_keyfile",
+    "kafka_ssl_key_password",
+}
 OBSERVABILITY = {"log_format", "traces_exporter", "otlp_traces_endpoint"}
 RETRIES = {"retry_base_seconds", "retry_max_seconds", "shutdown_grace_seconds"}
 STAGE_CONSUMER = RETRIES | {
@@ -460,6 +472,7 @@ SETTINGS_READ = {
         "ingress_outbox_lease_seconds",
         "ingress_outbox_sweep_seconds",
         "ingress_outbox_linger_ms",
+        "ingress_max_body_bytes",
         "ingress_host",
         "ingress_internal_port",
     },
@@ -512,6 +525,9 @@ SETTINGS_READ = {
         "api_key",
         "session_secret",
         "api_key_cache_seconds",
+        "session_lifetime_seconds",
+        "player_public_url",
+        "player_max_body_bytes",
         "default_business_id",
         "player_consumers",
         "public_base_url",
@@ -564,9 +580,9 @@ def test_every_setting_reaches_a_container_or_is_for_the_local_stack_only() -> N
 def test_a_setting_left_out_of_the_env_file_is_not_set_in_the_container(tmp_path: Path) -> None:
     """A name without a value in the compose file passes the env file's value on, if any: an
     unset one stays unset, and the setting keeps its default (an empty string would not)."""
-    env_file = tmp_path / "tuned.env"
-    env_file.write_text((ROOT / ".env.example").read_text() + "CALLPIPE_WHISPER_MODEL=small\n")
-    result = _docker_compose(env_file, "--format", "json")
+    result = _docker_compose(
+        _filled_env(tmp_path, "CALLPIPE_WHISPER_MODEL=small\n"), "--format", "json"
+    )
     assert result.returncode == 0, result.stderr
     transcriber = json.loads(result.stdout)["services"]["transcriber"]["environment"]
     assert transcriber["CALLPIPE_WHISPER_MODEL"] == "small"
@@ -574,9 +590,9 @@ def test_a_setting_left_out_of_the_env_file_is_not_set_in_the_container(tmp_path
 
 
 def _bucket_job(tmp_path: Path, bucket: str = "recordings") -> dict[str, Any]:
-    env_file = tmp_path / "bucket.env"
-    env_file.write_text((ROOT / ".env.example").read_text() + f"CALLPIPE_S3_BUCKET={bucket}\n")
-    result = _docker_compose(env_file, "--format", "json")
+    result = _docker_compose(
+        _filled_env(tmp_path, f"CALLPIPE_S3_BUCKET={bucket}\n"), "--format", "json"
+    )
     assert result.returncode == 0, result.stderr
     job: dict[str, Any] = json.loads(result.stdout)["services"]["minio-setup"]
     return job
