@@ -15,11 +15,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from sqlalchemy import Engine, delete, func, insert, select, text
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
+from support_postgres import PG_URL, new_database_name, pg_admin
 
 from services.player.repository import (
     AmbiguousKey,
@@ -44,8 +44,6 @@ from shared.events import (
     TranscriptReady,
 )
 
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
 T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 
 
@@ -53,14 +51,6 @@ T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 class Backend:
     name: str
     url: str
-
-
-async def _pg_admin(statement: str) -> None:
-    connection = await asyncpg.connect(PG_ADMIN_DSN, timeout=10)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
 
 
 @pytest.fixture(
@@ -80,14 +70,14 @@ def backend(
         migrate(url)  # no event loop runs in a sync session fixture
         yield Backend("sqlite", url)
         return
-    database = f"callpipe_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{database}"'))
+    database = new_database_name()
+    asyncio.run(pg_admin(f'CREATE DATABASE "{database}"'))
     try:
         url = PG_URL.format(database=database)
         migrate(url)
         yield Backend("postgres", url)
     finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
 
 
 @pytest.fixture

@@ -3,9 +3,6 @@ with callpipe's logging): no caller's number, no query string's values."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-
 import httpx
 import pytest
 from ingress_support import ACCOUNT_SID, INGRESS_PORT, serving, signed_headers
@@ -19,13 +16,8 @@ CALLER = "+15551234567"
 SECRET_SEARCH = "leaking-secret-words"
 
 
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+# Each test configures logging as a service would.
+pytestmark = pytest.mark.usefixtures("restored_logging")
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import uuid
 from collections.abc import AsyncIterator
 
-import asyncpg
 import httpx
 import pytest
 from ingress_support import ACCOUNT_SID, INGRESS_PORT, published, serving, signed_headers
 from sqlalchemy import select
+from support_postgres import PG_URL, new_database_name, pg_admin
 
 from services.ingress import core
 from services.ingress.app import create_app
@@ -27,28 +26,18 @@ from shared.db import create_engine
 from shared.events import CallStarted
 from shared.settings import Settings
 
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
 INGRESS = f"http://127.0.0.1:{INGRESS_PORT}"
 RECORDING_SID = "RE" + "fedcba9876543210" * 2
 
 
-async def _pg_admin(statement: str) -> None:
-    connection = await asyncpg.connect(PG_ADMIN_DSN, timeout=10)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
 @pytest.fixture
 async def pg_settings(settings: Settings) -> AsyncIterator[Settings]:
-    database = f"callpipe_sec_a_{uuid.uuid4().hex[:12]}"
-    await _pg_admin(f'CREATE DATABASE "{database}"')
+    database = new_database_name()
+    await pg_admin(f'CREATE DATABASE "{database}"')
     try:
         yield settings.model_copy(update={"database_url": PG_URL.format(database=database)})
     finally:
-        await _pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 def voice(**fields: str) -> dict[str, str]:

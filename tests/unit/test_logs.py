@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 from opentelemetry import trace
@@ -13,14 +12,8 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from shared import logs, tracing
 from shared.events import CallStarted, call_correlation_id
 
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+# Each test configures logging as a service would.
+pytestmark = pytest.mark.usefixtures("restored_logging")
 
 
 def test_json_lines_carry_the_call_and_event_of_their_context(

@@ -1,0 +1,23 @@
+"""The PostgreSQL server every machine here has (127.0.0.1:5432, user postgres, trust auth):
+tests make a database of their own on it and drop it after."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
+
+
+def new_database_name() -> str:
+    return f"callpipe_test_{uuid.uuid4().hex[:12]}"
+
+
+async def pg_admin(statement: str) -> None:
+    connection = await asyncpg.connect(PG_ADMIN_DSN, timeout=10)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
