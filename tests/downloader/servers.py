@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
-from support_stack import MODULE_S3_PORT
 
 from callpipe.bootstrap import open_stage_worker
 from shared.events import RecordingCompleted, decode
@@ -31,12 +30,16 @@ from shared.storage import ObjectStore
 # server's gRPC twins (each port + 10000).
 _OFFSET = int(os.environ.get("CALLPIPE_TEST_PORT_OFFSET", "0"))
 SIMULATOR_PORT = 21090 + _OFFSET
+# The session's S3 server: its own ports (+555, +1000, +1007, +1020 and the gRPC twins), not
+# the module S3 servers' (support_stack.MODULE_S3_PORT), which other modules start while
+# this one still runs.
+S3_PORT = 26333 + _OFFSET
 
 
 def base_settings(data_dir: Path) -> Settings:
     return Settings(
         data_dir=data_dir,
-        s3_endpoint_url=f"http://127.0.0.1:{MODULE_S3_PORT}",
+        s3_endpoint_url=f"http://127.0.0.1:{S3_PORT}",
         kafka_bootstrap=f"127.0.0.1:{22092 + _OFFSET}",
         simulator_port=SIMULATOR_PORT,
         media_allowed_origins=f"http://127.0.0.1:{SIMULATOR_PORT}",
