@@ -52,7 +52,7 @@ def up(
     demo: Annotated[bool, typer.Option(help="Once up, put one sample call through.")] = False,
 ) -> None:
     """Start the whole stack in the foreground; Ctrl-C stops all of it."""
-    from callpipe.stack import Stack
+    from callpipe.stack import DatabaseUnavailable, Stack
     from shared.extras import MissingExtra
 
     settings = local_settings(data_dir)
@@ -92,7 +92,11 @@ def up(
             await stack.stop()
             typer.echo("stopped.")
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except DatabaseUnavailable as error:
+        typer.echo(f"callpipe up: {error}", err=True)
+        raise typer.Exit(1) from error
 
 
 async def _supervise_and_reconcile(stack: Stack, stop: asyncio.Event) -> None:

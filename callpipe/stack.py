@@ -29,6 +29,10 @@ from urllib.parse import urlparse
 import httpx
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from callpipe.bootstrap import SERVICES
 from callpipe.local_secrets import with_local_secrets
@@ -69,6 +73,60 @@ def settings_env(settings: Settings) -> dict[str, str]:
         env[f"CALLPIPE_{name.upper()}"] = str(secret() if secret else value)
     env["CALLPIPE_DATA_DIR"] = str(settings.data_dir.resolve())
     return env
+
+
+# PostgreSQL's SQLSTATEs for a database that is not there, one made meanwhile, and a refusal.
+INVALID_CATALOG_NAME = "3D000"
+DUPLICATE_DATABASE = "42P04"
+INSUFFICIENT_PRIVILEGE = "42501"
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The configured database can neither be reached nor made."""
+
+
+def _sqlstate(error: DBAPIError) -> str | None:
+    return getattr(error.orig, "sqlstate", None)
+
+
+async def ensure_database(database_url: str) -> bool:
+    """Makes the PostgreSQL database `database_url` names when it does not exist yet (as the
+    role may, from the server's `postgres` database); True if it made it. The services make
+    their tables in it at their start. A SQLite file is made by whoever opens it first."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        return False
+    where = f"{url.database} on {url.host or 'localhost'}:{url.port or 5432}"
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect():
+            return False
+    except DBAPIError as error:
+        if _sqlstate(error) != INVALID_CATALOG_NAME:
+            raise DatabaseUnavailable(f"database {where}: {error.orig}") from error
+    except OSError as error:
+        raise DatabaseUnavailable(f"database {where} unreachable: {error}") from error
+    finally:
+        await engine.dispose()
+    admin = create_async_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as connection:
+            name = connection.dialect.identifier_preparer.quote(url.database or "")
+            await connection.execute(text(f"CREATE DATABASE {name}"))
+    except DBAPIError as error:
+        if _sqlstate(error) == DUPLICATE_DATABASE:
+            return False
+        hint = (
+            f"; create it (CREATE DATABASE) or give the role {url.username} CREATEDB"
+            if _sqlstate(error) == INSUFFICIENT_PRIVILEGE
+            else ""
+        )
+        raise DatabaseUnavailable(
+            f"database {where} does not exist and could not be made: {error.orig}{hint}"
+        ) from error
+    finally:
+        await admin.dispose()
+    return True
 
 
 def _die_with_parent() -> None:
@@ -265,6 +323,8 @@ class Stack:
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if await ensure_database(self.settings.effective_database_url):
+            log.info("made the database %s", self.settings.effective_database_url.split("@")[-1])
         infrastructure, services = self.children[:2], self.children[2:]
         for child in infrastructure:
             await self._spawn(child)
