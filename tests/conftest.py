@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 
 import pytest
 from support_otlp import OTLP_PORT, OtlpReceiver
+from support_postgres import PG_URL, new_database_name, pg_admin
 from support_stack import RunningStack
 
 STACK_TEST_RERUNS = 1
@@ -39,11 +41,35 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
     receiver.stop()
 
 
+# The databases the running stack is tested on: the embedded default, and production's.
+STACK_DATABASES = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+]
+
+
+@pytest.fixture(scope="session", params=STACK_DATABASES)
+def stack_database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The stack's CALLPIPE_DATABASE_URL: empty (SQLite in its data directory), or a
+    PostgreSQL database of its own, made before the stack starts and dropped after."""
+    if request.param == "sqlite":
+        yield ""
+        return
+    database = new_database_name()
+    asyncio.run(pg_admin(f'CREATE DATABASE "{database}"'))
+    try:
+        yield PG_URL.format(database=database)
+    finally:
+        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def stack(
-    tmp_path_factory: pytest.TempPathFactory, otlp_receiver: OtlpReceiver
+    tmp_path_factory: pytest.TempPathFactory, otlp_receiver: OtlpReceiver, stack_database: str
 ) -> Iterator[RunningStack]:
-    running = RunningStack(tmp_path_factory.mktemp("callpipe-e2e"))
+    """`callpipe up` on each of STACK_DATABASES in turn: pytest runs every test of one
+    database before it stops that stack and starts the next (they share their ports)."""
+    running = RunningStack(tmp_path_factory.mktemp("callpipe-e2e"), stack_database)
     # Observability on: JSON logs, and spans to the test's OTLP receiver within half a second.
     running.env |= {
         "CALLPIPE_LOG_FORMAT": "json",

@@ -42,15 +42,29 @@ CALL_TIMEOUT_SECONDS = 90
 
 
 class RunningStack:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, database_url: str = "") -> None:
+        """`database_url`: the services' database (CALLPIPE_DATABASE_URL); empty: SQLite
+        files in the data directory, `callpipe up`'s default."""
         self.data_dir = data_dir
-        self.env = {**os.environ, **PORTS, "CALLPIPE_DATA_DIR": str(data_dir)}
+        self.env = {
+            **os.environ,
+            **PORTS,
+            "CALLPIPE_DATA_DIR": str(data_dir),
+            "CALLPIPE_DATABASE_URL": database_url,
+        }
         self.process: subprocess.Popen[str] | None = None
         self._output_from = 0
         self.api = httpx.Client()
         self.player = f"http://127.0.0.1:{PORTS['CALLPIPE_PLAYER_PORT']}"
         self.simulator = f"http://127.0.0.1:{PORTS['CALLPIPE_SIMULATOR_PORT']}"
         self.ingress = f"http://127.0.0.1:{PORTS['CALLPIPE_INGRESS_PORT']}"
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL of the database the stack's services share."""
+        return Settings(
+            data_dir=self.data_dir, database_url=self.env["CALLPIPE_DATABASE_URL"]
+        ).effective_database_url
 
     @property
     def settings(self) -> Settings:

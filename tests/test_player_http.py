@@ -6,21 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import Executable, func, select, update
+from support_postgres import PG_URL, new_database_name, pg_admin
 from support_stack import RunningStack
 
 from callpipe.twilio_simulator import sample_path
 from services.player.core import CallState
 from services.player.repository import CallRepository
+from services.player.tables import player_sessions
 from shared.db import create_engine
 from shared.events import CallStarted, RecordingDownloaded, TranscriptReady, call_correlation_id
 
@@ -298,10 +301,24 @@ def with_cookie(stack: RunningStack, cookie: str, **headers: str) -> httpx.Clien
     )
 
 
+def in_database(stack: RunningStack, statement: Executable) -> Any:
+    """Runs `statement` in the stack's database, committed; its first column's first value."""
+
+    async def execute() -> Any:
+        engine = create_engine(stack.database_url)
+        try:
+            async with engine.begin() as connection:
+                result = await connection.execute(statement)
+                return result.scalar() if result.returns_rows else None
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(execute())
+
+
 def sessions_of(stack: RunningStack, business: str) -> int:
-    with closing(sqlite3.connect(stack.data_dir / "callpipe.db")) as db:
-        query = "SELECT count(*) FROM player_sessions WHERE business_id = ?"
-        return int(db.execute(query, (business,)).fetchone()[0])
+    query = select(func.count()).where(player_sessions.c.business_id == business)
+    return int(in_database(stack, query))
 
 
 def test_a_cookie_copied_before_logout_is_refused_after_it(stack: RunningStack) -> None:
@@ -338,11 +355,12 @@ def test_an_expired_session_is_refused_and_removed(stack: RunningStack) -> None:
     key = callpipe(stack, "api-key", "--business", "expiring-co").strip()
     browser = signed_in(stack, key)
     assert browser.get("/api/calls").status_code == 200
-    with closing(sqlite3.connect(stack.data_dir / "callpipe.db")) as db, db:
-        db.execute(
-            "UPDATE player_sessions SET expires_at = '2000-01-01 00:00:00.000000'"
-            " WHERE business_id = 'expiring-co'"
-        )
+    in_database(
+        stack,
+        update(player_sessions)
+        .where(player_sessions.c.business_id == "expiring-co")
+        .values(expires_at=datetime(2000, 1, 1, tzinfo=UTC)),
+    )
     assert browser.get("/api/calls").status_code == 401
     assert sessions_of(stack, "expiring-co") == 0  # deleted when met
     assert signed_in(stack, key).get("/api/calls").status_code == 200
@@ -428,11 +446,26 @@ def test_schemathesis_finds_no_server_error(stack: RunningStack) -> None:
     assert " passed" in run.stdout
 
 
+@pytest.fixture
+def empty_database(stack: RunningStack, tmp_path: Path) -> Iterator[str]:
+    """A new database of the stack's kind: a SQLite file, or a PostgreSQL database dropped
+    after the test."""
+    if not stack.database_url.startswith("postgresql"):
+        yield f"sqlite+aiosqlite:///{tmp_path / 'rebuilt.db'}"
+        return
+    database = new_database_name()
+    asyncio.run(pg_admin(f'CREATE DATABASE "{database}"'))
+    try:
+        yield PG_URL.format(database=database)
+    finally:
+        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+
 def test_rebuilding_from_the_topics_reaches_the_live_state(
-    stack: RunningStack, call: dict[str, Any], tmp_path: Path
+    stack: RunningStack, call: dict[str, Any], empty_database: str
 ) -> None:
     """Runs last in this module, after retries, failures and a deletion have happened."""
-    rebuilt_url = f"sqlite+aiosqlite:///{tmp_path / 'rebuilt.db'}"
+    rebuilt_url = empty_database
     done = subprocess.run(
         [sys.executable, "-m", "callpipe", "rebuild-status", "--database-url", rebuilt_url],
         env=stack.env,
@@ -441,7 +474,7 @@ def test_rebuilding_from_the_topics_reaches_the_live_state(
         check=True,
     )
     assert done.stdout.startswith("applied ")
-    live_url = f"sqlite+aiosqlite:///{stack.data_dir / 'callpipe.db'}"
+    live_url = stack.database_url
 
     async def rows(url: str) -> dict[str, CallState]:
         engine = create_engine(url)
@@ -492,7 +525,7 @@ def test_a_poisoned_row_never_hands_out_another_business_s_objects(
     ]
 
     async def apply() -> None:
-        engine = create_engine(f"sqlite+aiosqlite:///{stack.data_dir / 'callpipe.db'}")
+        engine = create_engine(stack.database_url)
         repository = CallRepository(engine)
         for event in poison:
             await repository.apply(event)
