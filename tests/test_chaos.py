@@ -92,8 +92,8 @@ def assert_nothing_lost_doubled_or_missing(
 # get twice. After the S3 outage every call's recording.completed was on its topic twice (the
 # downloader logged the second copy "already archived"); the transcriber then wrote each
 # transcript again and the extractor published each summary.ready again. The PostgreSQL run
-# (kills and a broker restart) showed the same doubles for every call. Those runs report
-# these doubles as an expected failure, and fail on any other.
+# (kills and a broker restart) showed the same for every call. Those runs report these
+# doubles as an expected failure, and fail on any other.
 STAGES_REDO_A_DOUBLED_HAND_OVER = frozenset({"transcript_writes", "summary.ready"})
 
 
