@@ -1,18 +1,32 @@
-"""`callpipe chaos`: put calls through a stack of its own while killing its parts, then count.
+"""`callpipe chaos`: put calls through a stack of its own while killing its parts, then count
+what the world saw.
 
 It starts the whole stack (callpipe/stack.py: the broker keeps its log and offsets in the S3
-server, so a broker restart loses nothing it acknowledged) with the instant speech and lead
-backends, places N simulated calls at a steady rate, and meanwhile kills service processes
-with SIGKILL at random moments (the supervisor restarts them), restarts the broker, and
-optionally stops the S3 server for a while. Then it waits until every call reached a terminal
-status (or nothing moves any more) and counts from the status table, the bucket and the
-topics. The Twilio simulator is never killed: it plays Twilio, which is not ours to crash.
+server, so a broker restart loses nothing it acknowledged), by default with the instant speech
+and lead backends (`real_backends`: the local faster-whisper model and the rules extractor),
+places N simulated calls at a steady rate, and meanwhile kills service processes with SIGKILL
+at random moments (the supervisor restarts them), restarts the broker, and optionally stops the
+S3 server for a while. Then it waits until every call reached a terminal status (or nothing
+moves any more) and every worker committed all it read, and counts as an outside observer:
+
+- outcomes from the status table (read over SQL, SQLite or PostgreSQL);
+- object writes per key, from a counting proxy in front of the S3 server that the services
+  use (callpipe/counting_s3_proxy.py), and the objects in the bucket;
+- `summary.ready` messages per call and attempt, read from the topic by a consumer: two
+  messages are a duplicate even when they carry one event id (a consumer downstream sees
+  both); distinct event ids of `recording.downloaded` and `transcript.ready`;
+- timeline rows per call, event type and attempt in the status table;
+- Twilio REST requests per call, from the Twilio simulator's request log.
+
+A call that ended `failed` counts as lost unless its reason is in UNAVOIDABLE_FAILURES.
+The Twilio simulator is never killed: it plays Twilio, which is not ours to crash.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -22,15 +36,33 @@ import signal
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+from sqlalchemy import func, make_url, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from callpipe.bootstrap import open_reconciler
-from callpipe.stack import Child, Stack, local_api_key
+from callpipe.bench.drain import wait_until_drained
+from callpipe.bootstrap import SERVICES, open_reconciler
+from callpipe.counting_s3_proxy import CountingS3Proxy
+from callpipe.stack import Child, Stack
 from callpipe.twilio_simulator import sample_path
+from services.player.core import (
+    COMPLETED,
+    ERROR_FIELDS,
+    FAILED,
+    STATUS_FIELDS,
+    TERMINAL,
+    last_error,
+    overall_status,
+)
+from services.player.tables import call_events, calls
+from shared.db import create_engine
 from shared.events import Topic
 from shared.kafka import replay
 from shared.settings import Settings
@@ -39,9 +71,35 @@ from shared.storage import ObjectStore
 log = logging.getLogger(__name__)
 
 KILLABLE = ("ingress", "downloader", "transcriber", "extractor", "player")
-TERMINAL = {"completed", "failed"}
 CALL_SID = re.compile(r"CA[0-9a-f]{32}")
-SIDE_EFFECT_TOPICS = (Topic.RECORDING_DOWNLOADED, Topic.TRANSCRIPT_READY, Topic.SUMMARY_READY)
+MESSAGE_TOPICS = (Topic.RECORDING_DOWNLOADED, Topic.TRANSCRIPT_READY, Topic.SUMMARY_READY)
+# The reasons a call may end `failed` in a run without counting as lost, each one a failure
+# no part of callpipe can prevent (docs/reliability.md, "The chaos run").
+UNAVOIDABLE_FAILURES = (
+    # The voice webhook found no ingress through all of Twilio's tries (the one ingress was
+    # down throughout): Twilio never recorded the call, and the reconciler says so.
+    "recording never arrived: Twilio lists none for the call",
+)
+# Timeline rows there must be exactly one of per call and attempt.
+ONCE_PER_CALL_EVENTS = (
+    "recording.completed",
+    "recording.downloaded",
+    "transcript.ready",
+    "summary.ready",
+)
+# What every completed call must have made exactly once.
+ONCE_PER_COMPLETED_CALL = (
+    "audio_objects",
+    "manifest_objects",
+    "transcript_objects",
+    "audio_writes",
+    "manifest_writes",
+    "transcript_writes",
+    "recording.downloaded",
+    "transcript.ready",
+    "summary.ready",
+    *(f"timeline:{event_type}" for event_type in ONCE_PER_CALL_EVENTS),
+)
 
 
 @dataclass(frozen=True)
@@ -58,11 +116,15 @@ class ChaosPlan:
     # callbacks at its end find the ingress back (those at its start may be lost for good).
     call_seconds: float = 20.0
     seed: int | None = None
+    # The local faster-whisper model (the settings' own, by default the bundled tiny.en) and
+    # the rules extractor, instead of the instant backends.
+    real_backends: bool = False
 
 
 def chaos_settings(settings: Settings, data_dir: Path, plan: ChaosPlan) -> Settings:
-    """The stack under test: the instant backends (a run measures callpipe, not Whisper) and
-    short download slot leases (a killed downloader's slots come back soon)."""
+    """The stack under test: the instant backends unless the plan asks for the real ones (a
+    run measures callpipe, not Whisper) and short download slot leases (a killed downloader's
+    slots come back soon)."""
     return settings.model_copy(
         update={
             "data_dir": data_dir,
@@ -73,8 +135,8 @@ def chaos_settings(settings: Settings, data_dir: Path, plan: ChaosPlan) -> Setti
             "reconcile_stuck_after_seconds": 60.0,
             # Far beyond a run: a backlog behind kills is not a stuck stage.
             "reconcile_stuck_give_up_after_seconds": 1800.0,
-            "transcriber_backend": "instant",
-            "extractor_backend": "instant",
+            "transcriber_backend": "local" if plan.real_backends else "instant",
+            "extractor_backend": "rules" if plan.real_backends else "instant",
             "download_slot_lease_seconds": 10.0,
             "download_slots_per_business": 4,
         }
@@ -172,77 +234,200 @@ async def _make_havoc(havoc: Havoc, plan: ChaosPlan, window: float, rng: random.
     await asyncio.gather(*outages)
 
 
-async def _statuses(settings: Settings, call_sids: set[str]) -> dict[str, str]:
-    """The status of each call the player lists (a call it does not list has none yet)."""
-    url = f"http://127.0.0.1:{settings.player_port}/api/calls"
-    headers = {"Authorization": f"Bearer {local_api_key(settings)}"}
-    found: dict[str, str] = {}
-    async with httpx.AsyncClient(timeout=10, headers=headers) as client:
-        offset = 0
-        while True:
-            page = (await client.get(url, params={"limit": 500, "offset": offset})).json()
-            for call in page["calls"]:
-                if call["call_sid"] in call_sids:
-                    found[call["call_sid"]] = call["status"]
-            offset += len(page["calls"])
-            if not page["calls"] or offset >= page["total"]:
-                return found
+@dataclass(frozen=True)
+class CallOutcome:
+    status: str
+    reason: str | None
 
 
-async def _settle(settings: Settings, call_sids: set[str], quiet_seconds: float) -> dict[str, str]:
+def counts_as_lost(outcome: CallOutcome | None) -> bool:
+    """A call without a final status, or failed for a reason callpipe could have avoided."""
+    if outcome is None or outcome.status not in TERMINAL:
+        return True
+    return outcome.status == FAILED and outcome.reason not in UNAVOIDABLE_FAILURES
+
+
+async def _outcomes(engine: AsyncEngine, call_sids: set[str]) -> dict[str, CallOutcome]:
+    """Each call's status and failure reason in the status table (absent: not there yet)."""
+    statuses = [calls.c[name] for name in STATUS_FIELDS]
+    errors = [calls.c[name] for name in ERROR_FIELDS]
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            select(calls.c.call_sid, *statuses, *errors).where(calls.c.call_sid.in_(call_sids))
+        )
+    found: dict[str, CallOutcome] = {}
+    for call_sid, *fields in rows:
+        stage_statuses, stage_errors = fields[: len(statuses)], fields[len(statuses) :]
+        status = overall_status(stage_statuses)
+        reason = last_error(stage_statuses, stage_errors) if status == FAILED else None
+        found[call_sid] = CallOutcome(status, reason)
+    return found
+
+
+async def _settle(
+    engine: AsyncEngine, call_sids: set[str], quiet_seconds: float
+) -> dict[str, CallOutcome]:
     """Polls until every call is terminal, or nothing changed for `quiet_seconds`."""
-    last: dict[str, str] = {}
+    last: dict[str, CallOutcome] = {}
     changed_at = time.monotonic()
     while True:
         try:
-            now = await _statuses(settings, call_sids)
-        except (httpx.HTTPError, KeyError, ValueError):  # the player restarting
+            now = await _outcomes(engine, call_sids)
+        except OperationalError as error:  # SQLite busy under the player's writes
+            log.info("status table not readable yet: %s", error)
             now = last
         if now != last:
             last, changed_at = now, time.monotonic()
-        if len(last) == len(call_sids) and all(s in TERMINAL for s in last.values()):
+        if len(last) == len(call_sids) and all(o.status in TERMINAL for o in last.values()):
             return last
         if time.monotonic() - changed_at > quiet_seconds:
             return last
         await asyncio.sleep(2)
 
 
-async def _side_effects(
-    settings: Settings, call_sids: set[str]
-) -> tuple[dict[str, int], dict[str, int]]:
-    """Side effects seen, and those beyond one per call: audio objects and transcripts in the
-    bucket, and distinct events (by event id; a redelivered copy is not a second side effect)
-    on the topics that announce a recording, a transcript, a summary."""
-    store = ObjectStore(settings)
-    await store.start()
-    try:
-        keys = await store.keys("")
-    finally:
-        await store.stop()
-    per_call: Counter[tuple[str, str]] = Counter()
+# What a run counts per call (and attempt, for messages and timeline rows).
+PerCall = Counter[tuple[str, str, int]]
+
+
+def _count_objects(per_call: PerCall, kind: str, keys: Iterable[str], call_sids: set[str]) -> None:
+    """`kind`_objects / `kind`_writes per call, by what the key names: audio, its manifest, or
+    the transcript. Object keys hold no attempt: a later attempt writes the same keys."""
     for key in keys:
         match = CALL_SID.search(key)
         if match is None or match.group() not in call_sids:
             continue
         if key.endswith(".transcript.json"):
-            kind = "transcript_objects"
+            what = "transcript"
         elif key.endswith(".manifest.json"):
-            kind = "manifest_objects"
+            what = "manifest"
         else:
-            kind = "audio_objects"
-        per_call[(kind, match.group())] += 1
-    event_ids: dict[tuple[str, str], set[str]] = {}
-    async for event in replay(settings, [t.value for t in SIDE_EFFECT_TOPICS]):
-        if event.call_sid in call_sids:
-            event_ids.setdefault((event.event_type, event.call_sid), set()).add(str(event.event_id))
-    for (kind, call_sid), ids in event_ids.items():
-        per_call[(kind, call_sid)] = len(ids)
+            what = "audio"
+        per_call[(f"{what}_{kind}", match.group(), 0)] += 1
+
+
+async def _bucket_keys(settings: Settings) -> list[str]:
+    store = ObjectStore(settings)
+    await store.start()
+    try:
+        return await store.keys("")
+    finally:
+        await store.stop()
+
+
+async def _count_messages(per_call: PerCall, settings: Settings, call_sids: set[str]) -> None:
+    """`summary.ready` messages per call and attempt, every copy counted; distinct event ids
+    of the stages' hand-overs (a redelivered copy of those is absorbed by the next stage)."""
+    event_ids: dict[tuple[str, str, int], set[str]] = {}
+    async for event in replay(settings, [t.value for t in MESSAGE_TOPICS]):
+        if event.call_sid not in call_sids:
+            continue
+        unit: tuple[str, str, int] = (event.event_type, event.call_sid, event.attempt)
+        if event.event_type == Topic.SUMMARY_READY.value:
+            per_call[unit] += 1
+        else:
+            event_ids.setdefault(unit, set()).add(str(event.event_id))
+    for hand_over, ids in event_ids.items():
+        per_call[hand_over] = len(ids)
+
+
+async def _count_timeline(per_call: PerCall, engine: AsyncEngine, call_sids: set[str]) -> None:
+    """Timeline rows per call, event type and attempt, for the events that happen once."""
+    rows = call_events.c
+    async with engine.connect() as connection:
+        found = await connection.execute(
+            select(rows.call_sid, rows.event_type, rows.attempt, func.count())
+            .where(rows.call_sid.in_(call_sids), rows.event_type.in_(ONCE_PER_CALL_EVENTS))
+            .group_by(rows.call_sid, rows.event_type, rows.attempt)
+        )
+        for call_sid, event_type, attempt, count in found:
+            per_call[(f"timeline:{event_type}", call_sid, attempt)] += count
+
+
+async def _twilio_requests(settings: Settings) -> list[dict[str, Any]]:
+    url = f"http://127.0.0.1:{settings.simulator_port}/simulator/rest-requests"
+    async with httpx.AsyncClient(timeout=30) as client:
+        response = await client.get(url)
+        response.raise_for_status()
+        requests: list[dict[str, Any]] = response.json()
+        return requests
+
+
+@dataclass
+class Observed:
+    side_effects: dict[str, int]
+    duplicates: dict[str, int]
+    missing: dict[str, int]
+    doubled_calls: dict[str, list[str]]
+    twilio_requests: dict[str, int]
+    media_fetches_per_call: dict[str, int]
+
+
+def _tally(
+    per_call: PerCall,
+    completed: set[str],
+    twilio: list[dict[str, Any]],
+    call_sids: set[str],
+) -> Observed:
     seen: Counter[str] = Counter()
     extra: Counter[str] = Counter()
-    for (kind, _), count in per_call.items():
+    doubled: dict[str, list[str]] = {}
+    present: set[tuple[str, str]] = set()
+    for (kind, call_sid, _), count in per_call.items():
         seen[kind] += count
-        extra[kind] += max(0, count - 1)
-    return dict(seen), dict(extra)
+        present.add((kind, call_sid))
+        if count > 1:
+            extra[kind] += count - 1
+            doubled.setdefault(kind, []).append(call_sid)
+    missing = Counter(
+        kind for kind in ONCE_PER_COMPLETED_CALL for sid in completed if (kind, sid) not in present
+    )
+    ours = [r for r in twilio if r["call_sid"] in call_sids]
+    media = Counter(r["call_sid"] for r in ours if r["kind"] == "media")
+    fetches = [media[sid] for sid in completed]
+    return Observed(
+        side_effects=dict(seen),
+        duplicates=dict(extra),
+        missing=dict(missing),
+        doubled_calls={kind: sorted(sids)[:5] for kind, sids in doubled.items()},
+        twilio_requests=dict(Counter(r["kind"] for r in ours)),
+        media_fetches_per_call={"min": min(fetches, default=0), "max": max(fetches, default=0)},
+    )
+
+
+async def _observe(
+    settings: Settings,
+    engine: AsyncEngine,
+    proxy: CountingS3Proxy,
+    call_sids: set[str],
+    completed: set[str],
+) -> Observed:
+    per_call: PerCall = Counter()
+    _count_objects(per_call, "objects", await _bucket_keys(settings), call_sids)
+    _count_objects(
+        per_call,
+        "writes",
+        (
+            key
+            for (bucket, key), n in proxy.writes.items()
+            for _ in range(n)
+            if bucket == settings.s3_bucket
+        ),
+        call_sids,
+    )
+    await _count_messages(per_call, settings, call_sids)
+    await _count_timeline(per_call, engine, call_sids)
+    twilio = await _twilio_requests(settings)
+    for request in twilio:
+        if request["kind"] == "recording-start" and request["status"] == 201:
+            per_call[("recording_starts", request["call_sid"], 0)] += 1
+    return _tally(per_call, completed, twilio, call_sids)
+
+
+def _through_proxy(stack: Stack, proxy_url: str) -> None:
+    """The services reach the S3 server through the counting proxy; the broker directly."""
+    for child in stack.children:
+        if child.name in SERVICES:
+            child.env = {**child.env, "CALLPIPE_S3_ENDPOINT_URL": proxy_url}
 
 
 async def run_chaos(settings: Settings, plan: ChaosPlan) -> dict[str, Any]:
@@ -256,9 +441,16 @@ async def run_chaos(settings: Settings, plan: ChaosPlan) -> dict[str, Any]:
         asyncio.get_running_loop().add_signal_handler(signum, running.cancel)
     stop = asyncio.Event()
     havoc = Havoc(stack, rng)
+    s3 = urlsplit(settings.s3_endpoint_url)
+    proxy = CountingS3Proxy(s3.hostname or "127.0.0.1", s3.port or 80)
     async with contextlib.AsyncExitStack() as resources:
+        await proxy.start()
+        resources.push_async_callback(proxy.stop)
+        _through_proxy(stack, proxy.url)
         resources.push_async_callback(stack.stop)
         await stack.start()
+        engine = create_engine(settings.effective_database_url)
+        resources.push_async_callback(engine.dispose)
         reconciler = await open_reconciler(settings, stack.twilio_api_base_url, resources)
         supervising = asyncio.gather(
             stack.supervise(stop),
@@ -271,28 +463,53 @@ async def run_chaos(settings: Settings, plan: ChaosPlan) -> dict[str, Any]:
             placing = asyncio.create_task(_place_calls(settings, plan))
             await _make_havoc(havoc, plan, window, rng)
             call_sids = set(await placing)
-            statuses = await _settle(settings, call_sids, plan.settle_seconds)
+            outcomes = await _settle(engine, call_sids, plan.settle_seconds)
             seconds = time.monotonic() - began
-            side_effects, duplicates = await _side_effects(settings, call_sids)
+            # A redelivery after the last kill can still double a side effect: counted once
+            # every worker committed all it read.
+            await wait_until_drained(settings, plan.settle_seconds)
+            completed = {sid for sid, o in outcomes.items() if o.status == COMPLETED}
+            observed = await _observe(settings, engine, proxy, call_sids, completed)
         finally:
             stop.set()
             await supervising
-    outcome = Counter(statuses.get(sid, "missing") for sid in call_sids)
-    lost = sorted(sid for sid in call_sids if statuses.get(sid) not in TERMINAL)
+    status = Counter(outcomes[sid].status if sid in outcomes else "missing" for sid in call_sids)
+    failures = Counter(o.reason or "" for o in outcomes.values() if o.status == FAILED)
+    lost = sorted(sid for sid in call_sids if counts_as_lost(outcomes.get(sid)))
     return {
         "calls": len(call_sids),
-        "completed": outcome["completed"],
-        "failed_terminal": outcome["failed"],
+        "completed": status[COMPLETED],
+        "failed_terminal": status[FAILED],
+        "failed_unavoidable": sum(failures[reason] for reason in UNAVOIDABLE_FAILURES),
         "lost": len(lost),
-        "duplicate_side_effects": sum(duplicates.values()),
+        "duplicate_side_effects": sum(observed.duplicates.values()),
+        "missing_side_effects": sum(observed.missing.values()),
         "kills": sum(havoc.kills.values()),
         "broker_restarts": havoc.broker_restarts,
         "s3_outages": havoc.s3_outages,
         "seconds": round(seconds, 1),
+        "backends": {
+            "transcriber": settings.transcriber_backend,
+            "extractor": settings.extractor_backend,
+        },
+        "database": make_url(settings.effective_database_url).get_backend_name(),
         "kills_by_service": dict(havoc.kills),
-        "side_effects_by_kind": side_effects,
-        "duplicates_by_kind": duplicates,
-        "not_terminal": {sid: statuses.get(sid, "missing") for sid in lost[:20]},
+        "side_effects_by_kind": observed.side_effects,
+        "duplicates_by_kind": observed.duplicates,
+        "missing_by_kind": observed.missing,
+        "doubled_calls": observed.doubled_calls,
+        "failures": dict(failures),
+        "twilio_requests_by_kind": observed.twilio_requests,
+        "media_fetches_per_call": observed.media_fetches_per_call,
+        "not_terminal": {
+            sid: outcomes[sid].status if sid in outcomes else "missing"
+            for sid in lost
+            if sid not in outcomes or outcomes[sid].status not in TERMINAL
+        },
+        "lost_calls": {
+            sid: dataclasses.asdict(outcomes[sid]) if sid in outcomes else "missing"
+            for sid in lost[:20]
+        },
         "loadavg": list(os.getloadavg()),
     }
 

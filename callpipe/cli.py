@@ -518,22 +518,34 @@ def chaos_run(
     rate: Annotated[float, typer.Option(help="Calls placed per second.")] = 5.0,
     call_seconds: Annotated[float, typer.Option(help="How long each call lasts.")] = 20.0,
     seed: Annotated[int | None, typer.Option(help="Random seed, to repeat a run.")] = None,
+    real_backends: Annotated[
+        bool,
+        typer.Option(help="The local Whisper model and the rules extractor, not the instant ones."),
+    ] = False,
     data_dir: Annotated[
         Path | None, typer.Option(help="Keep the run's stack data here (default: a temp dir).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON result.")] = False,
 ) -> None:
     """Start a stack of its own, put calls through while killing its parts, and count lost
-    calls and duplicated side effects (stop `callpipe up` on the same ports first)."""
+    calls and duplicated or missing side effects (stop `callpipe up` on the same ports
+    first). CALLPIPE_DATABASE_URL puts the status table on PostgreSQL."""
     from callpipe.chaos import ChaosPlan, chaos
 
     logs.configure("chaos")  # to stderr: stdout carries only the result
     plan = ChaosPlan(
-        calls, kills, broker_restarts, s3_outage_seconds, rate, call_seconds=call_seconds, seed=seed
+        calls,
+        kills,
+        broker_restarts,
+        s3_outage_seconds,
+        rate,
+        call_seconds=call_seconds,
+        seed=seed,
+        real_backends=real_backends,
     )
     result = chaos(Settings(), plan, data_dir)
     typer.echo(json.dumps(result, indent=None if as_json else 2))
-    if result["lost"] or result["duplicate_side_effects"]:
+    if result["lost"] or result["duplicate_side_effects"] or result["missing_side_effects"]:
         raise typer.Exit(1)
 
 

