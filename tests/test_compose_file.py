@@ -451,6 +451,7 @@ STAGE_CONSUMER = RETRIES | {
     "max_attempts",
     "max_in_flight",
     "stage_started_after_ms",
+    "shutdown_close_seconds",
 }
 OBJECT_STORE = {"s3_endpoint_url", "s3_region", "s3_bucket", "s3_access_key", "s3_secret_key"}
 TWILIO = {"twilio_account_sid", "twilio_auth_token"}
