@@ -42,7 +42,9 @@ class Shutdown:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.begin)
 
-    def begin(self) -> None:
+    def begin(self, last_resort: bool = True) -> None:
+        """The stop begins. `last_resort`: the process ends at the bound if still there (not
+        for an app run inside another program, as tests do)."""
         if self._began is not None:
             return
         self._began = time.monotonic()
@@ -53,6 +55,8 @@ class Shutdown:
             self.grace_seconds,
             self.close_seconds,
         )
+        if not last_resort:
+            return
         bound = self.grace_seconds + self.close_seconds + LAST_RESORT_MARGIN_SECONDS
         threading.Thread(target=self._last_resort, args=(bound,), daemon=True).start()
 

@@ -338,3 +338,44 @@ def test_a_worker_waiting_for_the_broker_stops_at_once(tmp_path: Path) -> None:
     assert code == 0, worker.output()
     assert seconds < CLOSE_SECONDS, worker.output()
     assert "stopped while waiting for the broker" in worker.output()
+
+
+def test_analytics_waiting_for_the_broker_says_so_and_stops_at_once(tmp_path: Path) -> None:
+    port = 25110 + _OFFSET
+    environment = {
+        **os.environ,
+        **settings_env(Settings(data_dir=tmp_path, kafka_bootstrap=f"127.0.0.1:{BROKER_PORT}")),
+        "CALLPIPE_ANALYTICS_PORT": str(port),
+    }
+    log_path = tmp_path / "analytics.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "callpipe", "analytics"],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + WAIT_SECONDS
+        status = None
+        while status != (503, {"status": "connecting"}) and time.monotonic() < deadline:
+            assert process.poll() is None, log_path.read_text()
+            time.sleep(0.2)
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                status = (response.status_code, response.json())
+            except httpx.HTTPError:
+                continue
+        assert status == (503, {"status": "connecting"}), log_path.read_text()
+        began = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+        seconds = time.monotonic() - began
+        print(f"analytics stop while connecting: {seconds:.2f} s")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert code == 0, log_path.read_text()
+    assert seconds < CLOSE_SECONDS, log_path.read_text()
+    assert "analytics stopped in" in log_path.read_text()
