@@ -372,14 +372,29 @@ async def downloader_handler(
 
 
 async def open_reconciler(
-    settings: Settings, twilio_api_base_url: str, stack: AsyncExitStack
+    settings: Settings,
+    twilio_api_base_url: str,
+    stack: AsyncExitStack,
+    stop: asyncio.Event | None = None,
 ) -> Reconciler:
-    """The reconciler with its database, producer and Twilio client, closed by `stack`."""
+    """The reconciler with its database, producer and Twilio client, closed by `stack` (each
+    within the stop's bound). Waits for the broker while it is unreachable (raising
+    StoppedWhileConnecting if `stop` comes first)."""
+    shutdown = Shutdown("reconciler", settings)
     database = create_engine(settings.effective_database_url)
-    stack.push_async_callback(database.dispose)
+    stack.push_async_callback(shutdown.closing("the database", database.dispose))
     producer = EventProducer(settings)
-    await producer.start()
-    stack.push_async_callback(producer.stop)
+
+    async def connect() -> None:
+        try:
+            await producer.start()
+        except Exception:
+            await producer.stop()
+            raise
+
+    if not await connect_patiently(settings, connect, stop or asyncio.Event()):
+        raise StoppedWhileConnecting
+    stack.push_async_callback(shutdown.closing("the producer", producer.stop))
     twilio = TwilioRecordings(
         settings.twilio_account_sid,
         settings.twilio_auth_token.get_secret_value(),

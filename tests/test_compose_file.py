@@ -540,6 +540,8 @@ SETTINGS_READ = {
     | {
         "database_url",
         "twilio_api_base_url",
+        "shutdown_grace_seconds",
+        "shutdown_close_seconds",
         "reconcile_interval_seconds",
         "reconcile_recording_after_seconds",
         "reconcile_recording_give_up_after_seconds",
