@@ -183,7 +183,7 @@ async def connect_patiently(
             log.warning(
                 "broker %s unreachable (%s): waiting for it, trying again every %.0f s at most",
                 settings.kafka_bootstrap,
-                describe(error) if error else "?",
+                error,
                 settings.retry_max_seconds,
             )
 
