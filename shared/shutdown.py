@@ -78,9 +78,10 @@ class Shutdown:
 
     async def within_bound(self, what: str, step: Awaitable[object]) -> bool:
         """Runs one step of the stop (a commit, closing a client) for at most what is left of
-        the bound; True if it finished, else it is abandoned (and named in the last line)."""
+        the bound (all of it before the stop began); True if it finished, else it is
+        abandoned (and named in the last line)."""
         try:
-            await asyncio.wait_for(step, self.close_left() if self.stop.is_set() else None)
+            await asyncio.wait_for(step, self.close_left())
         except TimeoutError:
             self.abandon(f"{what} (no answer)")
             return False

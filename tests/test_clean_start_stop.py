@@ -25,6 +25,7 @@ from callpipe.stack import Stack, settings_env
 from shared.events import SummaryReady, TranscriptReady, call_correlation_id
 from shared.kafka import EventProducer, replay
 from shared.settings import Settings
+from shared.shutdown import Shutdown
 from shared.storage import ObjectStore, transcript_key
 from shared.transcript import Transcript
 
@@ -379,3 +380,16 @@ def test_analytics_waiting_for_the_broker_says_so_and_stops_at_once(tmp_path: Pa
     assert code == 0, log_path.read_text()
     assert seconds < CLOSE_SECONDS, log_path.read_text()
     assert "analytics stopped in" in log_path.read_text()
+
+
+async def test_a_stop_step_that_gets_no_answer_is_abandoned_at_the_bound_and_named() -> None:
+    shutdown = Shutdown("unit", Settings(shutdown_grace_seconds=0.2, shutdown_close_seconds=0.3))
+    shutdown.begin(last_resort=False)
+    began = time.monotonic()
+    assert await shutdown.within_bound("closing the producer", asyncio.sleep(0))
+    assert not await shutdown.within_bound("committing", asyncio.sleep(3600))
+    assert 0.4 < time.monotonic() - began < 1.5
+    # The bound is spent: a later step does not get to wait at all.
+    assert not await shutdown.within_bound("closing the object store", asyncio.sleep(3600))
+    assert time.monotonic() - began < 1.5
+    assert shutdown.abandoned == ["committing (no answer)", "closing the object store (no answer)"]
