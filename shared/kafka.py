@@ -739,6 +739,10 @@ class StageWorker:
                 await announcement.settle()
                 for output in outputs:
                     await self.producer.publish(output)
+            except kafka_errors.KafkaError:
+                # The broker, not the message, failed: never a dead letter. The worker stops
+                # without committing it, and it comes again once the broker is back.
+                raise
             except Exception as error:  # terminal, or retries exhausted
                 reason = describe(error)
                 log.error("giving up after %d tries: %s", tries, reason)

@@ -15,15 +15,25 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
+from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaTimeoutError
 from support_stack import start_child
 
 from callpipe.stack import Stack, settings_env
-from shared.events import SummaryReady, TranscriptReady, call_correlation_id
-from shared.kafka import EventProducer, replay
+from shared.events import (
+    AnyEvent,
+    Event,
+    Lead,
+    SummaryReady,
+    TranscriptReady,
+    call_correlation_id,
+    encode,
+)
+from shared.kafka import EventProducer, StageWorker, replay
 from shared.settings import Settings
 from shared.shutdown import Shutdown
 from shared.storage import ObjectStore, transcript_key
@@ -393,3 +403,68 @@ async def test_a_stop_step_that_gets_no_answer_is_abandoned_at_the_bound_and_nam
     assert not await shutdown.within_bound("closing the object store", asyncio.sleep(3600))
     assert time.monotonic() - began < 1.5
     assert shutdown.abandoned == ["committing (no answer)", "closing the object store (no answer)"]
+
+
+class BrokerAwayOnce:
+    """A producer whose first publish finds the broker away; then it is back."""
+
+    def __init__(self) -> None:
+        self.published: list[Event] = []
+        self.dead_letters: list[str] = []
+        self._failed = False
+
+    async def publish(self, event: Event) -> None:
+        if not self._failed:
+            self._failed = True
+            raise KafkaTimeoutError("the broker did not answer")
+        self.published.append(event)
+
+    async def publish_raw(
+        self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        self.dead_letters.append(topic)
+
+
+async def test_an_output_the_broker_did_not_take_is_not_dead_lettered() -> None:
+    event = TranscriptReady(
+        call_sid="CAbrokeraway",
+        business_id="clean-stop",
+        correlation_id=call_correlation_id("CAbrokeraway"),
+        outcome="no_speech",
+        transcript_key="clean-stop/CAbrokeraway/RE1.transcript.json",
+    )
+
+    async def handle(received: AnyEvent) -> list[Event]:
+        return [
+            received.caused(
+                SummaryReady,
+                "summary.ready",
+                outcome="nothing_to_extract",
+                summary="No speech in the recording.",
+                lead=Lead(),
+                extractor="unit",
+            )
+        ]
+
+    producer = BrokerAwayOnce()
+    settings = Settings(retry_base_seconds=0.01, retry_max_seconds=0.01)
+    worker = StageWorker(
+        "unit", ["transcript.ready"], handle, settings, cast(EventProducer, producer)
+    )
+    record = ConsumerRecord(
+        topic="transcript.ready",
+        partition=0,
+        offset=0,
+        timestamp=0,
+        timestamp_type=0,
+        key=event.call_sid.encode(),
+        value=encode(event),
+        checksum=None,
+        serialized_key_size=0,
+        serialized_value_size=0,
+        headers=[],
+    )
+    with pytest.raises(KafkaTimeoutError):
+        await worker._process(record)
+    assert producer.dead_letters == []
+    assert producer.published == []
