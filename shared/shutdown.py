@@ -85,6 +85,13 @@ class Shutdown:
         except TimeoutError:
             self.abandon(f"{what} (no answer)")
             return False
+        except asyncio.CancelledError:
+            # A client's own task, cancelled inside it (aiokafka's fetcher does), not this stop.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            self.abandon(f"{what} (cancelled inside)")
+            return False
         except Exception as error:
             self.abandon(f"{what} ({describe(error)})")
             return False
