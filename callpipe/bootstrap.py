@@ -346,8 +346,12 @@ async def _extractor(settings: Settings, stack: AsyncExitStack) -> Extractor:
 
 
 async def downloader_handler(
-    settings: Settings, store: ObjectStore, stack: AsyncExitStack, shutdown: Shutdown
+    settings: Settings,
+    store: ObjectStore,
+    stack: AsyncExitStack,
+    shutdown: Shutdown | None = None,
 ) -> DownloadHandler:
+    shutdown = shutdown or Shutdown("downloader", settings)
     http = httpx.AsyncClient(timeout=settings.download_timeout_seconds)
     stack.push_async_callback(shutdown.closing("the HTTP client", http.aclose))
     database = create_engine(settings.effective_database_url)
