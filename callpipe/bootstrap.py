@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -33,8 +32,9 @@ from shared import extras, logs, metrics, tracing
 from shared.db import create_engine
 from shared.events import Stage, Topic
 from shared.internal_port import InternalOnly, internal_paths
-from shared.kafka import EventProducer, StageWorker, ensure_topics
+from shared.kafka import EventProducer, StageWorker, connect_patiently, ensure_topics
 from shared.settings import Settings
+from shared.shutdown import Shutdown
 from shared.storage import ObjectStore
 
 if TYPE_CHECKING:
@@ -99,12 +99,10 @@ def run_analytics(settings: Settings) -> None:
     logs.configure("analytics", settings.log_format)
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+        shutdown = Shutdown("analytics", settings)
+        shutdown.on_signals()
         freeze_startup_objects()
-        await consumer.run(settings, stop)
+        await consumer.run(settings, shutdown)
 
     run_loop(main())
 
@@ -128,14 +126,14 @@ def _http_app(name: str, settings: Settings) -> FastAPI:
 
 
 @asynccontextmanager
-async def _health_server(host: str, port: int, ready: Callable[[], bool]) -> AsyncIterator[None]:
-    """GET /healthz: 200 once the worker consumes (and its model is loaded), else 503;
-    GET /metrics: the worker's Prometheus metrics."""
+async def _health_server(host: str, port: int, state: Callable[[], str]) -> AsyncIterator[None]:
+    """GET /healthz: 200 `ready` while the worker consumes, else 503 with its state:
+    `connecting` (to the broker: before it is reachable, or while it is away) or `starting`
+    (loading its model); GET /metrics: the worker's Prometheus metrics."""
 
     async def healthz(_request: web.Request) -> web.Response:
-        if ready():
-            return web.json_response({"status": "ok"})
-        return web.json_response({"status": "starting"}, status=503)
+        now = state()
+        return web.json_response({"status": now}, status=200 if now == "ready" else 503)
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
@@ -149,24 +147,39 @@ async def _health_server(host: str, port: int, ready: Callable[[], bool]) -> Asy
         await runner.cleanup()
 
 
+class StoppedWhileConnecting(Exception):
+    """The stop came before the broker was reachable: nothing was taken, nothing to hand back."""
+
+
+class _StageHealth:
+    def __init__(self) -> None:
+        self.phase = "connecting"
+        self.worker: StageWorker | None = None
+
+    def __call__(self) -> str:
+        return self.worker.state if self.worker is not None else self.phase
+
+
 async def _run_stage(name: str, settings: Settings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    shutdown = Shutdown(name, settings)
+    shutdown.on_signals()
+    port = {
+        "downloader": settings.downloader_health_port,
+        "transcriber": settings.transcriber_health_port,
+        "extractor": settings.extractor_health_port,
+    }[name]
+    health = _StageHealth()
     async with AsyncExitStack() as stack:
-        worker, _ = await open_stage_worker(name, settings, stack)
-        port = {
-            "downloader": settings.downloader_health_port,
-            "transcriber": settings.transcriber_health_port,
-            "extractor": settings.extractor_health_port,
-        }[name]
-        await stack.enter_async_context(
-            _health_server(settings.worker_health_host, port, worker.ready.is_set)
-        )
-        freeze_startup_objects()
-        await worker.run(stop)
-        log.info("%s stopped cleanly", name)
+        await stack.enter_async_context(_health_server(settings.worker_health_host, port, health))
+        try:
+            worker, _ = await open_stage_worker(name, settings, stack, shutdown, health)
+        except StoppedWhileConnecting:
+            log.info("%s stopped while waiting for the broker", name)
+        else:
+            health.worker = worker
+            freeze_startup_objects()
+            await worker.run(shutdown.stop, shutdown)
+    shutdown.finished()
 
 
 def require_speech_extra(settings: Settings) -> None:
@@ -216,21 +229,41 @@ def transcription_backend(settings: Settings) -> TranscriptionBackend:
 
 
 async def open_stage_worker(
-    name: str, settings: Settings, stack: AsyncExitStack
+    name: str,
+    settings: Settings,
+    stack: AsyncExitStack,
+    shutdown: Shutdown | None = None,
+    health: _StageHealth | None = None,
 ) -> tuple[StageWorker, ObjectStore]:
-    """The stage worker `name` with its object store and producer, closed by `stack`."""
+    """The stage worker `name` with its object store and producer, closed by `stack` (each
+    within `shutdown`'s bound). Waits for the broker while it is unreachable (raising
+    StoppedWhileConnecting if the stop comes first); fails at once on a configuration
+    error."""
+    shutdown = shutdown or Shutdown(name, settings)
     if name == "transcriber":
         await asyncio.to_thread(require_speech_extra, settings)
-    await ensure_topics(settings)
+    producer = EventProducer(settings)
+
+    async def connect() -> None:
+        try:
+            await ensure_topics(settings)
+            await producer.start()
+        except Exception:
+            await producer.stop()
+            raise
+
+    if not await connect_patiently(settings, connect, shutdown.stop):
+        raise StoppedWhileConnecting
+    stack.push_async_callback(shutdown.closing("the producer", producer.stop))
+    if health is not None:
+        health.phase = "starting"
     store = ObjectStore(settings)
     await store.start()
-    stack.push_async_callback(store.stop)
+    stack.push_async_callback(shutdown.closing("the object store client", store.stop))
     if name == "downloader":
         await store.ensure_bucket()
-    producer = EventProducer(settings)
-    await producer.start()
-    stack.push_async_callback(producer.stop)
-    return await build_stage_worker(name, settings, store, producer, stack), store
+    worker = await build_stage_worker(name, settings, store, producer, stack, shutdown)
+    return worker, store
 
 
 async def build_stage_worker(
@@ -239,14 +272,16 @@ async def build_stage_worker(
     store: ObjectStore,
     producer: EventProducer,
     stack: AsyncExitStack,
+    shutdown: Shutdown | None = None,
 ) -> StageWorker:
     """The stage worker `name` on a store and producer it does not start: it reaches no
     server (the downloader's slot table aside) until it runs."""
+    shutdown = shutdown or Shutdown(name, settings)
     if name == "downloader":
         return StageWorker(
             name=name,
             topics=[Topic.RECORDING_COMPLETED.value],
-            handle=await downloader_handler(settings, store, stack),
+            handle=await downloader_handler(settings, store, stack, shutdown),
             settings=settings.model_copy(update={"max_in_flight": settings.download_max_in_flight}),
             producer=producer,
             stage=Stage.RECORDING,
@@ -259,7 +294,8 @@ async def build_stage_worker(
 
         backend = await asyncio.to_thread(transcription_backend, settings)
         pool = ThreadPoolExecutor(settings.transcriber_concurrency, "transcribe")
-        stack.callback(pool.shutdown)
+        # Not waiting for a transcription under way: its message is handed back.
+        stack.callback(pool.shutdown, wait=False, cancel_futures=True)
         speakers = SpeakerMapping(
             inbound=parse_labels(settings.transcriber_inbound_speakers),
             outbound=parse_labels(settings.transcriber_outbound_speakers),
@@ -310,12 +346,16 @@ async def _extractor(settings: Settings, stack: AsyncExitStack) -> Extractor:
 
 
 async def downloader_handler(
-    settings: Settings, store: ObjectStore, stack: AsyncExitStack
+    settings: Settings,
+    store: ObjectStore,
+    stack: AsyncExitStack,
+    shutdown: Shutdown | None = None,
 ) -> DownloadHandler:
+    shutdown = shutdown or Shutdown("downloader", settings)
     http = httpx.AsyncClient(timeout=settings.download_timeout_seconds)
-    stack.push_async_callback(http.aclose)
+    stack.push_async_callback(shutdown.closing("the HTTP client", http.aclose))
     database = create_engine(settings.effective_database_url)
-    stack.push_async_callback(database.dispose)
+    stack.push_async_callback(shutdown.closing("the database", database.dispose))
     slots = DownloadSlots(
         database,
         settings.download_slots_per_business,
@@ -323,7 +363,7 @@ async def downloader_handler(
         settings.download_slot_idle_seconds,
     )
     await slots.create_table()
-    stack.push_async_callback(slots.close)
+    stack.push_async_callback(shutdown.closing("the download slots", slots.close))
     policy = DownloadPolicy(
         media_format=settings.recording_format,
         allowed_origins=downloader_core.parse_origins(settings.media_allowed_origins),
@@ -336,14 +376,29 @@ async def downloader_handler(
 
 
 async def open_reconciler(
-    settings: Settings, twilio_api_base_url: str, stack: AsyncExitStack
+    settings: Settings,
+    twilio_api_base_url: str,
+    stack: AsyncExitStack,
+    stop: asyncio.Event | None = None,
 ) -> Reconciler:
-    """The reconciler with its database, producer and Twilio client, closed by `stack`."""
+    """The reconciler with its database, producer and Twilio client, closed by `stack` (each
+    within the stop's bound). Waits for the broker while it is unreachable (raising
+    StoppedWhileConnecting if `stop` comes first)."""
+    shutdown = Shutdown("reconciler", settings)
     database = create_engine(settings.effective_database_url)
-    stack.push_async_callback(database.dispose)
+    stack.push_async_callback(shutdown.closing("the database", database.dispose))
     producer = EventProducer(settings)
-    await producer.start()
-    stack.push_async_callback(producer.stop)
+
+    async def connect() -> None:
+        try:
+            await producer.start()
+        except Exception:
+            await producer.stop()
+            raise
+
+    if not await connect_patiently(settings, connect, stop or asyncio.Event()):
+        raise StoppedWhileConnecting
+    stack.push_async_callback(shutdown.closing("the producer", producer.stop))
     twilio = TwilioRecordings(
         settings.twilio_account_sid,
         settings.twilio_auth_token.get_secret_value(),

@@ -33,6 +33,7 @@ import contextlib
 import functools
 import logging
 import secrets
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -44,6 +45,7 @@ from aiokafka import errors as kafka_errors
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
+from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import TopicAlreadyExistsError
@@ -68,8 +70,9 @@ from shared.events import (
 )
 from shared.logs import call_context
 from shared.offset_holes import OffsetHoles
-from shared.retry import describe, retrying
+from shared.retry import TerminalError, describe, retrying
 from shared.settings import Settings
+from shared.shutdown import Shutdown
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,106 @@ def client_options(settings: Settings) -> dict[str, Any]:
         options["sasl_plain_username"] = settings.kafka_sasl_username
         options["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
     return options
+
+
+class BrokerMisconfigured(TerminalError):
+    """The broker answers, but no retry can help: a malformed address, a rejected login, a
+    certificate that does not verify."""
+
+
+# What reaching the broker fails with when the configuration, not the broker, is wrong.
+CONFIGURATION_ERRORS = (
+    ValueError,
+    ssl.SSLCertVerificationError,
+    kafka_errors.AuthenticationFailedError,
+    kafka_errors.AuthenticationMethodNotSupported,
+    kafka_errors.SaslAuthenticationFailed,
+    kafka_errors.UnsupportedSaslMechanismError,
+    kafka_errors.IllegalSaslStateError,
+)
+# One try at reaching the broker, before its clients start (they log every refused
+# connection as an error, and a failed login only as a connection failure).
+BROKER_PROBE_TIMEOUT_MS = 5000
+
+
+async def probe_broker(settings: Settings) -> None:
+    """Connects (and logs in) to a bootstrap server; raises if none answers, and
+    BrokerMisconfigured if the configuration is what is wrong."""
+    options = client_options(settings)
+    try:
+        hosts = collect_hosts(settings.kafka_bootstrap)
+    except CONFIGURATION_ERRORS as error:
+        raise BrokerMisconfigured(
+            f"CALLPIPE_KAFKA_BOOTSTRAP={settings.kafka_bootstrap!r}: {describe(error)}"
+        ) from error
+    if not hosts:
+        raise BrokerMisconfigured("CALLPIPE_KAFKA_BOOTSTRAP is empty")
+    last_error: Exception | None = None
+    for host, port, _ in hosts:
+        try:
+            connection = await create_conn(
+                host,
+                port,
+                request_timeout_ms=BROKER_PROBE_TIMEOUT_MS,
+                ssl_context=options.get("ssl_context"),
+                security_protocol=options["security_protocol"],
+                sasl_mechanism=options.get("sasl_mechanism"),
+                sasl_plain_username=options.get("sasl_plain_username"),
+                sasl_plain_password=options.get("sasl_plain_password"),
+            )
+        except CONFIGURATION_ERRORS as error:
+            raise BrokerMisconfigured(f"{host}:{port}: {describe(error)}") from error
+        except (OSError, TimeoutError, kafka_errors.KafkaError) as error:
+            last_error = error
+            continue
+        connection.close()
+        return
+    raise kafka_errors.KafkaConnectionError(
+        f"no answer from {settings.kafka_bootstrap}: {describe(last_error) if last_error else '?'}"
+    )
+
+
+async def connect_patiently(
+    settings: Settings, connect: Callable[[], Awaitable[None]], stop: asyncio.Event
+) -> bool:
+    """Reaches the broker (a probe, then `connect`), waiting for it with the stages' capped,
+    jittered backoff as long as it is unreachable: one line when it is not there, one when it
+    is. True once connected, False if `stop` came first. A configuration error is raised at
+    once (BrokerMisconfigured)."""
+    began = time.monotonic()
+
+    async def log_unreachable(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        if state.attempt_number == 1:
+            log.warning(
+                "broker %s unreachable (%s): waiting for it, trying again every %.0f s at most",
+                settings.kafka_bootstrap,
+                error,
+                settings.retry_max_seconds,
+            )
+
+    async def connect_once() -> None:
+        await probe_broker(settings)
+        await connect()
+
+    async def until_connected() -> None:
+        async for attempt in retrying(
+            None, settings.retry_base_seconds, settings.retry_max_seconds, log_unreachable
+        ):
+            with attempt:
+                await connect_once()
+
+    connecting = asyncio.create_task(until_connected())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([connecting, stopping], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not connecting.done():
+        connecting.cancel()
+        await asyncio.gather(connecting, return_exceptions=True)
+        return False
+    connecting.result()
+    log.info("broker %s reached in %.1f s", settings.kafka_bootstrap, time.monotonic() - began)
+    return True
 
 
 def dead_letter_topic(worker: str) -> str:
@@ -326,7 +429,21 @@ class StageWorker:
         self._failure: BaseException | None = None
         self._last_commit = float("-inf")
 
-    async def run(self, stop: asyncio.Event) -> None:
+    @property
+    def state(self) -> str:
+        """`ready` while it consumes, `connecting` before and while its group coordinator
+        (the broker) is out of reach."""
+        if not self.ready.is_set() or self._consumer is None:
+            return "connecting"
+        coordinator = self._consumer._coordinator
+        if coordinator is not None and coordinator.coordinator_id is None:
+            return "connecting"
+        return "ready"
+
+    async def run(self, stop: asyncio.Event, shutdown: Shutdown | None = None) -> None:
+        """Consumes until `stop` is set, then stops within `shutdown`'s bound: in-flight
+        messages get the grace, committing and closing the consumer the rest."""
+        shutdown = shutdown or Shutdown(self.name, self.settings)
         consumer = AIOKafkaConsumer(
             **client_options(self.settings),
             group_id=self.name,
@@ -344,23 +461,47 @@ class StageWorker:
         log.info("%s consuming %s", self.name, ", ".join(self.topics))
         try:
             while not stop.is_set():
-                batch = await self._up_to_holes(consumer, await consumer.getmany(timeout_ms=200))
-                self.ready.set()
-                if self.handle_batch is None:
-                    for tp, records in batch.items():
-                        for record in records:
-                            self._dispatch(tp, record)
-                elif batch:
-                    await self._process_batch(self.handle_batch, batch)
-                await metrics.observe_consumer(self.name, consumer, len(self._in_flight))
-                await self._wait_for_room()
-                self._raise_if_failed()
-                since_commit_ms = (time.monotonic() - self._last_commit) * 1000
-                if since_commit_ms >= self.settings.kafka_commit_interval_ms:
-                    await self._commit()
-            await self._hand_back(self.settings.shutdown_grace_seconds)
+                await self._unless_stopped(self._poll(consumer), stop, shutdown)
+            await self._hand_back(shutdown)
         finally:
-            await consumer.stop()
+            await shutdown.within_bound("closing the consumer", consumer.stop())
+
+    async def _poll(self, consumer: AIOKafkaConsumer) -> None:
+        batch = await self._up_to_holes(consumer, await consumer.getmany(timeout_ms=200))
+        self.ready.set()
+        if self.handle_batch is None:
+            for tp, records in batch.items():
+                for record in records:
+                    self._dispatch(tp, record)
+        elif batch:
+            await self._process_batch(self.handle_batch, batch)
+        await metrics.observe_consumer(self.name, consumer, len(self._in_flight))
+        await self._wait_for_room()
+        self._raise_if_failed()
+        since_commit_ms = (time.monotonic() - self._last_commit) * 1000
+        # While the broker is away a commit would wait for it: it is made once it is back.
+        if since_commit_ms >= self.settings.kafka_commit_interval_ms and self.state == "ready":
+            await self._commit()
+
+    async def _unless_stopped(
+        self, step: Awaitable[None], stop: asyncio.Event, shutdown: Shutdown
+    ) -> None:
+        """Runs one poll; if `stop` comes meanwhile (the poll waiting for room, or for a
+        broker that is away), it gets the grace, then is cancelled: what it had not finished
+        is not committed, so it comes again."""
+        polling = asyncio.ensure_future(step)
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait([polling, stopping], return_when=asyncio.FIRST_COMPLETED)
+            if not polling.done():
+                await asyncio.wait([polling], timeout=shutdown.grace_left())
+        finally:
+            stopping.cancel()
+            if not polling.done():
+                polling.cancel()
+                await asyncio.wait([polling], timeout=shutdown.close_left())
+        if polling.done() and not polling.cancelled():
+            polling.result()
 
     async def _up_to_holes(
         self,
@@ -432,19 +573,33 @@ class StageWorker:
             await asyncio.wait(self._in_flight)
         await self._commit()
 
-    async def _hand_back(self, grace_seconds: float) -> None:
-        """Shutdown: lets in-flight messages finish for `grace_seconds`, then cancels the rest
-        (typically calls waiting out a retry backoff) and commits only what finished; the
-        cancelled messages are redelivered to whichever member takes the partition."""
+    async def _hand_back(self, shutdown: Shutdown) -> None:
+        """Shutdown: lets in-flight messages finish for the grace, then cancels the rest
+        (typically calls waiting out a retry backoff, or on a broker or S3 server that does
+        not answer) and commits only what finished; the cancelled messages are redelivered to
+        whichever member takes the partition. A commit the broker does not take within the
+        bound is given up: those messages come again too."""
         if self._in_flight:
-            await asyncio.wait(self._in_flight, timeout=grace_seconds)
+            await asyncio.wait(self._in_flight, timeout=shutdown.grace_left())
         unfinished = list(self._in_flight)
         for task in unfinished:
             task.cancel()
         if unfinished:
             log.info("%s handing back %d unfinished messages", self.name, len(unfinished))
-            await asyncio.wait(unfinished)
-        await self._commit()
+            shutdown.abandon(f"{len(unfinished)} unfinished messages (handed back uncommitted)")
+            await asyncio.wait(unfinished, timeout=shutdown.close_left())
+        if self._failure is not None:
+            shutdown.abandon(
+                "every commit: an output did not reach the broker "
+                f"({describe(self._failure)}), so all since the last commit come again"
+            )
+            return
+        points = self._tracker.commit_points()
+        if points and self._consumer is not None:
+            await shutdown.within_bound(
+                f"committing {len(points)} partitions' finished offsets",
+                self._consumer.commit(points),
+            )
 
     def _raise_if_failed(self) -> None:
         if self._failure is not None:
@@ -584,6 +739,10 @@ class StageWorker:
                 await announcement.settle()
                 for output in outputs:
                     await self.producer.publish(output)
+            except kafka_errors.KafkaError:
+                # The broker, not the message, failed: never a dead letter. The worker stops
+                # without committing it, and it comes again once the broker is back.
+                raise
             except Exception as error:  # terminal, or retries exhausted
                 reason = describe(error)
                 log.error("giving up after %d tries: %s", tries, reason)

@@ -161,6 +161,10 @@ class Settings(BaseSettings):
     # On SIGTERM a worker finishes in-flight messages for this long, then hands back the rest
     # uncommitted (kept below the supervisor's stop timeout).
     shutdown_grace_seconds: float = 10.0
+    # After that grace, committing what finished and closing the connections (broker, S3,
+    # database) get this long; what is not done by then is abandoned, uncommitted work is
+    # redelivered. A stop thus takes at most the grace plus this, whether they answer or not.
+    shutdown_close_seconds: float = 3.0
     download_timeout_seconds: float = 60.0
     recording_format: Literal["wav", "mp3"] = "wav"
 

@@ -416,6 +416,7 @@ STAGE_CONSUMER = RETRIES | {
     "max_attempts",
     "max_in_flight",
     "stage_started_after_ms",
+    "shutdown_close_seconds",
 }
 OBJECT_STORE = {"s3_endpoint_url", "s3_region", "s3_bucket", "s3_access_key", "s3_secret_key"}
 TWILIO = {"twilio_account_sid", "twilio_auth_token"}
@@ -504,6 +505,8 @@ SETTINGS_READ = {
     | {
         "database_url",
         "twilio_api_base_url",
+        "shutdown_grace_seconds",
+        "shutdown_close_seconds",
         "reconcile_interval_seconds",
         "reconcile_recording_after_seconds",
         "reconcile_recording_give_up_after_seconds",

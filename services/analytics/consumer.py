@@ -10,7 +10,6 @@ messages are skipped, and offsets are auto-committed only so that operators see 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -22,8 +21,9 @@ from pydantic import ValidationError
 from services.analytics.core import Figures
 from shared import metrics
 from shared.events import Topic, decode, utc_now
-from shared.kafka import client_options
+from shared.kafka import client_options, connect_patiently
 from shared.settings import Settings
+from shared.shutdown import Shutdown
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +52,49 @@ class _ReadFromTheStart(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._consumer.seek_to_beginning(*assigned)
 
 
-async def consume(settings: Settings, figures: Figures, stop: asyncio.Event) -> None:
-    consumer = AIOKafkaConsumer(
-        **client_options(settings),
-        group_id=GROUP,
-        enable_auto_commit=True,
-        auto_offset_reset="earliest",
-    )
-    consumer.subscribe(TOPICS, listener=_ReadFromTheStart(consumer))
-    await consumer.start()
+class Link:
+    """The consumer's state for /healthz: `connecting` until the broker is reached and while
+    its group coordinator is out of reach, then `ready`."""
+
+    def __init__(self) -> None:
+        self.consumer: AIOKafkaConsumer | None = None
+
+    @property
+    def state(self) -> str:
+        if self.consumer is None:
+            return "connecting"
+        coordinator = self.consumer._coordinator
+        if coordinator is not None and coordinator.coordinator_id is None:
+            return "connecting"
+        return "ready"
+
+
+async def consume(
+    settings: Settings, figures: Figures, shutdown: Shutdown, link: Link | None = None
+) -> None:
+    """Reads the topics into `figures` until `shutdown.stop`; waits for the broker while it is
+    unreachable. Its offsets only show the lag: a last commit the broker does not take
+    within the bound is given up."""
+    link = link or Link()
+
+    async def connect() -> None:
+        consumer = AIOKafkaConsumer(
+            **client_options(settings),
+            group_id=GROUP,
+            enable_auto_commit=True,
+            auto_offset_reset="earliest",
+        )
+        consumer.subscribe(TOPICS, listener=_ReadFromTheStart(consumer))
+        await consumer.start()
+        link.consumer = consumer
+
+    if not await connect_patiently(settings, connect, shutdown.stop):
+        return
+    consumer = link.consumer
+    assert consumer is not None
     log.info("analytics consuming %s as group %s", ", ".join(TOPICS), GROUP)
     try:
-        while not stop.is_set():
+        while not shutdown.stop.is_set():
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 for record in records:
@@ -77,15 +108,16 @@ async def consume(settings: Settings, figures: Figures, stop: asyncio.Event) -> 
             figures.forget_unfinished(utc_now())
             await metrics.observe_consumer("analytics", consumer, 0)
     finally:
-        await consumer.stop()
+        await shutdown.within_bound("closing the consumer", consumer.stop())
 
 
-def http_app(figures: Figures) -> web.Application:
+def http_app(figures: Figures, link: Link) -> web.Application:
     async def figures_page(_request: web.Request) -> web.Response:
         return web.json_response(figures.view())
 
     async def healthz(_request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        state = link.state
+        return web.json_response({"status": state}, status=200 if state == "ready" else 503)
 
     app = web.Application()
     app.router.add_get("/figures", figures_page)
@@ -94,13 +126,15 @@ def http_app(figures: Figures) -> web.Application:
     return app
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
+async def run(settings: Settings, shutdown: Shutdown) -> None:
     figures = Figures()
-    runner = web.AppRunner(http_app(figures), access_log=None)
+    link = Link()
+    runner = web.AppRunner(http_app(figures, link), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", settings.analytics_port).start()
     log.info("figures at http://127.0.0.1:%d/figures", settings.analytics_port)
     try:
-        await consume(settings, figures, stop)
+        await consume(settings, figures, shutdown, link)
     finally:
-        await runner.cleanup()
+        await shutdown.within_bound("closing the HTTP server", runner.cleanup())
+    shutdown.finished()

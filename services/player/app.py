@@ -3,6 +3,7 @@ the status page. Every request is scoped to one business: another business's cal
 404, exactly like a call that does not exist."""
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -15,6 +16,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Annotated, Any
 
+from aiokafka.errors import KafkaError
 from cachetools import TTLCache
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
@@ -36,9 +38,17 @@ from shared.events import (
     call_correlation_id,
     key_of_business,
 )
-from shared.kafka import EventProducer, StageWorker, all_topics, ensure_topics
+from shared.kafka import (
+    EventProducer,
+    StageWorker,
+    all_topics,
+    connect_patiently,
+    ensure_topics,
+    probe_broker,
+)
 from shared.logs import call_context
 from shared.settings import Settings
+from shared.shutdown import Shutdown
 from shared.storage import ObjectStore
 from shared.transcript import Transcript
 
@@ -122,20 +132,37 @@ def create_app(settings: Settings) -> FastAPI:
             await repository.add_api_key(
                 settings.default_business_id, settings.api_key.get_secret_value(), "configured"
             )
-        await ensure_topics(settings)
         await store.start()
-        await producer.start()
-        stop = asyncio.Event()
-        consuming = asyncio.gather(*(worker.run(stop) for worker in workers))
+        shutdown = Shutdown("player", settings)
+        # A configuration error fails the start; a broker not reachable yet is waited for.
+        with contextlib.suppress(KafkaError, OSError):
+            await probe_broker(settings)
+
+        async def connect() -> None:
+            try:
+                await ensure_topics(settings)
+                await producer.start()
+            except Exception:
+                await producer.stop()
+                raise
+
+        async def consume() -> None:
+            # The API serves while the broker is unreachable; the consumers start once it is.
+            if await connect_patiently(settings, connect, shutdown.stop):
+                await asyncio.gather(*(worker.run(shutdown.stop, shutdown) for worker in workers))
+
+        consuming = asyncio.create_task(consume())
         try:
             yield
         finally:
-            stop.set()
+            # uvicorn handles the signals: the stop is bounded here, without the last resort.
+            shutdown.begin(last_resort=False)
             await consuming
-            await producer.stop()
-            await store.stop()
+            await shutdown.within_bound("closing the producer", producer.stop())
+            await shutdown.within_bound("closing the object store client", store.stop())
             repository.close()
-            await engine.dispose()
+            await shutdown.within_bound("closing the database", engine.dispose())
+            shutdown.finished()
 
     bearer = HTTPBearer(auto_error=False)
     known_keys: TTLCache[str, str] = TTLCache(maxsize=10_000, ttl=settings.api_key_cache_seconds)
@@ -231,9 +258,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
-        if not all(worker.ready.is_set() for worker in workers):
-            return JSONResponse({"status": "starting"}, status_code=503)
-        return JSONResponse({"status": "ok"})
+        if not all(worker.state == "ready" for worker in workers):
+            return JSONResponse({"status": "connecting"}, status_code=503)
+        return JSONResponse({"status": "ready"})
 
     @app.get("/api/calls")
     async def list_calls(

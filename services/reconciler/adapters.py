@@ -100,9 +100,21 @@ class Reconciler:
         return done
 
     async def run_periodically(self, interval_seconds: float, stop: asyncio.Event) -> None:
+        """A round every `interval_seconds` until `stop`. A round under way at the stop (one
+        waiting for a broker or database that does not answer) is cancelled: each repair is
+        idempotent, the next round does what it left."""
         while not stop.is_set():
+            reconciling = asyncio.ensure_future(self.run_once())
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([reconciling, stopping], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not reconciling.done():
+                reconciling.cancel()
+                await asyncio.gather(reconciling, return_exceptions=True)
+                log.info("stopping: the reconciliation round under way is left to the next one")
+                return
             try:
-                done = await self.run_once()
+                done = reconciling.result()
             except Exception:  # the database or the broker briefly away: next round
                 log.exception("reconciliation round failed")
             else:

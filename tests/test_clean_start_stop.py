@@ -1,0 +1,470 @@
+"""A stage worker whatever its broker does: started before the broker, it waits for it
+(`/healthz` says `connecting`) and then works; with the broker and its S3 server gone under
+it, SIGTERM still ends it, exit status 0, within the grace plus the close time; the message
+it had in flight comes again after the restart, handled once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import pytest
+from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaTimeoutError
+from support_stack import start_child
+
+from callpipe.stack import Stack, settings_env
+from shared.events import (
+    AnyEvent,
+    Event,
+    Lead,
+    SummaryReady,
+    TranscriptReady,
+    call_correlation_id,
+    encode,
+)
+from shared.kafka import EventProducer, StageWorker, replay
+from shared.settings import Settings
+from shared.shutdown import Shutdown
+from shared.storage import ObjectStore, transcript_key
+from shared.transcript import Transcript
+
+# Ports of this file's own broker, S3 server (it also takes +555…+1020 and each +10000),
+# stage worker health and unanswering S3 endpoint.
+_OFFSET = int(os.environ.get("CALLPIPE_TEST_PORT_OFFSET", "0"))
+BROKER_PORT = 25092 + _OFFSET
+S3_PORT = 25333 + _OFFSET
+HEALTH_PORT = 25101 + _OFFSET
+SILENT_S3_PORT = 25201 + _OFFSET
+
+GRACE_SECONDS = 1.0
+CLOSE_SECONDS = 2.0
+# Beyond the bound: the interpreter's own start-up and exit.
+STOP_SLACK_SECONDS = 2.5
+WAIT_SECONDS = 60.0
+
+
+class Servers:
+    """The broker and its S3 server as `callpipe up` starts them, each stoppable alone."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.stack = Stack(
+            Settings(
+                data_dir=data_dir,
+                kafka_bootstrap=f"127.0.0.1:{BROKER_PORT}",
+                s3_endpoint_url=f"http://127.0.0.1:{S3_PORT}",
+            )
+        )
+        self.settings = self.stack.settings
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str) -> None:
+        child = next(child for child in self.stack.children if child.name == name)
+        self.processes[name] = start_child(child, self.data_dir, self.data_dir)
+
+    def stop(self, name: str) -> None:
+        process = self.processes.pop(name)
+        process.terminate()
+        process.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.processes)):
+            self.stop(name)
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[Servers]:
+    running = Servers(tmp_path)
+    try:
+        yield running
+    finally:
+        running.stop_all()
+
+
+class Worker:
+    """`callpipe run extractor` as its own process, its output in a file."""
+
+    def __init__(self, settings: Settings, log_path: Path, **env: str) -> None:
+        self.log_path = log_path
+        self.health = f"http://127.0.0.1:{HEALTH_PORT}/healthz"
+        environment = {
+            **os.environ,
+            **settings_env(settings),
+            "PYTHONUNBUFFERED": "1",
+            "CALLPIPE_EXTRACTOR_BACKEND": "instant",
+            "CALLPIPE_EXTRACTOR_HEALTH_PORT": str(HEALTH_PORT),
+            "CALLPIPE_SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS),
+            "CALLPIPE_SHUTDOWN_CLOSE_SECONDS": str(CLOSE_SECONDS),
+            "CALLPIPE_RETRY_MAX_SECONDS": "1",
+            **env,
+        }
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "callpipe", "run", "extractor"],
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def status(self) -> tuple[int, Any] | None:
+        try:
+            response = httpx.get(self.health, timeout=2)
+        except httpx.HTTPError:
+            return None
+        return response.status_code, response.json()
+
+    def wait_for_status(self, wanted: tuple[int, Any]) -> None:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"the worker exited:\n{self.output()}"
+            if self.status() == wanted:
+                return
+            time.sleep(0.2)
+        pytest.fail(f"/healthz never said {wanted}, last {self.status()}:\n{self.output()}")
+
+    def terminate(self) -> tuple[int, float]:
+        """SIGTERM; its exit status and how long it took to exit."""
+        began = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            pytest.fail(f"still running 60 s after SIGTERM:\n{self.output()}")
+        return code, time.monotonic() - began
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+class SilentServer:
+    """A port that takes connections and never answers: an S3 server that hangs."""
+
+    def __init__(self, port: int) -> None:
+        self._listener = socket.create_server(("127.0.0.1", port))
+        self.connections: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections.append(connection)
+
+    def close(self) -> None:
+        for connection in self.connections:
+            connection.close()
+        self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+        self._listener.close()
+        self._thread.join(timeout=5)
+
+
+def transcript_ready(settings: Settings, call_sid: str) -> TranscriptReady:
+    """A transcript.ready of `call_sid`, its (wordless) transcript stored."""
+    key = transcript_key("clean-stop", call_sid, "RE" + call_sid[2:])
+    transcript = Transcript(
+        call_sid=call_sid,
+        recording_sid="RE" + call_sid[2:],
+        language="en",
+        duration_seconds=1.0,
+        speakers=[],
+        utterances=[],
+        model="test",
+    )
+
+    async def store() -> None:
+        objects = ObjectStore(settings)
+        await objects.start()
+        try:
+            await objects.put(key, transcript.model_dump_json().encode(), "application/json")
+        finally:
+            await objects.stop()
+
+    asyncio.run(store())
+    return TranscriptReady(
+        call_sid=call_sid,
+        business_id="clean-stop",
+        correlation_id=call_correlation_id(call_sid),
+        outcome="transcribed",
+        transcript_key=key,
+    )
+
+
+def publish(settings: Settings, event: TranscriptReady) -> None:
+    async def send() -> None:
+        producer = EventProducer(settings)
+        await producer.start()
+        try:
+            await producer.publish(event)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+def summaries_of(settings: Settings, call_sid: str) -> list[SummaryReady]:
+    async def read() -> list[SummaryReady]:
+        return [
+            event
+            async for event in replay(settings, ["summary.ready"])
+            if isinstance(event, SummaryReady) and event.call_sid == call_sid
+        ]
+
+    return asyncio.run(read())
+
+
+def wait_for_summary(settings: Settings, call_sid: str) -> list[SummaryReady]:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        found = summaries_of(settings, call_sid)
+        if found:
+            return found
+        time.sleep(0.5)
+    pytest.fail(f"no summary.ready for {call_sid} in {WAIT_SECONDS} s")
+
+
+@pytest.mark.stack
+def test_a_worker_started_before_the_broker_waits_for_it_then_works(
+    servers: Servers, tmp_path: Path
+) -> None:
+    servers.start("s3")
+    worker = Worker(servers.settings, tmp_path / "worker.log")
+    try:
+        worker.wait_for_status((503, {"status": "connecting"}))
+        time.sleep(2)  # a few tries at the broker, which must neither end it nor flood its log
+        assert worker.process.poll() is None, worker.output()
+        assert worker.status() == (503, {"status": "connecting"})
+
+        servers.start("broker")
+        worker.wait_for_status((200, {"status": "ready"}))
+        event = transcript_ready(servers.settings, "CAstartsbeforebroker")
+        publish(servers.settings, event)
+        assert [s.outcome for s in wait_for_summary(servers.settings, event.call_sid)]
+        code, seconds = worker.terminate()
+        print(f"stop with the broker up: {seconds:.2f} s")
+    finally:
+        worker.kill()
+    output = worker.output()
+    assert code == 0, output
+    assert "Traceback" not in output
+    assert output.count("unreachable") == 1, output
+    assert "reached in" in output
+
+
+@pytest.mark.stack
+def test_with_its_broker_gone_a_worker_stops_in_time_and_its_message_comes_again_once(
+    servers: Servers, tmp_path: Path
+) -> None:
+    servers.start("s3")
+    servers.start("broker")
+    silent = SilentServer(SILENT_S3_PORT)
+    worker = Worker(
+        servers.settings,
+        tmp_path / "worker.log",
+        CALLPIPE_S3_ENDPOINT_URL=f"http://127.0.0.1:{SILENT_S3_PORT}",
+    )
+    try:
+        worker.wait_for_status((200, {"status": "ready"}))
+        event = transcript_ready(servers.settings, "CAinflightatstop")
+        publish(servers.settings, event)
+        deadline = time.monotonic() + WAIT_SECONDS
+        while not silent.connections and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert silent.connections, "the worker never asked S3 for the transcript"
+
+        servers.stop("broker")
+        servers.stop("s3")
+        worker.wait_for_status((503, {"status": "connecting"}))
+        code, seconds = worker.terminate()
+        print(f"stop with the broker and S3 gone: {seconds:.2f} s")
+    finally:
+        worker.kill()
+        silent.close()
+    output = worker.output()
+    assert code == 0, output
+    assert seconds < GRACE_SECONDS + CLOSE_SECONDS + STOP_SLACK_SECONDS, output
+    stop_lines = [line for line in output.splitlines() if "extractor stopped in" in line]
+    assert len(stop_lines) == 1, output
+    assert "1 unfinished messages (handed back uncommitted)" in stop_lines[0]
+
+    servers.start("s3")
+    servers.start("broker")
+    again = Worker(servers.settings, tmp_path / "worker-again.log")
+    try:
+        again.wait_for_status((200, {"status": "ready"}))
+        wait_for_summary(servers.settings, event.call_sid)
+        # Past a commit interval: a second handling would have published by now.
+        time.sleep(2)
+        assert len(summaries_of(servers.settings, event.call_sid)) == 1
+        code, seconds = again.terminate()
+        print(f"stop after the restart: {seconds:.2f} s")
+    finally:
+        again.kill()
+    assert code == 0, again.output()
+
+
+def test_a_malformed_broker_address_fails_at_once_saying_so(tmp_path: Path) -> None:
+    worker = Worker(
+        Settings(data_dir=tmp_path), tmp_path / "worker.log", CALLPIPE_KAFKA_BOOTSTRAP="kafka:x"
+    )
+    try:
+        code = worker.process.wait(timeout=30)
+    finally:
+        worker.kill()
+    output = worker.output()
+    assert code != 0
+    assert "BrokerMisconfigured" in output and "CALLPIPE_KAFKA_BOOTSTRAP='kafka:x'" in output
+
+
+def test_a_worker_waiting_for_the_broker_stops_at_once(tmp_path: Path) -> None:
+    worker = Worker(
+        Settings(data_dir=tmp_path, kafka_bootstrap=f"127.0.0.1:{BROKER_PORT}"),
+        tmp_path / "worker.log",
+    )
+    try:
+        worker.wait_for_status((503, {"status": "connecting"}))
+        code, seconds = worker.terminate()
+        print(f"stop while connecting: {seconds:.2f} s")
+    finally:
+        worker.kill()
+    assert code == 0, worker.output()
+    assert seconds < CLOSE_SECONDS, worker.output()
+    assert "stopped while waiting for the broker" in worker.output()
+
+
+def test_analytics_waiting_for_the_broker_says_so_and_stops_at_once(tmp_path: Path) -> None:
+    port = 25110 + _OFFSET
+    environment = {
+        **os.environ,
+        **settings_env(Settings(data_dir=tmp_path, kafka_bootstrap=f"127.0.0.1:{BROKER_PORT}")),
+        "CALLPIPE_ANALYTICS_PORT": str(port),
+    }
+    log_path = tmp_path / "analytics.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "callpipe", "analytics"],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + WAIT_SECONDS
+        status = None
+        while status != (503, {"status": "connecting"}) and time.monotonic() < deadline:
+            assert process.poll() is None, log_path.read_text()
+            time.sleep(0.2)
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                status = (response.status_code, response.json())
+            except httpx.HTTPError:
+                continue
+        assert status == (503, {"status": "connecting"}), log_path.read_text()
+        began = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+        seconds = time.monotonic() - began
+        print(f"analytics stop while connecting: {seconds:.2f} s")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert code == 0, log_path.read_text()
+    assert seconds < CLOSE_SECONDS, log_path.read_text()
+    assert "analytics stopped in" in log_path.read_text()
+
+
+async def test_a_stop_step_that_gets_no_answer_is_abandoned_at_the_bound_and_named() -> None:
+    shutdown = Shutdown("unit", Settings(shutdown_grace_seconds=0.2, shutdown_close_seconds=0.3))
+    shutdown.begin(last_resort=False)
+    began = time.monotonic()
+    assert await shutdown.within_bound("closing the producer", asyncio.sleep(0))
+    assert not await shutdown.within_bound("committing", asyncio.sleep(3600))
+    assert 0.4 < time.monotonic() - began < 1.5
+    # The bound is spent: a later step does not get to wait at all.
+    assert not await shutdown.within_bound("closing the object store", asyncio.sleep(3600))
+    assert time.monotonic() - began < 1.5
+    assert shutdown.abandoned == ["committing (no answer)", "closing the object store (no answer)"]
+
+
+class BrokerAwayOnce:
+    """A producer whose first publish finds the broker away; then it is back."""
+
+    def __init__(self) -> None:
+        self.published: list[Event] = []
+        self.dead_letters: list[str] = []
+        self._failed = False
+
+    async def publish(self, event: Event) -> None:
+        if not self._failed:
+            self._failed = True
+            raise KafkaTimeoutError("the broker did not answer")
+        self.published.append(event)
+
+    async def publish_raw(
+        self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        self.dead_letters.append(topic)
+
+
+async def test_an_output_the_broker_did_not_take_is_not_dead_lettered() -> None:
+    event = TranscriptReady(
+        call_sid="CAbrokeraway",
+        business_id="clean-stop",
+        correlation_id=call_correlation_id("CAbrokeraway"),
+        outcome="no_speech",
+        transcript_key="clean-stop/CAbrokeraway/RE1.transcript.json",
+    )
+
+    async def handle(received: AnyEvent) -> list[Event]:
+        return [
+            received.caused(
+                SummaryReady,
+                "summary.ready",
+                outcome="nothing_to_extract",
+                summary="No speech in the recording.",
+                lead=Lead(),
+                extractor="unit",
+            )
+        ]
+
+    producer = BrokerAwayOnce()
+    settings = Settings(retry_base_seconds=0.01, retry_max_seconds=0.01)
+    worker = StageWorker(
+        "unit", ["transcript.ready"], handle, settings, cast(EventProducer, producer)
+    )
+    record = ConsumerRecord(
+        topic="transcript.ready",
+        partition=0,
+        offset=0,
+        timestamp=0,
+        timestamp_type=0,
+        key=event.call_sid.encode(),
+        value=encode(event),
+        checksum=None,
+        serialized_key_size=0,
+        serialized_value_size=0,
+        headers=[],
+    )
+    with pytest.raises(KafkaTimeoutError):
+        await worker._process(record)
+    assert producer.dead_letters == []
+    assert producer.published == []
