@@ -12,13 +12,16 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from aiokafka import AIOKafkaConsumer
+from starlette.requests import Request
+from starlette.responses import Response
 
 from callpipe.bootstrap import open_stage_worker
 from shared.events import RecordingCompleted, decode
@@ -34,6 +37,8 @@ SIMULATOR_PORT = 21090 + _OFFSET
 # the module S3 servers' (support_stack.MODULE_S3_PORT), which other modules start while
 # this one still runs.
 S3_PORT = 26333 + _OFFSET
+# Media origins of the redirect tests, each a real HTTP server of its own.
+MEDIA_ORIGIN_PORTS = (21091 + _OFFSET, 21092 + _OFFSET, 21093 + _OFFSET)
 
 
 def base_settings(data_dir: Path) -> Settings:
@@ -73,6 +78,59 @@ def recording_event(recording: dict[str, str], business_id: str = "acme") -> Rec
         recording_url=recording["recording_url"] + ".json",
         channels=2,
     )
+
+
+@dataclass
+class MediaOrigin:
+    """A media server at an origin of its own: answers every GET with a redirect to
+    `redirect_to`, or with `body`, and keeps the Authorization header of each request."""
+
+    port: int
+    body: bytes = b""
+    redirect_to: str | None = None
+    authorizations: list[str | None] = field(default_factory=list)
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        self.authorizations.append(request.headers.get("authorization"))
+        if self.redirect_to is not None:
+            response = Response(status_code=302, headers={"Location": self.redirect_to})
+        else:
+            response = Response(self.body, media_type="audio/x-wav")
+        await response(scope, receive, send)
+
+
+@asynccontextmanager
+async def serving_media(*origins: MediaOrigin) -> AsyncIterator[None]:
+    """Each origin on its own real socket, in this event loop."""
+    servers = [
+        uvicorn.Server(
+            uvicorn.Config(o, host="127.0.0.1", port=o.port, log_config=None, lifespan="off")
+        )
+        for o in origins
+    ]
+    tasks = [asyncio.create_task(server.serve()) for server in servers]
+    try:
+        deadline = time.monotonic() + 30
+        while not all(server.started for server in servers):
+            for task in tasks:
+                if task.done():
+                    task.result()
+                    raise RuntimeError("a media origin stopped while starting")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the media origins did not start in 30 s")
+            await asyncio.sleep(0.02)
+        yield
+    finally:
+        for server in servers:
+            server.should_exit = True
+        await asyncio.gather(*tasks)
 
 
 @asynccontextmanager

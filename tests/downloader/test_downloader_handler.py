@@ -3,8 +3,10 @@ safety (allowed origins, redirects, size limit), multipart uploads, delete after
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import secrets
 import wave
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -17,10 +19,18 @@ from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ClientError
 
 from callpipe.bootstrap import downloader_handler
-from downloader.servers import add_recording, media_requests, recording_event
+from callpipe.twilio_simulator import sample_path
+from downloader.servers import (
+    MEDIA_ORIGIN_PORTS,
+    MediaOrigin,
+    add_recording,
+    media_requests,
+    recording_event,
+    serving_media,
+)
 from services.downloader.handler import DownloadHandler
 from shared.events import RecordingDownloaded
-from shared.retry import TerminalError
+from shared.retry import RetryLater, TerminalError
 from shared.settings import Settings
 from shared.storage import ObjectStore
 
@@ -73,6 +83,79 @@ async def test_a_redirect_within_the_allowed_origins_is_followed(
     assert isinstance(result, RecordingDownloaded)
     assert result.size_bytes > 0
     assert [r["status"] for r in media_requests(settings, target["recording_sid"])] == [200]
+
+
+def _recording_at(origin: MediaOrigin, settings: Settings) -> dict[str, str]:
+    recording_sid = "RE" + secrets.token_hex(16)
+    path = f"/2010-04-01/Accounts/{settings.twilio_account_sid}/Recordings/{recording_sid}"
+    return {"recording_sid": recording_sid, "recording_url": origin.origin + path}
+
+
+def _basic_auth(settings: Settings) -> str:
+    account = f"{settings.twilio_account_sid}:{settings.twilio_auth_token.get_secret_value()}"
+    return "Basic " + base64.b64encode(account.encode()).decode()
+
+
+async def test_the_accounts_credentials_go_only_to_the_recording_urls_origin(
+    settings: Settings, handler_for: Any, store: ObjectStore
+) -> None:
+    audio = sample_path("plumber_boston").read_bytes()
+    recording_origin = MediaOrigin(MEDIA_ORIGIN_PORTS[0])
+    media_origin = MediaOrigin(MEDIA_ORIGIN_PORTS[1], body=audio)
+    recording = _recording_at(recording_origin, settings)
+    recording_origin.redirect_to = f"{media_origin.origin}/media/{recording['recording_sid']}"
+    handler = await handler_for(
+        media_allowed_origins=f"{recording_origin.origin},{media_origin.origin}"
+    )
+    async with serving_media(recording_origin, media_origin):
+        [result] = await handler(recording_event(recording))
+    assert recording_origin.authorizations == [_basic_auth(settings)]
+    assert media_origin.authorizations == [None]  # asked, without the account's credentials
+    assert await store.get(result.object_key) == audio
+
+
+async def test_a_redirect_off_the_allowed_origins_is_refused_at_any_hop(
+    settings: Settings, handler_for: Any, store: ObjectStore
+) -> None:
+    recording_origin = MediaOrigin(MEDIA_ORIGIN_PORTS[0])
+    media_origin = MediaOrigin(MEDIA_ORIGIN_PORTS[1])
+    elsewhere = MediaOrigin(MEDIA_ORIGIN_PORTS[2], body=b"RIFF")
+    recording = _recording_at(recording_origin, settings)
+    recording_origin.redirect_to = f"{media_origin.origin}/media/{recording['recording_sid']}"
+    media_origin.redirect_to = f"{elsewhere.origin}/media/{recording['recording_sid']}"
+    handler = await handler_for(
+        media_allowed_origins=f"{recording_origin.origin},{media_origin.origin}"
+    )
+    event = recording_event(recording)
+    async with serving_media(recording_origin, media_origin, elsewhere):
+        with pytest.raises(TerminalError, match="redirected to a disallowed URL"):
+            await handler(event)
+    assert recording_origin.authorizations == [_basic_auth(settings)]
+    assert media_origin.authorizations == [None]
+    assert elsewhere.authorizations == []  # never asked at all
+    assert await store.keys(f"acme/{event.occurred_at.date().isoformat()}/{event.call_sid}") == []
+
+
+async def test_media_not_ready_yet_is_asked_for_again_no_sooner_than_a_second_later(
+    settings: Settings, handler_for: Any
+) -> None:
+    handler = await handler_for()
+    event = recording_event(add_recording(settings, media_delay_seconds=600))
+    with pytest.raises(RetryLater, match="not ready") as raised:
+        await handler(event)
+    assert raised.value.after_seconds >= 1.0
+    assert [r["status"] for r in media_requests(settings, event.recording_sid)] == [404]
+
+
+async def test_a_rate_limited_fetch_is_asked_for_again_no_sooner_than_retry_after_says(
+    settings: Settings, handler_for: Any
+) -> None:
+    handler = await handler_for()
+    event = recording_event(add_recording(settings, rate_limited_tries=1, retry_after_seconds=7))
+    with pytest.raises(RetryLater, match="429") as raised:
+        await handler(event)
+    assert raised.value.after_seconds >= 7.0
+    assert [r["status"] for r in media_requests(settings, event.recording_sid)] == [429]
 
 
 async def test_a_recording_over_the_size_limit_is_refused_and_not_stored(

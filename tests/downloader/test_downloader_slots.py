@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import event, select
@@ -19,6 +20,7 @@ from services.downloader.slots import DownloadSlots, download_slots
 from shared.db import create_engine
 
 POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+T = TypeVar("T")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -28,26 +30,65 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return POSTGRES_URL
 
 
+Instances = Callable[[float], Awaitable[list[DownloadSlots]]]
+# Far longer than any test here: no lease runs out unless a test means it to.
+LONG_LEASE_SECONDS = 60.0
+# How long a test waits for what must happen before it fails, on a loaded machine.
+PATIENCE_SECONDS = 30.0
+
+
 @pytest.fixture(params=[0.0, 0.3], ids=["released-at-once", "kept-idle"])
-async def instances(
-    database_url: str, request: pytest.FixtureRequest
-) -> AsyncIterator[list[DownloadSlots]]:
-    engines = [create_engine(database_url) for _ in range(3)]
-    slots = [
-        DownloadSlots(engine, per_business=2, lease_seconds=0.6, idle_seconds=request.param)
-        for engine in engines
-    ]
-    await slots[0].create_table()
-    yield slots
-    for instance in slots:
+async def instances(database_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Instances]:
+    """Three instances sharing the table, each its own engine, with the lease given."""
+    engines: list[AsyncEngine] = []
+    made: list[DownloadSlots] = []
+
+    async def make(lease_seconds: float) -> list[DownloadSlots]:
+        engines.extend(create_engine(database_url) for _ in range(3))
+        made.extend(
+            DownloadSlots(engine, 2, lease_seconds=lease_seconds, idle_seconds=request.param)
+            for engine in engines[-3:]
+        )
+        await made[-1].create_table()
+        return made[-3:]
+
+    yield make
+    for instance in made:
         await instance.close()
     for engine in engines:
         await engine.dispose()
 
 
-async def test_at_most_the_cap_downloads_at_once_across_instances(
-    instances: list[DownloadSlots],
-) -> None:
+async def _within(seconds: float, what: str, awaitable: Awaitable[T]) -> T:
+    try:
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    except TimeoutError:
+        pytest.fail(f"{what}: not within {seconds} s")
+
+
+async def _until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Polls `condition` until it holds; fails after PATIENCE_SECONDS."""
+    deadline = time.monotonic() + PATIENCE_SECONDS
+    while not await condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {PATIENCE_SECONDS} s")
+        await asyncio.sleep(0.05)
+
+
+async def _leases(engine: AsyncEngine, business_id: str) -> dict[str, float]:
+    """Holder → the expiry (epoch seconds) of the business's leases in the table."""
+    async with engine.connect() as connection:
+        found = await connection.execute(
+            select(download_slots.c.holder, download_slots.c.expires_at).where(
+                download_slots.c.business_id == business_id
+            )
+        )
+        return {row.holder: row.expires_at for row in found}
+
+
+async def test_at_most_the_cap_downloads_at_once_across_instances(instances: Instances) -> None:
+    slots = await instances(LONG_LEASE_SECONDS)
     business, other = f"busy-{uuid.uuid4().hex}", f"quiet-{uuid.uuid4().hex}"
     holding = {business: 0, other: 0}
     most = {business: 0, other: 0}
@@ -56,52 +97,83 @@ async def test_at_most_the_cap_downloads_at_once_across_instances(
         async with slots.hold(business_id):
             holding[business_id] += 1
             most[business_id] = max(most[business_id], holding[business_id])
-            # Long enough that a second claim (a SQL write that may wait for another
-            # instance's) lands while the first is still held, so the cap is reached.
+            # The download's own duration: long enough that a second claim (a SQL write
+            # that may wait for another instance's) lands while the first is still held.
             await asyncio.sleep(0.5)
             holding[business_id] -= 1
 
-    await asyncio.gather(
-        *(download(instances[i % 3], business) for i in range(12)),
-        *(download(instances[i % 3], other) for i in range(2)),
+    # Each instance lets two of its own downloads of a business claim a slot at once: six
+    # claims compete for the business's two slots.
+    await _within(
+        PATIENCE_SECONDS,
+        "fourteen downloads of half a second",
+        asyncio.gather(
+            *(download(slots[i % 3], business) for i in range(12)),
+            *(download(slots[i % 3], other) for i in range(2)),
+        ),
     )
     assert most == {business: 2, other: 2}
 
 
 async def test_a_slot_held_longer_than_its_lease_stays_held_while_renewed(
-    instances: list[DownloadSlots],
+    instances: Instances,
 ) -> None:
+    lease_seconds = 2.0  # renewed every third of it: a renewal may be over a second late
+    slots = await instances(lease_seconds)
+    engine = slots[0]._engine
     business = f"b-{uuid.uuid4().hex}"
-    order: list[str] = []
     both_held = asyncio.Barrier(3)
+    done = asyncio.Event()
+    third_got_one = asyncio.Event()
 
-    async def download(slots: DownloadSlots, name: str, seconds: float) -> None:
+    async def download(slots: DownloadSlots) -> None:
         async with slots.hold(business):
-            order.append(f"{name} got")
             await both_held.wait()
-            await asyncio.sleep(seconds)
-            order.append(f"{name} done")
+            await done.wait()
 
-    # Both slots held for three lease periods: a third download must wait for one to end.
-    first = asyncio.create_task(download(instances[0], "first", 1.8))
-    second = asyncio.create_task(download(instances[1], "second", 1.8))
-    await both_held.wait()
-    async with instances[2].hold(business):
-        order.append("third got")
-    await asyncio.gather(first, second)
-    assert order.index("third got") > min(order.index("first done"), order.index("second done"))
+    async def third_download() -> None:
+        async with slots[2].hold(business):
+            third_got_one.set()
+
+    holders = [asyncio.create_task(download(slots[0])), asyncio.create_task(download(slots[1]))]
+    await _within(PATIENCE_SECONDS, "both slots taken", both_held.wait())
+    first_expiries = await _leases(engine, business)
+    assert len(first_expiries) == 2
+    third = asyncio.create_task(third_download())
+
+    async def leases_outlived_and_renewed() -> bool:
+        assert not third_got_one.is_set(), "a third download got a slot of a held lease"
+        renewed = await _leases(engine, business)
+        assert renewed.keys() == first_expiries.keys(), "a held lease changed hands"
+        return time.time() > max(first_expiries.values()) + lease_seconds / 2 and all(
+            renewed[holder] > first_expiries[holder] for holder in first_expiries
+        )
+
+    # Past the leases as first taken: only their renewal keeps the slots held.
+    await _until(leases_outlived_and_renewed, "both leases renewed past their first expiry")
+    done.set()
+    await _within(PATIENCE_SECONDS, "the third download once a slot was given back", third)
+    await asyncio.gather(*holders)
 
 
 async def test_a_crashed_holders_slot_frees_itself_when_its_lease_expires(
-    instances: list[DownloadSlots],
+    instances: Instances,
 ) -> None:
+    slots = await instances(1.0)
     business = f"b-{uuid.uuid4().hex}"
-    crashed = instances[0]
+    crashed = slots[0]
     # Took both slots and died: no release, no renewal.
     for _ in range(2):
         await crashed._acquire(business)
-    async with instances[1].hold(business):
-        pass  # got a slot back once a lease expired
+    expiries = await _leases(slots[0]._engine, business)
+    assert len(expiries) == 2
+
+    async def take() -> float:
+        async with slots[1].hold(business):
+            return time.time()
+
+    got_at = await _within(PATIENCE_SECONDS, "a slot of the crashed holder", take())
+    assert got_at >= min(expiries.values()), "a slot was taken before its lease expired"
 
 
 @pytest.fixture
@@ -154,9 +226,16 @@ async def test_an_idle_slot_is_given_back_after_the_idle_time_to_another_instanc
         async with first.hold(business):
             pass
         [idle_holder] = await _holders(engine, business)
-        with caplog.at_level(logging.INFO, logger="services.downloader.slots"):
+
+        async def holders_once_taken() -> list[str]:
             async with other.hold(business):
-                assert await _holders(engine, business) not in ([], [idle_holder])
+                return await _holders(engine, business)
+
+        with caplog.at_level(logging.INFO, logger="services.downloader.slots"):
+            holders = await _within(
+                PATIENCE_SECONDS, "the idle slot given back", holders_once_taken()
+            )
+        assert holders not in ([], [idle_holder])
         assert f"every download slot of business {business} is busy" in caplog.text
     finally:
         await first.close()
@@ -170,7 +249,8 @@ from services.downloader.slots import DownloadSlots
 from shared.db import create_engine
 
 async def main() -> None:
-    slots = DownloadSlots(create_engine(sys.argv[1]), 1, lease_seconds=0.6, idle_seconds=600)
+    engine = create_engine(sys.argv[1])
+    slots = DownloadSlots(engine, 1, lease_seconds=float(sys.argv[3]), idle_seconds=600)
     async with slots.hold(sys.argv[2]):
         pass
     print("holding idle", flush=True)
@@ -183,28 +263,42 @@ asyncio.run(main())
 async def test_a_crashed_processs_idle_slot_stays_renewed_until_it_dies_then_expires(
     engine: AsyncEngine, database_url: str
 ) -> None:
+    lease_seconds = 2.0  # renewed every third of it: a renewal may be over a second late
     business = f"b-{uuid.uuid4().hex}"
     holder = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CRASHING_HOLDER, database_url, business,
+        sys.executable, "-c", CRASHING_HOLDER, database_url, business, str(lease_seconds),
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    other = DownloadSlots(engine, per_business=1, lease_seconds=0.6, idle_seconds=0.0)
+    other = DownloadSlots(engine, per_business=1, lease_seconds=lease_seconds, idle_seconds=0.0)
     got_it = asyncio.Event()
 
-    async def take() -> None:
+    async def take() -> float:
         async with other.hold(business):
             got_it.set()
+            return time.time()
 
     try:
         assert holder.stdout is not None
-        assert await holder.stdout.readline() == b"holding idle\n"
+        line = await _within(PATIENCE_SECONDS, "the holder's slot", holder.stdout.readline())
+        assert line == b"holding idle\n"
+        [(holder_id, first_expiry)] = (await _leases(engine, business)).items()
         waiting = asyncio.create_task(take())
-        await asyncio.sleep(2.4)  # four lease periods: only renewal keeps the idle slot held
-        assert not got_it.is_set()
+
+        async def lease_outlived_and_renewed() -> bool:
+            assert not got_it.is_set(), "the slot was taken while its holder renewed it"
+            leases = await _leases(engine, business)
+            assert leases.keys() == {holder_id}, "the held lease changed hands"
+            return (
+                time.time() > first_expiry + lease_seconds / 2 and leases[holder_id] > first_expiry
+            )
+
+        # Past the lease as first taken: only renewal keeps the idle slot held.
+        await _until(lease_outlived_and_renewed, "the idle slot's lease renewed past its expiry")
+        [last_expiry] = (await _leases(engine, business)).values()
         holder.kill()  # no release, no more renewal
         await holder.wait()
-        await waiting  # its lease expired, and the other instance took the slot
-        assert got_it.is_set()
+        got_at = await _within(PATIENCE_SECONDS, "the dead holder's slot", waiting)
+        assert got_at >= last_expiry, "the slot was taken before its last lease expired"
     finally:
         if holder.returncode is None:
             holder.kill()

@@ -6,6 +6,7 @@ import hashlib
 import io
 import wave
 from contextlib import AsyncExitStack
+from itertools import pairwise
 
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -44,9 +45,13 @@ async def test_media_missing_for_5_seconds_is_stored_once_with_the_right_bytes(
     assert result["content_type"] == "audio/wav"
     assert result["channels"] == 2
     assert result["object_key"].startswith(f"acme/{event.occurred_at.date().isoformat()}/")
-    statuses = [r["status"] for r in media_requests(settings, event.recording_sid)]
+    requests = media_requests(settings, event.recording_sid)
+    statuses = [r["status"] for r in requests]
     assert statuses.count(200) == 1
     assert statuses[0] == 404  # it was not ready at first, and the downloader waited
+    # After each 404 at least a second, though the stage's own backoff starts far below it.
+    gaps = [later["started"] - earlier["started"] for earlier, later in pairwise(requests)]
+    assert min(gaps) >= 1.0, f"asked again too soon after a 404: {gaps}"
     assert not terminal_failures(seen)
 
 
@@ -143,7 +148,8 @@ def _most_at_once(intervals: list[tuple[float, float]]) -> int:
 async def test_a_busy_business_keeps_to_its_slots_and_does_not_starve_another(
     settings: Settings,
 ) -> None:
-    settings = settings.model_copy(update={"download_slots_per_business": 2})
+    slots = 2
+    settings = settings.model_copy(update={"download_slots_per_business": slots})
     rate = {"bytes_per_second": len(SAMPLE) / 0.5}  # each download takes about half a second
     async with running_downloader(settings):
         busy = [recording_event(add_recording(settings, **rate), "busy") for _ in range(20)]
@@ -157,6 +163,7 @@ async def test_a_busy_business_keeps_to_its_slots_and_does_not_starve_another(
         )
 
     def downloads(events: list[RecordingCompleted]) -> list[tuple[float, float]]:
+        """Each media download the simulator served in full, as (started, ended)."""
         return [
             (r["started"], r["ended"])
             for e in events
@@ -165,7 +172,14 @@ async def test_a_busy_business_keeps_to_its_slots_and_does_not_starve_another(
         ]
 
     busy_downloads, quiet_downloads = downloads(busy), downloads(quiet)
-    assert len(busy_downloads) == 20 and len(quiet_downloads) == 2
-    assert _most_at_once(busy_downloads) == 2
-    busy_ends = sorted(end for _, end in busy_downloads)
-    assert max(end for _, end in quiet_downloads) < busy_ends[4]
+    assert (len(busy_downloads), len(quiet_downloads)) == (20, 2)
+    at_once = _most_at_once(busy_downloads)
+    assert at_once <= slots, f"the media server served {at_once} of one business at once"
+    assert at_once == slots, "the busy business never used all its slots at once"
+    assert _most_at_once(quiet_downloads) <= slots
+    # Not starved: the quiet business's downloads ended while the busy one had most of its
+    # twenty still to go, though queued behind them.
+    busy_ended_first = sum(end < max(e for _, e in quiet_downloads) for _, end in busy_downloads)
+    assert busy_ended_first < 5, (
+        f"the quiet business waited for {busy_ended_first} downloads of the busy one"
+    )

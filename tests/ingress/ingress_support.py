@@ -19,9 +19,12 @@ from pathlib import Path
 import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
+from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
 from callpipe.stack import tansu_binary
+from services.ingress.deliveries import deliveries
+from shared.db import create_engine
 from shared.events import AnyEvent, Topic, decode
 from shared.settings import Settings
 
@@ -143,3 +146,28 @@ async def published(settings: Settings, topics: list[Topic] | None = None) -> li
         raise AssertionError(f"the broker does not deliver up to its end offsets {ends}")
     finally:
         await consumer.stop()
+
+
+async def published_once_there(
+    settings: Settings, call_sid: str, within_seconds: float = 60
+) -> list[AnyEvent]:
+    """Every event on Kafka, once one of `call_sid` is there: the relay is connected and
+    published it, and with it what was stored before it."""
+    deadline = time.monotonic() + within_seconds
+    while True:
+        events = await published(settings)
+        if any(e.call_sid == call_sid for e in events):
+            return events
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no event of {call_sid} on Kafka in {within_seconds} s")
+        await asyncio.sleep(0.1)
+
+
+async def stored_event_ids(settings: Settings) -> set[str]:
+    """Every event the ingress stored, published or not: its dedupe table keeps them all."""
+    engine = create_engine(settings.ingress_database_url)
+    try:
+        async with engine.connect() as connection:
+            return set((await connection.execute(select(deliveries.c.event_id))).scalars())
+    finally:
+        await engine.dispose()

@@ -15,8 +15,10 @@ from ingress_support import (
     INGRESS_PORT,
     SECOND_INGRESS_PORT,
     published,
+    published_once_there,
     serving,
     signed_headers,
+    stored_event_ids,
 )
 
 from services.ingress.app import create_app
@@ -59,6 +61,16 @@ VOICE = {
 }
 
 
+# A genuine callback of another call, sent after one that must be refused: once it is on
+# Kafka, the relay was connected and would have published a refused one stored before it.
+GENUINE_CALL_SID = "CA" + "9" * 32
+GENUINE_CALLBACK = {
+    **RECORDING_CALLBACK,
+    "CallSid": GENUINE_CALL_SID,
+    "RecordingSid": "RE" + "9" * 32,
+}
+
+
 async def post(
     path: str, params: dict[str, str], *, token: str | None = "token-1", base: str = INGRESS
 ) -> httpx.Response:
@@ -72,6 +84,7 @@ async def test_a_valid_recording_callback_publishes_one_event_with_every_field(
 ) -> None:
     async with serving(create_app(settings), INGRESS_PORT):
         answer = await post("/twilio/recording-status?business=plumber", RECORDING_CALLBACK)
+        await published_once_there(settings, CALL_SID)  # the relay connected and sent it
     assert answer.status_code == 204, answer.text
     [event] = await published(settings)
     assert isinstance(event, RecordingCompleted)
@@ -91,6 +104,7 @@ async def test_the_voice_webhook_starts_a_dual_channel_recording_first(
     settings = settings.model_copy(update={"business_numbers": "+15005550001=plumber"})
     async with serving(create_app(settings), INGRESS_PORT):
         answer = await post("/twilio/voice", VOICE)
+        await published_once_there(settings, CALL_SID)  # the relay connected and sent it
     assert answer.status_code == 200, answer.text
     twiml = ET.fromstring(answer.text)
     assert twiml[0].tag == "Start"
@@ -116,6 +130,7 @@ async def test_an_outbound_call_belongs_to_the_business_calling(settings: Settin
     outbound = {**VOICE, "Direction": "outbound-api", "From": "+15005550001", "To": "+1999"}
     async with serving(create_app(settings), INGRESS_PORT):
         answer = await post("/twilio/voice", outbound)
+        await published_once_there(settings, CALL_SID)  # the relay connected and sent it
     assert answer.status_code == 200
     assert ET.fromstring(answer.text).find("./Start/Recording") is not None
     [event] = await published(settings)
@@ -129,10 +144,13 @@ async def test_a_number_no_business_owns_is_answered_and_publishes_nothing(
     async with serving(create_app(settings), INGRESS_PORT):
         voice = await post("/twilio/voice", VOICE)
         status = await post("/twilio/call-status", {**VOICE, "CallStatus": "completed"})
+        genuine = await post("/twilio/recording-status?business=plumber", GENUINE_CALLBACK)
+        events = await published_once_there(settings, GENUINE_CALL_SID)
     assert voice.status_code == 200
     assert ET.fromstring(voice.text).find("./Start/Recording") is None
-    assert status.status_code == 204
-    assert await published(settings) == []
+    assert (status.status_code, genuine.status_code) == (204, 204)
+    assert [e.call_sid for e in events] == [GENUINE_CALL_SID]
+    assert await stored_event_ids(settings) == {str(events[0].event_id)}
 
 
 @pytest.mark.parametrize(
@@ -154,8 +172,11 @@ async def test_a_forged_or_missing_signature_gets_403_and_publishes_nothing(
         answer = await client.post(
             f"{INGRESS}/twilio/recording-status", data=RECORDING_CALLBACK, headers=headers
         )
-    assert answer.status_code == 403
-    assert await published(settings) == []
+        genuine = await post("/twilio/recording-status", GENUINE_CALLBACK)
+        events = await published_once_there(settings, GENUINE_CALL_SID)
+    assert (answer.status_code, genuine.status_code) == (403, 204)
+    assert [e.call_sid for e in events] == [GENUINE_CALL_SID]
+    assert await stored_event_ids(settings) == {str(events[0].event_id)}
 
 
 async def test_behind_a_tls_terminating_proxy_the_signature_is_checked_over_the_public_url(
@@ -179,6 +200,7 @@ async def test_behind_a_tls_terminating_proxy_the_signature_is_checked_over_the_
         forwarded_url = await through_proxy("http://attacker.example" + path)
         internal_url = await through_proxy("http://ingress.internal:8000" + path)
         public_url = await through_proxy(public + path)
+        await published_once_there(settings, CALL_SID)  # the relay connected and sent it
     assert (forwarded_url, internal_url, public_url) == (403, 403, 204)
     assert len(await published(settings)) == 1
 
@@ -186,6 +208,7 @@ async def test_behind_a_tls_terminating_proxy_the_signature_is_checked_over_the_
 async def test_the_same_callback_five_times_publishes_one_event(settings: Settings) -> None:
     async with serving(create_app(settings), INGRESS_PORT):
         answers = [await post("/twilio/recording-status", RECORDING_CALLBACK) for _ in range(5)]
+        await published_once_there(settings, CALL_SID)  # the relay connected and sent it
     assert [a.status_code for a in answers] == [204] * 5
     assert len(await published(settings)) == 1
 
@@ -219,6 +242,7 @@ async def test_the_same_callback_five_times_concurrently_on_two_instances_publis
                 for i in range(5)
             )
         )
+        await published_once_there(settings, CALL_SID)  # the relay connected and sent it
     assert [a.status_code for a in answers] == [204] * 5
     [event] = await published(settings)
     assert event.recording_sid == recording_sid  # type: ignore[union-attr]
@@ -230,15 +254,19 @@ async def test_the_same_callback_after_an_ingress_restart_publishes_nothing_new(
     async with serving(create_app(settings), INGRESS_PORT):
         first = await post("/twilio/recording-status", RECORDING_CALLBACK)
         voice = await post("/twilio/voice", VOICE)
+        await published_once_there(settings, CALL_SID)  # the relay connected and sent it
     async with serving(create_app(settings), INGRESS_PORT):
         again = [await post("/twilio/recording-status", RECORDING_CALLBACK) for _ in range(4)]
         voice_again = await post("/twilio/voice", VOICE)
+        genuine = await post("/twilio/recording-status", GENUINE_CALLBACK)
+        await published_once_there(settings, GENUINE_CALL_SID)  # this relay connected too
     assert first.status_code == 204
     assert [a.status_code for a in again] == [204] * 4
     # A retried voice webhook still gets its TwiML: Twilio needs an answer to run the call.
     assert voice_again.status_code == 200
     assert voice_again.text == voice.text
-    events = await published(settings)
+    assert genuine.status_code == 204
+    events = [e for e in await published(settings) if e.call_sid == CALL_SID]
     assert sorted(type(e).__name__ for e in events) == ["CallStarted", "RecordingCompleted"]
 
 
@@ -258,6 +286,7 @@ async def test_absent_and_failed_recordings_are_published_with_twilio_s_error_co
             await post("/twilio/recording-status", params)
             for params in (in_progress, absent, failed)
         ]
+        await published_once_there(settings, CALL_SID)  # the relay connected and sent it
     assert [a.status_code for a in answers] == [204] * 3
     [started] = await published(settings, [Topic.CALL_STATUS])
     assert isinstance(started, RecordingStarted)
@@ -274,6 +303,7 @@ async def test_call_status_callbacks_are_published_once_per_status(settings: Set
             params = {**VOICE, "CallStatus": status, "SequenceNumber": str(i)}
             answer = await post("/twilio/call-status", params, token=f"t{i}")
             assert answer.status_code == 204
+        await published_once_there(settings, CALL_SID)  # the relay connected and sent it
     events = await published(settings)
     assert all(isinstance(e, CallStatusChanged) for e in events)
     assert [e.call_status for e in events] == ["ringing", "in-progress", "completed"]  # type: ignore[union-attr]

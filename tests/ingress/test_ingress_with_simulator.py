@@ -146,7 +146,7 @@ async def test_a_second_rest_start_on_a_recording_call_is_not_a_failure(
 async def recording_start_requests(call_sid: str) -> int:
     async with httpx.AsyncClient() as client:
         answer = await client.get(f"{SIMULATOR}/simulator/recording-start-requests")
-    return answer.json().count(call_sid)
+    return int(answer.json().count(call_sid))
 
 
 async def replay_in_progress(call_sid: str, times: int) -> list[int]:

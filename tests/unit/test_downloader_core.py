@@ -5,9 +5,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from tenacity import RetryCallState
 
 from services.downloader.core import MEDIA_FORMATS, FetchVerdict, media_url, verdict, wants
 from shared.events import CallStarted, RecordingCompleted, RecordingDownloaded
+from shared.retry import RetryLater, retrying
 
 BASE = "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1"
 
@@ -82,3 +84,29 @@ def test_wants_ignores_other_event_types() -> None:
     )
     assert wants(started) is False
     assert wants(downloaded) is False
+
+
+@pytest.mark.parametrize("asked", [1.0, 7.0])
+async def test_the_stage_waits_at_least_what_the_handler_asks_above_its_own_backoff(
+    asked: float,
+) -> None:
+    """The stage's backoff starts at a tenth of a second; a RetryLater (a 404 from Twilio,
+    a Retry-After) sets the floor of the wait before the next try."""
+    waits: list[float] = []
+
+    async def no_retry_report(_state: RetryCallState) -> None:
+        return None
+
+    async def record_wait(seconds: float) -> None:
+        waits.append(seconds)
+
+    policy = retrying(4, 0.1, 2.0, no_retry_report).copy(sleep=record_wait)
+    tries = 0
+    with pytest.raises(RetryLater):
+        async for attempt in policy:
+            with attempt:
+                tries += 1
+                raise RetryLater("media not ready yet (404)", asked)
+    assert tries == 4
+    assert len(waits) == 3
+    assert min(waits) >= asked, waits
