@@ -219,6 +219,33 @@ def test_prepare_is_idempotent(stack: RunningStack, call: dict[str, Any]) -> Non
     assert stack.api.post("/api/recordings/CAnothing/prepare").status_code == 404
 
 
+def test_prepare_redrives_a_failed_download_once_and_the_recording_arrives(
+    stack: RunningStack,
+) -> None:
+    sid = stack.place_call("plumber_boston", media_error_status=403, media_error_count=1)
+    assert stack.wait_for_call(sid)["recording_status"] == "failed"
+    prepare = f"/api/recordings/{sid}/prepare"
+    first = stack.api.post(prepare)
+    on_its_way = stack.api.post(prepare)
+    assert first.status_code == 202
+    assert first.json()["recording_status"] == "pending"
+    assert on_its_way.status_code == 202
+    assert on_its_way.json()["recording_status"] in ("pending", "processing")
+    deadline = time.monotonic() + 60
+    while (answer := stack.api.post(prepare)).status_code == 202 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["recording_status"] == "completed"
+    assert stack.api.get(f"/api/recordings/{sid}/file").content == (
+        sample_path("plumber_boston").read_bytes()
+    )
+    redriven = stack.api.get(f"/api/calls/{sid}").json()
+    assert redriven["recording_attempt"] == 2
+    # The download's input went out again once, however often prepare was asked meanwhile.
+    inputs = [e for e in redriven["timeline"] if e["event_type"] == "recording.completed"]
+    assert sorted(e["attempt"] for e in inputs) == [1, 2]  # a retry keeps its input's time
+
+
 def test_a_failed_download_shows_its_reason_and_one_retry_completes_it(
     stack: RunningStack,
 ) -> None:
