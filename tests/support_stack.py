@@ -157,12 +157,27 @@ class RunningStack:
 
 
 def leftover_processes(data_dir: Path) -> list[str]:
-    listing = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True)
-    return [
-        line
-        for line in listing.stdout.splitlines()
-        if str(data_dir) in line and " Z" not in line and "ps -eo" not in line
-    ]
+    """Every live process of the stack in `data_dir`, as "pid command line": the ones naming
+    the directory on their command line (the supervisor, the S3 server) and the ones that
+    carry it only in their environment (`CALLPIPE_DATA_DIR`: the broker and every service).
+    A process that ends while being read, or is not ours to read, is left out."""
+    directories = {str(data_dir), str(data_dir.resolve())}
+    in_environment = {f"CALLPIPE_DATA_DIR={d}".encode() for d in directories}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            environment = (entry / "environ").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        command = " ".join(arg.decode(errors="replace") for arg in argv if arg)
+        named = any(d in command for d in directories) or in_environment & set(environment)
+        if named and state != "Z":
+            found.append(f"{entry.name} {command}")
+    return found
 
 
 # The S3 server of the module-scoped tests (they run one after another): clear of the

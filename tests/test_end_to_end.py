@@ -6,17 +6,22 @@ Runs on ports of its own so it does not collide with a `callpipe up` already run
 
 from __future__ import annotations
 
+import asyncio
 import json
+import secrets
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer
 from support_stack import RunningStack, leftover_processes
 from twilio.request_validator import RequestValidator
 
 from callpipe.twilio_simulator import sample_path
+from shared.events import Topic
+from shared.kafka import client_options, replay
 
 pytestmark = pytest.mark.stack
 
@@ -100,15 +105,69 @@ def test_unknown_call_is_404(stack: RunningStack) -> None:
     assert response.status_code == 404
 
 
-def test_a_forged_webhook_is_refused_and_publishes_nothing(stack: RunningStack) -> None:
-    params = {"CallSid": "CAforged", "AccountSid": stack.settings.twilio_account_sid}
+def new_call_sid() -> str:
+    return f"CA{secrets.token_hex(16)}"
+
+
+def post_voice_webhook(
+    stack: RunningStack, call_sid: str, auth_token: str | None, from_number: str = "+15550001"
+) -> httpx.Response:
+    """Twilio's voice webhook for `call_sid`, signed with `auth_token` (None: unsigned)."""
+    params = {
+        "CallSid": call_sid,
+        "AccountSid": stack.settings.twilio_account_sid,
+        "From": from_number,
+        "To": "+15550002",
+    }
     url = f"{stack.ingress}/twilio/voice"
-    forged = RequestValidator("not-the-auth-token").compute_signature(url, params)
-    assert httpx.post(url, data=params, timeout=5).status_code == 403
-    response = httpx.post(url, data=params, headers={"X-Twilio-Signature": forged}, timeout=5)
-    assert response.status_code == 403
-    time.sleep(1)
-    assert stack.api.get("/api/calls/CAforged").status_code == 404
+    headers = {}
+    if auth_token is not None:
+        headers["X-Twilio-Signature"] = RequestValidator(auth_token).compute_signature(url, params)
+    return httpx.post(url, data=params, headers=headers, timeout=5)
+
+
+def wait_until_projected(stack: RunningStack, call_sid: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 15
+    response = stack.api.get(f"/api/calls/{call_sid}")
+    while response.status_code == 404 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        response = stack.api.get(f"/api/calls/{call_sid}")
+    assert response.status_code == 200, f"{call_sid} not projected: {response.text}"
+    return dict(response.json())
+
+
+def call_sids_on_the_call_started_topic(stack: RunningStack) -> list[str]:
+    """The call SID of every `call.started` on the broker, read to the end by a consumer of
+    the test's own. The topic has one partition, as in every `callpipe up`: a webhook stored
+    before another is published, and projected, before it."""
+
+    async def read() -> list[str]:
+        consumer = AIOKafkaConsumer(**client_options(stack.settings))
+        await consumer.start()
+        try:
+            await consumer.topics()  # loads the metadata of every topic
+            partitions = consumer.partitions_for_topic(Topic.CALL_STARTED.value)
+        finally:
+            await consumer.stop()
+        assert partitions == {0}
+        return [e.call_sid async for e in replay(stack.settings, [Topic.CALL_STARTED.value])]
+
+    return asyncio.run(read())
+
+
+def test_a_forged_webhook_is_refused_and_publishes_nothing(stack: RunningStack) -> None:
+    forged_sid, genuine_sid = new_call_sid(), new_call_sid()
+    assert post_voice_webhook(stack, forged_sid, None).status_code == 403
+    assert post_voice_webhook(stack, forged_sid, "not-the-auth-token").status_code == 403
+    # A genuine webhook after the forged ones: once its call is projected, a forged call let
+    # through would be on the topic and in the status table too.
+    token = stack.settings.twilio_auth_token.get_secret_value()
+    assert post_voice_webhook(stack, genuine_sid, token).status_code == 200
+    wait_until_projected(stack, genuine_sid)
+    published = call_sids_on_the_call_started_topic(stack)
+    assert genuine_sid in published
+    assert forged_sid not in published
+    assert stack.api.get(f"/api/calls/{forged_sid}").status_code == 404
 
 
 def test_the_published_default_auth_token_signs_nothing(stack: RunningStack) -> None:
@@ -123,26 +182,16 @@ def test_the_published_default_auth_token_signs_nothing(stack: RunningStack) -> 
 
 def test_a_redelivered_webhook_changes_nothing(stack: RunningStack) -> None:
     token = stack.settings.twilio_auth_token.get_secret_value()
-    params = {
-        "CallSid": "CAduplicate0001",
-        "AccountSid": stack.settings.twilio_account_sid,
-        "From": "+15550001",
-        "To": "+15550002",
-    }
-    url = f"{stack.ingress}/twilio/voice"
-    signature = RequestValidator(token).compute_signature(url, params)
+    call_sid, later_sid = new_call_sid(), new_call_sid()
     for _ in range(3):
-        response = httpx.post(url, data=params, headers={"X-Twilio-Signature": signature})
+        response = post_voice_webhook(stack, call_sid, token)
         assert response.status_code == 200
         assert "<Start><Recording" in response.text
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        response = stack.api.get("/api/calls/CAduplicate0001")
-        if response.status_code == 200:
-            break
-        time.sleep(0.3)
-    time.sleep(1)
-    timeline = stack.api.get("/api/calls/CAduplicate0001").json()["timeline"]
+    # Once a call whose webhook came after the three deliveries is projected, so is every
+    # event the deliveries published.
+    assert post_voice_webhook(stack, later_sid, token).status_code == 200
+    wait_until_projected(stack, later_sid)
+    timeline = stack.api.get(f"/api/calls/{call_sid}").json()["timeline"]
     assert [e["event_type"] for e in timeline] == ["call.started"]
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import Executable, func, select, update
 from support_postgres import PG_URL, new_database_name, pg_admin
 from support_stack import RunningStack
@@ -25,7 +26,18 @@ from services.player.core import CallState
 from services.player.repository import CallRepository
 from services.player.tables import player_sessions
 from shared.db import create_engine
-from shared.events import CallStarted, RecordingDownloaded, TranscriptReady, call_correlation_id
+from shared.events import (
+    AnyEvent,
+    CallDeleted,
+    CallStarted,
+    RecordingDownloaded,
+    Topic,
+    TranscriptReady,
+    call_correlation_id,
+    decode,
+)
+from shared.kafka import client_options, records_to_end
+from shared.storage import ObjectStore
 
 pytestmark = pytest.mark.stack
 
@@ -210,6 +222,33 @@ def test_prepare_is_idempotent(stack: RunningStack, call: dict[str, Any]) -> Non
     assert stack.api.post("/api/recordings/CAnothing/prepare").status_code == 404
 
 
+def test_prepare_redrives_a_failed_download_once_and_the_recording_arrives(
+    stack: RunningStack,
+) -> None:
+    sid = stack.place_call("plumber_boston", media_error_status=403, media_error_count=1)
+    assert stack.wait_for_call(sid)["recording_status"] == "failed"
+    prepare = f"/api/recordings/{sid}/prepare"
+    first = stack.api.post(prepare)
+    on_its_way = stack.api.post(prepare)
+    assert first.status_code == 202
+    assert first.json()["recording_status"] == "pending"
+    assert on_its_way.status_code == 202
+    assert on_its_way.json()["recording_status"] in ("pending", "processing")
+    deadline = time.monotonic() + 60
+    while (answer := stack.api.post(prepare)).status_code == 202 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["recording_status"] == "completed"
+    assert stack.api.get(f"/api/recordings/{sid}/file").content == (
+        sample_path("plumber_boston").read_bytes()
+    )
+    redriven = stack.api.get(f"/api/calls/{sid}").json()
+    assert redriven["recording_attempt"] == 2
+    # The download's input went out again once, however often prepare was asked meanwhile.
+    inputs = [e for e in redriven["timeline"] if e["event_type"] == "recording.completed"]
+    assert sorted(e["attempt"] for e in inputs) == [1, 2]  # a retry keeps its input's time
+
+
 def test_a_failed_download_shows_its_reason_and_one_retry_completes_it(
     stack: RunningStack,
 ) -> None:
@@ -243,15 +282,106 @@ def test_a_failed_download_shows_its_reason_and_one_retry_completes_it(
     assert stack.api.post(f"/api/calls/{sid}/retry/summary").status_code == 409
 
 
-def test_deleting_a_call_removes_it_for_good(stack: RunningStack) -> None:
+def objects_naming(stack: RunningStack, call: dict[str, Any]) -> list[str]:
+    """The keys of every object in the bucket, under the call's business, that name the call."""
+
+    async def keys() -> list[str]:
+        store = ObjectStore(stack.settings)
+        await store.start()
+        try:
+            return await store.keys(f"{call['business_id']}/")
+        finally:
+            await store.stop()
+
+    return [key for key in asyncio.run(keys()) if f"/{call['call_sid']}/" in key]
+
+
+def wait_until_the_player_read(stack: RunningStack, topic: Topic, call_sid: str) -> AnyEvent:
+    """The call's last event on `topic`, once the player's consumer group has committed past
+    it: the player has projected it (or ignored it)."""
+
+    async def last_of_the_call() -> tuple[TopicPartition, int, AnyEvent] | None:
+        consumer = AIOKafkaConsumer(**client_options(stack.settings), group_id=None)
+        await consumer.start()
+        try:
+            await consumer.topics()  # loads the metadata of every topic
+            partitions = [
+                TopicPartition(topic.value, p)
+                for p in sorted(consumer.partitions_for_topic(topic.value) or ())
+            ]
+            consumer.assign(partitions)
+            found = None
+            async for record in records_to_end(consumer, partitions):
+                event = decode(record.value)
+                if event.call_sid == call_sid:
+                    found = (TopicPartition(record.topic, record.partition), record.offset, event)
+            return found
+        finally:
+            await consumer.stop()
+
+    async def committed_by_the_player(partition: TopicPartition) -> int:
+        consumer = AIOKafkaConsumer(**client_options(stack.settings), group_id="player")
+        await consumer.start()
+        try:
+            return int(await consumer.committed(partition) or 0)
+        finally:
+            await consumer.stop()
+
+    deadline = time.monotonic() + 90
+    while (found := asyncio.run(last_of_the_call())) is None:
+        assert time.monotonic() < deadline, f"no {topic} of {call_sid}"
+        time.sleep(0.5)
+    partition, offset, event = found
+    while asyncio.run(committed_by_the_player(partition)) <= offset:
+        assert time.monotonic() < deadline, f"the player did not read {topic} of {call_sid}"
+        time.sleep(0.5)
+    return event
+
+
+def test_deleting_a_call_removes_its_objects_and_row_and_publishes_a_tombstone(
+    stack: RunningStack,
+) -> None:
     sid = stack.place_call("plumber_boston")
-    assert stack.wait_for_call(sid)["status"] == "completed"
+    call = stack.wait_for_call(sid)
+    assert call["status"] == "completed"
+    recording = call["recording_key"]
+    stored = [recording, f"{recording}.manifest.json", call["transcript_key"]]
+    assert sorted(objects_naming(stack, call)) == sorted(stored)
+
     assert stack.api.delete(f"/api/calls/{sid}").status_code == 204
+    assert objects_naming(stack, call) == []
+    assert stack.api.get(f"/api/calls/{sid}").status_code == 404
+    tombstone = wait_until_the_player_read(stack, Topic.CALL_DELETED, sid)
+    assert isinstance(tombstone, CallDeleted)
+    assert tombstone.business_id == call["business_id"]
+    # The player projected its own tombstone: the call stays deleted.
     assert stack.api.get(f"/api/calls/{sid}").status_code == 404
     assert stack.api.get(f"/api/recordings/{sid}/file").status_code == 404
-    time.sleep(2)  # the tombstone went through the projection: the call stays deleted
+    assert stack.api.get(f"/api/calls/{sid}/transcript").status_code == 404
+    listed = stack.api.get("/api/calls", params={"limit": 500}).json()["calls"]
+    assert sid not in [c["call_sid"] for c in listed]
+
+
+def test_a_call_deleted_on_its_way_stays_deleted_and_leaves_no_object(
+    stack: RunningStack,
+) -> None:
+    """The stages go on with a call deleted before its recording was downloaded: the events
+    they publish afterwards bring the call back in no way."""
+    sid = stack.place_call("plumber_boston", media_delay_seconds=6)
+    deadline = time.monotonic() + 15
+    while (found := stack.api.get(f"/api/calls/{sid}")).status_code == 404:
+        assert time.monotonic() < deadline, "the call was never projected"
+        time.sleep(0.2)
+    call = found.json()
+    assert call["recording_status"] in ("pending", "processing")
+    assert stack.api.delete(f"/api/calls/{sid}").status_code == 204
+
+    for topic in (Topic.RECORDING_DOWNLOADED, Topic.TRANSCRIPT_READY, Topic.SUMMARY_READY):
+        wait_until_the_player_read(stack, topic, sid)
     assert stack.api.get(f"/api/calls/{sid}").status_code == 404
-    assert sid not in [c["call_sid"] for c in stack.api.get("/api/calls").json()["calls"]]
+    listed = stack.api.get("/api/calls", params={"limit": 500}).json()["calls"]
+    assert sid not in [c["call_sid"] for c in listed]
+    assert objects_naming(stack, call) == []
 
 
 def test_the_page_needs_a_login(stack: RunningStack, call: dict[str, Any]) -> None:

@@ -34,7 +34,9 @@ from shared.events import (
     AnyEvent,
     CallDeleted,
     Event,
+    RecordingDownloaded,
     Stage,
+    TranscriptReady,
     call_correlation_id,
     key_of_business,
 )
@@ -80,15 +82,36 @@ def call_view(call: Mapping[str, Any]) -> dict[str, Any]:
     return view
 
 
+def stored_objects(event: AnyEvent) -> list[str]:
+    """The keys of the objects the event announces as stored."""
+    match event:
+        case RecordingDownloaded():
+            return recording_objects(event.object_key)
+        case TranscriptReady():
+            return [event.transcript_key]
+    return []
+
+
+def recording_objects(recording_key: str) -> list[str]:
+    """The audio and the downloader's record of it."""
+    return [recording_key, f"{recording_key}.manifest.json"]
+
+
 class Projector:
     """The player's handler: applies the events of a poll to the status table in one
-    transaction, or one event in its own (the runtime's fallback when a batch fails)."""
+    transaction, or one event in its own (the runtime's fallback when a batch fails). An
+    event of a deleted call is not applied, and the objects it announces are deleted: a stage
+    that was still at work when the call was deleted stored them after the deletion."""
 
-    def __init__(self, repository: CallRepository) -> None:
+    def __init__(self, repository: CallRepository, store: ObjectStore) -> None:
         self._repository = repository
+        self._store = store
 
     async def __call__(self, event: AnyEvent) -> Sequence[Event]:
-        _log_applied(event, await self._repository.apply(event))
+        applied = await self._repository.apply(event)
+        _log_applied(event, applied)
+        if not applied:
+            await self._delete_objects_of_deleted_calls([event])
         return []
 
     async def apply_batch(self, events: Sequence[AnyEvent]) -> Sequence[Event]:
@@ -96,7 +119,23 @@ class Projector:
         for event, changed in zip(events, applied, strict=True):
             with call_context(event.call_sid, str(event.event_id)):
                 _log_applied(event, changed)
+        ignored = [event for event, changed in zip(events, applied, strict=True) if not changed]
+        await self._delete_objects_of_deleted_calls(ignored)
         return []
+
+    async def _delete_objects_of_deleted_calls(self, ignored: Sequence[AnyEvent]) -> None:
+        announcing = [event for event in ignored if stored_objects(event)]
+        if not announcing:
+            return
+        deleted = await self._repository.deleted_among({e.call_sid for e in announcing})
+        for event in announcing:
+            if event.call_sid in deleted:
+                with call_context(event.call_sid, str(event.event_id)):
+                    for key in stored_objects(event):
+                        await self._store.delete(key)
+                    log.info(
+                        "deleted the objects %s announced: its call is deleted", event.event_type
+                    )
 
 
 def _log_applied(event: AnyEvent, applied: bool) -> None:
@@ -112,7 +151,7 @@ def create_app(settings: Settings) -> FastAPI:
     repository = CallRepository(engine)
     store = ObjectStore(settings)
     producer = EventProducer(settings)
-    projector = Projector(repository)
+    projector = Projector(repository, store)
     workers = [
         StageWorker(
             name="player",
@@ -341,9 +380,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def delete_call(call: Call) -> Response:
         """Deletes the audio and transcript objects and the row; downstream consumers get a
         `call.deleted` tombstone."""
-        keys = [own_key(call, call.recording_key), own_key(call, call.transcript_key)]
-        if keys[0]:
-            keys.append(f"{keys[0]}.manifest.json")  # the downloader's record
+        keys = [own_key(call, call.transcript_key)]
+        if recording := own_key(call, call.recording_key):
+            keys += recording_objects(recording)
         for key in filter(None, keys):
             await store.delete(key)
         await repository.delete_call(call.call_sid)

@@ -9,7 +9,7 @@ import dataclasses
 import hashlib
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -453,6 +453,12 @@ class CallRepository:
     def _delete_for_good(self, call_sid: str, connection: Connection) -> None:
         if not self._is_deleted(connection, call_sid):
             self._forget(connection, call_sid)
+
+    async def deleted_among(self, call_sids: Collection[str]) -> set[str]:
+        """Those of the calls that were deleted."""
+        query = select(deleted_calls.c.call_sid).where(deleted_calls.c.call_sid.in_(call_sids))
+        async with self._engine.connect() as connection:
+            return set((await connection.execute(query)).scalars())
 
     async def get(self, call_sid: str, business_id: str | None = None) -> CallState | None:
         query = select(calls).where(calls.c.call_sid == call_sid)

@@ -1,6 +1,7 @@
 """The transcriber's handler with its real parts: the recording in a real S3 server
 (SeaweedFS, started as a process), the real local Whisper backend in a worker pool, the
-transcript JSON written back beside the audio, and `transcript.ready` as the stage's output."""
+transcript JSON written to the store under the call's SID, and `transcript.ready` as the
+stage's output."""
 
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def handler(
     return TranscribeHandler(backend, store, pool, SpeakerMapping(), "en")
 
 
-async def test_the_transcript_is_stored_beside_the_audio_and_announced(
+async def test_the_transcript_is_stored_under_the_call_and_announced(
     local_backend: LocalWhisperBackend, store: ObjectStore, pool: ThreadPoolExecutor
 ) -> None:
     event = await downloaded(store, sample_path("plumber_boston").read_bytes(), "CAhandler01")
