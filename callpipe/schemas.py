@@ -87,7 +87,7 @@ def event_json_schema(model: type[Event]) -> dict[str, Any]:
 
 
 def transcript_json_schema() -> dict[str, Any]:
-    """The JSON Schema of the transcript object stored beside the audio."""
+    """The JSON Schema of the transcript object stored under its call in the object store."""
     return _model_schema(Transcript, "transcript", SCHEMA_VERSION)
 
 

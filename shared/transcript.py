@@ -1,5 +1,5 @@
-"""The stored transcript: JSON beside the audio in the object store, read by the extractor,
-the player and outside consumers (its JSON Schema is in docs/events/)."""
+"""The stored transcript: JSON in the object store under its call ({business}/{call SID}/),
+read by the extractor, the player and outside consumers (its JSON Schema is in docs/events/)."""
 
 from __future__ import annotations
 

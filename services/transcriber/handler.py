@@ -1,4 +1,4 @@
-"""Transcriber: recording in the object store → transcript JSON beside it + transcript.ready."""
+"""Transcriber: recording in the object store → transcript JSON under its call, transcript.ready."""
 
 from __future__ import annotations
 
