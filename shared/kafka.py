@@ -35,6 +35,7 @@ import logging
 import secrets
 import ssl
 import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -402,6 +403,26 @@ class _OffsetTracker:
             self._done.pop(tp, None)
 
 
+class HandledInputs:
+    """The event ids a stage worker handled to the end (its outputs acknowledged), the most
+    recent `capacity` of them. A broker without idempotent producers can store one event
+    twice (a send retried through a stall); its second copy meets the same worker moments
+    later, in order behind the first, and is absorbed here instead of making its side
+    effects again. A copy that arrives after a restart is handled again: at-least-once."""
+
+    def __init__(self, capacity: int = 20_000) -> None:
+        self._capacity = capacity
+        self._ids: dict[uuid.UUID, None] = {}
+
+    def add(self, event_id: uuid.UUID) -> None:
+        self._ids[event_id] = None
+        if len(self._ids) > self._capacity:
+            del self._ids[next(iter(self._ids))]
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+
 @dataclass
 class StageWorker:
     """Consumes `topics` as consumer group `name` and hands each event to `handle`, or the
@@ -428,6 +449,7 @@ class StageWorker:
         self._consumer: AIOKafkaConsumer | None = None
         self._failure: BaseException | None = None
         self._last_commit = float("-inf")
+        self._handled = HandledInputs()
 
     @property
     def state(self) -> str:
@@ -701,6 +723,11 @@ class StageWorker:
             return
         if not self.wants(event):
             return
+        if event.event_id in self._handled:
+            with call_context(event.call_sid, str(event.event_id)):
+                log.info("a second copy of an event this worker handled: absorbed")
+            metrics.DUPLICATES_ABSORBED.labels(self.name).inc()
+            return
         with (
             call_context(event.call_sid, str(event.event_id)),
             tracing.consumer_span(self.name, record.topic, record.headers, event),
@@ -739,6 +766,7 @@ class StageWorker:
                 await announcement.settle()
                 for output in outputs:
                     await self.producer.publish(output)
+                self._handled.add(event.event_id)
             except kafka_errors.KafkaError:
                 # The broker, not the message, failed: never a dead letter. The worker stops
                 # without committing it, and it comes again once the broker is back.

@@ -46,6 +46,11 @@ OFFSET_HOLES = Counter(
 DEAD_LETTERS = Counter(
     "callpipe_dead_letters", "Messages put on the worker's dead-letter topic.", ["worker"]
 )
+DUPLICATES_ABSORBED = Counter(
+    "callpipe_duplicates_absorbed",
+    "Second copies of an event a worker had handled to the end, absorbed without handling.",
+    ["worker"],
+)
 HANDLE_SECONDS = Histogram(
     "callpipe_handle_seconds",
     "Time a worker spent on one event, retries and publishing its outputs included.",

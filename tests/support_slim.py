@@ -57,6 +57,7 @@ async def build_factories() -> dict[str, object]:
     from contextlib import AsyncExitStack
 
     from callpipe import bootstrap
+    from services.analytics.consumer import Link
     from services.analytics.consumer import http_app as analytics_app
     from services.analytics.core import Figures
     from services.ingress.app import create_app as ingress_app
@@ -72,7 +73,7 @@ async def build_factories() -> dict[str, object]:
     built: dict[str, object] = {
         "ingress": type(ingress_app(settings)).__name__,
         "player": type(player_app(settings)).__name__,
-        "analytics": type(analytics_app(Figures())).__name__,
+        "analytics": type(analytics_app(Figures(), Link())).__name__,
     }
     async with AsyncExitStack() as stack:
         for name in ("downloader", "extractor"):

@@ -40,12 +40,13 @@ from shared.storage import ObjectStore, transcript_key
 from shared.transcript import Transcript
 
 # Ports of this file's own broker, S3 server (it also takes +555…+1020 and each +10000),
-# stage worker health and unanswering S3 endpoint.
+# stage worker health and unanswering S3 endpoint: clear of the servers other modules keep
+# up for the whole session (the downloader's S3 server on 26333 and what it takes).
 _OFFSET = int(os.environ.get("CALLPIPE_TEST_PORT_OFFSET", "0"))
-BROKER_PORT = 25092 + _OFFSET
-S3_PORT = 25333 + _OFFSET
-HEALTH_PORT = 25101 + _OFFSET
-SILENT_S3_PORT = 25201 + _OFFSET
+BROKER_PORT = 27592 + _OFFSET
+S3_PORT = 27633 + _OFFSET
+HEALTH_PORT = 27601 + _OFFSET
+SILENT_S3_PORT = 27701 + _OFFSET
 
 GRACE_SECONDS = 1.0
 CLOSE_SECONDS = 2.0
@@ -352,7 +353,7 @@ def test_a_worker_waiting_for_the_broker_stops_at_once(tmp_path: Path) -> None:
 
 
 def test_analytics_waiting_for_the_broker_says_so_and_stops_at_once(tmp_path: Path) -> None:
-    port = 25110 + _OFFSET
+    port = 27610 + _OFFSET
     environment = {
         **os.environ,
         **settings_env(Settings(data_dir=tmp_path, kafka_bootstrap=f"127.0.0.1:{BROKER_PORT}")),

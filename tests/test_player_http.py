@@ -9,7 +9,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from shared.events import (
     CallDeleted,
     CallStarted,
     RecordingDownloaded,
+    StageFailed,
     Topic,
     TranscriptReady,
     call_correlation_id,
@@ -296,11 +297,16 @@ def objects_naming(stack: RunningStack, call: dict[str, Any]) -> list[str]:
     return [key for key in asyncio.run(keys()) if f"/{call['call_sid']}/" in key]
 
 
-def wait_until_the_player_read(stack: RunningStack, topic: Topic, call_sid: str) -> AnyEvent:
-    """The call's last event on `topic`, once the player's consumer group has committed past
-    it: the player has projected it (or ignored it)."""
+def last_event_of_the_call(
+    stack: RunningStack,
+    topic: Topic,
+    call_sid: str,
+    matches: Callable[[AnyEvent], bool] = lambda event: True,
+) -> tuple[TopicPartition, int, AnyEvent] | None:
+    """Where the call's last event on `topic` that `matches` is, and the event; None before
+    there is one."""
 
-    async def last_of_the_call() -> tuple[TopicPartition, int, AnyEvent] | None:
+    async def read() -> tuple[TopicPartition, int, AnyEvent] | None:
         consumer = AIOKafkaConsumer(**client_options(stack.settings), group_id=None)
         await consumer.start()
         try:
@@ -313,11 +319,23 @@ def wait_until_the_player_read(stack: RunningStack, topic: Topic, call_sid: str)
             found = None
             async for record in records_to_end(consumer, partitions):
                 event = decode(record.value)
-                if event.call_sid == call_sid:
+                if event.call_sid == call_sid and matches(event):
                     found = (TopicPartition(record.topic, record.partition), record.offset, event)
             return found
         finally:
             await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def wait_until_the_player_read(
+    stack: RunningStack,
+    topic: Topic,
+    call_sid: str,
+    matches: Callable[[AnyEvent], bool] = lambda event: True,
+) -> AnyEvent:
+    """The call's last event on `topic` (that `matches`), once the player's consumer group
+    has committed past it: the player has projected it (or ignored it)."""
 
     async def committed_by_the_player(partition: TopicPartition) -> int:
         consumer = AIOKafkaConsumer(**client_options(stack.settings), group_id="player")
@@ -328,7 +346,7 @@ def wait_until_the_player_read(stack: RunningStack, topic: Topic, call_sid: str)
             await consumer.stop()
 
     deadline = time.monotonic() + 90
-    while (found := asyncio.run(last_of_the_call())) is None:
+    while (found := last_event_of_the_call(stack, topic, call_sid, matches)) is None:
         assert time.monotonic() < deadline, f"no {topic} of {call_sid}"
         time.sleep(0.5)
     partition, offset, event = found
@@ -376,8 +394,24 @@ def test_a_call_deleted_on_its_way_stays_deleted_and_leaves_no_object(
     assert call["recording_status"] in ("pending", "processing")
     assert stack.api.delete(f"/api/calls/{sid}").status_code == 204
 
-    for topic in (Topic.RECORDING_DOWNLOADED, Topic.TRANSCRIPT_READY, Topic.SUMMARY_READY):
-        wait_until_the_player_read(stack, topic, sid)
+    wait_until_the_player_read(stack, Topic.RECORDING_DOWNLOADED, sid)
+
+    # The player removes the audio of the call it no longer has: the transcriber either read
+    # it first (transcript.ready, then summary.ready) or found it gone (its stage failed).
+    def failed_for_good(event: AnyEvent) -> bool:
+        return isinstance(event, StageFailed) and event.terminal
+
+    deadline = time.monotonic() + 90
+    while True:
+        if last_event_of_the_call(stack, Topic.SUMMARY_READY, sid) is not None:
+            wait_until_the_player_read(stack, Topic.TRANSCRIPT_READY, sid)
+            wait_until_the_player_read(stack, Topic.SUMMARY_READY, sid)
+            break
+        if last_event_of_the_call(stack, Topic.STAGE_STATUS, sid, failed_for_good) is not None:
+            wait_until_the_player_read(stack, Topic.STAGE_STATUS, sid, failed_for_good)
+            break
+        assert time.monotonic() < deadline, "the deleted call's stages never ended"
+        time.sleep(0.5)
     assert stack.api.get(f"/api/calls/{sid}").status_code == 404
     listed = stack.api.get("/api/calls", params={"limit": 500}).json()["calls"]
     assert sid not in [c["call_sid"] for c in listed]

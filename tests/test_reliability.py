@@ -10,6 +10,7 @@ import secrets
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -98,6 +99,49 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_partition_kee
     committed = await consumer.committed(TopicPartition(topic, 0))
     await consumer.stop()
     assert committed == 5  # past the poison: nothing is redelivered
+
+
+async def test_a_second_copy_of_a_handled_event_is_absorbed_and_a_retry_is_not(
+    stack: RunningStack,
+) -> None:
+    """A send the broker stored twice puts one event on the topic twice, same id: the worker
+    handles it once. A retry (the same input under the next attempt's id) is handled."""
+    settings = stack.settings.model_copy(update={"kafka_partitions": 1})
+    name = f"copies-{secrets.token_hex(4)}"
+    topic = await one_partition_topic(settings, name)
+    producer = EventProducer(settings)
+    await producer.start()
+    first = CallStarted(
+        call_sid="CAcopy",
+        business_id="reliability",
+        correlation_id=call_correlation_id("CAcopy"),
+        account_sid="AC00000000000000000000000000000000",
+    )
+    retry = first.model_copy(update={"event_id": uuid.uuid4(), "attempt": 2})
+    last = call_started("CAlast")
+    for value in [encode(first), encode(first), encode(retry), last]:
+        await producer.publish_raw(topic, value, b"CAcopy", [])
+
+    handled: list[tuple[str, int]] = []
+    last_seen = asyncio.Event()
+
+    async def handle(event: AnyEvent) -> list[Any]:
+        handled.append((event.call_sid, event.attempt))
+        if event.call_sid == "CAlast":
+            last_seen.set()
+        return []
+
+    worker = StageWorker(name, [topic], handle, settings, producer)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(last_seen.wait(), 60)
+    stop.set()
+    await running
+    await producer.stop()
+
+    assert handled == [("CAcopy", 1), ("CAcopy", 2), ("CAlast", 1)]
+    assert await committed(settings, name, topic) == 4  # the copy is committed, not redelivered
 
 
 async def test_on_sigterm_a_worker_commits_what_it_finished_and_hands_back_the_rest(
