@@ -88,12 +88,11 @@ def assert_nothing_lost_doubled_or_missing(
     assert outcome["twilio_requests_by_kind"].get("recording-start", 0) == 0, outcome
 
 
-# A defect this observer found, not yet fixed: the stages redo the work of a hand-over they
-# get twice. After the S3 outage every call's recording.completed was on its topic twice (the
-# downloader logged the second copy "already archived"); the transcriber then wrote each
-# transcript again and the extractor published each summary.ready again. The PostgreSQL run
-# (kills and a broker restart) showed the same for every call. Those runs report these
-# doubles as an expected failure, and fail on any other.
+# A broker without idempotent producers can store a send twice. A stage worker absorbs a
+# second copy of what it handled, but one that reaches it after a restart (a kill) is handled
+# again: the transcript is written again and summary.ready published again, same key and event
+# id. The runs with kills report exactly these doubles as an expected failure, and fail on any
+# other.
 STAGES_REDO_A_DOUBLED_HAND_OVER = frozenset({"transcript_writes", "summary.ready"})
 
 
