@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import uuid
 import wave
 from contextlib import AsyncExitStack
 from itertools import pairwise
@@ -101,22 +102,31 @@ async def test_rate_limit_retry_after_is_honoured(settings: Settings) -> None:
     assert second["started"] - first["started"] >= 2.0
 
 
-async def test_the_same_event_ten_times_stores_one_object_and_one_event_id(
+async def test_the_same_event_ten_times_stores_one_object_and_publishes_once(
     settings: Settings,
 ) -> None:
+    """Ten copies of one event (a send the broker stored ten times): one fetch, one object,
+    one recording.downloaded. A retry of it, behind the copies on the call's partition,
+    marks the point where every copy was read."""
     event = recording_event(add_recording(settings))
+    retry = event.model_copy(
+        update={"event_id": uuid.uuid5(event.event_id, "retry.2"), "attempt": 2}
+    )
     async with running_downloader(settings) as store:
-        await publish(settings, *[event] * 10)
-        seen = await collect(settings, {event.call_sid}, lambda s: len(downloaded(s)) == 10)
+        await publish(settings, *[event] * 10, retry)
+        seen = await collect(
+            settings, {event.call_sid}, lambda s: any(d["attempt"] == 2 for d in downloaded(s))
+        )
         prefix = f"acme/{event.occurred_at.date().isoformat()}/{event.call_sid}/"
         keys = await store.keys(prefix)
-    assert {d["event_id"] for d in downloaded(seen)} == {
+    assert [d["event_id"] for d in downloaded(seen) if d["attempt"] == 1] == [
         str(derived_event_id(event.event_id, "recording.downloaded"))
-    }
+    ]
     assert keys == [
         f"{prefix}{event.recording_sid}.wav",
         f"{prefix}{event.recording_sid}.wav.manifest.json",
     ]
+    # The retry found the stored recording and its manifest: nothing fetched again.
     assert [r["status"] for r in media_requests(settings, event.recording_sid)] == [200]
 
 
