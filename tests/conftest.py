@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterator
 
 import pytest
 from support_otlp import OTLP_PORT, OtlpReceiver
-from support_postgres import PG_URL, new_database_name, pg_admin
+from support_postgres import fresh_database
 from support_stack import RunningStack
 
 STACK_TEST_RERUNS = 1
@@ -55,12 +54,15 @@ def stack_database(request: pytest.FixtureRequest) -> Iterator[str]:
     if request.param == "sqlite":
         yield ""
         return
-    database = new_database_name()
-    asyncio.run(pg_admin(f'CREATE DATABASE "{database}"'))
-    try:
-        yield PG_URL.format(database=database)
-    finally:
-        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_database_url() -> Iterator[str]:
+    """A PostgreSQL database of the test's own, dropped after it."""
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

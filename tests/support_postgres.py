@@ -3,7 +3,10 @@ tests make a database of their own on it and drop it after."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import asyncpg
 
@@ -21,3 +24,16 @@ async def pg_admin(statement: str) -> None:
         await connection.execute(statement)
     finally:
         await connection.close()
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """The URL of a database made for one test (or one stack) and dropped after it: a
+    database shared between tests hands one test's leftover rows (an outbox still to relay,
+    a lease still held) to the next."""
+    database = new_database_name()
+    asyncio.run(pg_admin(f'CREATE DATABASE "{database}"'))
+    try:
+        yield PG_URL.format(database=database)
+    finally:
+        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))

@@ -7,17 +7,14 @@ through a 30 s S3 outage, the local Whisper model, and the status table on Postg
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support_postgres import PG_URL, new_database_name, pg_admin
 from support_stack import PORTS, leftover_processes
 
 pytestmark = pytest.mark.stack
@@ -123,16 +120,6 @@ def test_chaos_with_the_local_whisper_model_loses_and_doubles_nothing(tmp_path: 
     assert (outcome["kills"], outcome["broker_restarts"]) == (2, 1)
     assert outcome["backends"] == {"transcriber": "local", "extractor": "rules"}
     assert_nothing_lost_doubled_or_missing(outcome, calls=4)
-
-
-@pytest.fixture
-def postgres_database_url() -> Iterator[str]:
-    database = new_database_name()
-    asyncio.run(pg_admin(f'CREATE DATABASE "{database}"'))
-    try:
-        yield PG_URL.format(database=database)
-    finally:
-        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
 
 
 def test_chaos_with_the_status_table_on_postgresql_loses_and_doubles_nothing(

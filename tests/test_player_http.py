@@ -18,7 +18,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import Executable, func, select, update
-from support_postgres import PG_URL, new_database_name, pg_admin
+from support_postgres import fresh_database
 from support_stack import RunningStack
 
 from callpipe.twilio_simulator import sample_path
@@ -617,12 +617,8 @@ def empty_database(stack: RunningStack, tmp_path: Path) -> Iterator[str]:
     if not stack.database_url.startswith("postgresql"):
         yield f"sqlite+aiosqlite:///{tmp_path / 'rebuilt.db'}"
         return
-    database = new_database_name()
-    asyncio.run(pg_admin(f'CREATE DATABASE "{database}"'))
-    try:
-        yield PG_URL.format(database=database)
-    finally:
-        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+    with fresh_database() as url:
+        yield url
 
 
 def test_rebuilding_from_the_topics_reaches_the_live_state(

@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.downloader.slots import DownloadSlots, download_slots
 from shared.db import create_engine
 
-POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 T = TypeVar("T")
 
 
@@ -27,7 +26,7 @@ T = TypeVar("T")
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'slots.db'}"
-    return POSTGRES_URL
+    return str(request.getfixturevalue("postgres_database_url"))
 
 
 Instances = Callable[[float], Awaitable[list[DownloadSlots]]]

@@ -22,7 +22,6 @@ from services.ingress.deliveries import Deliveries, deliveries, metadata, outbox
 from shared.db import create_engine
 from shared.events import Event
 
-POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 LEASE = timedelta(seconds=60)
 SWEEP_ALL = 100_000
 
@@ -30,7 +29,7 @@ SWEEP_ALL = 100_000
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "postgres":
-        return POSTGRES_URL
+        return str(request.getfixturevalue("postgres_database_url"))
     return f"sqlite+aiosqlite:///{tmp_path / 'callpipe.db'}"
 
 

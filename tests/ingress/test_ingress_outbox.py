@@ -26,19 +26,19 @@ from shared.db import create_engine
 from shared.events import AnyEvent, encode
 from shared.settings import Settings
 
-POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 PATIENCE_SECONDS = 60
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={"database_url": POSTGRES_URL if request.param == "postgres" else ""}
-    )
+    if request.param == "sqlite":
+        return settings
+    url = request.getfixturevalue("postgres_database_url")
+    return settings.model_copy(update={"database_url": url})
 
 
 def fresh_callback() -> dict[str, str]:
-    """A recording callback of its own (the PostgreSQL database outlives test runs)."""
+    """A recording callback with a recording SID of its own."""
     return {**RECORDING_CALLBACK, "RecordingSid": "RE" + secrets.token_hex(16)}
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -24,7 +23,6 @@ from ingress_support import (
     stored_event_ids,
 )
 from sqlalchemy import select
-from support_postgres import PG_URL, new_database_name, pg_admin
 
 from services.ingress import core
 from services.ingress.app import create_app
@@ -39,13 +37,8 @@ RECORDING_SID = "RE" + "fedcba9876543210" * 2
 
 
 @pytest.fixture
-async def pg_settings(settings: Settings) -> AsyncIterator[Settings]:
-    database = new_database_name()
-    await pg_admin(f'CREATE DATABASE "{database}"')
-    try:
-        yield settings.model_copy(update={"database_url": PG_URL.format(database=database)})
-    finally:
-        await pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+def pg_settings(settings: Settings, postgres_database_url: str) -> Settings:
+    return settings.model_copy(update={"database_url": postgres_database_url})
 
 
 def voice(**fields: str) -> dict[str, str]:

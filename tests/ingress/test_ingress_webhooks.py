@@ -34,7 +34,6 @@ from shared.settings import Settings
 CALL_SID = "CA" + "0123456789abcdef" * 2
 RECORDING_SID = "RE" + "fedcba9876543210" * 2
 INGRESS = f"http://127.0.0.1:{INGRESS_PORT}"
-POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 RECORDING_CALLBACK = {
     "AccountSid": ACCOUNT_SID,
     "CallSid": CALL_SID,
@@ -213,16 +212,17 @@ async def test_the_same_callback_five_times_publishes_one_event(settings: Settin
     assert len(await published(settings)) == 1
 
 
-@pytest.mark.parametrize(
-    "database_url",
-    ["", pytest.param(POSTGRES_URL, marks=pytest.mark.postgres)],
-    ids=["sqlite", "postgres"],
-)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "sqlite":
+        return ""
+    return str(request.getfixturevalue("postgres_database_url"))
+
+
 async def test_the_same_callback_five_times_concurrently_on_two_instances_publishes_one(
     settings: Settings, database_url: str
 ) -> None:
     settings = settings.model_copy(update={"database_url": database_url})
-    # Fresh SIDs: the PostgreSQL database outlives test runs.
     recording_sid = "RE" + secrets.token_hex(16)
     params = {**RECORDING_CALLBACK, "RecordingSid": recording_sid}
     second = f"http://127.0.0.1:{SECOND_INGRESS_PORT}"
