@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import gc
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
+from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -29,13 +31,14 @@ from services.reconciler.adapters import Reconciler, TwilioRecordings
 from services.reconciler.adapters import deadlines as reconcile_deadlines
 from services.transcriber.core import SpeakerMapping, parse_labels
 from shared import extras, logs, metrics, tracing
-from shared.db import create_engine
+from shared.db import create_engine, database_unreachable, database_url_for_logs
 from shared.events import Stage, Topic
 from shared.internal_port import InternalOnly, internal_paths
-from shared.kafka import EventProducer, StageWorker, connect_patiently, ensure_topics
+from shared.kafka import EventProducer, StageWorker, start_producer_patiently
+from shared.retry import wait_until_reached
 from shared.settings import Settings
 from shared.shutdown import Shutdown
-from shared.storage import ObjectStore
+from shared.storage import ObjectStore, s3_unreachable
 
 if TYPE_CHECKING:
     from services.transcriber.audio import TranscriptionBackend
@@ -72,8 +75,15 @@ def run_service(name: str, settings: Settings) -> None:
     # One server listening on both ports: one lifespan, one handling of the stop signals.
     sockets = [config.bind_socket() for config in configs]
     freeze_startup_objects()
+    # uvicorn raises the stop signal again once it has stopped, with the handler it found in
+    # place: this one, so that a clean stop exits 0 like every other callpipe process.
+    signal.signal(signal.SIGTERM, _exit_zero)
     with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C is a clean stop
         uvicorn.Server(configs[0]).run(sockets=sockets)
+
+
+def _exit_zero(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def freeze_startup_objects() -> None:
@@ -148,7 +158,11 @@ async def _health_server(host: str, port: int, state: Callable[[], str]) -> Asyn
 
 
 class StoppedWhileConnecting(Exception):
-    """The stop came before the broker was reachable: nothing was taken, nothing to hand back."""
+    """The stop came before a dependency was reachable: nothing was taken, nothing to hand
+    back."""
+
+    def __init__(self, waiting_for: str) -> None:
+        super().__init__(f"stopped while waiting for the {waiting_for}")
 
 
 class _StageHealth:
@@ -173,8 +187,8 @@ async def _run_stage(name: str, settings: Settings) -> None:
         await stack.enter_async_context(_health_server(settings.worker_health_host, port, health))
         try:
             worker, _ = await open_stage_worker(name, settings, stack, shutdown, health)
-        except StoppedWhileConnecting:
-            log.info("%s stopped while waiting for the broker", name)
+        except StoppedWhileConnecting as stopped:
+            log.info("%s %s", name, stopped)
         else:
             health.worker = worker
             freeze_startup_objects()
@@ -236,33 +250,29 @@ async def open_stage_worker(
     health: _StageHealth | None = None,
 ) -> tuple[StageWorker, ObjectStore]:
     """The stage worker `name` with its object store and producer, closed by `stack` (each
-    within `shutdown`'s bound). Waits for the broker while it is unreachable (raising
-    StoppedWhileConnecting if the stop comes first); fails at once on a configuration
-    error."""
+    within `shutdown`'s bound). Waits for the broker, and the downloader for its S3 server
+    and database, while they are unreachable (raising StoppedWhileConnecting if the stop
+    comes first); fails at once on a configuration error."""
     shutdown = shutdown or Shutdown(name, settings)
     if name == "transcriber":
         await asyncio.to_thread(require_speech_extra, settings)
     producer = EventProducer(settings)
-
-    async def connect() -> None:
-        try:
-            await ensure_topics(settings)
-            await producer.start()
-        except Exception:
-            await producer.stop()
-            raise
-
-    if not await connect_patiently(settings, connect, shutdown.stop):
-        raise StoppedWhileConnecting
+    if not await start_producer_patiently(settings, producer, shutdown.stop, create_topics=True):
+        raise StoppedWhileConnecting("broker")
     stack.push_async_callback(shutdown.closing("the producer", producer.stop))
-    if health is not None:
-        health.phase = "starting"
     store = ObjectStore(settings)
     await store.start()
     stack.push_async_callback(shutdown.closing("the object store client", store.stop))
-    if name == "downloader":
-        await store.ensure_bucket()
-    worker = await build_stage_worker(name, settings, store, producer, stack, shutdown)
+    if name == "downloader" and not await wait_until_reached(
+        f"S3 server {settings.s3_endpoint_url}",
+        store.ensure_bucket,
+        s3_unreachable,
+        shutdown.stop,
+        settings.retry_base_seconds,
+        settings.retry_max_seconds,
+    ):
+        raise StoppedWhileConnecting("S3 server")
+    worker = await build_stage_worker(name, settings, store, producer, stack, shutdown, health)
     return worker, store
 
 
@@ -273,15 +283,19 @@ async def build_stage_worker(
     producer: EventProducer,
     stack: AsyncExitStack,
     shutdown: Shutdown | None = None,
+    health: _StageHealth | None = None,
 ) -> StageWorker:
     """The stage worker `name` on a store and producer it does not start: it reaches no
     server (the downloader's slot table aside) until it runs."""
     shutdown = shutdown or Shutdown(name, settings)
     if name == "downloader":
+        handler = await downloader_handler(settings, store, stack, shutdown)
+        if health is not None:
+            health.phase = "starting"
         return StageWorker(
             name=name,
             topics=[Topic.RECORDING_COMPLETED.value],
-            handle=await downloader_handler(settings, store, stack, shutdown),
+            handle=handler,
             settings=settings.model_copy(update={"max_in_flight": settings.download_max_in_flight}),
             producer=producer,
             stage=Stage.RECORDING,
@@ -292,6 +306,8 @@ async def build_stage_worker(
         from services.transcriber.handler import TranscribeHandler
         from services.transcriber.instant import InstantBackend, transcribe_instantly
 
+        if health is not None:
+            health.phase = "starting"
         backend = await asyncio.to_thread(transcription_backend, settings)
         pool = ThreadPoolExecutor(settings.transcriber_concurrency, "transcribe")
         # Not waiting for a transcription under way: its message is handed back.
@@ -315,6 +331,8 @@ async def build_stage_worker(
             producer=producer,
             stage=Stage.TRANSCRIPT,
         )
+    if health is not None:
+        health.phase = "starting"
     return StageWorker(
         name=name,
         topics=[Topic.TRANSCRIPT_READY.value],
@@ -362,7 +380,15 @@ async def downloader_handler(
         settings.download_slot_lease_seconds,
         settings.download_slot_idle_seconds,
     )
-    await slots.create_table()
+    if not await wait_until_reached(
+        f"database {database_url_for_logs(settings.effective_database_url)}",
+        slots.create_table,
+        database_unreachable,
+        shutdown.stop,
+        settings.retry_base_seconds,
+        settings.retry_max_seconds,
+    ):
+        raise StoppedWhileConnecting("database")
     stack.push_async_callback(shutdown.closing("the download slots", slots.close))
     policy = DownloadPolicy(
         media_format=settings.recording_format,
@@ -388,16 +414,10 @@ async def open_reconciler(
     database = create_engine(settings.effective_database_url)
     stack.push_async_callback(shutdown.closing("the database", database.dispose))
     producer = EventProducer(settings)
-
-    async def connect() -> None:
-        try:
-            await producer.start()
-        except Exception:
-            await producer.stop()
-            raise
-
-    if not await connect_patiently(settings, connect, stop or asyncio.Event()):
-        raise StoppedWhileConnecting
+    if not await start_producer_patiently(
+        settings, producer, stop or asyncio.Event(), create_topics=False
+    ):
+        raise StoppedWhileConnecting("broker")
     stack.push_async_callback(shutdown.closing("the producer", producer.stop))
     twilio = TwilioRecordings(
         settings.twilio_account_sid,

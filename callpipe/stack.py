@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from callpipe.bootstrap import SERVICES
 from callpipe.local_secrets import with_local_secrets
 from shared import extras
+from shared.db import database_url_for_logs, sqlstate
 from shared.kafka import client_options
 from shared.settings import Settings
 from shared.storage import ObjectStore
@@ -85,10 +86,6 @@ class DatabaseUnavailable(RuntimeError):
     """The configured database can neither be reached nor made."""
 
 
-def _sqlstate(error: DBAPIError) -> str | None:
-    return getattr(error.orig, "sqlstate", None)
-
-
 async def ensure_database(database_url: str) -> bool:
     """Makes the PostgreSQL database `database_url` names when it does not exist yet (as the
     role may, from the server's `postgres` database); True if it made it. The services make
@@ -102,7 +99,7 @@ async def ensure_database(database_url: str) -> bool:
         async with engine.connect():
             return False
     except DBAPIError as error:
-        if _sqlstate(error) != INVALID_CATALOG_NAME:
+        if sqlstate(error) != INVALID_CATALOG_NAME:
             raise DatabaseUnavailable(f"database {where}: {error.orig}") from error
     except OSError as error:
         raise DatabaseUnavailable(f"database {where} unreachable: {error}") from error
@@ -114,11 +111,11 @@ async def ensure_database(database_url: str) -> bool:
             name = connection.dialect.identifier_preparer.quote(url.database or "")
             await connection.execute(text(f"CREATE DATABASE {name}"))
     except DBAPIError as error:
-        if _sqlstate(error) == DUPLICATE_DATABASE:
+        if sqlstate(error) == DUPLICATE_DATABASE:
             return False
         hint = (
             f"; create it (CREATE DATABASE) or give the role {url.username} CREATEDB"
-            if _sqlstate(error) == INSUFFICIENT_PRIVILEGE
+            if sqlstate(error) == INSUFFICIENT_PRIVILEGE
             else ""
         )
         raise DatabaseUnavailable(
@@ -324,7 +321,10 @@ class Stack:
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if await ensure_database(self.settings.effective_database_url):
-            log.info("made the database %s", self.settings.effective_database_url.split("@")[-1])
+            log.info(
+                "made the database %s",
+                database_url_for_logs(self.settings.effective_database_url),
+            )
         infrastructure, services = self.children[:2], self.children[2:]
         for child in infrastructure:
             await self._spawn(child)

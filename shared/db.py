@@ -9,14 +9,44 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, make_url
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy import event as sa_event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 SQLITE_LOCK_TIMEOUT_SECONDS = 30
 T = TypeVar("T")
+
+
+# SQLSTATEs of a server that is there but cannot take this connection yet: any connection
+# exception (class 08), "the database system is starting up", too many connections.
+_NOT_YET_SQLSTATES = ("08", "57P03", "53300")
+
+
+def database_url_for_logs(database_url: str) -> str:
+    """The URL without its password."""
+    return make_url(database_url).render_as_string(hide_password=True)
+
+
+def sqlstate(error: DBAPIError) -> str | None:
+    driver_error = getattr(error.orig, "driver_exception", error.orig)
+    return getattr(driver_error, "sqlstate", None) or getattr(error.orig, "sqlstate", None)
+
+
+def database_unreachable(error: BaseException) -> bool:
+    """Whether `error` says the database server cannot be reached (yet), which waiting may
+    mend, rather than that the configuration is wrong (a role, a password, a database name,
+    a SQLite path)."""
+    if isinstance(error, (OSError, TimeoutError)):
+        return True
+    if isinstance(error, DBAPIError):
+        state = sqlstate(error)
+        if error.connection_invalidated:
+            return True
+        return state is not None and state.startswith(_NOT_YET_SQLSTATES)
+    return False
 
 
 def _locked(error: BaseException) -> bool:

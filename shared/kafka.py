@@ -71,7 +71,7 @@ from shared.events import (
 )
 from shared.logs import call_context
 from shared.offset_holes import OffsetHoles
-from shared.retry import TerminalError, describe, retrying
+from shared.retry import Misconfigured, describe, retrying, wait_until_reached
 from shared.settings import Settings
 from shared.shutdown import Shutdown
 
@@ -112,7 +112,7 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-class BrokerMisconfigured(TerminalError):
+class BrokerMisconfigured(Misconfigured):
     """The broker answers, but no retry can help: a malformed address, a rejected login, a
     certificate that does not verify."""
 
@@ -173,43 +173,39 @@ async def connect_patiently(
     settings: Settings, connect: Callable[[], Awaitable[None]], stop: asyncio.Event
 ) -> bool:
     """Reaches the broker (a probe, then `connect`), waiting for it with the stages' capped,
-    jittered backoff as long as it is unreachable: one line when it is not there, one when it
-    is. True once connected, False if `stop` came first. A configuration error is raised at
-    once (BrokerMisconfigured)."""
-    began = time.monotonic()
-
-    async def log_unreachable(state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        if state.attempt_number == 1:
-            log.warning(
-                "broker %s unreachable (%s): waiting for it, trying again every %.0f s at most",
-                settings.kafka_bootstrap,
-                error,
-                settings.retry_max_seconds,
-            )
+    jittered backoff as long as it is unreachable. True once connected, False if `stop` came
+    first. A configuration error is raised at once (BrokerMisconfigured)."""
 
     async def connect_once() -> None:
         await probe_broker(settings)
         await connect()
 
-    async def until_connected() -> None:
-        async for attempt in retrying(
-            None, settings.retry_base_seconds, settings.retry_max_seconds, log_unreachable
-        ):
-            with attempt:
-                await connect_once()
+    return await wait_until_reached(
+        f"broker {settings.kafka_bootstrap}",
+        connect_once,
+        lambda _error: True,
+        stop,
+        settings.retry_base_seconds,
+        settings.retry_max_seconds,
+    )
 
-    connecting = asyncio.create_task(until_connected())
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait([connecting, stopping], return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
-    if not connecting.done():
-        connecting.cancel()
-        await asyncio.gather(connecting, return_exceptions=True)
-        return False
-    connecting.result()
-    log.info("broker %s reached in %.1f s", settings.kafka_bootstrap, time.monotonic() - began)
-    return True
+
+async def start_producer_patiently(
+    settings: Settings, producer: EventProducer, stop: asyncio.Event, *, create_topics: bool
+) -> bool:
+    """Starts `producer` (after creating the topics that are missing, if asked) once the
+    broker is reachable: connect_patiently's answer."""
+
+    async def connect() -> None:
+        try:
+            if create_topics:
+                await ensure_topics(settings)
+            await producer.start()
+        except Exception:
+            await producer.stop()
+            raise
+
+    return await connect_patiently(settings, connect, stop)
 
 
 def dead_letter_topic(worker: str) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from tenacity import (
@@ -15,9 +17,16 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
+log = logging.getLogger(__name__)
+
 
 class TerminalError(Exception):
     """No retry can help: the input is invalid or the resource is gone for good."""
+
+
+class Misconfigured(TerminalError):
+    """A dependency answers, but no wait can help: its address, credentials or name are
+    wrong."""
 
 
 class RetryLater(Exception):
@@ -64,3 +73,55 @@ def retrying(
 def describe(error: BaseException) -> str:
     text = str(error) or type(error).__name__
     return f"{type(error).__name__}: {text}"[:2000]
+
+
+async def wait_until_reached(
+    what: str,
+    reach: Callable[[], Awaitable[None]],
+    unreachable: Callable[[BaseException], bool],
+    stop: asyncio.Event,
+    base_seconds: float,
+    max_seconds: float,
+) -> bool:
+    """Calls `reach` until it succeeds, waiting with the capped, jittered backoff while the
+    error says `what` is unreachable: one log line when it is not there, one when it is. True
+    once reached, False if `stop` came first. Any other error is raised at once, as
+    Misconfigured unless it is terminal already."""
+    began = time.monotonic()
+
+    async def reach_once() -> None:
+        try:
+            await reach()
+        except TerminalError:
+            raise
+        except Exception as error:
+            if unreachable(error):
+                raise
+            raise Misconfigured(f"{what}: {describe(error)}") from error
+
+    async def log_unreachable(state: RetryCallState) -> None:
+        if state.attempt_number == 1:
+            error = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "%s unreachable (%s): waiting for it, trying again every %.0f s at most",
+                what,
+                describe(error) if error else "no answer",
+                max_seconds,
+            )
+
+    async def until_reached() -> None:
+        async for attempt in retrying(None, base_seconds, max_seconds, log_unreachable):
+            with attempt:
+                await reach_once()
+
+    reaching = asyncio.create_task(until_reached())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([reaching, stopping], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not reaching.done():
+        reaching.cancel()
+        await asyncio.gather(reaching, return_exceptions=True)
+        return False
+    reaching.result()
+    log.info("%s reached in %.1f s", what, time.monotonic() - began)
+    return True

@@ -12,7 +12,8 @@ from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from shared.settings import Settings
 
@@ -26,6 +27,16 @@ def transcript_key(business_id: str, call_sid: str, recording_sid: str) -> str:
 # 13-second call (418 KB), against 6 ms for the same bytes stored as audio/vnd.wave, RFC
 # 2361's name for the same format. WAV is stored under that name and read back as audio/wav,
 # the name every browser plays (decision 0917).
+def s3_unreachable(error: BaseException) -> bool:
+    """Whether `error` says the S3 server cannot be reached or is not serving yet, which
+    waiting may mend, rather than that the configuration is wrong (keys, bucket, URL)."""
+    if isinstance(error, (BotoConnectionError, HTTPClientError, OSError, TimeoutError)):
+        return True
+    if isinstance(error, ClientError):
+        return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)) >= 500
+    return False
+
+
 _STORED_TYPE = {"audio/wav": "audio/vnd.wave", "audio/x-wav": "audio/vnd.wave"}
 _READ_TYPE = {"audio/vnd.wave": "audio/wav"}
 

@@ -217,4 +217,6 @@ def start_child(child: Child, data_dir: Path, log_dir: Path) -> subprocess.Popen
         if asyncio.run(child.healthy()):
             return process
         time.sleep(0.3)
+    process.kill()  # not left behind holding its port
+    process.wait()
     pytest.fail(f"{child.name} not healthy in 60 s")

@@ -6,6 +6,7 @@ it had in flight comes again after the restart, handled once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ import httpx
 import pytest
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaTimeoutError
+from sqlalchemy import make_url
 from support_stack import start_child
 
 from callpipe.stack import Stack, settings_env
@@ -47,6 +49,8 @@ BROKER_PORT = 27592 + _OFFSET
 S3_PORT = 27633 + _OFFSET
 HEALTH_PORT = 27601 + _OFFSET
 SILENT_S3_PORT = 27701 + _OFFSET
+DATABASE_PORT = 27702 + _OFFSET
+LATE_S3_PORT = 27703 + _OFFSET
 
 GRACE_SECONDS = 1.0
 CLOSE_SECONDS = 2.0
@@ -93,10 +97,20 @@ def servers(tmp_path: Path) -> Iterator[Servers]:
         running.stop_all()
 
 
-class Worker:
-    """`callpipe run extractor` as its own process, its output in a file."""
+def health_port_setting(service: str) -> str:
+    """The player answers /healthz on its HTTP port; a stage worker on a port of its own."""
+    return (
+        "CALLPIPE_PLAYER_PORT" if service == "player" else f"CALLPIPE_{service.upper()}_HEALTH_PORT"
+    )
 
-    def __init__(self, settings: Settings, log_path: Path, **env: str) -> None:
+
+class Worker:
+    """`callpipe run <service>` (the extractor unless told) as its own process, its output in
+    a file."""
+
+    def __init__(
+        self, settings: Settings, log_path: Path, service: str = "extractor", **env: str
+    ) -> None:
         self.log_path = log_path
         self.health = f"http://127.0.0.1:{HEALTH_PORT}/healthz"
         environment = {
@@ -104,7 +118,7 @@ class Worker:
             **settings_env(settings),
             "PYTHONUNBUFFERED": "1",
             "CALLPIPE_EXTRACTOR_BACKEND": "instant",
-            "CALLPIPE_EXTRACTOR_HEALTH_PORT": str(HEALTH_PORT),
+            health_port_setting(service): str(HEALTH_PORT),
             "CALLPIPE_SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS),
             "CALLPIPE_SHUTDOWN_CLOSE_SECONDS": str(CLOSE_SECONDS),
             "CALLPIPE_RETRY_MAX_SECONDS": "1",
@@ -112,7 +126,7 @@ class Worker:
         }
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "callpipe", "run", "extractor"],
+                [sys.executable, "-m", "callpipe", "run", service],
                 env=environment,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -177,6 +191,58 @@ class SilentServer:
         self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
         self._listener.close()
         self._thread.join(timeout=5)
+
+
+class LateForwarder:
+    """A port of the test's own that refuses connections until `open()`, then forwards each
+    to `target`: a server that comes up after the process that needs it."""
+
+    def __init__(self, port: int, target: tuple[str, int]) -> None:
+        self.port = port
+        self._target = target
+        self._listener: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
+
+    def open(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+                server = socket.create_connection(self._target)
+            except OSError:
+                return
+            self._sockets += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        for each in self._sockets:
+            each.close()
+
+
+def wait_for_output(worker: Worker, text: str) -> None:
+    """Until a line of the worker's log says that `text` is unreachable."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not any(text in line and "unreachable" in line for line in worker.output().splitlines()):
+        assert time.monotonic() < deadline, worker.output()
+        time.sleep(0.2)
+
+
+def through(forwarder: LateForwarder, database_url: str) -> str:
+    return str(make_url(database_url).set(host="127.0.0.1", port=forwarder.port))
 
 
 def transcript_ready(settings: Settings, call_sid: str) -> TranscriptReady:
@@ -321,6 +387,126 @@ def test_with_its_broker_gone_a_worker_stops_in_time_and_its_message_comes_again
     finally:
         again.kill()
     assert code == 0, again.output()
+
+
+@pytest.mark.stack
+@pytest.mark.postgres
+def test_a_downloader_started_before_its_s3_server_and_database_waits_for_both(
+    servers: Servers, tmp_path: Path, postgres_database_url: str
+) -> None:
+    servers.start("s3")  # the local broker keeps its log there
+    servers.start("broker")
+    s3 = LateForwarder(LATE_S3_PORT, ("127.0.0.1", S3_PORT))
+    database = LateForwarder(DATABASE_PORT, ("127.0.0.1", 5432))
+    worker = Worker(
+        servers.settings,
+        tmp_path / "downloader.log",
+        "downloader",
+        CALLPIPE_S3_ENDPOINT_URL=f"http://127.0.0.1:{LATE_S3_PORT}",
+        CALLPIPE_DATABASE_URL=through(database, postgres_database_url),
+    )
+    try:
+        worker.wait_for_status((503, {"status": "connecting"}))
+        wait_for_output(worker, "S3 server")
+        time.sleep(2)  # a few tries at the S3 server, which must neither end it nor flood its log
+        s3.open()
+        wait_for_output(worker, "database")
+        time.sleep(2)
+        assert worker.status() == (503, {"status": "connecting"}), worker.output()
+        database.open()
+        worker.wait_for_status((200, {"status": "ready"}))
+        code, _ = worker.terminate()
+    finally:
+        worker.kill()
+        s3.close()
+        database.close()
+    output = worker.output()
+    assert code == 0, output
+    assert "Traceback" not in output
+    unreachable = [line for line in output.splitlines() if "unreachable" in line]
+    assert len(unreachable) == 2, output
+    assert "S3 server" in unreachable[0] and "database" in unreachable[1], output
+    assert output.count("reached in") == 3, output  # the broker, the S3 server, the database
+
+
+@pytest.mark.stack
+@pytest.mark.postgres
+def test_the_player_started_before_its_database_and_broker_answers_503_then_projects_a_call(
+    servers: Servers, tmp_path: Path, postgres_database_url: str
+) -> None:
+    database = LateForwarder(DATABASE_PORT, ("127.0.0.1", 5432))
+    api_key = "k" * 40
+    worker = Worker(
+        servers.settings,
+        tmp_path / "player.log",
+        "player",
+        CALLPIPE_DATABASE_URL=through(database, postgres_database_url),
+        CALLPIPE_API_KEY=api_key,
+        CALLPIPE_DEFAULT_BUSINESS_ID="clean-stop",
+    )
+    calls = f"http://127.0.0.1:{HEALTH_PORT}/api/calls"
+    headers = {"Authorization": f"Bearer {api_key}"}
+    try:
+        worker.wait_for_status((503, {"status": "connecting"}))
+        waiting = httpx.get(calls, headers=headers, timeout=5)
+        assert waiting.status_code == 503, waiting.text
+        assert waiting.json() == {"detail": "waiting for the database"}
+        assert waiting.headers["Retry-After"].isdigit()
+
+        database.open()
+        deadline = time.monotonic() + WAIT_SECONDS
+        while httpx.get(calls, headers=headers, timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, worker.output()
+            time.sleep(0.2)
+        assert worker.status() == (503, {"status": "connecting"})  # the broker is still away
+
+        servers.start("s3")
+        servers.start("broker")
+        worker.wait_for_status((200, {"status": "ready"}))
+        event = transcript_ready(servers.settings, "CAplayerbeforedatabase")
+        publish(servers.settings, event)
+        deadline = time.monotonic() + WAIT_SECONDS
+        listed: list[str] = []
+        while event.call_sid not in listed:
+            assert time.monotonic() < deadline, worker.output()
+            time.sleep(0.3)
+            answer = httpx.get(calls, headers=headers, timeout=5)
+            listed = [call["call_sid"] for call in answer.json().get("calls", [])]
+        code, seconds = worker.terminate()
+    finally:
+        worker.kill()
+        database.close()
+    output = worker.output()
+    assert code == 0, output
+    assert seconds < GRACE_SECONDS + CLOSE_SECONDS + STOP_SLACK_SECONDS, output
+    assert "Traceback" not in output
+    unreachable = [line for line in output.splitlines() if "unreachable" in line]
+    assert len(unreachable) == 2, output
+    assert "database" in unreachable[0] and "broker" in unreachable[1], output
+
+
+@pytest.mark.stack
+@pytest.mark.postgres
+@pytest.mark.parametrize("service", ["downloader", "player"])
+def test_a_database_role_that_does_not_exist_fails_the_start_saying_so(
+    servers: Servers, tmp_path: Path, service: str, postgres_database_url: str
+) -> None:
+    servers.start("s3")
+    servers.start("broker")
+    wrong_role = str(make_url(postgres_database_url).set(username="nobody"))
+    worker = Worker(
+        servers.settings,
+        tmp_path / f"{service}.log",
+        service,
+        CALLPIPE_DATABASE_URL=wrong_role,
+    )
+    try:
+        code = worker.process.wait(timeout=60)
+    finally:
+        worker.kill()
+    output = worker.output()
+    assert code != 0, output
+    assert 'role "nobody" does not exist' in output, output
 
 
 def test_a_malformed_broker_address_fails_at_once_saying_so(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ The relay (services/ingress/relay.py) then publishes it to Kafka (acks=all), als
 after the broker was away: the ingress starts and answers webhooks without the broker.
 """
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import ClientError
+from aiokafka.errors import KafkaError
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from opentelemetry.trace import SpanKind
@@ -30,7 +32,7 @@ from shared import tracing
 from shared.body_limit import BodyLimit
 from shared.db import create_engine
 from shared.events import Event
-from shared.kafka import EventProducer
+from shared.kafka import EventProducer, probe_broker
 from shared.logs import call_context, masked
 from shared.settings import Settings
 
@@ -62,7 +64,10 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await deliveries.create_table()
-        # The producer connects in the background: webhooks are stored meanwhile.
+        # A configuration error fails the start; a broker not reachable yet is waited for in
+        # the background, while webhooks are stored.
+        with contextlib.suppress(KafkaError, OSError):
+            await probe_broker(settings)
         relay.start()
         # Built here: its HTTP session belongs to the running event loop.
         app.state.recording_starter = RecordingStarter(

@@ -26,7 +26,7 @@ from tenacity import AsyncRetrying, RetryCallState
 
 from services.ingress.deliveries import Deliveries
 from shared.events import Event
-from shared.kafka import EventProducer, ensure_topics
+from shared.kafka import EventProducer, start_producer_patiently
 from shared.logs import call_context
 from shared.retry import describe, retrying
 from shared.settings import Settings
@@ -134,11 +134,11 @@ class OutboxRelay:
         )
 
     async def _connect_then_sweep(self) -> None:
-        async for attempt in self._retrying("connecting to the broker"):
-            with attempt:
-                await self._connect()
+        # Stopped by cancelling this task: the wait needs no stop event of its own.
+        await start_producer_patiently(
+            self._settings, self._producer, asyncio.Event(), create_topics=True
+        )
         self.connected.set()
-        log.info("producer connected to %s", self._settings.kafka_bootstrap)
         while True:
             self._sweep_now.clear()
             async for attempt in self._retrying("sweeping the outbox"):
@@ -149,14 +149,6 @@ class OutboxRelay:
                     await asyncio.wait_for(
                         self._sweep_now.wait(), self._settings.ingress_outbox_sweep_seconds
                     )
-
-    async def _connect(self) -> None:
-        try:
-            await ensure_topics(self._settings)
-            await self._producer.start()
-        except Exception:
-            await self._producer.stop()
-            raise
 
     async def _sweep(self) -> bool:
         """Publishes one batch of unheld events; True if the batch was full (more may wait)."""

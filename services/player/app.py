@@ -28,7 +28,7 @@ from services.player import core, origins, ranges
 from services.player.core import CallState
 from services.player.repository import CallFilter, CallRepository, key_digest, migrate
 from shared.body_limit import BodyLimit
-from shared.db import create_engine
+from shared.db import create_engine, database_unreachable, database_url_for_logs
 from shared.events import (
     TWILIO_NAMESPACE,
     AnyEvent,
@@ -44,11 +44,11 @@ from shared.kafka import (
     EventProducer,
     StageWorker,
     all_topics,
-    connect_patiently,
-    ensure_topics,
     probe_broker,
+    start_producer_patiently,
 )
 from shared.logs import call_context
+from shared.retry import wait_until_reached
 from shared.settings import Settings
 from shared.shutdown import Shutdown
 from shared.storage import ObjectStore
@@ -164,30 +164,43 @@ def create_app(settings: Settings) -> FastAPI:
         for _ in range(settings.player_consumers)
     ]
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    database_ready = asyncio.Event()
+
+    async def prepare_database() -> None:
         await asyncio.to_thread(migrate, database_url)
         if settings.api_key.get_secret_value():
             await repository.add_api_key(
                 settings.default_business_id, settings.api_key.get_secret_value(), "configured"
             )
-        await store.start()
+        database_ready.set()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         shutdown = Shutdown("player", settings)
-        # A configuration error fails the start; a broker not reachable yet is waited for.
+        # A configuration error fails the start; a database or broker not reachable yet is
+        # waited for, while /healthz says `connecting` and the API answers 503.
+        try:
+            await prepare_database()
+        except Exception as error:
+            if not database_unreachable(error):
+                raise
+        await store.start()
         with contextlib.suppress(KafkaError, OSError):
             await probe_broker(settings)
 
-        async def connect() -> None:
-            try:
-                await ensure_topics(settings)
-                await producer.start()
-            except Exception:
-                await producer.stop()
-                raise
-
         async def consume() -> None:
-            # The API serves while the broker is unreachable; the consumers start once it is.
-            if await connect_patiently(settings, connect, shutdown.stop):
+            if not database_ready.is_set() and not await wait_until_reached(
+                f"database {database_url_for_logs(database_url)}",
+                prepare_database,
+                database_unreachable,
+                shutdown.stop,
+                settings.retry_base_seconds,
+                settings.retry_max_seconds,
+            ):
+                return
+            if await start_producer_patiently(
+                settings, producer, shutdown.stop, create_topics=True
+            ):
                 await asyncio.gather(*(worker.run(shutdown.stop, shutdown) for worker in workers))
 
         consuming = asyncio.create_task(consume())
@@ -221,6 +234,14 @@ def create_app(settings: Settings) -> FastAPI:
     own_origin = origins.origin_of(settings.effective_player_public_url)
     if own_origin is None:
         raise ValueError("CALLPIPE_PLAYER_PUBLIC_URL must be an http(s) URL")
+
+    async def database_prepared(request: Request) -> None:
+        if not database_ready.is_set() and request.url.path != "/healthz":
+            raise HTTPException(
+                status_code=503,
+                detail="waiting for the database",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
 
     async def from_own_pages(request: Request) -> None:
         """Refuses a write that only a cookie authenticates unless the player's own pages
@@ -281,7 +302,7 @@ def create_app(settings: Settings) -> FastAPI:
         title="callpipe player",
         summary="Status of every call, its transcript, summary, lead and audio.",
         lifespan=lifespan,
-        dependencies=[Depends(from_own_pages)],
+        dependencies=[Depends(database_prepared), Depends(from_own_pages)],
     )
     app.add_middleware(BodyLimit, max_bytes=settings.player_max_body_bytes)
     app.add_middleware(
@@ -297,7 +318,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
-        if not all(worker.state == "ready" for worker in workers):
+        ready = database_ready.is_set() and all(worker.state == "ready" for worker in workers)
+        if not ready:
             return JSONResponse({"status": "connecting"}, status_code=503)
         return JSONResponse({"status": "ready"})
 
