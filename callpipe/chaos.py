@@ -6,8 +6,10 @@ server, so a broker restart loses nothing it acknowledged), by default with the 
 and lead backends (`real_backends`: the local faster-whisper model and the rules extractor),
 places N simulated calls at a steady rate, and meanwhile kills service processes with SIGKILL
 at random moments (the supervisor restarts them), restarts the broker, and optionally stops the
-S3 server for a while. Then it waits until every call reached a terminal status (or nothing
-moves any more) and every worker committed all it read, and counts as an outside observer:
+S3 server for a while, or the broker for a while and each service with SIGTERM while it is
+away (timing each stop from outside). Then it waits until every call reached a terminal
+status (or nothing moves any more) and every worker committed all it read, and counts as an
+outside observer:
 
 - outcomes from the status table (read over SQL, SQLite or PostgreSQL);
 - object writes per key, from a counting proxy in front of the S3 server that the services
@@ -50,7 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from callpipe.bench.drain import wait_until_drained
 from callpipe.bootstrap import SERVICES, open_reconciler
 from callpipe.counting_s3_proxy import CountingS3Proxy
-from callpipe.stack import Child, Stack
+from callpipe.stack import START_TIMEOUT_SECONDS, STOP_TIMEOUT_SECONDS, Child, Stack
 from callpipe.twilio_simulator import sample_path
 from services.player.core import (
     COMPLETED,
@@ -109,6 +111,9 @@ class ChaosPlan:
     broker_restarts: int = 1
     s3_outage_seconds: float = 0.0
     calls_per_second: float = 5.0
+    # The broker held down at least this long (0: never); meanwhile every service is stopped
+    # with SIGTERM, one after another, and started again by the supervisor.
+    broker_outage_seconds: float = 0.0
     # Give up waiting once no call changed status for this long.
     settle_seconds: float = 120.0
     audio: str = "voicemail_austin"
@@ -153,6 +158,13 @@ class Havoc:
         self.kills: Counter[str] = Counter()
         self.broker_restarts = 0
         self.s3_outages = 0
+        self.broker_outages = 0
+        self.broker_outage_seconds = 0.0
+        # Per service stopped during a broker outage: how long from SIGTERM to its exit, its
+        # exit status, and what its /healthz said once the supervisor had started it again;
+        # first while it ran when the broker went, then while it waited for the broker.
+        self.outage_stops: dict[str, dict[str, Any]] = {}
+        self.connecting_stops: dict[str, dict[str, Any]] = {}
 
     def _child(self, name: str) -> Child:
         return next(c for c in self._stack.children if c.name == name)
@@ -199,6 +211,104 @@ class Havoc:
         finally:
             s3.held = False  # the supervisor starts it again
 
+    async def stop_broker(self, seconds: float) -> None:
+        """Holds the broker down for at least `seconds` (killed, as a crash or a lost host);
+        meanwhile stops each service with SIGTERM, one after another, timing its exit from
+        here; once the supervisor has started each again and its /healthz answers (the
+        broker still away), stops each once more the same way, and waits until each answers
+        again. Returns once the broker is back."""
+        broker = self._child("broker")
+        broker.held = True
+        began = time.monotonic()
+        try:
+            # A broker killed just before is restarted first (its restart was under way).
+            await self._running(broker)
+            if await self._stop(broker, signal.SIGKILL) is not None:
+                self.broker_outages += 1
+                log.warning("chaos: broker down for %.0f s at least", seconds)
+            for name in KILLABLE:
+                self.outage_stops[name] = await self._stop_service(name)
+            # Started again, each waits for the broker: stopped once more while waiting.
+            for name in KILLABLE:
+                away = await self._health_state(self._child(name))
+                self.outage_stops[name]["health_while_away"] = away
+                self.connecting_stops[name] = await self._stop_service(name)
+            for name in KILLABLE:
+                away = await self._health_state(self._child(name))
+                self.connecting_stops[name]["health_while_away"] = away
+            await asyncio.sleep(max(0.0, began + seconds - time.monotonic()))
+        finally:
+            self.broker_outage_seconds = round(time.monotonic() - began, 1)
+            broker.held = False  # the supervisor starts it again
+        await self._healthy(broker)
+
+    async def _stop(self, child: Child, signum: signal.Signals = signal.SIGTERM) -> float | None:
+        """`signum`, and the seconds until the process exited (SIGKILL after
+        STOP_TIMEOUT_SECONDS); None if it was not running."""
+        process = child.process
+        signalled = time.monotonic()
+        if process is None or not self._signal(child, signum):
+            return None
+        try:
+            await asyncio.wait_for(process.wait(), STOP_TIMEOUT_SECONDS)
+        except TimeoutError:
+            log.error("chaos: %s did not stop after SIGTERM; killing it", child.name)
+            self._signal(child, signal.SIGKILL)
+            await process.wait()
+        return time.monotonic() - signalled
+
+    async def _stop_service(self, name: str) -> dict[str, Any]:
+        child = self._child(name)
+        # Signalled once its /healthz answers: its handlers of SIGTERM are installed by then
+        # (a process still importing would die of the signal itself).
+        await self._health_state(child)
+        seconds = await self._stop(child)
+        process = child.process
+        if seconds is None or process is None:
+            log.error("chaos: %s was not running to stop", name)
+            return {"seconds": None, "returncode": None}
+        log.warning(
+            "chaos: %s stopped %.1f s after SIGTERM, exit status %s",
+            name,
+            seconds,
+            process.returncode,
+        )
+        return {"seconds": round(seconds, 2), "returncode": process.returncode}
+
+    @staticmethod
+    async def _running(child: Child) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if child.process is not None and child.process.returncode is None:
+                return
+            await asyncio.sleep(0.2)
+
+    @staticmethod
+    async def _healthy(child: Child) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            process = child.process
+            if process is not None and process.returncode is None and await child.healthy():
+                return
+            await asyncio.sleep(0.3)
+        log.error(
+            "chaos: %s not healthy %.0f s after the outage", child.name, START_TIMEOUT_SECONDS
+        )
+
+    async def _health_state(self, child: Child) -> str | None:
+        """What the running child's /healthz says (the ingress: its broker state), once it
+        answers; None if it did not within START_TIMEOUT_SECONDS."""
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        async with httpx.AsyncClient(timeout=2) as client:
+            while time.monotonic() < deadline:
+                process = child.process
+                if process is not None and process.returncode is None:
+                    with contextlib.suppress(httpx.HTTPError, ValueError):
+                        body = (await client.get(f"{child.where}/healthz")).json()
+                        return str(body.get("broker", body.get("status")))
+                await asyncio.sleep(0.2)
+        return None
+
 
 async def _place_calls(settings: Settings, plan: ChaosPlan) -> list[str]:
     audio = str(sample_path(plan.audio))
@@ -221,6 +331,9 @@ async def _make_havoc(havoc: Havoc, plan: ChaosPlan, window: float, rng: random.
         # Once every call is placed: the outage meets calls in every stage, and the callbacks
         # at their end (the broker keeps its log in S3 locally, so the ingress answers 503).
         moments.append((plan.calls / plan.calls_per_second, "s3"))
+    if plan.broker_outage_seconds > 0:
+        # As the S3 outage: every call placed, calls in every stage.
+        moments.append((plan.calls / plan.calls_per_second, "broker-outage"))
     started = time.monotonic()
     outages: list[asyncio.Task[None]] = []
     for at, what in sorted(moments):
@@ -229,6 +342,8 @@ async def _make_havoc(havoc: Havoc, plan: ChaosPlan, window: float, rng: random.
             await havoc.kill_a_service()
         elif what == "broker":
             await havoc.restart_broker()
+        elif what == "broker-outage":
+            outages.append(asyncio.create_task(havoc.stop_broker(plan.broker_outage_seconds)))
         else:
             outages.append(asyncio.create_task(havoc.stop_object_store(plan.s3_outage_seconds)))
     await asyncio.gather(*outages)
@@ -487,6 +602,10 @@ async def run_chaos(settings: Settings, plan: ChaosPlan) -> dict[str, Any]:
         "kills": sum(havoc.kills.values()),
         "broker_restarts": havoc.broker_restarts,
         "s3_outages": havoc.s3_outages,
+        "broker_outages": havoc.broker_outages,
+        "broker_outage_seconds": havoc.broker_outage_seconds,
+        "outage_stops": havoc.outage_stops,
+        "connecting_stops": havoc.connecting_stops,
         "seconds": round(seconds, 1),
         "backends": {
             "transcriber": settings.transcriber_backend,

@@ -515,6 +515,13 @@ def chaos_run(
     s3_outage_seconds: Annotated[
         float, typer.Option(help="Stop the S3 server this long once (0: never).")
     ] = 0.0,
+    broker_outage_seconds: Annotated[
+        float,
+        typer.Option(
+            help="Stop the broker at least this long once, and meanwhile each service with "
+            "SIGTERM, timing its exit (0: never)."
+        ),
+    ] = 0.0,
     rate: Annotated[float, typer.Option(help="Calls placed per second.")] = 5.0,
     call_seconds: Annotated[float, typer.Option(help="How long each call lasts.")] = 20.0,
     seed: Annotated[int | None, typer.Option(help="Random seed, to repeat a run.")] = None,
@@ -540,6 +547,7 @@ def chaos_run(
         s3_outage_seconds,
         rate,
         call_seconds=call_seconds,
+        broker_outage_seconds=broker_outage_seconds,
         seed=seed,
         real_backends=real_backends,
     )

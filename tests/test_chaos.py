@@ -2,8 +2,9 @@
 services are killed and whose broker is restarted while calls go through, counted by an
 outside observer: the status table, object writes seen by a proxy in front of the S3 server,
 `summary.ready` messages on the topic, timeline rows, Twilio's own request log. Nothing may be
-lost, done twice or left undone; most calls must complete. Three runs: the instant backends
-through a 30 s S3 outage, the local Whisper model, and the status table on PostgreSQL."""
+lost, done twice or left undone; most calls must complete. Four runs: the instant backends
+through a 30 s S3 outage, the local Whisper model, the status table on PostgreSQL, and a
+broker outage during which every service is stopped with SIGTERM and started again."""
 
 from __future__ import annotations
 
@@ -136,3 +137,38 @@ def test_chaos_with_the_status_table_on_postgresql_loses_and_doubles_nothing(
     assert_nothing_lost_doubled_or_missing(
         outcome, calls=6, known_doubles=STAGES_REDO_A_DOUBLED_HAND_OVER
     )
+
+
+# The bounded stop: grace for in-flight work, then committing and closing (shared/shutdown.py).
+OUTAGE_GRACE_SECONDS = 1.0
+OUTAGE_CLOSE_SECONDS = 2.0
+# From SIGTERM to the exit, as the chaos run sees it, beyond the grace and close: the Python
+# interpreter's own exit and the signal's and the exit's way through a loaded machine. Less
+# than the last resort's margin: a process still stopping at the bound has broken it.
+INTERPRETER_SLACK_SECONDS = 0.9
+
+
+def test_chaos_services_stopped_while_the_broker_is_away_exit_in_time_and_lose_nothing(
+    tmp_path: Path,
+) -> None:
+    outcome = run_chaos(
+        tmp_path,
+        "--calls", "6", "--kills", "0", "--broker-restarts", "0",
+        "--broker-outage-seconds", "20", "--rate", "2", "--call-seconds", "10", "--seed", "11",
+        env={
+            "CALLPIPE_SHUTDOWN_GRACE_SECONDS": str(OUTAGE_GRACE_SECONDS),
+            "CALLPIPE_SHUTDOWN_CLOSE_SECONDS": str(OUTAGE_CLOSE_SECONDS),
+        },
+    )  # fmt: skip
+    assert outcome["broker_outages"] == 1, outcome
+    bound = OUTAGE_GRACE_SECONDS + OUTAGE_CLOSE_SECONDS + INTERPRETER_SLACK_SECONDS
+    # Each service stopped twice: running when the broker went, then started again and
+    # waiting for it.
+    for stops in (outcome["outage_stops"], outcome["connecting_stops"]):
+        assert stops.keys() == {"ingress", "downloader", "transcriber", "extractor", "player"}
+        for name, stop in stops.items():
+            assert stop["returncode"] == 0, (name, stops, outcome["stderr"])
+            assert stop["seconds"] < bound, (name, stops, outcome["stderr"])
+            # Started again by the supervisor, it waits for the broker.
+            assert stop["health_while_away"] == "connecting", (name, stops)
+    assert_nothing_lost_doubled_or_missing(outcome, calls=6)
