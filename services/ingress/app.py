@@ -35,6 +35,7 @@ from shared.events import Event
 from shared.kafka import EventProducer, probe_broker
 from shared.logs import call_context, masked
 from shared.settings import Settings
+from shared.shutdown import Shutdown
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +79,17 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            await app.state.recording_starter.close()
-            await relay.stop()
-            await producer.stop()
+            # uvicorn handles the signals: the stop is bounded here, without the last resort.
+            shutdown = Shutdown("ingress", settings)
+            shutdown.begin(last_resort=False)
+            await shutdown.within_bound(
+                "closing the Twilio client", app.state.recording_starter.close()
+            )
+            await shutdown.within_bound("handing back the events being sent", relay.stop())
+            await shutdown.within_bound("closing the producer", producer.stop())
             deliveries.close()
-            await engine.dispose()
+            await shutdown.within_bound("closing the database", engine.dispose())
+            shutdown.finished()
 
     async def signed_form(request: Request) -> dict[str, str]:
         """The POST parameters, once the X-Twilio-Signature over the public URL checks out.
