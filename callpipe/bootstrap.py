@@ -405,18 +405,16 @@ async def open_reconciler(
     settings: Settings,
     twilio_api_base_url: str,
     stack: AsyncExitStack,
-    stop: asyncio.Event | None = None,
+    shutdown: Shutdown | None = None,
 ) -> Reconciler:
     """The reconciler with its database, producer and Twilio client, closed by `stack` (each
     within the stop's bound). Waits for the broker while it is unreachable (raising
-    StoppedWhileConnecting if `stop` comes first)."""
-    shutdown = Shutdown("reconciler", settings)
+    StoppedWhileConnecting if the stop comes first)."""
+    shutdown = shutdown or Shutdown("reconciler", settings)
     database = create_engine(settings.effective_database_url)
     stack.push_async_callback(shutdown.closing("the database", database.dispose))
     producer = EventProducer(settings)
-    if not await start_producer_patiently(
-        settings, producer, stop or asyncio.Event(), create_topics=False
-    ):
+    if not await start_producer_patiently(settings, producer, shutdown.stop, create_topics=False):
         raise StoppedWhileConnecting("broker")
     stack.push_async_callback(shutdown.closing("the producer", producer.stop))
     twilio = TwilioRecordings(

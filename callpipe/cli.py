@@ -100,10 +100,17 @@ def up(
 
 
 async def _supervise_and_reconcile(stack: Stack, stop: asyncio.Event) -> None:
-    from callpipe.bootstrap import open_reconciler
+    from callpipe.bootstrap import StoppedWhileConnecting, open_reconciler
+    from shared.shutdown import Shutdown
 
+    shutdown = Shutdown("reconciler", stack.settings, stop)
     async with contextlib.AsyncExitStack() as resources:
-        reconciler = await open_reconciler(stack.settings, stack.twilio_api_base_url, resources)
+        try:
+            reconciler = await open_reconciler(
+                stack.settings, stack.twilio_api_base_url, resources, shutdown
+            )
+        except StoppedWhileConnecting:
+            return
         reconciling = asyncio.create_task(
             reconciler.run_periodically(stack.settings.reconcile_interval_seconds, stop)
         )
@@ -564,23 +571,29 @@ def reconcile(
     """Find calls whose recording never arrived or whose stage stopped moving; repair them
     (Twilio's recording list, the stage's input again) or mark them failed. `callpipe up`
     runs this every CALLPIPE_RECONCILE_INTERVAL_SECONDS."""
-    from callpipe.bootstrap import open_reconciler
+    from callpipe.bootstrap import StoppedWhileConnecting, open_reconciler
+    from shared.shutdown import Shutdown
 
     logs.configure("reconciler")
     settings = local_settings()
     _refuse_weak_secrets("reconcile", settings, ["reconciler"])
 
     async def main() -> None:
+        shutdown = Shutdown("reconciler", settings)
+        shutdown.on_signals()
         async with contextlib.AsyncExitStack() as resources:
-            reconciler = await open_reconciler(settings, settings.twilio_api_base_url, resources)
+            try:
+                reconciler = await open_reconciler(
+                    settings, settings.twilio_api_base_url, resources, shutdown
+                )
+            except StoppedWhileConnecting as stopped:
+                typer.echo(f"reconciler {stopped}", err=True)
+                return
             if once:
                 typer.echo(json.dumps(dict(await reconciler.run_once())))
                 return
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, stop.set)
-            await reconciler.run_periodically(settings.reconcile_interval_seconds, stop)
+            await reconciler.run_periodically(settings.reconcile_interval_seconds, shutdown.stop)
+        shutdown.finished()
 
     asyncio.run(main())
 

@@ -29,11 +29,13 @@ LAST_RESORT_MARGIN_SECONDS = 1.0
 
 
 class Shutdown:
-    def __init__(self, name: str, settings: Settings) -> None:
+    def __init__(self, name: str, settings: Settings, stop: asyncio.Event | None = None) -> None:
+        """`stop`: an event the caller sets to stop this part (by default its own, set by
+        `begin`)."""
         self.name = name
         self.grace_seconds = settings.shutdown_grace_seconds
         self.close_seconds = settings.shutdown_close_seconds
-        self.stop = asyncio.Event()
+        self.stop = stop or asyncio.Event()
         self.abandoned: list[str] = []
         self._began: float | None = None
 

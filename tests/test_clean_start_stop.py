@@ -538,6 +538,40 @@ def test_a_worker_waiting_for_the_broker_stops_at_once(tmp_path: Path) -> None:
     assert "stopped while waiting for the broker" in worker.output()
 
 
+def test_the_reconciler_waiting_for_the_broker_stops_at_once(tmp_path: Path) -> None:
+    environment = {
+        **os.environ,
+        **settings_env(Settings(data_dir=tmp_path, kafka_bootstrap=f"127.0.0.1:{BROKER_PORT}")),
+        "PYTHONUNBUFFERED": "1",
+    }
+    log_path = tmp_path / "reconciler.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "callpipe", "reconcile"],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while "unreachable" not in log_path.read_text():
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        began = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+        seconds = time.monotonic() - began
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    output = log_path.read_text()
+    assert code == 0, output
+    assert seconds < CLOSE_SECONDS, output
+    assert "reconciler stopped while waiting for the broker" in output
+
+
 def test_analytics_waiting_for_the_broker_says_so_and_stops_at_once(tmp_path: Path) -> None:
     port = 27610 + _OFFSET
     environment = {
