@@ -50,6 +50,8 @@ STOP_TIMEOUT_SECONDS = 20.0
 RESTART_DELAY_CAP_SECONDS = 8.0
 # A child that ran this long before dying was not crash-looping: it restarts without delay.
 HEALTHY_RUN_SECONDS = 20.0
+# How often the supervisor reads each service's /healthz once the stack is up.
+HEALTH_WATCH_SECONDS = 2.0
 
 
 def tansu_binary() -> str:
@@ -147,6 +149,23 @@ class Child:
     started_at: float = field(default=0.0)
     # A held child is not restarted when it dies (an outage made on purpose: `callpipe chaos`).
     held: bool = False
+    # A service's /healthz, and what it said when the supervisor last read it.
+    health_url: str | None = None
+    reported: str | None = None
+
+
+async def health_state(url: str) -> str:
+    """What a service's /healthz says, in a word: `ready`, `connecting` (a dependency it
+    waits for), `starting` (loading its model, or not answering yet)."""
+    try:
+        async with httpx.AsyncClient(timeout=2) as client:
+            response = await client.get(url)
+        body = response.json()
+    except (httpx.HTTPError, ValueError):
+        return "starting"
+    if "broker" in body:  # the ingress serves while the broker is away, and says so apart
+        return "ready" if body["broker"] == "connected" else body["broker"]
+    return str(body.get("status", f"HTTP {response.status_code}"))
 
 
 def local_api_key(settings: Settings) -> str:
@@ -244,6 +263,7 @@ class Stack:
                     base_env,
                     self._http_healthy(f"http://127.0.0.1:{port}/healthz"),
                     f"http://127.0.0.1:{port}",
+                    health_url=f"http://127.0.0.1:{port}/healthz",
                 )
             )
         return children
@@ -334,12 +354,34 @@ class Stack:
             await self._spawn(child)
         await asyncio.gather(*(self._wait_healthy(child) for child in services))
 
+    async def watch_health(self) -> None:
+        """Reads every running service's /healthz; logs each change of what it says (a
+        service waiting for the broker says `connecting` until it is back)."""
+        watched = [
+            child
+            for child in self.children
+            if child.health_url is not None
+            and child.process is not None
+            and child.process.returncode is None
+        ]
+        states = await asyncio.gather(*(health_state(c.health_url or "") for c in watched))
+        for child, state in zip(watched, states, strict=True):
+            if child.reported is not None and state != child.reported:
+                level = logging.INFO if state == "ready" else logging.WARNING
+                log.log(level, "%s is %s (was %s)", child.name, state, child.reported)
+            child.reported = state
+
     async def supervise(self, stop: asyncio.Event) -> None:
-        """Restarts a child that died, with backoff, until `stop` is set. Each restart waits
-        on its own, so one child's backoff never delays another's restart."""
+        """Restarts a child that died, with backoff, until `stop` is set, and logs each
+        change of a service's health. Each restart waits on its own, so one child's backoff
+        never delays another's restart."""
         restarting: dict[str, asyncio.Task[None]] = {}
+        next_watch = time.monotonic()
         try:
             while not stop.is_set():
+                if time.monotonic() >= next_watch:
+                    await self.watch_health()
+                    next_watch = time.monotonic() + HEALTH_WATCH_SECONDS
                 for child in self.children:
                     process = child.process
                     if (
