@@ -227,11 +227,16 @@ def test_jobs_wait_for_healthy_servers_and_services_wait_for_the_jobs() -> None:
     for job, server in JOBS.items():
         assert services[job]["depends_on"] == {server: {"condition": "service_healthy"}}
         assert services[job]["restart"] == "no"
+    after_the_jobs = {job: {"condition": "service_completed_successfully"} for job in JOBS}
     for name in (*SERVICES, *BACKGROUND):
-        assert services[name]["depends_on"] == {
-            job: {"condition": "service_completed_successfully"} for job in JOBS
-        }
         assert services[name]["restart"] == "unless-stopped"
+    for name in SERVICES:
+        assert services[name]["depends_on"] == after_the_jobs, name
+    # The reconciler repairs from the status table: once the player fills it.
+    assert services["reconciler"]["depends_on"] == {
+        **after_the_jobs,
+        "player": {"condition": "service_healthy"},
+    }
 
 
 def test_the_topic_job_creates_every_topic_with_room_for_four_transcribers() -> None:
