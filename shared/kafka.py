@@ -446,6 +446,8 @@ class StageWorker:
         self._failure: BaseException | None = None
         self._last_commit = float("-inf")
         self._handled = HandledInputs()
+        self._reported_state = "connecting"
+        self._lost_broker = False
 
     @property
     def state(self) -> str:
@@ -494,12 +496,25 @@ class StageWorker:
         elif batch:
             await self._process_batch(self.handle_batch, batch)
         await metrics.observe_consumer(self.name, consumer, len(self._in_flight))
+        self._log_state_change()
         await self._wait_for_room()
         self._raise_if_failed()
         since_commit_ms = (time.monotonic() - self._last_commit) * 1000
         # While the broker is away a commit would wait for it: it is made once it is back.
         if since_commit_ms >= self.settings.kafka_commit_interval_ms and self.state == "ready":
             await self._commit()
+
+    def _log_state_change(self) -> None:
+        """One line when the broker goes away under a consuming worker, one when it is back."""
+        state = self.state
+        if state == self._reported_state:
+            return
+        if state == "connecting":
+            log.warning("%s: broker out of reach, waiting for it (health: connecting)", self.name)
+        elif self._lost_broker:
+            log.info("%s: broker back, consuming again", self.name)
+        self._lost_broker = state == "connecting"
+        self._reported_state = state
 
     async def _unless_stopped(
         self, step: Awaitable[None], stop: asyncio.Event, shutdown: Shutdown

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Literal
@@ -51,10 +52,44 @@ class _PersonalDataFilter(logging.Filter):
         return True
 
 
+# Client libraries that log every failed try while a server is away: a few lines a second for
+# as long as the outage lasts, each saying the same. callpipe logs the state change itself.
+CHATTY_CLIENTS = ("aiokafka",)
+REPEAT_WINDOW_SECONDS = 60.0
+
+
+class _RepeatFilter(logging.Filter):
+    """Lets a chatty client's message through once per REPEAT_WINDOW_SECONDS (per logger and
+    message template); the next one that passes says how many like it were held back."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._clock = clock
+        self._passed_at: dict[tuple[str, object], float] = {}
+        self._held: dict[tuple[str, object], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(CHATTY_CLIENTS):
+            return True
+        key = (record.name, record.msg)
+        now = self._clock()
+        passed_at = self._passed_at.get(key)
+        if passed_at is not None and now - passed_at < REPEAT_WINDOW_SECONDS:
+            self._held[key] = self._held.get(key, 0) + 1
+            return False
+        self._passed_at[key] = now
+        held = self._held.pop(key, 0)
+        if held:
+            record.msg = f"{record.getMessage()} (and {held} more like it since)"
+            record.args = None
+        return True
+
+
 def configure(
     service: str, log_format: Literal["text", "json"] = "text", level: str = "INFO"
 ) -> None:
     handler = logging.StreamHandler()
+    handler.addFilter(_RepeatFilter())
     handler.addFilter(_ContextFilter())
     handler.addFilter(_PersonalDataFilter())
     if log_format == "json":

@@ -372,6 +372,12 @@ def test_with_its_broker_gone_a_worker_stops_in_time_and_its_message_comes_again
     stop_lines = [line for line in output.splitlines() if "extractor stopped in" in line]
     assert len(stop_lines) == 1, output
     assert "1 unfinished messages (handed back uncommitted)" in stop_lines[0]
+    assert output.count("broker out of reach, waiting for it") == 1, output
+    # The client library's failed tries: each said once, not once a try.
+    client_lines = [
+        line.split(" aiokafka")[1] for line in output.splitlines() if " aiokafka" in line
+    ]
+    assert len(client_lines) == len(set(client_lines)), output
 
     servers.start("s3")
     servers.start("broker")

@@ -82,3 +82,31 @@ def test_an_event_published_inside_another_trace_keeps_its_calls_trace() -> None
         assert tracing.kafka_headers(call_trace, b"own") == [("traceparent", b"own")]
         headers = dict(tracing.kafka_headers("0af7651916cd43dd8448eb211c80319c", b"own"))
     assert headers["traceparent"] == b"00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"
+
+
+def test_a_client_library_repeating_itself_is_heard_once_a_minute(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """While the broker is away aiokafka logs every failed try; the log keeps the first,
+    then one a minute saying how many it held back. callpipe's own lines all pass."""
+    logs.configure("player")
+    [handler] = logging.getLogger().handlers
+    [repeats] = [f for f in handler.filters if isinstance(f, logs._RepeatFilter)]
+    now = [1000.0]
+    repeats._clock = lambda: now[0]
+    client = logging.getLogger("aiokafka.conn")
+    own = logging.getLogger("shared.kafka")
+    for second in range(130):
+        now[0] = 1000.0 + second
+        client.error("Unable connect to node with id %s: %s", 111, "refused")
+        own.warning("broker away, try %d", second)
+    client.error("Unable to update metadata from %s", [111])
+    lines = capsys.readouterr().err.splitlines()
+    from_client = [line.split("aiokafka.conn: ")[1] for line in lines if "aiokafka" in line]
+    assert from_client == [
+        "Unable connect to node with id 111: refused",
+        "Unable connect to node with id 111: refused (and 59 more like it since)",
+        "Unable connect to node with id 111: refused (and 59 more like it since)",
+        "Unable to update metadata from [111]",
+    ]
+    assert sum("shared.kafka" in line for line in lines) == 130
