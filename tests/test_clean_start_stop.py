@@ -578,6 +578,45 @@ def test_the_reconciler_waiting_for_the_broker_stops_at_once(tmp_path: Path) -> 
     assert "reconciler stopped while waiting for the broker" in output
 
 
+@pytest.mark.stack
+def test_the_reconciler_without_its_database_skips_rounds_in_one_line_each(
+    servers: Servers, tmp_path: Path
+) -> None:
+    servers.start("s3")
+    servers.start("broker")
+    environment = {
+        **os.environ,
+        **settings_env(servers.settings),
+        "PYTHONUNBUFFERED": "1",
+        "CALLPIPE_DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:{DATABASE_PORT}/x",
+        "CALLPIPE_RECONCILE_INTERVAL_SECONDS": "0.5",
+    }
+    log_path = tmp_path / "reconciler.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "callpipe", "reconcile"],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while log_path.read_text().count("reconciliation round skipped") < 3:
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    output = log_path.read_text()
+    assert code == 0, output
+    assert "Traceback" not in output
+    assert "Connect call failed" in output
+
+
 def test_analytics_waiting_for_the_broker_says_so_and_stops_at_once(tmp_path: Path) -> None:
     port = 27610 + _OFFSET
     environment = {

@@ -16,9 +16,11 @@ from services.ingress.twilio_rest import _BaseUrlHttpClient
 from services.player.core import PENDING, PROCESSING, CallState
 from services.player.repository import CallFilter, CallRepository
 from services.reconciler import core
+from shared.db import database_unreachable
 from shared.events import utc_now
 from shared.kafka import EventProducer
 from shared.logs import call_context
+from shared.retry import describe
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -115,8 +117,11 @@ class Reconciler:
                 return
             try:
                 done = reconciling.result()
-            except Exception:  # the database or the broker briefly away: next round
-                log.exception("reconciliation round failed")
+            except Exception as error:  # the database or the broker briefly away: next round
+                if database_unreachable(error):
+                    log.warning("reconciliation round skipped: %s", describe(error))
+                else:
+                    log.exception("reconciliation round failed")
             else:
                 acted = {k: v for k, v in done.items() if k != "waiting"}
                 if acted:
