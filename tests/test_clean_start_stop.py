@@ -51,6 +51,7 @@ HEALTH_PORT = 27601 + _OFFSET
 SILENT_S3_PORT = 27701 + _OFFSET
 DATABASE_PORT = 27702 + _OFFSET
 LATE_S3_PORT = 27703 + _OFFSET
+NOBODY_PORT = 27704 + _OFFSET
 
 GRACE_SECONDS = 1.0
 CLOSE_SECONDS = 2.0
@@ -105,11 +106,16 @@ def health_port_setting(service: str) -> str:
 
 
 class Worker:
-    """`callpipe run <service>` (the extractor unless told) as its own process, its output in
-    a file."""
+    """`callpipe run <service>` (the extractor unless told), or another long-running callpipe
+    `command`, as its own process, its output in a file."""
 
     def __init__(
-        self, settings: Settings, log_path: Path, service: str = "extractor", **env: str
+        self,
+        settings: Settings,
+        log_path: Path,
+        service: str = "extractor",
+        command: tuple[str, ...] = (),
+        **env: str,
     ) -> None:
         self.log_path = log_path
         self.health = f"http://127.0.0.1:{HEALTH_PORT}/healthz"
@@ -119,6 +125,7 @@ class Worker:
             "PYTHONUNBUFFERED": "1",
             "CALLPIPE_EXTRACTOR_BACKEND": "instant",
             health_port_setting(service): str(HEALTH_PORT),
+            "CALLPIPE_ANALYTICS_PORT": str(HEALTH_PORT),
             "CALLPIPE_SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS),
             "CALLPIPE_SHUTDOWN_CLOSE_SECONDS": str(CLOSE_SECONDS),
             "CALLPIPE_RETRY_MAX_SECONDS": "1",
@@ -126,7 +133,7 @@ class Worker:
         }
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "callpipe", "run", service],
+                [sys.executable, "-m", "callpipe", *(command or ("run", service))],
                 env=environment,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -134,6 +141,13 @@ class Worker:
 
     def output(self) -> str:
         return self.log_path.read_text()
+
+    def wait_for_text(self, text: str, times: int = 1) -> None:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while self.output().count(text) < times:
+            assert self.process.poll() is None, f"it exited:\n{self.output()}"
+            assert time.monotonic() < deadline, f"never said {text!r}:\n{self.output()}"
+            time.sleep(0.2)
 
     def status(self) -> tuple[int, Any] | None:
         try:
@@ -228,6 +242,10 @@ class LateForwarder:
 
     def close(self) -> None:
         if self._listener is not None:
+            # Wakes the accepting thread: a socket closed under a blocked accept() goes on
+            # taking connections.
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
         for each in self._sockets:
             each.close()
@@ -413,10 +431,10 @@ def test_a_downloader_started_before_its_s3_server_and_database_waits_for_both(
     )
     try:
         worker.wait_for_status((503, {"status": "connecting"}))
-        wait_for_output(worker, "S3 server")
+        worker.wait_for_text("unreachable")  # the S3 server
         time.sleep(2)  # a few tries at the S3 server, which must neither end it nor flood its log
         s3.open()
-        wait_for_output(worker, "database")
+        worker.wait_for_text("unreachable", times=2)  # the database
         time.sleep(2)
         assert worker.status() == (503, {"status": "connecting"}), worker.output()
         database.open()
@@ -545,34 +563,17 @@ def test_a_worker_waiting_for_the_broker_stops_at_once(tmp_path: Path) -> None:
 
 
 def test_the_reconciler_waiting_for_the_broker_stops_at_once(tmp_path: Path) -> None:
-    environment = {
-        **os.environ,
-        **settings_env(Settings(data_dir=tmp_path, kafka_bootstrap=f"127.0.0.1:{BROKER_PORT}")),
-        "PYTHONUNBUFFERED": "1",
-    }
-    log_path = tmp_path / "reconciler.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "callpipe", "reconcile"],
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    reconciler = Worker(
+        Settings(data_dir=tmp_path, kafka_bootstrap=f"127.0.0.1:{BROKER_PORT}"),
+        tmp_path / "reconciler.log",
+        command=("reconcile",),
+    )
     try:
-        deadline = time.monotonic() + WAIT_SECONDS
-        while "unreachable" not in log_path.read_text():
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.2)
-        began = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=30)
-        seconds = time.monotonic() - began
+        reconciler.wait_for_text("unreachable")
+        code, seconds = reconciler.terminate()
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    output = log_path.read_text()
+        reconciler.kill()
+    output = reconciler.output()
     assert code == 0, output
     assert seconds < CLOSE_SECONDS, output
     assert "reconciler stopped while waiting for the broker" in output
@@ -584,78 +585,39 @@ def test_the_reconciler_without_its_database_skips_rounds_in_one_line_each(
 ) -> None:
     servers.start("s3")
     servers.start("broker")
-    environment = {
-        **os.environ,
-        **settings_env(servers.settings),
-        "PYTHONUNBUFFERED": "1",
-        "CALLPIPE_DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:{DATABASE_PORT}/x",
-        "CALLPIPE_RECONCILE_INTERVAL_SECONDS": "0.5",
-    }
-    log_path = tmp_path / "reconciler.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "callpipe", "reconcile"],
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    reconciler = Worker(
+        servers.settings,
+        tmp_path / "reconciler.log",
+        command=("reconcile",),
+        CALLPIPE_DATABASE_URL=f"postgresql+asyncpg://postgres@127.0.0.1:{NOBODY_PORT}/x",
+        CALLPIPE_RECONCILE_INTERVAL_SECONDS="0.5",
+    )
     try:
-        deadline = time.monotonic() + WAIT_SECONDS
-        while log_path.read_text().count("reconciliation round skipped") < 3:
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.2)
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=30)
+        reconciler.wait_for_text("reconciliation round skipped", times=3)
+        code, _ = reconciler.terminate()
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    output = log_path.read_text()
+        reconciler.kill()
+    output = reconciler.output()
     assert code == 0, output
     assert "Traceback" not in output
     assert "Connect call failed" in output
 
 
 def test_analytics_waiting_for_the_broker_says_so_and_stops_at_once(tmp_path: Path) -> None:
-    port = 27610 + _OFFSET
-    environment = {
-        **os.environ,
-        **settings_env(Settings(data_dir=tmp_path, kafka_bootstrap=f"127.0.0.1:{BROKER_PORT}")),
-        "CALLPIPE_ANALYTICS_PORT": str(port),
-    }
-    log_path = tmp_path / "analytics.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "callpipe", "analytics"],
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    analytics = Worker(
+        Settings(data_dir=tmp_path, kafka_bootstrap=f"127.0.0.1:{BROKER_PORT}"),
+        tmp_path / "analytics.log",
+        command=("analytics",),
+    )
     try:
-        deadline = time.monotonic() + WAIT_SECONDS
-        status = None
-        while status != (503, {"status": "connecting"}) and time.monotonic() < deadline:
-            assert process.poll() is None, log_path.read_text()
-            time.sleep(0.2)
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-                status = (response.status_code, response.json())
-            except httpx.HTTPError:
-                continue
-        assert status == (503, {"status": "connecting"}), log_path.read_text()
-        began = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=30)
-        seconds = time.monotonic() - began
+        analytics.wait_for_status((503, {"status": "connecting"}))
+        code, seconds = analytics.terminate()
         print(f"analytics stop while connecting: {seconds:.2f} s")
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert code == 0, log_path.read_text()
-    assert seconds < CLOSE_SECONDS, log_path.read_text()
-    assert "analytics stopped in" in log_path.read_text()
+        analytics.kill()
+    assert code == 0, analytics.output()
+    assert seconds < CLOSE_SECONDS, analytics.output()
+    assert "analytics stopped in" in analytics.output()
 
 
 async def test_a_stop_step_that_gets_no_answer_is_abandoned_at_the_bound_and_named() -> None:
