@@ -20,6 +20,10 @@
   readable before an earlier one, as Tansu can show while two producers write to one
   partition); the worker fetches again from the hole until it fills, and goes past it only
   after `kafka_offset_hole_patience_seconds` (shared/offset_holes.py, decision 0914).
+- After each rebalance a worker whose metadata lacks a topic it consumes asks the broker again
+  until it has it; if it led that assignment (the topic's partitions went to no member), it
+  then leaves the group and joins again, so the group rebalances with every partition
+  (decision 1106).
 - A worker given a batch handler hands it every event of one poll at once (the player applies
   them in one transaction) and commits their offsets after it returns; if it fails, the events
   go through the one-by-one path above, with its retries and dead letters. A message whose
@@ -448,6 +452,7 @@ class StageWorker:
         self._handled = HandledInputs()
         self._reported_state = "connecting"
         self._lost_broker = False
+        self._topic_watch: asyncio.Task[None] | None = None
 
     @property
     def state(self) -> str:
@@ -484,7 +489,75 @@ class StageWorker:
                 await self._unless_stopped(self._poll(consumer), stop, shutdown)
             await self._hand_back(shutdown)
         finally:
+            if self._topic_watch is not None:
+                self._topic_watch.cancel()
             await shutdown.within_bound("closing the consumer", consumer.stop())
+
+    def _topics_without_metadata(self, consumer: AIOKafkaConsumer) -> list[str]:
+        return [topic for topic in self.topics if not consumer.partitions_for_topic(topic)]
+
+    def watch_topic_metadata(self) -> None:
+        """After an assignment: when this member's metadata lacks a topic it consumes (the
+        broker answered it with an error, as Tansu can just after a restart), asks the broker
+        again, with the stages' capped backoff, until it has it. The group's leader assigns
+        from its own metadata, so if this member led the assignment, that topic's partitions
+        went to no member: once its metadata has the topic, it leaves the group and joins
+        again, and the group rebalances with every partition. Left alone, aiokafka would ask
+        only at its periodic refresh (`metadata_max_age_ms`, five minutes), and its own
+        rejoin of a leader whose metadata changed makes no rebalance on Tansu: events on
+        those partitions would wait (decision 1106)."""
+        if self._topic_watch is not None:
+            self._topic_watch.cancel()  # of an earlier assignment
+            self._topic_watch = None
+        consumer = self._consumer
+        if consumer is None or not self._topics_without_metadata(consumer):
+            return
+        # aiokafka keeps the group's subscription from a join until the next only on the
+        # member that led it.
+        led = consumer._coordinator._group_subscription is not None
+        self._topic_watch = asyncio.create_task(self._refresh_topic_metadata(consumer, led))
+
+    async def _refresh_topic_metadata(self, consumer: AIOKafkaConsumer, led: bool) -> None:
+        log.warning(
+            "%s: no metadata for %s after a rebalance: asking the broker again",
+            self.name,
+            ", ".join(self._topics_without_metadata(consumer)),
+        )
+        pause = self.settings.retry_base_seconds
+        while not await self._topic_metadata_known(consumer, led):
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, self.settings.retry_max_seconds)
+        if not led:
+            log.info("%s: metadata of every topic it consumes known again", self.name)
+            return
+        log.warning(
+            "%s: metadata of every topic it consumes known again; it assigned the group's "
+            "partitions without some: leaving the group and joining again",
+            self.name,
+        )
+        try:
+            await self._commit()  # what finished, while still a member
+        except Exception as error:
+            log.warning("%s: commit before leaving the group failed: %s", self.name, error)
+        await consumer._coordinator.maybe_leave_group()
+        # Joining again, it assigns from its own metadata: taken in now, while the broker
+        # waits for the other members to join.
+        await consumer._client.force_metadata_update()
+
+    async def _topic_metadata_known(self, consumer: AIOKafkaConsumer, led: bool) -> bool:
+        """Whether the broker now has metadata for every topic this worker consumes. A member
+        that led the assignment asks for a copy: a change of its own metadata would make
+        aiokafka join again as the same member, which on Tansu starts no rebalance, and would
+        race the leave that does. Another takes the answer in its own metadata (aiokafka's
+        group coordinator watches it only on a leader)."""
+        if not led:
+            await consumer._client.force_metadata_update()
+            return not self._topics_without_metadata(consumer)
+        try:
+            answer = await consumer._client.fetch_all_metadata()
+        except kafka_errors.KafkaError:
+            return False
+        return all(answer.partitions_for_topic(topic) for topic in self.topics)
 
     async def _poll(self, consumer: AIOKafkaConsumer) -> None:
         batch = await self._up_to_holes(consumer, await consumer.getmany(timeout_ms=200))
@@ -894,6 +967,7 @@ class _OnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             self._worker.name,
             ", ".join(f"{tp.topic}:{tp.partition}" for tp in sorted(assigned)) or "nothing",
         )
+        self._worker.watch_topic_metadata()
         consumer = self._worker._consumer
         if consumer is None:
             return
