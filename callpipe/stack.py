@@ -163,9 +163,10 @@ async def health_state(url: str) -> str:
         body = response.json()
     except (httpx.HTTPError, ValueError):
         return "starting"
-    if "broker" in body:  # the ingress serves while the broker is away, and says so apart
-        return "ready" if body["broker"] == "connected" else body["broker"]
-    return str(body.get("status", f"HTTP {response.status_code}"))
+    status = body.get("status")
+    if status == "ok":  # the ingress: serving, also while its broker is away
+        return "ready" if body.get("broker") == "connected" else "connecting"
+    return str(status or f"HTTP {response.status_code}")
 
 
 def local_api_key(settings: Settings) -> str:

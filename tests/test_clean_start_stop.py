@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -24,12 +25,14 @@ from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaTimeoutError
 from sqlalchemy import make_url
 from support_stack import start_child
+from twilio.request_validator import RequestValidator
 
 from callpipe.stack import Stack, settings_env
 from shared.events import (
     AnyEvent,
     Event,
     Lead,
+    RecordingCompleted,
     SummaryReady,
     TranscriptReady,
     call_correlation_id,
@@ -99,10 +102,11 @@ def servers(tmp_path: Path) -> Iterator[Servers]:
 
 
 def health_port_setting(service: str) -> str:
-    """The player answers /healthz on its HTTP port; a stage worker on a port of its own."""
-    return (
-        "CALLPIPE_PLAYER_PORT" if service == "player" else f"CALLPIPE_{service.upper()}_HEALTH_PORT"
-    )
+    """The ingress and the player answer /healthz on their HTTP port; a stage worker on a port
+    of its own."""
+    if service in ("ingress", "player"):
+        return f"CALLPIPE_{service.upper()}_PORT"
+    return f"CALLPIPE_{service.upper()}_HEALTH_PORT"
 
 
 class Worker:
@@ -507,6 +511,74 @@ def test_the_player_started_before_its_database_and_broker_answers_503_then_proj
     unreachable = [line for line in output.splitlines() if "unreachable" in line]
     assert len(unreachable) == 2, output
     assert "database" in unreachable[0] and "broker" in unreachable[1], output
+
+
+@pytest.mark.stack
+@pytest.mark.postgres
+def test_the_ingress_started_before_its_database_answers_503_then_stores_and_publishes(
+    servers: Servers, tmp_path: Path, postgres_database_url: str
+) -> None:
+    servers.start("s3")
+    servers.start("broker")
+    database = LateForwarder(DATABASE_PORT, ("127.0.0.1", 5432))
+    auth_token = secrets.token_hex(16)
+    public = f"http://127.0.0.1:{HEALTH_PORT}"
+    ingress = Worker(
+        servers.settings,
+        tmp_path / "ingress.log",
+        "ingress",
+        CALLPIPE_DATABASE_URL=through(database, postgres_database_url),
+        CALLPIPE_TWILIO_AUTH_TOKEN=auth_token,
+        CALLPIPE_PUBLIC_BASE_URL=public,
+    )
+    url = f"{public}/twilio/recording-status"
+    callback = {
+        "AccountSid": "AC" + "0" * 32,
+        "CallSid": "CAingressbeforedatabase",
+        "RecordingSid": "RE" + secrets.token_hex(16),
+        "RecordingUrl": "https://api.twilio.com/2010-04-01/Accounts/AC/Recordings/RE1",
+        "RecordingStatus": "completed",
+        "RecordingDuration": "4",
+        "RecordingChannels": "2",
+    }
+    signed = {"X-Twilio-Signature": RequestValidator(auth_token).compute_signature(url, callback)}
+    try:
+        # Its relay starts once it can read its outbox.
+        ingress.wait_for_status(
+            (503, {"status": "connecting", "database": "connecting", "broker": "connecting"})
+        )
+        refused = httpx.post(url, data=callback, headers=signed, timeout=10)
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["Retry-After"] == "1"
+
+        database.open()
+        ingress.wait_for_status((200, {"status": "ok", "broker": "connected"}))
+        stored = httpx.post(url, data=callback, headers=signed, timeout=10)
+        assert stored.status_code == 204, stored.text
+        deadline = time.monotonic() + WAIT_SECONDS
+        while not recordings_completed(servers.settings, callback["RecordingSid"]):
+            assert time.monotonic() < deadline, ingress.output()
+            time.sleep(0.5)
+        code, seconds = ingress.terminate()
+    finally:
+        ingress.kill()
+        database.close()
+    output = ingress.output()
+    assert code == 0, output
+    assert seconds < GRACE_SECONDS + CLOSE_SECONDS + STOP_SLACK_SECONDS, output
+    assert "Traceback" not in output
+    assert len(recordings_completed(servers.settings, callback["RecordingSid"])) == 1
+
+
+def recordings_completed(settings: Settings, recording_sid: str) -> list[RecordingCompleted]:
+    async def read() -> list[RecordingCompleted]:
+        return [
+            event
+            async for event in replay(settings, ["recording.completed"])
+            if isinstance(event, RecordingCompleted) and event.recording_sid == recording_sid
+        ]
+
+    return asyncio.run(read())
 
 
 @pytest.mark.stack

@@ -6,6 +6,7 @@ The relay (services/ingress/relay.py) then publishes it to Kafka (acks=all), als
 after the broker was away: the ingress starts and answers webhooks without the broker.
 """
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -30,10 +31,11 @@ from services.ingress.relay import OutboxRelay
 from services.ingress.twilio_rest import RecordingStarter
 from shared import tracing
 from shared.body_limit import BodyLimit
-from shared.db import create_engine
+from shared.db import create_engine, database_unreachable, database_url_for_logs
 from shared.events import Event
 from shared.kafka import EventProducer, probe_broker
 from shared.logs import call_context, masked
+from shared.retry import wait_until_reached
 from shared.settings import Settings
 from shared.shutdown import Shutdown
 
@@ -61,15 +63,38 @@ def create_app(settings: Settings) -> FastAPI:
     engine = create_engine(settings.ingress_database_url)
     deliveries = Deliveries(engine, lease=timedelta(seconds=settings.ingress_outbox_lease_seconds))
     relay = OutboxRelay(deliveries, producer, settings)
+    database_ready = asyncio.Event()
+
+    async def prepare_database() -> None:
+        await deliveries.create_table()
+        database_ready.set()
+
+    async def relay_once_the_database_is_there() -> None:
+        # Stopped by cancelling this task: the wait needs no stop event of its own.
+        if not database_ready.is_set():
+            await wait_until_reached(
+                f"database {database_url_for_logs(settings.ingress_database_url)}",
+                prepare_database,
+                database_unreachable,
+                asyncio.Event(),
+                settings.retry_base_seconds,
+                settings.retry_max_seconds,
+            )
+        relay.start()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await deliveries.create_table()
-        # A configuration error fails the start; a broker not reachable yet is waited for in
-        # the background, while webhooks are stored.
+        # A configuration error fails the start. A database not reachable yet is waited for
+        # while webhooks are answered 503 (Twilio retries them); a broker not reachable yet,
+        # while webhooks are stored.
+        try:
+            await prepare_database()
+        except Exception as error:
+            if not database_unreachable(error):
+                raise
         with contextlib.suppress(KafkaError, OSError):
             await probe_broker(settings)
-        relay.start()
+        starting = asyncio.create_task(relay_once_the_database_is_there())
         # Built here: its HTTP session belongs to the running event loop.
         app.state.recording_starter = RecordingStarter(
             settings.twilio_account_sid,
@@ -82,6 +107,8 @@ def create_app(settings: Settings) -> FastAPI:
             # uvicorn handles the signals: the stop is bounded here, without the last resort.
             shutdown = Shutdown("ingress", settings)
             shutdown.begin(last_resort=False)
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
             await shutdown.within_bound(
                 "closing the Twilio client", app.state.recording_starter.close()
             )
@@ -136,6 +163,8 @@ def create_app(settings: Settings) -> FastAPI:
         return f"{public_base}{RECORDING_STATUS_PATH}?{urlencode(query)}"
 
     async def deliver(events: Sequence[Event], request: Request) -> None:
+        if not database_ready.is_set():
+            raise NotStored("waiting for the database")
         token = core.usable_idempotency_token(request.headers.get(IDEMPOTENCY_HEADER))
         for event in events:
             with (
@@ -183,9 +212,14 @@ def create_app(settings: Settings) -> FastAPI:
         )
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
+    async def healthz() -> JSONResponse:
         # Up while the broker is away: webhooks are still stored (the relay publishes later).
-        return {"status": "ok", "broker": relay.broker_state}
+        if not database_ready.is_set():
+            return JSONResponse(
+                {"status": "connecting", "database": "connecting", "broker": relay.broker_state},
+                status_code=503,
+            )
+        return JSONResponse({"status": "ok", "broker": relay.broker_state})
 
     @app.post(VOICE_PATH)
     async def voice(request: Request) -> Response:
