@@ -26,7 +26,10 @@ async def test_the_cookie_is_secure_when_the_players_own_url_is_https(
     tmp_path: Path, ingress_url: str, player_url: str, secure: bool
 ) -> None:
     settings = Settings(
-        data_dir=tmp_path, public_base_url=ingress_url, player_public_url=player_url
+        data_dir=tmp_path,
+        public_base_url=ingress_url,
+        player_public_url=player_url,
+        kafka_bootstrap="127.0.0.1:1",  # no broker: the player serves without one
     )
     await asyncio.to_thread(migrate, settings.effective_database_url)
     engine = create_engine(settings.effective_database_url)
@@ -34,8 +37,12 @@ async def test_the_cookie_is_secure_when_the_players_own_url_is_https(
         key = await CallRepository(engine).create_api_key("acme", "test")
     finally:
         await engine.dispose()
-    transport = httpx.ASGITransport(app=create_app(settings))  # lifespan not run: no broker
-    async with httpx.AsyncClient(transport=transport, base_url=player_url) as browser:
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url=player_url) as browser,
+    ):
         signed_in = await browser.post(
             "/login", data={"api_key": key}, headers={"Origin": player_url}
         )

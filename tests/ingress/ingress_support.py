@@ -149,14 +149,15 @@ async def published(settings: Settings, topics: list[Topic] | None = None) -> li
 
 
 async def published_once_there(
-    settings: Settings, call_sid: str, within_seconds: float = 60
+    settings: Settings, call_sid: str, within_seconds: float = 60, count: int = 1
 ) -> list[AnyEvent]:
-    """Every event on Kafka, once one of `call_sid` is there: the relay is connected and
-    published it, and with it what was stored before it."""
+    """Every event on Kafka, once `count` of `call_sid` are there: the relay is connected and
+    published them, and with them what was stored before them. A test that stops the
+    ingress after fewer hands the rest back to the outbox unpublished."""
     deadline = time.monotonic() + within_seconds
     while True:
         events = await published(settings)
-        if any(e.call_sid == call_sid for e in events):
+        if sum(e.call_sid == call_sid for e in events) >= count:
             return events
         if time.monotonic() > deadline:
             raise AssertionError(f"no event of {call_sid} on Kafka in {within_seconds} s")

@@ -286,7 +286,7 @@ async def test_absent_and_failed_recordings_are_published_with_twilio_s_error_co
             await post("/twilio/recording-status", params)
             for params in (in_progress, absent, failed)
         ]
-        await published_once_there(settings, CALL_SID)  # the relay connected and sent it
+        await published_once_there(settings, CALL_SID, count=3)  # the relay connected and sent it
     assert [a.status_code for a in answers] == [204] * 3
     [started] = await published(settings, [Topic.CALL_STATUS])
     assert isinstance(started, RecordingStarted)
@@ -303,7 +303,7 @@ async def test_call_status_callbacks_are_published_once_per_status(settings: Set
             params = {**VOICE, "CallStatus": status, "SequenceNumber": str(i)}
             answer = await post("/twilio/call-status", params, token=f"t{i}")
             assert answer.status_code == 204
-        await published_once_there(settings, CALL_SID)  # the relay connected and sent it
+        await published_once_there(settings, CALL_SID, count=3)  # the relay connected and sent it
     events = await published(settings)
     assert all(isinstance(e, CallStatusChanged) for e in events)
     assert [e.call_status for e in events] == ["ringing", "in-progress", "completed"]  # type: ignore[union-attr]
