@@ -15,9 +15,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import httpx
 import pytest
@@ -55,6 +55,8 @@ SILENT_S3_PORT = 27701 + _OFFSET
 DATABASE_PORT = 27702 + _OFFSET
 LATE_S3_PORT = 27703 + _OFFSET
 NOBODY_PORT = 27704 + _OFFSET
+
+E = TypeVar("E", bound=Event)
 
 GRACE_SECONDS = 1.0
 CLOSE_SECONDS = 2.0
@@ -310,15 +312,21 @@ def publish(settings: Settings, event: TranscriptReady) -> None:
     asyncio.run(send())
 
 
-def summaries_of(settings: Settings, call_sid: str) -> list[SummaryReady]:
-    async def read() -> list[SummaryReady]:
+def on_topic(settings: Settings, topic: str, kind: type[E], wanted: Callable[[E], bool]) -> list[E]:
+    """Every event of `kind` on `topic`, from the beginning, that is `wanted`."""
+
+    async def read() -> list[E]:
         return [
             event
-            async for event in replay(settings, ["summary.ready"])
-            if isinstance(event, SummaryReady) and event.call_sid == call_sid
+            async for event in replay(settings, [topic])
+            if isinstance(event, kind) and wanted(event)
         ]
 
     return asyncio.run(read())
+
+
+def summaries_of(settings: Settings, call_sid: str) -> list[SummaryReady]:
+    return on_topic(settings, "summary.ready", SummaryReady, lambda e: e.call_sid == call_sid)
 
 
 def wait_for_summary(settings: Settings, call_sid: str) -> list[SummaryReady]:
@@ -571,14 +579,12 @@ def test_the_ingress_started_before_its_database_answers_503_then_stores_and_pub
 
 
 def recordings_completed(settings: Settings, recording_sid: str) -> list[RecordingCompleted]:
-    async def read() -> list[RecordingCompleted]:
-        return [
-            event
-            async for event in replay(settings, ["recording.completed"])
-            if isinstance(event, RecordingCompleted) and event.recording_sid == recording_sid
-        ]
-
-    return asyncio.run(read())
+    return on_topic(
+        settings,
+        "recording.completed",
+        RecordingCompleted,
+        lambda e: e.recording_sid == recording_sid,
+    )
 
 
 @pytest.mark.stack
