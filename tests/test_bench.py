@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from support_stack import leftover_processes
 
-from callpipe.bench.cpu import BENCH, cpu_seconds
-from callpipe.bench.report import BEGIN, END, update_docs
-from callpipe.bench.run import BenchResult, LoadPoint
-from callpipe.bench.stats import Latencies, percentile, ratio, schedule
+from lab.bench.cpu import BENCH, cpu_seconds
+from lab.bench.report import BEGIN, END, update_docs
+from lab.bench.run import BenchResult, LoadPoint
+from lab.bench.stats import Latencies, percentile, ratio, schedule
 
 FIGURES = (
     "pipeline_calls_per_s",

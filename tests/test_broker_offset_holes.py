@@ -25,8 +25,8 @@ from aiokafka.errors import KafkaError
 from support_kafka import committed, one_partition_topic
 from support_stack import start_child
 
-from callpipe.bench.s3_proxy import Forward, Refuse, start_proxy
 from callpipe.stack import Stack
+from lab.bench.s3_proxy import Forward, Refuse, start_proxy
 from shared import metrics
 from shared.events import AnyEvent, CallStarted, call_correlation_id, encode
 from shared.kafka import EventProducer, StageWorker

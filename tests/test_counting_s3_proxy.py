@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from callpipe.counting_s3_proxy import CountingS3Proxy, object_write
+from lab.counting_s3_proxy import CountingS3Proxy, object_write
 
 
 @pytest.mark.parametrize(

@@ -22,9 +22,9 @@ from support_postgres import fresh_database
 from support_stack import RunningStack
 
 from callpipe.twilio_simulator import sample_path
-from services.player.core import CallState
 from services.player.repository import CallRepository
 from services.player.tables import player_sessions
+from shared.call_state import CallState
 from shared.db import create_engine
 from shared.events import (
     AnyEvent,

@@ -25,9 +25,16 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from services.player import core, origins, ranges
-from services.player.core import CallState
 from services.player.repository import CallFilter, CallRepository, key_digest, migrate
 from shared.body_limit import BodyLimit
+from shared.call_state import (
+    ERROR_FIELDS,
+    STATUS_FIELDS,
+    CallState,
+    StageStatus,
+    last_error,
+    overall_status,
+)
 from shared.db import create_engine, database_unreachable, database_url_for_logs
 from shared.events import (
     TWILIO_NAMESPACE,
@@ -65,8 +72,8 @@ def projected_topics() -> list[str]:
 
 
 CALL_FIELDS = tuple(field.name for field in dataclasses.fields(CallState))
-_stage_statuses = itemgetter(*core.STATUS_FIELDS)
-_stage_errors = itemgetter(*core.ERROR_FIELDS)
+_stage_statuses = itemgetter(*STATUS_FIELDS)
+_stage_errors = itemgetter(*ERROR_FIELDS)
 
 
 def call_view(call: Mapping[str, Any]) -> dict[str, Any]:
@@ -74,8 +81,8 @@ def call_view(call: Mapping[str, Any]) -> dict[str, Any]:
     CallState's (`vars(state)`)."""
     view = {name: call[name] for name in CALL_FIELDS}
     statuses = _stage_statuses(call)
-    view["status"] = core.overall_status(statuses)
-    view["last_error"] = core.last_error(statuses, _stage_errors(call))
+    view["status"] = overall_status(statuses)
+    view["last_error"] = last_error(statuses, _stage_errors(call))
     view["lead"] = json.loads(view.pop("lead_json")) if view["lead_json"] else None
     view["created_at"] = call["created_at"].isoformat()
     view["updated_at"] = call["updated_at"].isoformat()
@@ -385,16 +392,16 @@ def create_app(settings: Settings) -> FastAPI:
     async def prepare_recording(call: Call, response: Response) -> dict[str, Any]:
         """Makes sure the recording is on its way: idempotent, a double click queues one job."""
         status = call.recording_status
-        if status == core.COMPLETED:
+        if status == StageStatus.COMPLETED:
             response.status_code = 200
-        elif status == core.FAILED:
+        elif status == StageStatus.FAILED:
             try:
                 await retry_stage(call, Stage.RECORDING)
             except HTTPException as error:
                 if error.status_code != 409:  # 409: another request queued it already
                     raise
-            status = core.PENDING
-        elif status == core.NO_RECORDING:
+            status = StageStatus.PENDING
+        elif status == StageStatus.NO_RECORDING:
             raise HTTPException(status_code=404, detail="no recording exists for this call")
         return {"call_sid": call.call_sid, "recording_status": status}
 
@@ -432,15 +439,15 @@ def create_app(settings: Settings) -> FastAPI:
         202 + Retry-After while it is on its way; 404 when the call has no recording; 410
         with the reason when the download failed for good. Never enqueues work."""
         match call.recording_status:
-            case core.COMPLETED if key := own_key(call, call.recording_key):
+            case StageStatus.COMPLETED if key := own_key(call, call.recording_key):
                 return await _audio(key, request)
-            case core.PENDING | core.PROCESSING:
+            case StageStatus.PENDING | StageStatus.PROCESSING:
                 return JSONResponse(
                     {"status": call.recording_status, "detail": "recording is being prepared"},
                     status_code=202,
                     headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
                 )
-            case core.FAILED:
+            case StageStatus.FAILED:
                 return JSONResponse(
                     {"status": "failed", "detail": call.last_error}, status_code=410
                 )

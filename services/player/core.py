@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from operator import attrgetter
 from typing import Any
 
+from shared.call_state import STAGES, STATUS_RANK, CallState, StageStatus
 from shared.events import (
     AnyEvent,
     CallDeleted,
@@ -32,121 +29,14 @@ from shared.events import (
     TranscriptReady,
 )
 
-PENDING = "pending"
-PROCESSING = "processing"
-COMPLETED = "completed"
-FAILED = "failed"
-NO_RECORDING = "no_recording"
-NO_SPEECH = "no_speech"
-SKIPPED = "skipped"
-
-STATUS_RANK = {
-    PENDING: 0,
-    PROCESSING: 1,
-    FAILED: 2,
-    COMPLETED: 3,
-    NO_RECORDING: 3,
-    NO_SPEECH: 3,
-    SKIPPED: 3,
-}
-TERMINAL = {COMPLETED, FAILED, NO_RECORDING, NO_SPEECH, SKIPPED}
-STAGES = (Stage.RECORDING, Stage.TRANSCRIPT, Stage.SUMMARY)
 # Call statuses of a call that was never answered: no recording will ever come.
 UNANSWERED_CALL_STATUSES = {"busy", "no-answer", "canceled", "failed"}
-
-
-@dataclass(frozen=True)
-class CallState:
-    call_sid: str
-    business_id: str
-    created_at: datetime
-    updated_at: datetime
-    from_number: str = ""
-    to_number: str = ""
-    direction: str = ""
-    recording_status: str = PENDING
-    recording_attempt: int = 0
-    recording_tries: int = 0
-    transcript_status: str = PENDING
-    transcript_attempt: int = 0
-    transcript_tries: int = 0
-    summary_status: str = PENDING
-    summary_attempt: int = 0
-    summary_tries: int = 0
-    recording_error: str | None = None
-    transcript_error: str | None = None
-    summary_error: str | None = None
-    recording_sid: str | None = None
-    recording_key: str | None = None
-    recording_content_type: str | None = None
-    recording_bytes: int | None = None
-    duration_seconds: float | None = None
-    transcript_key: str | None = None
-    transcript_preview: str | None = None
-    language: str | None = None
-    summary: str | None = None
-    lead_service: str | None = None
-    lead_city: str | None = None
-    lead_confidence: float | None = None
-    lead_json: str | None = None  # the whole lead with its evidence, as the extractor sent it
-    extractor: str | None = None
-
-    @classmethod
-    def new(cls, event: AnyEvent) -> CallState:
-        return cls(
-            call_sid=event.call_sid,
-            business_id=event.business_id,
-            created_at=event.occurred_at,
-            updated_at=event.occurred_at,
-        )
-
-    @property
-    def status(self) -> str:
-        """The call as a whole: failed if any stage failed, completed when all are done."""
-        return overall_status(_stage_statuses(self))
-
-    def stage_status(self, stage: Stage) -> str:
-        return str(getattr(self, f"{stage.value}_status"))
-
-    @property
-    def last_error(self) -> str | None:
-        """The failed stage's error, else the latest stage's (a retried transient one)."""
-        return last_error(_stage_statuses(self), _stage_errors(self))
-
-
-# The stages' fields, in STAGES order, read by name in one go: the call list computes a
-# call's status and last error for every row it shows, and stage_status() per stage showed
-# in its profile.
-STATUS_FIELDS = tuple(f"{stage.value}_status" for stage in STAGES)
-ERROR_FIELDS = tuple(f"{stage.value}_error" for stage in STAGES)
-_stage_statuses = attrgetter(*STATUS_FIELDS)
-_stage_errors = attrgetter(*ERROR_FIELDS)
-
-
-def overall_status(statuses: Sequence[str]) -> str:
-    """A call's status from its stages' (STATUS_FIELDS): failed if any failed, completed
-    when all are done."""
-    if FAILED in statuses:
-        return FAILED
-    if all(s in TERMINAL for s in statuses):
-        return COMPLETED
-    if any(s != PENDING for s in statuses):
-        return PROCESSING
-    return PENDING
-
-
-def last_error(statuses: Sequence[str], errors: Sequence[str | None]) -> str | None:
-    """The failed stage's error, else the latest stage's (a retried transient one)."""
-    for status, error in zip(statuses, errors, strict=True):
-        if status == FAILED and error:
-            return error
-    return next((error for error in reversed(errors) if error), None)
 
 
 def _move(
     state: CallState,
     stage: Stage,
-    status: str,
+    status: StageStatus,
     attempt: int,
     facts: dict[str, Any] | None = None,
     **guarded: Any,
@@ -183,7 +73,7 @@ def _reopen_downstream(state: CallState, stage: Stage, attempt: int) -> CallStat
     changes: dict[str, Any] = {}
     for later in _downstream(stage):
         if int(getattr(state, f"{later.value}_attempt")) < attempt:
-            changes[f"{later.value}_status"] = PENDING
+            changes[f"{later.value}_status"] = StageStatus.PENDING
             changes[f"{later.value}_attempt"] = attempt
             changes[f"{later.value}_error"] = None
     return dataclasses.replace(state, **changes)
@@ -195,7 +85,7 @@ def _downstream(stage: Stage) -> tuple[Stage, ...]:
 
 def _skip_downstream(state: CallState, stage: Stage, attempt: int) -> CallState:
     for later in _downstream(stage):
-        state = _move(state, later, SKIPPED, attempt)
+        state = _move(state, later, StageStatus.SKIPPED, attempt)
     return state
 
 
@@ -224,7 +114,7 @@ def apply(state: CallState | None, event: AnyEvent) -> CallState:
             moved = _move(
                 state,
                 Stage.RECORDING,
-                NO_RECORDING,
+                StageStatus.NO_RECORDING,
                 event.attempt,
                 recording_error=f"the call ended {status} before it was answered",
             )
@@ -235,9 +125,13 @@ def apply(state: CallState | None, event: AnyEvent) -> CallState:
             facts: dict[str, Any] = {"recording_sid": event.recording_sid}
             if event.duration_seconds is not None:
                 facts["duration_seconds"] = event.duration_seconds
-            return _move(state, Stage.RECORDING, PROCESSING, event.attempt, facts)
+            return _move(state, Stage.RECORDING, StageStatus.PROCESSING, event.attempt, facts)
         case RecordingCompleted():
-            status = NO_RECORDING if event.recording_status == "absent" else FAILED
+            status = (
+                StageStatus.NO_RECORDING
+                if event.recording_status == "absent"
+                else StageStatus.FAILED
+            )
             moved = _move(
                 state,
                 Stage.RECORDING,
@@ -249,14 +143,16 @@ def apply(state: CallState | None, event: AnyEvent) -> CallState:
             )
             return _skip_downstream(moved, Stage.RECORDING, event.attempt)
         case StageStarted():
-            return _count_try(_move(state, event.stage, PROCESSING, event.attempt), event.stage, 1)
+            return _count_try(
+                _move(state, event.stage, StageStatus.PROCESSING, event.attempt), event.stage, 1
+            )
         case StageFailed(terminal=False):
             facts = {f"{event.stage.value}_error": event.error}  # unless a newer attempt began
-            moved = _move(state, event.stage, PROCESSING, event.attempt, facts)
+            moved = _move(state, event.stage, StageStatus.PROCESSING, event.attempt, facts)
             return _count_try(moved, event.stage, event.tries)
         case StageFailed():
             error_field: dict[str, Any] = {f"{event.stage.value}_error": event.error}
-            moved = _move(state, event.stage, FAILED, event.attempt, **error_field)
+            moved = _move(state, event.stage, StageStatus.FAILED, event.attempt, **error_field)
             moved = _count_try(moved, event.stage, event.tries)
             return _skip_downstream(moved, event.stage, event.attempt)
         # An outcome counts a try: a stage done before it announced its start (decision
@@ -265,7 +161,7 @@ def apply(state: CallState | None, event: AnyEvent) -> CallState:
             moved = _move(
                 state,
                 Stage.RECORDING,
-                COMPLETED,
+                StageStatus.COMPLETED,
                 event.attempt,
                 {
                     "recording_sid": event.recording_sid,
@@ -279,7 +175,7 @@ def apply(state: CallState | None, event: AnyEvent) -> CallState:
             moved = _move(
                 state,
                 Stage.TRANSCRIPT,
-                COMPLETED if event.outcome == "transcribed" else NO_SPEECH,
+                StageStatus.COMPLETED if event.outcome == "transcribed" else StageStatus.NO_SPEECH,
                 event.attempt,
                 {
                     "transcript_key": event.transcript_key,
@@ -292,7 +188,7 @@ def apply(state: CallState | None, event: AnyEvent) -> CallState:
             moved = _move(
                 state,
                 Stage.SUMMARY,
-                COMPLETED,
+                StageStatus.COMPLETED,
                 event.attempt,
                 {
                     "summary": event.summary,
@@ -344,7 +240,7 @@ def retry_attempt(state: CallState, stage: Stage) -> int:
     """The attempt a retry of `stage` runs as. Only a failed stage is retried, so a double
     click (the second finds the stage no longer failed) retries once."""
     status = state.stage_status(stage)
-    if status != FAILED:
+    if status != StageStatus.FAILED:
         raise NotRetryable(f"the {stage} stage is {status}; only a failed stage is retried")
     return int(getattr(state, f"{stage.value}_attempt")) + 1
 
@@ -354,7 +250,7 @@ def retrying(state: CallState, stage: Stage, attempt: int) -> CallState:
     ones pending again, the old error cleared."""
     state = _reopen_downstream(state, stage, attempt)
     changes: dict[str, Any] = {
-        f"{stage.value}_status": PENDING,
+        f"{stage.value}_status": StageStatus.PENDING,
         f"{stage.value}_attempt": attempt,
         f"{stage.value}_error": None,
     }

@@ -35,7 +35,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.player import core
-from services.player.core import CallState
 from services.player.tables import (
     api_keys,
     business_call_counts,
@@ -45,6 +44,7 @@ from services.player.tables import (
     player_sessions,
     stage_inputs,
 )
+from shared.call_state import STAGES, TERMINAL, CallState, StageStatus
 from shared.db import WriteTransactions, write_lock
 from shared.events import (
     AnyEvent,
@@ -121,6 +121,7 @@ def key_digest(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
+UNFINISHED_PAGE = 500
 KEY_ID_LENGTH = 12  # of the digest's hex: how `callpipe api-key list` names a key
 KEY_ID_PATTERN = re.compile(r"[0-9a-fA-F]{8,64}")  # a key id, or a longer digest prefix
 
@@ -174,17 +175,17 @@ class CallFilter:
 
 
 def _overall_status_clause(status: str) -> Any:
-    stage_columns = [calls.c[f"{s.value}_status"] for s in core.STAGES]
-    if status == core.FAILED:
-        return or_(*(c == core.FAILED for c in stage_columns))
-    if status == core.COMPLETED:
-        return and_(*(c.in_(core.TERMINAL - {core.FAILED}) for c in stage_columns))
-    if status == core.PENDING:
-        return and_(*(c == core.PENDING for c in stage_columns))
+    stage_columns = [calls.c[f"{s.value}_status"] for s in STAGES]
+    if status == StageStatus.FAILED:
+        return or_(*(c == StageStatus.FAILED for c in stage_columns))
+    if status == StageStatus.COMPLETED:
+        return and_(*(c.in_(TERMINAL - {StageStatus.FAILED}) for c in stage_columns))
+    if status == StageStatus.PENDING:
+        return and_(*(c == StageStatus.PENDING for c in stage_columns))
     return and_(
-        *(c != core.FAILED for c in stage_columns),
-        or_(*(c.notin_(core.TERMINAL) for c in stage_columns)),
-        or_(*(c != core.PENDING for c in stage_columns)),
+        *(c != StageStatus.FAILED for c in stage_columns),
+        or_(*(c.notin_(TERMINAL) for c in stage_columns)),
+        or_(*(c != StageStatus.PENDING for c in stage_columns)),
     )
 
 
@@ -479,6 +480,22 @@ class CallRepository:
         rows, total = await self.page_rows(limit, offset, business_id, where)
         return [CallState(**values) for values in rows], total
 
+    async def unfinished(self, created_before: datetime) -> list[CallState]:
+        """Every call created before `created_before` whose pipeline is still pending or
+        under way: what the reconciler looks at."""
+        states: list[CallState] = []
+        for status in (StageStatus.PENDING, StageStatus.PROCESSING):
+            offset = 0
+            while True:
+                page, total = await self.page(
+                    UNFINISHED_PAGE, offset, None, CallFilter(status=status, until=created_before)
+                )
+                states += page
+                offset += len(page)
+                if not page or offset >= total:
+                    break
+        return states
+
     async def page_rows(
         self,
         limit: int,
@@ -538,7 +555,7 @@ class CallRepository:
                 update(calls)
                 .where(
                     calls.c.call_sid == state.call_sid,
-                    status == core.FAILED,
+                    status == StageStatus.FAILED,
                     current == attempt - 1,
                 )
                 .values(**changed)

@@ -1,6 +1,6 @@
-"""The reconciler's I/O: the status table (read through the player's repository), Twilio's
-REST API (the real twilio client, pointed at the local simulator in tests and the demo), and
-the broker."""
+"""The reconciler's I/O: the status table (the player's, read through the `StatusTable` it is
+handed), Twilio's REST API (the real twilio client, pointed at the local simulator in tests and
+the demo), and the broker."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Protocol
 
 from twilio.rest import Client
 
 from services.ingress.twilio_rest import _BaseUrlHttpClient
-from services.player.core import PENDING, PROCESSING, CallState
-from services.player.repository import CallFilter, CallRepository
 from services.reconciler import core
+from shared.call_state import CallState
 from shared.db import database_unreachable
-from shared.events import utc_now
+from shared.events import AnyEvent, Stage, utc_now
 from shared.kafka import EventProducer
 from shared.logs import call_context
 from shared.retry import describe
@@ -25,7 +25,13 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PAGE = 500
+
+class StatusTable(Protocol):
+    """What the reconciler reads of the status table the player keeps."""
+
+    async def unfinished(self, created_before: datetime) -> list[CallState]: ...
+
+    async def stage_input(self, call_sid: str, stage: Stage) -> AnyEvent | None: ...
 
 
 class TwilioRecordings:
@@ -58,13 +64,13 @@ class TwilioRecordings:
 class Reconciler:
     def __init__(
         self,
-        repository: CallRepository,
+        table: StatusTable,
         producer: EventProducer,
         twilio: TwilioRecordings,
         account_sid: str,
         deadlines: core.Deadlines,
     ) -> None:
-        self._repository = repository
+        self._table = table
         self._producer = producer
         self._twilio = twilio
         self._account_sid = account_sid
@@ -74,25 +80,10 @@ class Reconciler:
         self._replayed: set[str] = set()
         self._reemitted: set[tuple[str, str, int]] = set()
 
-    async def _unfinished(self) -> list[CallState]:
-        until = utc_now() - self._deadlines.earliest
-        states: list[CallState] = []
-        for status in (PENDING, PROCESSING):
-            offset = 0
-            while True:
-                page, total = await self._repository.page(
-                    PAGE, offset, None, CallFilter(status=status, until=until)
-                )
-                states += page
-                offset += len(page)
-                if not page or offset >= total:
-                    break
-        return states
-
     async def run_once(self) -> Counter[str]:
         """One pass over the unfinished calls; how many of each action it took."""
         done: Counter[str] = Counter()
-        for state in await self._unfinished():
+        for state in await self._table.unfinished(utc_now() - self._deadlines.earliest):
             with call_context(state.call_sid, "-"):
                 try:
                     done[await self._reconcile(state)] += 1
@@ -132,7 +123,7 @@ class Reconciler:
     async def _reconcile(self, state: CallState) -> str:
         now = utc_now()
         stage = core.open_stage(state)
-        stage_input = await self._repository.stage_input(state.call_sid, stage) if stage else None
+        stage_input = await self._table.stage_input(state.call_sid, stage) if stage else None
         action = core.decide(state, stage_input is not None, now, self._deadlines)
         if isinstance(action, core.AskTwilio):
             recordings = await self._twilio.of_call(state.call_sid)

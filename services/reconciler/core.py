@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from services.ingress import core as ingress
-from services.player.core import PROCESSING, STAGES, TERMINAL, CallState
+from shared.call_state import STAGES, TERMINAL, CallState, StageStatus
 from shared.events import (
     TWILIO_NAMESPACE,
     RecordingCompleted,
@@ -119,9 +119,16 @@ def decide(state: CallState, has_input: bool, now: datetime, deadlines: Deadline
     quiet = now - state.updated_at
     if stage is None:
         return Wait()
-    if stage is Stage.RECORDING and not has_input and state.stage_status(stage) != PROCESSING:
+    if (
+        stage is Stage.RECORDING
+        and not has_input
+        and state.stage_status(stage) != StageStatus.PROCESSING
+    ):
         return AskTwilio() if quiet >= deadlines.recording_after else Wait()
-    if quiet >= deadlines.stuck_give_up_after and state.stage_status(stage) == PROCESSING:
+    if (
+        quiet >= deadlines.stuck_give_up_after
+        and state.stage_status(stage) == StageStatus.PROCESSING
+    ):
         return give_up(state, stage, f"the {stage.value} stage made no progress for {quiet}")
     if quiet >= deadlines.stuck_after and has_input:
         return ReEmit(stage)

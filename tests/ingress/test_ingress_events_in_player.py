@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.ingress import core
 from services.player import core as player
+from shared.call_state import StageStatus
 
 ACCOUNT = "AC" + "1" * 32
 CALL = "CA" + "2" * 32
@@ -15,8 +16,8 @@ def test_a_call_never_answered_shows_no_recording_instead_of_waiting() -> None:
     state = player.apply(
         state, core.call_status_changed({**FORM, "CallStatus": "no-answer"}, "demo")
     )
-    assert state.recording_status == player.NO_RECORDING
-    assert state.status == player.COMPLETED
+    assert state.recording_status == StageStatus.NO_RECORDING
+    assert state.status == StageStatus.COMPLETED
     assert state.last_error == "the call ended no-answer before it was answered"
 
 
@@ -27,7 +28,7 @@ def test_call_progress_and_a_running_recording_only_add_to_the_timeline() -> Non
         {**FORM, "RecordingSid": "RE" + "3" * 32, "RecordingStatus": "in-progress"}, "demo"
     )
     after = player.apply(player.apply(started, live), recording)
-    assert after.status == player.PENDING
+    assert after.status == StageStatus.PENDING
     assert [player.timeline_detail(e) for e in (live, recording)] == [
         "call in-progress",
         "recording in progress",

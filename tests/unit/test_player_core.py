@@ -7,7 +7,8 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.player.core import CallState, apply
+from services.player.core import apply
+from shared.call_state import CallState
 from shared.events import (
     AnyEvent,
     CallStarted,

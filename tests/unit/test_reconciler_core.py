@@ -6,8 +6,9 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 
 from services.ingress import core as ingress
-from services.player.core import COMPLETED, PROCESSING, CallState, apply
+from services.player.core import apply
 from services.reconciler import core
+from shared.call_state import CallState, StageStatus
 from shared.events import Stage
 
 CALL_SID = "CA0123456789abcdef0123456789abcdef"
@@ -61,7 +62,7 @@ def test_a_recording_twilio_lists_is_replayed_with_the_id_the_lost_callback_woul
     assert action.event.channels == 2
     assert action.event.direction == "inbound"
     # The status table takes it like the callback: the recording stage is under way.
-    assert apply(call(), action.event).recording_status == PROCESSING
+    assert apply(call(), action.event).recording_status == StageStatus.PROCESSING
 
 
 def test_a_recording_still_in_progress_is_waited_for_however_long_the_call_lasts() -> None:
@@ -88,7 +89,11 @@ def test_no_recording_at_twilio_fails_the_call_only_after_give_up() -> None:
 
 
 def test_a_stage_without_progress_gets_its_input_again_then_fails() -> None:
-    stuck = call(recording_status=COMPLETED, transcript_status=PROCESSING, transcript_attempt=1)
+    stuck = call(
+        recording_status=StageStatus.COMPLETED,
+        transcript_status=StageStatus.PROCESSING,
+        transcript_attempt=1,
+    )
     assert core.decide(stuck, True, T0 + timedelta(minutes=14), DEADLINES) == core.Wait()
     assert core.decide(stuck, True, T0 + timedelta(minutes=15), DEADLINES) == core.ReEmit(
         Stage.TRANSCRIPT
@@ -100,12 +105,18 @@ def test_a_stage_without_progress_gets_its_input_again_then_fails() -> None:
 
 
 def test_a_stage_still_queued_is_never_failed_for_waiting() -> None:
-    queued = call(recording_status=COMPLETED, transcript_status="pending", transcript_attempt=1)
+    queued = call(
+        recording_status=StageStatus.COMPLETED, transcript_status="pending", transcript_attempt=1
+    )
     assert core.decide(queued, True, T0 + timedelta(hours=5), DEADLINES) == core.ReEmit(
         Stage.TRANSCRIPT
     )
 
 
 def test_a_finished_call_is_left_alone() -> None:
-    done = call(recording_status=COMPLETED, transcript_status=COMPLETED, summary_status=COMPLETED)
+    done = call(
+        recording_status=StageStatus.COMPLETED,
+        transcript_status=StageStatus.COMPLETED,
+        summary_status=StageStatus.COMPLETED,
+    )
     assert core.decide(done, True, T0 + timedelta(days=1), DEADLINES) == core.Wait()

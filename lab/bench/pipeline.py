@@ -18,8 +18,8 @@ import aiohttp
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from callpipe.bench.load import LoadResult, as_fast_as_possible, offer
-from callpipe.bench.twilio import Recording, SignedWebhooks, register_recordings
+from lab.bench.load import LoadResult, as_fast_as_possible, offer
+from lab.bench.twilio import Recording, SignedWebhooks, register_recordings
 from services.player.tables import calls
 from shared.db import create_engine
 from shared.settings import Settings

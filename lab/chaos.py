@@ -13,7 +13,7 @@ outside observer:
 
 - outcomes from the status table (read over SQL, SQLite or PostgreSQL);
 - object writes per key, from a counting proxy in front of the S3 server that the services
-  use (callpipe/counting_s3_proxy.py), and the objects in the bucket;
+  use (lab/counting_s3_proxy.py), and the objects in the bucket;
 - `summary.ready` messages per call and attempt, read from the topic by a consumer: two
   messages are a duplicate even when they carry one event id (a consumer downstream sees
   both); distinct event ids of `recording.downloaded` and `transcript.ready`;
@@ -49,21 +49,20 @@ from sqlalchemy import func, make_url, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from callpipe.bench.drain import wait_until_drained
 from callpipe.bootstrap import SERVICES, open_reconciler
-from callpipe.counting_s3_proxy import CountingS3Proxy
 from callpipe.stack import START_TIMEOUT_SECONDS, STOP_TIMEOUT_SECONDS, Child, Stack
 from callpipe.twilio_simulator import sample_path
-from services.player.core import (
-    COMPLETED,
+from lab.bench.drain import wait_until_drained
+from lab.counting_s3_proxy import CountingS3Proxy
+from services.player.tables import call_events, calls
+from shared.call_state import (
     ERROR_FIELDS,
-    FAILED,
     STATUS_FIELDS,
     TERMINAL,
+    StageStatus,
     last_error,
     overall_status,
 )
-from services.player.tables import call_events, calls
 from shared.db import create_engine
 from shared.events import Topic
 from shared.kafka import replay
@@ -359,7 +358,7 @@ def counts_as_lost(outcome: CallOutcome | None) -> bool:
     """A call without a final status, or failed for a reason callpipe could have avoided."""
     if outcome is None or outcome.status not in TERMINAL:
         return True
-    return outcome.status == FAILED and outcome.reason not in UNAVOIDABLE_FAILURES
+    return outcome.status == StageStatus.FAILED and outcome.reason not in UNAVOIDABLE_FAILURES
 
 
 async def _outcomes(engine: AsyncEngine, call_sids: set[str]) -> dict[str, CallOutcome]:
@@ -374,7 +373,7 @@ async def _outcomes(engine: AsyncEngine, call_sids: set[str]) -> dict[str, CallO
     for call_sid, *fields in rows:
         stage_statuses, stage_errors = fields[: len(statuses)], fields[len(statuses) :]
         status = overall_status(stage_statuses)
-        reason = last_error(stage_statuses, stage_errors) if status == FAILED else None
+        reason = last_error(stage_statuses, stage_errors) if status == StageStatus.FAILED else None
         found[call_sid] = CallOutcome(status, reason)
     return found
 
@@ -583,18 +582,18 @@ async def run_chaos(settings: Settings, plan: ChaosPlan) -> dict[str, Any]:
             # A redelivery after the last kill can still double a side effect: counted once
             # every worker committed all it read.
             await wait_until_drained(settings, plan.settle_seconds)
-            completed = {sid for sid, o in outcomes.items() if o.status == COMPLETED}
+            completed = {sid for sid, o in outcomes.items() if o.status == StageStatus.COMPLETED}
             observed = await _observe(settings, engine, proxy, call_sids, completed)
         finally:
             stop.set()
             await supervising
     status = Counter(outcomes[sid].status if sid in outcomes else "missing" for sid in call_sids)
-    failures = Counter(o.reason or "" for o in outcomes.values() if o.status == FAILED)
+    failures = Counter(o.reason or "" for o in outcomes.values() if o.status == StageStatus.FAILED)
     lost = sorted(sid for sid in call_sids if counts_as_lost(outcomes.get(sid)))
     return {
         "calls": len(call_sids),
-        "completed": status[COMPLETED],
-        "failed_terminal": status[FAILED],
+        "completed": status[StageStatus.COMPLETED],
+        "failed_terminal": status[StageStatus.FAILED],
         "failed_unavoidable": sum(failures[reason] for reason in UNAVOIDABLE_FAILURES),
         "lost": len(lost),
         "duplicate_side_effects": sum(observed.duplicates.values()),

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from callpipe.bench.stats import schedule
+from lab.bench.stats import schedule
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from callpipe.bench.run import BenchResult
+from lab.bench.run import BenchResult
 
 BEGIN = "<!-- callpipe bench: begin (written by `callpipe bench --write-docs`) -->"
 END = "<!-- callpipe bench: end -->"

@@ -4,9 +4,9 @@ switched to the local model for this part."""
 
 from __future__ import annotations
 
-from callpipe.bench_transcriber import compare
 from callpipe.stack import Stack
 from callpipe.twilio_simulator import sample_path
+from lab.bench.transcriber import compare
 
 
 async def whisper_rtf(stack: Stack, samples: list[str], runs: int) -> tuple[float, float]:

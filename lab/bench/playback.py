@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 import aiohttp
 from sqlalchemy import insert
 
-from services.player.core import COMPLETED, CallState
 from services.player.repository import count_calls
 from services.player.tables import calls
+from shared.call_state import CallState, StageStatus
 from shared.db import create_engine
 from shared.settings import Settings
 from shared.storage import ObjectStore
@@ -35,7 +35,7 @@ async def _add_recording(settings: Settings, store: ObjectStore, size_mb: float)
         business_id=settings.default_business_id,
         created_at=now,
         updated_at=now,
-        recording_status=COMPLETED,
+        recording_status=StageStatus.COMPLETED,
         recording_key=key,
         recording_content_type="audio/wav",
         recording_bytes=int(size_mb * MB),

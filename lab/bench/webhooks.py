@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import aiohttp
 
-from callpipe.bench.load import LoadResult, as_fast_as_possible, offer
-from callpipe.bench.twilio import SignedWebhooks, unregistered_recording
+from lab.bench.load import LoadResult, as_fast_as_possible, offer
+from lab.bench.twilio import SignedWebhooks, unregistered_recording
 from shared.settings import Settings
 
 CONCURRENCY = 32

@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 from sqlalchemy import insert
 
-from callpipe.bench.load import LoadResult, as_fast_as_possible, offer
-from services.player.core import COMPLETED, CallState
+from lab.bench.load import LoadResult, as_fast_as_possible, offer
 from services.player.repository import count_calls
 from services.player.tables import calls
+from shared.call_state import CallState, StageStatus
 from shared.db import create_engine
 from shared.settings import Settings
 
@@ -33,9 +33,9 @@ def seeded_call(business_id: str, index: int, now: datetime) -> dict[str, object
         from_number=f"+1555{index % 10_000_000:07d}",
         to_number="+15005550001",
         direction="inbound",
-        recording_status=COMPLETED,
-        transcript_status=COMPLETED,
-        summary_status=COMPLETED,
+        recording_status=StageStatus.COMPLETED,
+        transcript_status=StageStatus.COMPLETED,
+        summary_status=StageStatus.COMPLETED,
         transcript_preview="caller: I need a plumber in Boston tomorrow morning.",
         summary="A caller asked for a plumber in Boston.",
         lead_service="plumbing",

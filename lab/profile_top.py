@@ -1,6 +1,6 @@
 """Top frames of a py-spy profile: `py-spy record -p PID -d 10 -r 50 -f raw -o prof.txt`, then
 
-    .venv/bin/python scripts/profile_top.py prof.txt [N]
+    .venv/bin/python -m lab.profile_top prof.txt [N]
 
 prints the N frames holding the most busy samples, by themselves and including their callees.
 Samples whose innermost frame is an idle wait (epoll, a thread pool's or aiosqlite's queue)
@@ -20,20 +20,21 @@ def main(path: str, count: int) -> None:
     busy = idle = 0
     with open(path) as profile:
         for line in filter(None, (raw.rstrip() for raw in profile)):
-            stack, _, samples = line.rpartition(" ")
+            stack, _, count_text = line.rpartition(" ")
+            samples = int(count_text)
             frames = stack.split(";")
             if any(marker in frames[-1] for marker in IDLE_FRAMES):
-                idle += int(samples)
+                idle += samples
                 continue
-            busy += int(samples)
-            own[frames[-1]] += int(samples)
+            busy += samples
+            own[frames[-1]] += samples
             for frame in set(frames):
-                including[frame] += int(samples)
+                including[frame] += samples
     print(f"busy samples {busy}, idle {idle}")
     for title, counter in (("self", own), ("inclusive", including)):
         print(f"-- {title} --")
-        for frame, samples in counter.most_common(count):
-            print(f"{100 * samples / busy:5.1f}% {frame[:140]}")
+        for frame, frame_samples in counter.most_common(count):
+            print(f"{100 * frame_samples / busy:5.1f}% {frame[:140]}")
 
 
 if __name__ == "__main__":

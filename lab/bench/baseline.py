@@ -10,7 +10,7 @@ import time
 
 import aiohttp
 
-from callpipe.bench.twilio import Recording, register_recordings
+from lab.bench.twilio import Recording, register_recordings
 from services.player.repository import CallRepository
 from shared.db import create_engine
 from shared.events import (

@@ -15,21 +15,21 @@ from typing import Any
 
 import aiohttp
 
-from callpipe.bench.baseline import baseline_calls_per_s
-from callpipe.bench.cpu import CpuSnapshot, stack_ms
-from callpipe.bench.drain import wait_until_drained
-from callpipe.bench.kafka_hops import raw_kafka_hops_per_s
-from callpipe.bench.load import LoadResult
-from callpipe.bench.pipeline import pipeline
-from callpipe.bench.playback import playback_mb_per_s
-from callpipe.bench.stack import bench_stack
-from callpipe.bench.stats import Latencies, percentile, ratio
-from callpipe.bench.status_api import call_list_at_rate, call_list_per_s, seed_calls
-from callpipe.bench.twilio import businesses
-from callpipe.bench.webhooks import webhooks_at_rate, webhooks_per_s
-from callpipe.bench.whisper import whisper_rtf
 from callpipe.bootstrap import freeze_startup_objects
 from callpipe.stack import Stack
+from lab.bench.baseline import baseline_calls_per_s
+from lab.bench.cpu import CpuSnapshot, stack_ms
+from lab.bench.drain import wait_until_drained
+from lab.bench.kafka_hops import raw_kafka_hops_per_s
+from lab.bench.load import LoadResult
+from lab.bench.pipeline import pipeline
+from lab.bench.playback import playback_mb_per_s
+from lab.bench.stack import bench_stack
+from lab.bench.stats import Latencies, percentile, ratio
+from lab.bench.status_api import call_list_at_rate, call_list_per_s, seed_calls
+from lab.bench.twilio import businesses
+from lab.bench.webhooks import webhooks_at_rate, webhooks_per_s
+from lab.bench.whisper import whisper_rtf
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
