@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import NoReturn
 
 from tenacity import (
     AsyncRetrying,
@@ -16,6 +17,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 from tenacity.wait import wait_base
+
+from shared.decisions import GiveUp, Retry
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +128,13 @@ async def wait_until_reached(
     reaching.result()
     log.info("%s reached in %.1f s", what, time.monotonic() - began)
     return True
+
+
+def carry_out(decision: Retry | GiveUp) -> NoReturn:
+    """Hands a core's decision to the retry policy: RetryLater is retried after at least its
+    wait, TerminalError is not retried."""
+    match decision:
+        case Retry(reason, after_seconds):
+            raise RetryLater(reason, after_seconds)
+        case GiveUp(reason):
+            raise TerminalError(reason)

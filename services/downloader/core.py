@@ -1,5 +1,6 @@
-"""Downloader core: where to fetch a recording, where to store it, and what an answer of the
-provider means. No I/O."""
+"""Downloader core: where to fetch a recording, where to store it, and what to do with each
+answer of the provider: every retry-or-give-up decision of the downloader is made here and
+returned as a value (`shared.decisions`); the handler carries it out. No I/O."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from email.utils import parsedate_to_datetime
 from enum import Enum
 from urllib.parse import urlsplit
 
+from shared.decisions import GiveUp, Retry
 from shared.events import AnyEvent, RecordingCompleted
 
 MEDIA_FORMATS = {"wav": "audio/wav", "mp3": "audio/mpeg"}
@@ -109,8 +111,92 @@ def verdict(status_code: int) -> FetchVerdict:
     return FetchVerdict.GIVE_UP
 
 
-def too_large(size: int, limit: int) -> bool:
-    return size > limit
+@dataclass(frozen=True)
+class Fetch:
+    """Fetch the media from `url`."""
+
+    url: str
+
+
+@dataclass(frozen=True)
+class Store:
+    """The answer carries the media: store it."""
+
+
+@dataclass(frozen=True)
+class Follow:
+    """The provider redirected to an allowed `url`: ask there."""
+
+    url: str
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """The provider holds the recording no more."""
+
+
+@dataclass(frozen=True)
+class LeaveThere:
+    """The provider refused the delete for good: the recording stays there, archived here."""
+
+    reason: str
+
+
+def source(
+    recording_url: str, media_format: str, allowed_origins: tuple[str, ...]
+) -> Fetch | GiveUp:
+    url = media_url(recording_url, media_format)
+    if not url_allowed(url, allowed_origins):
+        return GiveUp(f"recording URL {url!r} is not on an allowed provider origin")
+    return Fetch(url)
+
+
+def media_answer(
+    status_code: int,
+    url: str,
+    location: str | None,
+    retry_after: str | None,
+    allowed_origins: tuple[str, ...],
+    redirects: int,
+    now: datetime,
+) -> Store | Follow | Retry | GiveUp:
+    """What to do with the provider's answer to the media GET of `url`, the `redirects`th
+    redirect of the first one; `location` is the answer's redirect target made absolute."""
+    match verdict(status_code):
+        case FetchVerdict.OK:
+            return Store()
+        case FetchVerdict.REDIRECT:
+            if redirects >= MAX_REDIRECTS:
+                return GiveUp(f"more than {MAX_REDIRECTS} redirects, the last to {url}")
+            if not location or not url_allowed(location, allowed_origins):
+                return GiveUp(f"provider redirected to a disallowed URL {location!r}")
+            return Follow(location)
+        case FetchVerdict.NOT_READY:
+            return Retry(f"media not ready yet (404) at {url}", NOT_READY_WAIT_SECONDS)
+        case FetchVerdict.RETRY:
+            after = retry_after_seconds(retry_after, now) or 0.0
+            return Retry(f"provider answered {status_code} for {url}", after)
+        case FetchVerdict.GIVE_UP:
+            return GiveUp(f"provider answered {status_code} for {url}")
+
+
+def size_allowed(size: int, limit: int) -> GiveUp | None:
+    """A recording over the limit, as declared by the provider or as received, is refused."""
+    if size > limit:
+        return GiveUp(f"recording is over the limit of {limit} bytes ({size} bytes or more)")
+    return None
+
+
+def delete_answer(
+    status_code: int, url: str, retry_after: str | None, now: datetime
+) -> Deleted | Retry | LeaveThere:
+    """What the provider's answer to the delete of an archived recording means."""
+    if status_code in (200, 204, 404):
+        return Deleted()
+    if verdict(status_code) is FetchVerdict.RETRY:
+        after = retry_after_seconds(retry_after, now) or 0.0
+        return Retry(f"provider answered {status_code} to the delete of {url}", after)
+    return LeaveThere(f"provider refused to delete {url} ({status_code})")
 
 
 @dataclass(frozen=True)

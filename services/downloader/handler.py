@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -21,8 +22,9 @@ import httpx
 from services.downloader import core
 from services.downloader.slots import DownloadSlots
 from shared import metrics
+from shared.decisions import Retry
 from shared.events import AnyEvent, Event, RecordingCompleted, RecordingDownloaded
-from shared.retry import RetryLater, TerminalError
+from shared.retry import TerminalError, carry_out
 from shared.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -56,9 +58,9 @@ class DownloadHandler:
         if not isinstance(event, RecordingCompleted):
             raise TerminalError(f"downloader cannot handle {event.event_type}")
         policy = self._policy
-        source = core.media_url(event.recording_url, policy.media_format)
-        if not core.url_allowed(source, policy.allowed_origins):
-            raise TerminalError(f"recording URL {source!r} is not on an allowed provider origin")
+        fetch = core.source(event.recording_url, policy.media_format, policy.allowed_origins)
+        if not isinstance(fetch, core.Fetch):
+            carry_out(fetch)
         key = core.object_key(
             event.business_id,
             event.occurred_at.date(),
@@ -69,7 +71,7 @@ class DownloadHandler:
         manifest = await self._archived(key)
         if manifest is None:
             async with self._slots.hold(event.business_id):
-                manifest = await self._archive(source, key)
+                manifest = await self._archive(fetch.url, key)
         else:
             log.info("already archived as %s, not fetched again", key)
         if policy.delete_after_archive:
@@ -105,10 +107,8 @@ class DownloadHandler:
         digest = hashlib.sha256()
         async with self._media(source) as response:
             declared = response.headers.get("content-length")
-            if declared and core.too_large(int(declared), self._policy.max_bytes):
-                raise TerminalError(
-                    f"recording is {declared} bytes, over the limit of {self._policy.max_bytes}"
-                )
+            if declared and (refused := core.size_allowed(int(declared), self._policy.max_bytes)):
+                carry_out(refused)
             # Returns once the stored object is verified to hold exactly the bytes received.
             size = await self._store.put_parts(key, self._parts(response, digest), content_type)
         if size == 0:
@@ -125,8 +125,8 @@ class DownloadHandler:
         received = 0
         async for chunk in response.aiter_bytes():
             received += len(chunk)
-            if core.too_large(received, self._policy.max_bytes):
-                raise TerminalError(f"recording exceeds the limit of {self._policy.max_bytes}")
+            if refused := core.size_allowed(received, self._policy.max_bytes):
+                carry_out(refused)
             buffer += chunk
             if len(buffer) >= self._policy.part_bytes:
                 part = bytes(buffer)
@@ -143,49 +143,44 @@ class DownloadHandler:
         """GETs the media, following redirects only to allowed origins, and sending the
         account's credentials only to the origin of the recording URL."""
         url = source
-        for _ in range(core.MAX_REDIRECTS + 1):
+        for redirects in itertools.count():
             same_origin = core.origin_of(url) == core.origin_of(source)
             response = await self._http.send(
                 self._http.build_request("GET", url),
                 auth=self._auth if same_origin else None,
                 stream=True,
             )
-            verdict = core.verdict(response.status_code)
-            if verdict is core.FetchVerdict.OK:
+            location = response.headers.get("location")
+            decision = core.media_answer(
+                response.status_code,
+                url,
+                str(response.url.join(location)) if location else None,
+                response.headers.get("retry-after"),
+                self._policy.allowed_origins,
+                redirects,
+                datetime.now(UTC),
+            )
+            if isinstance(decision, core.Store):
                 try:
                     yield response
                 finally:
                     await response.aclose()
                 return
             await response.aclose()
-            status = response.status_code
-            match verdict:
-                case core.FetchVerdict.REDIRECT:
-                    url = str(response.url.join(response.headers.get("location", "")))
-                    if not core.url_allowed(url, self._policy.allowed_origins):
-                        raise TerminalError(f"provider redirected to a disallowed URL {url!r}")
-                case core.FetchVerdict.NOT_READY:
-                    raise RetryLater(
-                        f"media not ready yet (404) at {url}", core.NOT_READY_WAIT_SECONDS
-                    )
-                case core.FetchVerdict.RETRY:
-                    after = core.retry_after_seconds(
-                        response.headers.get("retry-after"), datetime.now(UTC)
-                    )
-                    raise RetryLater(f"provider answered {status} for {url}", after or 0.0)
-                case core.FetchVerdict.GIVE_UP:
-                    raise TerminalError(f"provider answered {status} for {url}")
-        raise TerminalError(f"more than {core.MAX_REDIRECTS} redirects from {source}")
+            if not isinstance(decision, core.Follow):
+                carry_out(decision)
+            url = decision.url
 
     async def _delete_at_provider(self, url: str) -> None:
         """Only called once the archive is verified. A failure other than a transient one is
         logged, not fatal: the recording is safely archived either way."""
         response = await self._http.delete(url, auth=self._auth)
-        status = response.status_code
-        if status in (200, 204, 404):
-            log.info("recording deleted at the provider (%d)", status)
-        elif core.verdict(status) is core.FetchVerdict.RETRY:
-            after = core.retry_after_seconds(response.headers.get("retry-after"), datetime.now(UTC))
-            raise RetryLater(f"provider answered {status} to the delete of {url}", after or 0.0)
-        else:
-            log.error("provider refused to delete %s (%d): left there", url, status)
+        match core.delete_answer(
+            response.status_code, url, response.headers.get("retry-after"), datetime.now(UTC)
+        ):
+            case core.Deleted():
+                log.info("recording deleted at the provider (%d)", response.status_code)
+            case core.LeaveThere(reason):
+                log.error("%s: left there", reason)
+            case Retry() as retry:
+                carry_out(retry)

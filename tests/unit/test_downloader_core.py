@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from tenacity import RetryCallState
 
-from services.downloader.core import MEDIA_FORMATS, FetchVerdict, media_url, verdict, wants
+from services.downloader.core import (
+    MAX_REDIRECTS,
+    MEDIA_FORMATS,
+    NOT_READY_WAIT_SECONDS,
+    Deleted,
+    Fetch,
+    Follow,
+    LeaveThere,
+    Store,
+    delete_answer,
+    media_answer,
+    media_url,
+    size_allowed,
+    source,
+    wants,
+)
+from shared.decisions import GiveUp, Retry
 from shared.events import CallStarted, RecordingCompleted, RecordingDownloaded
 from shared.retry import RetryLater, retrying
 
@@ -30,26 +47,94 @@ def test_media_formats_have_audio_content_types() -> None:
     assert MEDIA_FORMATS["mp3"] == "audio/mpeg"
 
 
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+MEDIA = "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1.wav"
+ALLOWED = ("https://api.twilio.com", "https://*.twilio.com")
+
+
+def answer(
+    status_code: int,
+    location: str | None = None,
+    retry_after: str | None = None,
+    redirects: int = 0,
+) -> object:
+    return media_answer(status_code, MEDIA, location, retry_after, ALLOWED, redirects, NOW)
+
+
+@pytest.mark.parametrize("status_code", [200, 206])
+def test_an_answer_with_the_media_is_stored(status_code: int) -> None:
+    assert answer(status_code) == Store()
+
+
+def test_a_redirect_to_an_allowed_origin_is_followed() -> None:
+    target = "https://media.twilio.com/RE1.wav"
+    assert answer(302, location=target) == Follow(target)
+
+
+@pytest.mark.parametrize("location", ["https://evil.example/RE1.wav", None])
+def test_a_redirect_elsewhere_or_nowhere_gives_up(location: str | None) -> None:
+    decision = answer(302, location=location)
+    assert isinstance(decision, GiveUp)
+    assert "disallowed URL" in decision.reason
+
+
+def test_redirects_are_followed_five_times_then_given_up() -> None:
+    target = "https://media.twilio.com/RE1.wav"
+    assert answer(307, location=target, redirects=MAX_REDIRECTS - 1) == Follow(target)
+    assert isinstance(answer(307, location=target, redirects=MAX_REDIRECTS), GiveUp)
+
+
+def test_media_not_there_yet_is_retried_after_a_moment() -> None:
+    assert answer(404) == Retry(f"media not ready yet (404) at {MEDIA}", NOT_READY_WAIT_SECONDS)
+
+
+@pytest.mark.parametrize(
+    ("status_code", "retry_after", "after_seconds"),
+    [
+        (408, None, 0.0),
+        (429, "7", 7.0),
+        (500, None, 0.0),
+        (502, None, 0.0),
+        (503, "2", 2.0),
+        (504, None, 0.0),
+    ],
+)
+def test_transient_answers_are_retried_no_sooner_than_asked(
+    status_code: int, retry_after: str | None, after_seconds: float
+) -> None:
+    decision = answer(status_code, retry_after=retry_after)
+    assert decision == Retry(f"provider answered {status_code} for {MEDIA}", after_seconds)
+
+
+@pytest.mark.parametrize("status_code", [400, 401, 403, 410])
+def test_refusals_give_up(status_code: int) -> None:
+    assert answer(status_code) == GiveUp(f"provider answered {status_code} for {MEDIA}")
+
+
+def test_a_recording_url_off_the_allowed_origins_gives_up() -> None:
+    assert isinstance(source("https://evil.example/RE1", "wav", ALLOWED), GiveUp)
+    assert source(MEDIA, "mp3", ALLOWED) == Fetch(MEDIA.removesuffix(".wav") + ".mp3")
+
+
+def test_a_recording_over_the_limit_gives_up() -> None:
+    assert size_allowed(100, 100) is None
+    assert isinstance(size_allowed(101, 100), GiveUp)
+
+
 @pytest.mark.parametrize(
     ("status_code", "expected"),
     [
-        (200, FetchVerdict.OK),
-        (206, FetchVerdict.OK),
-        (404, FetchVerdict.NOT_READY),
-        (408, FetchVerdict.RETRY),
-        (429, FetchVerdict.RETRY),
-        (500, FetchVerdict.RETRY),
-        (502, FetchVerdict.RETRY),
-        (503, FetchVerdict.RETRY),
-        (504, FetchVerdict.RETRY),
-        (400, FetchVerdict.GIVE_UP),
-        (401, FetchVerdict.GIVE_UP),
-        (403, FetchVerdict.GIVE_UP),
-        (410, FetchVerdict.GIVE_UP),
+        (204, Deleted()),
+        (404, Deleted()),
+        (503, Retry(f"provider answered 503 to the delete of {MEDIA}", 0.0)),
     ],
 )
-def test_verdict(status_code: int, expected: FetchVerdict) -> None:
-    assert verdict(status_code) is expected
+def test_what_an_answer_to_the_delete_means(status_code: int, expected: object) -> None:
+    assert delete_answer(status_code, MEDIA, None, NOW) == expected
+
+
+def test_a_refused_delete_leaves_the_recording_there() -> None:
+    assert isinstance(delete_answer(403, MEDIA, None, NOW), LeaveThere)
 
 
 ENVELOPE = {
