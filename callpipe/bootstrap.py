@@ -7,9 +7,10 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,9 +33,9 @@ from services.reconciler.adapters import deadlines as reconcile_deadlines
 from services.transcriber.core import SpeakerMapping, parse_labels
 from shared import extras, logs, metrics, tracing
 from shared.db import create_engine, database_unreachable, database_url_for_logs
-from shared.events import Stage, Topic
+from shared.events import AnyEvent, Stage, Topic
 from shared.internal_port import InternalOnly, internal_paths
-from shared.kafka import EventProducer, StageWorker, start_producer_patiently
+from shared.kafka import EventProducer, Handler, StageWorker, start_producer_patiently
 from shared.retry import wait_until_reached
 from shared.settings import Settings
 from shared.shutdown import Shutdown
@@ -42,20 +43,20 @@ from shared.storage import ObjectStore, s3_unreachable
 
 if TYPE_CHECKING:
     from services.transcriber.audio import TranscriptionBackend
+    from services.transcriber.handler import TranscribeHandler
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 HTTP_SERVICES = ("ingress", "player", "twilio-simulator")
-STAGE_SERVICES = ("downloader", "transcriber", "extractor")
 SERVICES = ("ingress", "downloader", "transcriber", "extractor", "player")
 
 
 def run_service(name: str, settings: Settings) -> None:
     logs.configure(name, settings.log_format)
     tracing.configure(name, settings)
-    if name in STAGE_SERVICES:
+    if name in STAGE_SPECS:
         run_loop(_run_stage(name, settings))
         return
     host, port, internal_port = {
@@ -177,11 +178,7 @@ class _StageHealth:
 async def _run_stage(name: str, settings: Settings) -> None:
     shutdown = Shutdown(name, settings)
     shutdown.on_signals()
-    port = {
-        "downloader": settings.downloader_health_port,
-        "transcriber": settings.transcriber_health_port,
-        "extractor": settings.extractor_health_port,
-    }[name]
+    port = STAGE_SPECS[name].health_port(settings)
     health = _StageHealth()
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(_health_server(settings.worker_health_host, port, health))
@@ -254,8 +251,9 @@ async def open_stage_worker(
     and database, while they are unreachable (raising StoppedWhileConnecting if the stop
     comes first); fails at once on a configuration error."""
     shutdown = shutdown or Shutdown(name, settings)
-    if name == "transcriber":
-        await asyncio.to_thread(require_speech_extra, settings)
+    spec = STAGE_SPECS[name]
+    if spec.check_installed is not None:
+        await asyncio.to_thread(spec.check_installed, settings)
     producer = EventProducer(settings)
     if not await start_producer_patiently(settings, producer, shutdown.stop, create_topics=True):
         raise StoppedWhileConnecting("broker")
@@ -263,7 +261,7 @@ async def open_stage_worker(
     store = ObjectStore(settings)
     await store.start()
     stack.push_async_callback(shutdown.closing("the object store client", store.stop))
-    if name == "downloader" and not await wait_until_reached(
+    if spec.needs_bucket and not await wait_until_reached(
         f"S3 server {settings.s3_endpoint_url}",
         store.ensure_bucket,
         s3_unreachable,
@@ -288,60 +286,65 @@ async def build_stage_worker(
     """The stage worker `name` on a store and producer it does not start: it reaches no
     server (the downloader's slot table aside) until it runs."""
     shutdown = shutdown or Shutdown(name, settings)
-    if name == "downloader":
-        handler = await downloader_handler(settings, store, stack, shutdown)
-        if health is not None:
-            health.phase = "starting"
-        return StageWorker(
-            name=name,
-            topics=[Topic.RECORDING_COMPLETED.value],
-            handle=handler,
-            settings=settings.model_copy(update={"max_in_flight": settings.download_max_in_flight}),
-            producer=producer,
-            stage=Stage.RECORDING,
-            wants=downloader_core.wants,
-        )
-    if name == "transcriber":
-        from services.transcriber.audio import transcribe_file
-        from services.transcriber.handler import TranscribeHandler
-        from services.transcriber.instant import InstantBackend, transcribe_instantly
+    spec = STAGE_SPECS[name]
 
+    def starting() -> None:
         if health is not None:
             health.phase = "starting"
-        backend = await asyncio.to_thread(transcription_backend, settings)
-        pool = ThreadPoolExecutor(settings.transcriber_concurrency, "transcribe")
-        # Not waiting for a transcription under way: its message is handed back.
-        stack.callback(pool.shutdown, wait=False, cancel_futures=True)
-        speakers = SpeakerMapping(
-            inbound=parse_labels(settings.transcriber_inbound_speakers),
-            outbound=parse_labels(settings.transcriber_outbound_speakers),
-        )
-        return StageWorker(
-            name=name,
-            topics=[Topic.RECORDING_DOWNLOADED.value],
-            handle=TranscribeHandler(
-                backend,
-                store,
-                pool,
-                speakers,
-                settings.whisper_language,
-                transcribe_instantly if isinstance(backend, InstantBackend) else transcribe_file,
-            ),
-            settings=settings,
-            producer=producer,
-            stage=Stage.TRANSCRIPT,
-        )
-    if health is not None:
-        health.phase = "starting"
+
+    handler = await spec.handler(settings, store, stack, shutdown, starting)
     return StageWorker(
         name=name,
-        topics=[Topic.TRANSCRIPT_READY.value],
-        handle=ExtractHandler(
-            store, await _extractor(settings, stack), load_catalogue(settings.extractor_catalogue)
-        ),
-        settings=settings,
+        topics=[spec.input_topic.value],
+        handle=handler,
+        settings=spec.worker_settings(settings),
         producer=producer,
-        stage=Stage.SUMMARY,
+        stage=spec.stage,
+        wants=spec.wants,
+    )
+
+
+async def transcriber_handler(
+    settings: Settings,
+    store: ObjectStore,
+    stack: AsyncExitStack,
+    _shutdown: Shutdown,
+    starting: Callable[[], None],
+) -> TranscribeHandler:
+    # The speech extra's modules: only a transcriber imports them.
+    from services.transcriber.audio import transcribe_file
+    from services.transcriber.handler import TranscribeHandler
+    from services.transcriber.instant import InstantBackend, transcribe_instantly
+
+    starting()
+    backend = await asyncio.to_thread(transcription_backend, settings)
+    pool = ThreadPoolExecutor(settings.transcriber_concurrency, "transcribe")
+    # Not waiting for a transcription under way: its message is handed back.
+    stack.callback(pool.shutdown, wait=False, cancel_futures=True)
+    speakers = SpeakerMapping(
+        inbound=parse_labels(settings.transcriber_inbound_speakers),
+        outbound=parse_labels(settings.transcriber_outbound_speakers),
+    )
+    return TranscribeHandler(
+        backend,
+        store,
+        pool,
+        speakers,
+        settings.whisper_language,
+        transcribe_instantly if isinstance(backend, InstantBackend) else transcribe_file,
+    )
+
+
+async def extractor_handler(
+    settings: Settings,
+    store: ObjectStore,
+    stack: AsyncExitStack,
+    _shutdown: Shutdown,
+    starting: Callable[[], None],
+) -> ExtractHandler:
+    starting()
+    return ExtractHandler(
+        store, await _extractor(settings, stack), load_catalogue(settings.extractor_catalogue)
     )
 
 
@@ -368,7 +371,10 @@ async def downloader_handler(
     store: ObjectStore,
     stack: AsyncExitStack,
     shutdown: Shutdown | None = None,
+    starting: Callable[[], None] = lambda: None,
 ) -> DownloadHandler:
+    """Waits for the slot table's database (raising StoppedWhileConnecting if the stop comes
+    first), then is `starting`."""
     shutdown = shutdown or Shutdown("downloader", settings)
     http = httpx.AsyncClient(timeout=settings.download_timeout_seconds)
     stack.push_async_callback(shutdown.closing("the HTTP client", http.aclose))
@@ -389,6 +395,7 @@ async def downloader_handler(
         settings.retry_max_seconds,
     ):
         raise StoppedWhileConnecting("database")
+    starting()
     stack.push_async_callback(shutdown.closing("the download slots", slots.close))
     policy = DownloadPolicy(
         media_format=settings.recording_format,
@@ -430,3 +437,48 @@ async def open_reconciler(
         settings.twilio_account_sid,
         reconcile_deadlines(settings),
     )
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """How the wiring assembles one stage service: what it consumes, the stage it reports,
+    and how its handler is built (after the broker, and its bucket if it needs one)."""
+
+    input_topic: Topic
+    stage: Stage
+    health_port: Callable[[Settings], int]
+    handler: Callable[
+        [Settings, ObjectStore, AsyncExitStack, Shutdown, Callable[[], None]], Awaitable[Handler]
+    ]
+    wants: Callable[[AnyEvent], bool] = lambda _event: True
+    worker_settings: Callable[[Settings], Settings] = lambda settings: settings
+    needs_bucket: bool = False
+    check_installed: Callable[[Settings], None] | None = None
+
+
+STAGE_SPECS: dict[str, StageSpec] = {
+    "downloader": StageSpec(
+        input_topic=Topic.RECORDING_COMPLETED,
+        stage=Stage.RECORDING,
+        health_port=lambda settings: settings.downloader_health_port,
+        handler=downloader_handler,
+        wants=downloader_core.wants,
+        worker_settings=lambda settings: settings.model_copy(
+            update={"max_in_flight": settings.download_max_in_flight}
+        ),
+        needs_bucket=True,
+    ),
+    "transcriber": StageSpec(
+        input_topic=Topic.RECORDING_DOWNLOADED,
+        stage=Stage.TRANSCRIPT,
+        health_port=lambda settings: settings.transcriber_health_port,
+        handler=transcriber_handler,
+        check_installed=require_speech_extra,
+    ),
+    "extractor": StageSpec(
+        input_topic=Topic.TRANSCRIPT_READY,
+        stage=Stage.SUMMARY,
+        health_port=lambda settings: settings.extractor_health_port,
+        handler=extractor_handler,
+    ),
+}
