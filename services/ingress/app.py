@@ -29,7 +29,7 @@ from services.ingress import core
 from services.ingress.deliveries import Deliveries
 from services.ingress.relay import OutboxRelay
 from services.ingress.twilio_rest import RecordingStarter
-from shared import tracing
+from shared import tracing, twilio_callbacks
 from shared.body_limit import BodyLimit
 from shared.db import create_engine, database_unreachable, database_url_for_logs
 from shared.events import Event
@@ -201,7 +201,7 @@ def create_app(settings: Settings) -> FastAPI:
     ) -> EventT:
         try:
             return build(form, business_id)
-        except core.WebhookError as error:
+        except twilio_callbacks.WebhookError as error:
             log.warning("refused a malformed webhook: %s", error)
             raise HTTPException(status_code=400, detail=str(error)) from error
 
@@ -228,7 +228,7 @@ def create_app(settings: Settings) -> FastAPI:
         if business_id is None:
             answered_for_nobody(form)
             return Response(content=core.unknown_number_twiml(), media_type="application/xml")
-        event = parse(core.call_started, form, business_id)
+        event = parse(twilio_callbacks.call_started, form, business_id)
         await deliver([event], request)
         twiml = core.recording_twiml(recording_callback_url(business_id, form), settings.forward_to)
         return Response(content=twiml, media_type="application/xml")
@@ -240,11 +240,11 @@ def create_app(settings: Settings) -> FastAPI:
         if business_id is None:
             answered_for_nobody(form)
             return Response(status_code=204)
-        event = parse(core.call_status_changed, form, business_id)
+        event = parse(twilio_callbacks.call_status_changed, form, business_id)
         if not core.starts_recording_over_rest(event, settings.recording_mode):
             await deliver([event], request)
             return Response(status_code=204)
-        await deliver([core.call_started_from_status(event), event], request)
+        await deliver([twilio_callbacks.call_started_from_status(event), event], request)
         with call_context(event.call_sid, str(event.event_id)):
             await start_recording_once(
                 request.app.state.recording_starter,
@@ -263,7 +263,9 @@ def create_app(settings: Settings) -> FastAPI:
             answered_for_nobody(form)
             return Response(status_code=204)
         direction = request.query_params.get("direction")
-        event = parse(partial(core.recording_event, direction=direction), form, business_id)
+        event = parse(
+            partial(twilio_callbacks.recording_event, direction=direction), form, business_id
+        )
         await deliver([event], request)
         return Response(status_code=204)
 

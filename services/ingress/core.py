@@ -1,83 +1,23 @@
-"""Ingress core: Twilio webhook parameters in, callpipe events and decisions out. No I/O."""
+"""Ingress core: which business a webhook is for, how a call's recording is started, and the
+TwiML answers. Parsing Twilio's callbacks into events is `shared.twilio_callbacks`. No I/O."""
 
 from __future__ import annotations
 
-import math
 import re
-import uuid
 from collections.abc import Mapping
 
-from pydantic import ValidationError
 from twilio.twiml.voice_response import VoiceResponse
 
-# Ids derive from Twilio's own identifiers: a webhook Twilio retries yields the same event
-# id, which every consumer already deduplicates.
-from shared.events import (
-    TWILIO_NAMESPACE,
-    CallStarted,
-    CallStatusChanged,
-    RecordingCompleted,
-    RecordingStarted,
-    call_correlation_id,
-)
+from shared.events import CallStatusChanged
+from shared.twilio_callbacks import RECORDING_EVENTS
 
-# Recording callbacks Twilio is asked for: `absent` and `failed` end the recording stage, so
-# no call waits forever for a recording that will never come.
-RECORDING_EVENTS = ("in-progress", "completed", "absent", "failed")
-RECORDING_FINAL_STATUSES = ("completed", "absent", "failed")
 # Twilio's "the call is already being recorded": a second start is not a failure.
 ALREADY_RECORDING = 21220
 
-# Twilio's SIDs are the prefix and 32 hex digits; any short alphanumeric tail is accepted so
-# that a SID Twilio formats differently one day is not refused.
-SID_PATTERNS = {
-    "AccountSid": re.compile(r"AC[0-9A-Za-z]{1,62}"),
-    "CallSid": re.compile(r"CA[0-9A-Za-z]{1,62}"),
-    "RecordingSid": re.compile(r"RE[0-9A-Za-z]{1,62}"),
-}
-# Twilio's directions (`inbound`, `outbound-api`, `outbound-dial`, `trunking-originating`…):
-# lowercase words and hyphens, within the status table's column.
-DIRECTION_PATTERN = re.compile(r"[a-z][a-z-]{0,31}")
 # Twilio's I-Twilio-Idempotency-Token is not covered by the signature; it is kept only for
 # diagnosis (dedupe is by event id), within its column's length.
 MAX_IDEMPOTENCY_TOKEN = 200
 IDEMPOTENCY_TOKEN_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_TOKEN}}}")
-_CALL_STATUSES = frozenset(
-    {"queued", "initiated", "ringing", "in-progress", "completed", "busy", "failed",
-     "no-answer", "canceled"}
-)  # fmt: skip
-
-
-class WebhookError(ValueError):
-    """The webhook lacks what callpipe needs, or is malformed; answered with 400."""
-
-
-def _sid(form: Mapping[str, str], name: str) -> str:
-    value = form.get(name, "").strip()
-    if not SID_PATTERNS[name].fullmatch(value):
-        raise WebhookError(f"missing or malformed {name}")
-    return value
-
-
-def _number(form: Mapping[str, str], name: str, kind: type[int] | type[float]) -> float | None:
-    """An optional non-negative finite number parameter."""
-    text = form.get(name, "").strip()
-    if not text:
-        return None
-    try:
-        value = kind(text)
-    except ValueError as error:
-        raise WebhookError(f"{name} is not a number") from error
-    if not math.isfinite(value) or value < 0:
-        raise WebhookError(f"{name} out of range")
-    return value
-
-
-def _direction(value: str | None) -> str:
-    direction = (value or "").strip() or "inbound"
-    if not DIRECTION_PATTERN.fullmatch(direction):
-        raise WebhookError("malformed Direction")
-    return direction
 
 
 def usable_idempotency_token(header: str | None) -> str | None:
@@ -87,10 +27,6 @@ def usable_idempotency_token(header: str | None) -> str | None:
     if header is None or not IDEMPOTENCY_TOKEN_PATTERN.fullmatch(header):
         return None
     return header
-
-
-def _event_id(name: str) -> uuid.UUID:
-    return uuid.uuid5(TWILIO_NAMESPACE, name)
 
 
 def business_for(
@@ -110,109 +46,10 @@ def business_for(
     return None
 
 
-def call_started(form: Mapping[str, str], business_id: str) -> CallStarted:
-    call_sid = _sid(form, "CallSid")
-    try:
-        return CallStarted(
-            event_id=_event_id(f"{call_sid}:call.started"),
-            call_sid=call_sid,
-            business_id=business_id,
-            correlation_id=call_correlation_id(call_sid),
-            account_sid=_sid(form, "AccountSid"),
-            from_number=form.get("From", ""),
-            to_number=form.get("To", ""),
-            direction=_direction(form.get("Direction")),
-            twilio_params=dict(form),
-        )
-    except ValidationError as error:
-        raise WebhookError(str(error)) from error
-
-
-def call_status_changed(form: Mapping[str, str], business_id: str) -> CallStatusChanged:
-    call_sid = _sid(form, "CallSid")
-    _sid(form, "AccountSid")
-    status = form.get("CallStatus", "").strip()
-    if status not in _CALL_STATUSES:
-        raise WebhookError("missing or unknown CallStatus")
-    _direction(form.get("Direction"))  # the call.started of REST mode takes it
-    sequence = _number(form, "SequenceNumber", int)
-    try:
-        return CallStatusChanged(
-            event_id=_event_id(f"{call_sid}:call.status:{status}"),
-            call_sid=call_sid,
-            business_id=business_id,
-            correlation_id=call_correlation_id(call_sid),
-            call_status=status,
-            sequence_number=None if sequence is None else int(sequence),
-            duration_seconds=_number(form, "CallDuration", float),
-            twilio_params=dict(form),
-        )
-    except ValidationError as error:
-        raise WebhookError(str(error)) from error
-
-
-def recording_event(
-    form: Mapping[str, str], business_id: str, direction: str | None = None
-) -> RecordingStarted | RecordingCompleted:
-    """Twilio's recording status callback: `in-progress`, or a final status. Twilio does not
-    say the call's direction here: callpipe's own callback URL carries it."""
-    call_sid = _sid(form, "CallSid")
-    _sid(form, "AccountSid")
-    recording_sid = _sid(form, "RecordingSid")
-    status = form.get("RecordingStatus", "").strip()
-    if status not in RECORDING_EVENTS:
-        raise WebhookError("missing or unknown RecordingStatus")
-    channels = _number(form, "RecordingChannels", int)
-    if channels is not None and channels not in (1, 2):
-        raise WebhookError("RecordingChannels must be 1 or 2")
-    common = {
-        "event_id": _event_id(f"{recording_sid}:{status}"),
-        "call_sid": call_sid,
-        "business_id": business_id,
-        "correlation_id": call_correlation_id(call_sid),
-        "recording_sid": recording_sid,
-        "channels": int(channels or 1),
-        "twilio_params": dict(form),
-    }
-    try:
-        if status == "in-progress":
-            return RecordingStarted(**common)
-        recording_url = form.get("RecordingUrl", "").strip()
-        if status == "completed" and not recording_url.startswith(("https://", "http://")):
-            raise WebhookError("missing or malformed RecordingUrl")
-        return RecordingCompleted(
-            **common,
-            recording_status=status,
-            recording_url=recording_url,
-            duration_seconds=_number(form, "RecordingDuration", float),
-            error_code=form.get("ErrorCode", "").strip() or None,
-            direction=None if direction is None else _direction(direction),
-        )
-    except ValidationError as error:
-        raise WebhookError(str(error)) from error
-
-
 def starts_recording_over_rest(event: CallStatusChanged, recording_mode: str) -> bool:
     """In REST mode the business's own voice app answered: callpipe starts the recording as
     soon as the call is live (the REST API refuses to record a call not yet in progress)."""
     return recording_mode == "rest" and event.call_status == "in-progress"
-
-
-def call_started_from_status(event: CallStatusChanged) -> CallStarted:
-    """The call.started of a call callpipe learns about from its status callback only (REST
-    mode); the same event id as the voice webhook's, so both paths dedupe."""
-    params = event.twilio_params
-    return CallStarted(
-        event_id=_event_id(f"{event.call_sid}:call.started"),
-        call_sid=event.call_sid,
-        business_id=event.business_id,
-        correlation_id=event.correlation_id,
-        account_sid=params.get("AccountSid", ""),
-        from_number=params.get("From", ""),
-        to_number=params.get("To", ""),
-        direction=params.get("Direction", "inbound"),
-        twilio_params=dict(params),
-    )
 
 
 def recording_start_params(recording_callback_url: str) -> dict[str, object]:

@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from services.ingress import core as ingress
+from shared import twilio_callbacks
 from shared.call_state import STAGES, TERMINAL, CallState, StageStatus
 from shared.events import (
     TWILIO_NAMESPACE,
@@ -171,7 +171,7 @@ def recording_event(
         form["RecordingDuration"] = str(recording.duration_seconds)
     if recording.error_code:
         form["ErrorCode"] = recording.error_code
-    event = ingress.recording_event(form, state.business_id, state.direction or None)
+    event = twilio_callbacks.recording_event(form, state.business_id, state.direction or None)
     if isinstance(event, RecordingStarted):  # never: only final statuses get here
         raise ValueError(f"recording {recording.sid} is not final")
     return event

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from services.ingress import core
+from shared import twilio_callbacks
 from shared.settings import Settings, parse_business_numbers
 
 OWNERS = {"+15005550001": "plumber", "+15005550002": "electrician"}
@@ -45,12 +46,15 @@ def test_the_number_table_setting_parses_and_refuses_nonsense() -> None:
 
 def test_event_ids_derive_from_twilio_s_identifiers() -> None:
     form = {"AccountSid": ACCOUNT, "CallSid": CALL, "CallStatus": "ringing"}
-    assert core.call_started(form, "a").event_id == core.call_started(form, "a").event_id
-    ringing = core.call_status_changed(form, "a")
-    answered = core.call_status_changed({**form, "CallStatus": "in-progress"}, "a")
+    assert (
+        twilio_callbacks.call_started(form, "a").event_id
+        == twilio_callbacks.call_started(form, "a").event_id
+    )
+    ringing = twilio_callbacks.call_status_changed(form, "a")
+    answered = twilio_callbacks.call_status_changed({**form, "CallStatus": "in-progress"}, "a")
     assert ringing.event_id != answered.event_id
-    rest_started = core.call_started_from_status(answered)
-    assert rest_started.event_id == core.call_started(form, "a").event_id
+    rest_started = twilio_callbacks.call_started_from_status(answered)
+    assert rest_started.event_id == twilio_callbacks.call_started(form, "a").event_id
 
 
 @pytest.mark.parametrize(
@@ -77,14 +81,14 @@ def test_malformed_recording_callbacks_are_refused(change: dict[str, str]) -> No
         "RecordingUrl": "https://api.twilio.com/r",
         **change,
     }
-    with pytest.raises(core.WebhookError):
-        core.recording_event(form, "demo")
+    with pytest.raises(twilio_callbacks.WebhookError):
+        twilio_callbacks.recording_event(form, "demo")
 
 
 def test_the_rest_mode_starts_recording_once_the_call_is_live() -> None:
     form = {"AccountSid": ACCOUNT, "CallSid": CALL}
-    ringing = core.call_status_changed({**form, "CallStatus": "ringing"}, "a")
-    live = core.call_status_changed({**form, "CallStatus": "in-progress"}, "a")
+    ringing = twilio_callbacks.call_status_changed({**form, "CallStatus": "ringing"}, "a")
+    live = twilio_callbacks.call_status_changed({**form, "CallStatus": "in-progress"}, "a")
     assert not core.starts_recording_over_rest(ringing, "rest")
     assert not core.starts_recording_over_rest(live, "twiml")
     assert core.starts_recording_over_rest(live, "rest")

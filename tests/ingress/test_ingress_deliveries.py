@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.ingress import core
 from services.ingress.deliveries import Deliveries, deliveries, metadata, outbox
+from shared import twilio_callbacks
 from shared.db import create_engine
 from shared.events import Event
 
@@ -56,7 +56,7 @@ async def open_deliveries(engine: AsyncEngine, lease: timedelta = LEASE) -> Deli
 
 def new_events(count: int) -> list[Event]:
     return [
-        core.call_started(
+        twilio_callbacks.call_started(
             {"AccountSid": "AC" + "1" * 32, "CallSid": "CA" + secrets.token_hex(16)}, "demo"
         )
         for _ in range(count)

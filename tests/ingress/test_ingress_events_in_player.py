@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.ingress import core
 from services.player import core as player
+from shared import twilio_callbacks
 from shared.call_state import StageStatus
 
 ACCOUNT = "AC" + "1" * 32
@@ -12,9 +12,9 @@ FORM = {"AccountSid": ACCOUNT, "CallSid": CALL, "To": "+15005550001", "From": "+
 
 
 def test_a_call_never_answered_shows_no_recording_instead_of_waiting() -> None:
-    state = player.apply(None, core.call_started(FORM, "demo"))
+    state = player.apply(None, twilio_callbacks.call_started(FORM, "demo"))
     state = player.apply(
-        state, core.call_status_changed({**FORM, "CallStatus": "no-answer"}, "demo")
+        state, twilio_callbacks.call_status_changed({**FORM, "CallStatus": "no-answer"}, "demo")
     )
     assert state.recording_status == StageStatus.NO_RECORDING
     assert state.status == StageStatus.COMPLETED
@@ -22,9 +22,9 @@ def test_a_call_never_answered_shows_no_recording_instead_of_waiting() -> None:
 
 
 def test_call_progress_and_a_running_recording_only_add_to_the_timeline() -> None:
-    started = player.apply(None, core.call_started(FORM, "demo"))
-    live = core.call_status_changed({**FORM, "CallStatus": "in-progress"}, "demo")
-    recording = core.recording_event(
+    started = player.apply(None, twilio_callbacks.call_started(FORM, "demo"))
+    live = twilio_callbacks.call_status_changed({**FORM, "CallStatus": "in-progress"}, "demo")
+    recording = twilio_callbacks.recording_event(
         {**FORM, "RecordingSid": "RE" + "3" * 32, "RecordingStatus": "in-progress"}, "demo"
     )
     after = player.apply(player.apply(started, live), recording)

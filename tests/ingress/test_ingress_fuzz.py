@@ -22,8 +22,8 @@ from ingress_support import (
 )
 
 from services.ingress.app import create_app
-from services.ingress.core import SID_PATTERNS
 from shared.settings import Settings
+from shared.twilio_callbacks import SID_PATTERNS
 
 PATHS = ["/twilio/voice", "/twilio/call-status", "/twilio/recording-status"]
 PUBLIC = f"http://127.0.0.1:{INGRESS_PORT}"

@@ -24,10 +24,10 @@ from ingress_support import (
 )
 from sqlalchemy import select
 
-from services.ingress import core
 from services.ingress.app import create_app
 from services.ingress.deliveries import deliveries
 from services.player.repository import CallRepository, migrate
+from shared import twilio_callbacks
 from shared.db import create_engine
 from shared.events import AnyEvent, CallStarted
 from shared.settings import Settings
@@ -96,7 +96,7 @@ async def test_an_overlong_idempotency_token_fails_no_webhook_stored_beside_it(
             )
         )
     assert [a.status_code for a in answers] == [200] * len(webhooks)
-    expected = {str(core.call_started(form, "demo").event_id) for form in webhooks}
+    expected = {str(twilio_callbacks.call_started(form, "demo").event_id) for form in webhooks}
     engine = create_engine(pg_settings.ingress_database_url)
     try:
         async with engine.connect() as connection:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime, timedelta
 
-from services.ingress import core as ingress
 from services.player.core import apply
 from services.reconciler import core
+from shared import twilio_callbacks
 from shared.call_state import CallState, StageStatus
 from shared.events import Stage
 
@@ -47,7 +47,7 @@ def test_a_recording_twilio_lists_is_replayed_with_the_id_the_lost_callback_woul
 ):
     action = core.recording_action(call(), [RECORDING], ACCOUNT, T0, DEADLINES)
     assert isinstance(action, core.ReplayRecording)
-    webhook = ingress.recording_event(
+    webhook = twilio_callbacks.recording_event(
         {
             "AccountSid": ACCOUNT,
             "CallSid": CALL_SID,
