@@ -23,8 +23,8 @@ import httpx
 import uvicorn
 from twilio.request_validator import RequestValidator
 
+from callpipe.bootstrap import ingress_app
 from callpipe.stack import tansu_binary
-from services.ingress.app import create_app
 from shared.settings import Settings
 
 
@@ -60,7 +60,7 @@ async def bench(broker_port: int, count: int, concurrency: int) -> None:
             public_base_url=base,
         )
         server = uvicorn.Server(
-            uvicorn.Config(create_app(settings), port=ingress_port, log_level="warning")
+            uvicorn.Config(ingress_app(settings), port=ingress_port, log_level="warning")
         )
         serving = asyncio.create_task(server.serve())
         for _ in range(200):

@@ -25,9 +25,6 @@ from shared.events import (
 # no call waits forever for a recording that will never come.
 RECORDING_EVENTS = ("in-progress", "completed", "absent", "failed")
 RECORDING_FINAL_STATUSES = ("completed", "absent", "failed")
-# Twilio's "the call is already being recorded": a second start is not a failure.
-ALREADY_RECORDING = 21220
-
 # Twilio's SIDs are the prefix and 32 hex digits; any short alphanumeric tail is accepted so
 # that a SID Twilio formats differently one day is not refused.
 SID_PATTERNS = {
