@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -119,21 +121,64 @@ def run_analytics(settings: Settings) -> None:
 
 
 def _http_app(name: str, settings: Settings) -> FastAPI:
-    if name == "ingress":
-        from services.ingress.app import create_app as ingress_app
-
-        app = ingress_app(settings)
-        app.add_middleware(metrics.ServeAndCount)
-        return app
-    if name == "player":
-        from services.player.app import create_app as player_app
-
-        app = player_app(settings)
+    if name in ("ingress", "player"):
+        app = ingress_app(settings) if name == "ingress" else player_app(settings)
         app.add_middleware(metrics.ServeAndCount)
         return app
     from callpipe.twilio_simulator import create_app as simulator_app
 
     return simulator_app(settings)
+
+
+def ingress_app(settings: Settings) -> FastAPI:
+    """The ingress's application on its resources, built here and started by its lifespan."""
+    from services.ingress.deliveries import Deliveries
+    from services.ingress.http.main import create_app
+    from services.ingress.http.state import IngressResources
+    from services.ingress.relay import OutboxRelay
+    from shared.twilio_rest import RecordingStarter
+
+    producer = EventProducer(settings, linger_ms=settings.ingress_outbox_linger_ms)
+    engine = create_engine(settings.ingress_database_url)
+    deliveries = Deliveries(engine, lease=timedelta(seconds=settings.ingress_outbox_lease_seconds))
+    resources = IngressResources(
+        engine=engine,
+        deliveries=deliveries,
+        producer=producer,
+        relay=OutboxRelay(deliveries, producer, settings),
+        open_recording_starter=partial(
+            RecordingStarter,
+            settings.twilio_account_sid,
+            settings.twilio_auth_token.get_secret_value(),
+            settings.twilio_api_base_url,
+        ),
+    )
+    return create_app(settings, resources)
+
+
+def player_app(settings: Settings) -> FastAPI:
+    """The player's application on its resources, built here and started by its lifespan."""
+    from services.player.http.main import create_app
+    from services.player.http.state import PlayerResources
+    from services.player.projector import Projector, projected_topics
+
+    engine = create_engine(settings.effective_database_url)
+    repository = CallRepository(engine)
+    store = ObjectStore(settings)
+    producer = EventProducer(settings)
+    projector = Projector(repository, store)
+    workers = [
+        StageWorker(
+            name="player",
+            topics=projected_topics(),
+            handle=projector,
+            settings=settings,
+            producer=producer,
+            handle_batch=projector.apply_batch,
+        )
+        for _ in range(settings.player_consumers)
+    ]
+    return create_app(settings, PlayerResources(engine, repository, store, producer, workers))
 
 
 @asynccontextmanager

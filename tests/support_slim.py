@@ -60,8 +60,6 @@ async def build_factories() -> dict[str, object]:
     from services.analytics.consumer import Link
     from services.analytics.consumer import http_app as analytics_app
     from services.analytics.core import Figures
-    from services.ingress.app import create_app as ingress_app
-    from services.player.app import create_app as player_app
     from services.player.repository import CallRepository
     from services.reconciler.adapters import Reconciler, TwilioRecordings, deadlines
     from shared.db import create_engine
@@ -71,8 +69,8 @@ async def build_factories() -> dict[str, object]:
 
     settings = Settings()
     built: dict[str, object] = {
-        "ingress": type(ingress_app(settings)).__name__,
-        "player": type(player_app(settings)).__name__,
+        "ingress": type(bootstrap.ingress_app(settings)).__name__,
+        "player": type(bootstrap.player_app(settings)).__name__,
         "analytics": type(analytics_app(Figures(), Link())).__name__,
     }
     async with AsyncExitStack() as stack:

@@ -23,7 +23,7 @@ from aiokafka.cluster import ClusterMetadata
 from support_stack import start_child
 
 from callpipe.stack import Stack
-from services.player.app import projected_topics
+from services.player.projector import projected_topics
 from shared.events import AnyEvent, Event, TranscriptReady, call_correlation_id, encode
 from shared.kafka import EventProducer, StageWorker, client_options, ensure_topics
 from shared.settings import Settings

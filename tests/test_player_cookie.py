@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.player.app import create_app
+from callpipe.bootstrap import player_app
 from services.player.repository import CallRepository, migrate
 from shared.db import create_engine
 from shared.settings import Settings
@@ -37,7 +37,7 @@ async def test_the_cookie_is_secure_when_the_players_own_url_is_https(
         key = await CallRepository(engine).create_api_key("acme", "test")
     finally:
         await engine.dispose()
-    app = create_app(settings)
+    app = player_app(settings)
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),

@@ -11,9 +11,6 @@ from twilio.twiml.voice_response import VoiceResponse
 from shared.events import CallStatusChanged
 from shared.twilio_callbacks import RECORDING_EVENTS
 
-# Twilio's "the call is already being recorded": a second start is not a failure.
-ALREADY_RECORDING = 21220
-
 # Twilio's I-Twilio-Idempotency-Token is not covered by the signature; it is kept only for
 # diagnosis (dedupe is by event id), within its column's length.
 MAX_IDEMPOTENCY_TOKEN = 200

@@ -10,10 +10,22 @@ Rules that make the projection safe to replay and to receive out of order:
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
+from collections.abc import Mapping
+from operator import itemgetter
 from typing import Any
 
-from shared.call_state import STAGES, STATUS_RANK, CallState, StageStatus
+from shared.call_state import (
+    ERROR_FIELDS,
+    STAGES,
+    STATUS_FIELDS,
+    STATUS_RANK,
+    CallState,
+    StageStatus,
+    last_error,
+    overall_status,
+)
 from shared.events import (
     AnyEvent,
     CallDeleted,
@@ -27,6 +39,7 @@ from shared.events import (
     StageStarted,
     SummaryReady,
     TranscriptReady,
+    key_of_business,
 )
 
 # Call statuses of a call that was never answered: no recording will ever come.
@@ -266,3 +279,42 @@ def as_retry(stage_input: AnyEvent, attempt: int) -> AnyEvent:
             "attempt": attempt,
         }
     )
+
+
+CALL_FIELDS = tuple(field.name for field in dataclasses.fields(CallState))
+_row_statuses = itemgetter(*STATUS_FIELDS)
+_row_errors = itemgetter(*ERROR_FIELDS)
+
+
+def call_view(call: Mapping[str, Any]) -> dict[str, Any]:
+    """A call as the API shows it, from its fields: a status table row (the call list) or a
+    CallState's (`vars(state)`)."""
+    view = {name: call[name] for name in CALL_FIELDS}
+    statuses = _row_statuses(call)
+    view["status"] = overall_status(statuses)
+    view["last_error"] = last_error(statuses, _row_errors(call))
+    view["lead"] = json.loads(view.pop("lead_json")) if view["lead_json"] else None
+    view["created_at"] = call["created_at"].isoformat()
+    view["updated_at"] = call["updated_at"].isoformat()
+    return view
+
+
+def own_key(call: CallState, key: str | None) -> str | None:
+    """The row's object key, only when under the call's own business prefix: even a
+    poisoned status row never makes the player read, presign or delete another's."""
+    return key if key and key_of_business(key, call.business_id) else None
+
+
+def stored_objects(event: AnyEvent) -> list[str]:
+    """The keys of the objects the event announces as stored."""
+    match event:
+        case RecordingDownloaded():
+            return recording_objects(event.object_key)
+        case TranscriptReady():
+            return [event.transcript_key]
+    return []
+
+
+def recording_objects(recording_key: str) -> list[str]:
+    """The audio and the downloader's record of it."""
+    return [recording_key, f"{recording_key}.manifest.json"]

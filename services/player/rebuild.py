@@ -8,7 +8,7 @@ import logging
 
 from sqlalchemy import func, select
 
-from services.player.app import projected_topics
+from services.player.projector import projected_topics
 from services.player.repository import CallRepository, migrate
 from services.player.tables import calls
 from shared.db import create_engine

@@ -13,7 +13,6 @@ from typing import Protocol
 
 from twilio.rest import Client
 
-from services.ingress.twilio_rest import _BaseUrlHttpClient
 from services.reconciler import core
 from shared.call_state import CallState
 from shared.db import database_unreachable
@@ -22,6 +21,7 @@ from shared.kafka import EventProducer
 from shared.logs import call_context
 from shared.retry import describe
 from shared.settings import Settings
+from shared.twilio_rest import BaseUrlHttpClient
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class TwilioRecordings:
 
     def __init__(self, account_sid: str, auth_token: str, api_base_url: str) -> None:
         self._api_base_url = api_base_url.rstrip("/")
-        self._http = _BaseUrlHttpClient(api_base_url, timeout=10)
+        self._http = BaseUrlHttpClient(api_base_url, timeout=10)
         self._client = Client(account_sid, auth_token, http_client=self._http)
 
     async def of_call(self, call_sid: str) -> list[core.TwilioRecording]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ingress_support import INGRESS_PORT, serving
 
-from services.ingress.app import create_app
+from callpipe.bootstrap import ingress_app
 from shared.settings import Settings
 
 HUGE = 256 * 1024**2
@@ -64,7 +64,7 @@ async def post_huge(*, chunked: bool) -> tuple[bytes, float]:
 async def test_a_huge_declared_body_is_refused_at_once_without_being_read(
     settings: Settings,
 ) -> None:
-    async with serving(create_app(settings), INGRESS_PORT):
+    async with serving(ingress_app(settings), INGRESS_PORT):
         await post_huge(chunked=False)  # the first request's one-off allocations
         before = server_rss()
         status_line, took = await post_huge(chunked=False)
@@ -77,7 +77,7 @@ async def test_a_huge_declared_body_is_refused_at_once_without_being_read(
 async def test_a_huge_chunked_body_is_refused_once_it_passes_the_cap(
     settings: Settings,
 ) -> None:
-    async with serving(create_app(settings), INGRESS_PORT):
+    async with serving(ingress_app(settings), INGRESS_PORT):
         await post_huge(chunked=True)
         before = server_rss()
         status_line, took = await post_huge(chunked=True)

@@ -21,7 +21,7 @@ from ingress_support import (
     stored_event_ids,
 )
 
-from services.ingress.app import create_app
+from callpipe.bootstrap import ingress_app
 from shared.settings import Settings
 from shared.twilio_callbacks import SID_PATTERNS
 
@@ -68,7 +68,7 @@ def fuzz_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings
 
 @pytest.fixture(scope="module")
 def client(fuzz_settings: Settings) -> Iterator[TestClient]:
-    app = create_app(fuzz_settings)
+    app = ingress_app(fuzz_settings)
     with TestClient(app, base_url=PUBLIC, raise_server_exceptions=True) as test:
         yield test
 

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from ingress_support import ACCOUNT_SID, INGRESS_PORT, serving, signed_headers
 
-from services.ingress.app import create_app
+from callpipe.bootstrap import ingress_app
 from shared import logs
 from shared.settings import Settings
 
@@ -34,7 +34,7 @@ async def test_log_lines_carry_no_phone_number_and_no_query_values(
         "CallStatus": "ringing",
         "Direction": "inbound",
     }
-    async with serving(create_app(settings), INGRESS_PORT), httpx.AsyncClient() as client:
+    async with serving(ingress_app(settings), INGRESS_PORT), httpx.AsyncClient() as client:
         url = f"{INGRESS}/twilio/voice"
         answer = await client.post(url, data=voice, headers=signed_headers(url, voice))
         assert answer.status_code == 200

@@ -19,7 +19,7 @@ from ingress_support import INGRESS_PORT, SECOND_INGRESS_PORT, Broker, published
 from sqlalchemy import text, update
 from test_ingress_webhooks import INGRESS, RECORDING_CALLBACK, post
 
-from services.ingress.app import create_app
+from callpipe.bootstrap import ingress_app
 from services.ingress.deliveries import deliveries, outbox
 from services.player import core as player
 from shared.db import create_engine
@@ -66,7 +66,7 @@ async def test_with_the_broker_away_at_start_webhooks_are_stored_then_published_
 ) -> None:
     callback = fresh_callback()
     broker.stop()
-    async with serving(create_app(database_settings), INGRESS_PORT):
+    async with serving(ingress_app(database_settings), INGRESS_PORT):
         state_while_away = await broker_state()
         # Twilio's delivery and a retry of it, while the broker is away.
         answers = [await post("/twilio/recording-status", callback) for _ in range(2)]
@@ -88,7 +88,7 @@ async def test_a_webhook_stored_while_the_broker_hangs_is_published_once_it_answ
     database_settings: Settings, broker: Broker
 ) -> None:
     callback = fresh_callback()
-    async with serving(create_app(database_settings), INGRESS_PORT):
+    async with serving(ingress_app(database_settings), INGRESS_PORT):
         await wait_until_connected()
         broker.pause()
         try:
@@ -161,7 +161,7 @@ async def test_an_ingress_killed_after_storing_and_before_publishing_is_taken_ov
             process.wait(timeout=10)
     assert stored.status_code == 204, stored.text
     # Another instance (or this one restarted) publishes it once the lease ran out.
-    async with serving(create_app(database_settings), INGRESS_PORT):
+    async with serving(ingress_app(database_settings), INGRESS_PORT):
         events = await on_kafka(database_settings, callback["RecordingSid"])
     assert [e.event_type for e in events] == ["recording.completed"]
 
@@ -173,7 +173,7 @@ async def test_a_duplicate_on_kafka_after_a_crash_before_the_mark_is_one_call_do
     next sweep publishes it again under the same event id, which the player's projection
     applies once."""
     callback = fresh_callback()
-    async with serving(create_app(database_settings), INGRESS_PORT):
+    async with serving(ingress_app(database_settings), INGRESS_PORT):
         assert (await post("/twilio/recording-status", callback)).status_code == 204
         [first] = await on_kafka(database_settings, callback["RecordingSid"])
     engine = create_engine(database_settings.ingress_database_url)
@@ -189,7 +189,7 @@ async def test_a_duplicate_on_kafka_after_a_crash_before_the_mark_is_one_call_do
             .values(published_at=None, claimed_until=datetime.now(UTC) - timedelta(seconds=1))
         )
     await engine.dispose()
-    async with serving(create_app(database_settings), INGRESS_PORT):
+    async with serving(ingress_app(database_settings), INGRESS_PORT):
         for _ in range(PATIENCE_SECONDS * 4):
             events = await on_kafka(database_settings, callback["RecordingSid"])
             if len(events) == 2:
@@ -204,7 +204,7 @@ async def test_a_webhook_is_answered_503_when_the_database_fails(
     settings: Settings, broker: Broker
 ) -> None:
     callback = fresh_callback()
-    async with serving(create_app(settings), INGRESS_PORT):
+    async with serving(ingress_app(settings), INGRESS_PORT):
         engine = create_engine(settings.ingress_database_url)
         async with engine.begin() as connection:
             await connection.execute(text("DROP TABLE ingress_outbox"))
@@ -232,7 +232,7 @@ async def test_on_sqlite_a_webhook_does_not_wait_for_the_other_services_write_lo
     )
     try:
         assert holder.stdout is not None and await holder.stdout.readline() == b"locked\n"
-        async with serving(create_app(settings), INGRESS_PORT):
+        async with serving(ingress_app(settings), INGRESS_PORT):
             started = asyncio.get_running_loop().time()
             answer = await post("/twilio/recording-status", fresh_callback())
             waited = asyncio.get_running_loop().time() - started

@@ -24,7 +24,7 @@ from ingress_support import (
 )
 from sqlalchemy import select
 
-from services.ingress.app import create_app
+from callpipe.bootstrap import ingress_app
 from services.ingress.deliveries import deliveries
 from services.player.repository import CallRepository, migrate
 from shared import twilio_callbacks
@@ -86,7 +86,7 @@ async def test_an_overlong_idempotency_token_fails_no_webhook_stored_beside_it(
     webhooks = [voice() for _ in range(12)]
     tokens = ["T" * 300 if i == 5 else f"tok-{i}" for i in range(len(webhooks))]
     async with (
-        serving(create_app(pg_settings), INGRESS_PORT),
+        serving(ingress_app(pg_settings), INGRESS_PORT),
         httpx.AsyncClient(timeout=30) as client,
     ):
         answers = await asyncio.gather(
@@ -130,7 +130,7 @@ async def test_a_malformed_callback_url_parameter_is_a_400_and_nothing_is_stored
         "RecordingStatus": "completed",
         "RecordingUrl": "https://api.twilio.com/Recordings/" + RECORDING_SID,
     }
-    async with serving(create_app(settings), INGRESS_PORT), httpx.AsyncClient() as client:
+    async with serving(ingress_app(settings), INGRESS_PORT), httpx.AsyncClient() as client:
         answer = await post(client, f"/twilio/recording-status?{query}", callback)
         [genuine] = await genuine_callback_on_kafka(client, settings)
     assert answer.status_code == 400, answer.text
@@ -141,7 +141,7 @@ async def test_a_malformed_callback_url_parameter_is_a_400_and_nothing_is_stored
 async def test_a_direction_twilio_never_sends_is_a_400(settings: Settings, path: str) -> None:
     settings = settings.model_copy(update={"recording_mode": "rest"})
     form = voice(Direction="outbound-" * 10, CallStatus="in-progress")
-    async with serving(create_app(settings), INGRESS_PORT), httpx.AsyncClient() as client:
+    async with serving(ingress_app(settings), INGRESS_PORT), httpx.AsyncClient() as client:
         answer = await post(client, path, form)
         [genuine] = await genuine_callback_on_kafka(client, settings)
     assert answer.status_code == 400, answer.text
@@ -157,7 +157,7 @@ async def test_a_sip_uri_caller_and_a_client_callee_reach_the_status_table(
     long_party = voice(From=sip_from, To="client:alice", Direction="outbound-dial")
     too_long = voice(From="sip:" + "a" * 1021)
     async with (
-        serving(create_app(pg_settings), INGRESS_PORT),
+        serving(ingress_app(pg_settings), INGRESS_PORT),
         httpx.AsyncClient() as client,
     ):
         stored = await post(client, "/twilio/voice", long_party)

@@ -21,7 +21,7 @@ from ingress_support import (
     stored_event_ids,
 )
 
-from services.ingress.app import create_app
+from callpipe.bootstrap import ingress_app
 from shared.events import (
     CallStarted,
     CallStatusChanged,
@@ -81,7 +81,7 @@ async def post(
 async def test_a_valid_recording_callback_publishes_one_event_with_every_field(
     settings: Settings,
 ) -> None:
-    async with serving(create_app(settings), INGRESS_PORT):
+    async with serving(ingress_app(settings), INGRESS_PORT):
         answer = await post("/twilio/recording-status?business=plumber", RECORDING_CALLBACK)
         await published_once_there(settings, CALL_SID)  # the relay connected and sent it
     assert answer.status_code == 204, answer.text
@@ -101,7 +101,7 @@ async def test_the_voice_webhook_starts_a_dual_channel_recording_first(
     settings: Settings,
 ) -> None:
     settings = settings.model_copy(update={"business_numbers": "+15005550001=plumber"})
-    async with serving(create_app(settings), INGRESS_PORT):
+    async with serving(ingress_app(settings), INGRESS_PORT):
         answer = await post("/twilio/voice", VOICE)
         await published_once_there(settings, CALL_SID)  # the relay connected and sent it
     assert answer.status_code == 200, answer.text
@@ -127,7 +127,7 @@ async def test_the_voice_webhook_starts_a_dual_channel_recording_first(
 async def test_an_outbound_call_belongs_to_the_business_calling(settings: Settings) -> None:
     settings = settings.model_copy(update={"business_numbers": "+15005550001=plumber"})
     outbound = {**VOICE, "Direction": "outbound-api", "From": "+15005550001", "To": "+1999"}
-    async with serving(create_app(settings), INGRESS_PORT):
+    async with serving(ingress_app(settings), INGRESS_PORT):
         answer = await post("/twilio/voice", outbound)
         await published_once_there(settings, CALL_SID)  # the relay connected and sent it
     assert answer.status_code == 200
@@ -140,7 +140,7 @@ async def test_a_number_no_business_owns_is_answered_and_publishes_nothing(
     settings: Settings,
 ) -> None:
     settings = settings.model_copy(update={"business_numbers": "+15005550002=electrician"})
-    async with serving(create_app(settings), INGRESS_PORT):
+    async with serving(ingress_app(settings), INGRESS_PORT):
         voice = await post("/twilio/voice", VOICE)
         status = await post("/twilio/call-status", {**VOICE, "CallStatus": "completed"})
         genuine = await post("/twilio/recording-status?business=plumber", GENUINE_CALLBACK)
@@ -165,7 +165,7 @@ async def test_a_forged_or_missing_signature_gets_403_and_publishes_nothing(
     settings: Settings, headers: dict[str, str]
 ) -> None:
     async with (
-        serving(create_app(settings), INGRESS_PORT),
+        serving(ingress_app(settings), INGRESS_PORT),
         httpx.AsyncClient() as client,
     ):
         answer = await client.post(
@@ -189,7 +189,7 @@ async def test_behind_a_tls_terminating_proxy_the_signature_is_checked_over_the_
         "X-Forwarded-Proto": "http",
         "X-Forwarded-Host": "attacker.example",
     }
-    async with serving(create_app(settings), INGRESS_PORT), httpx.AsyncClient() as client:
+    async with serving(ingress_app(settings), INGRESS_PORT), httpx.AsyncClient() as client:
 
         async def through_proxy(signed_over: str) -> int:
             headers = {**signed_headers(signed_over, RECORDING_CALLBACK), **proxy_headers}
@@ -205,7 +205,7 @@ async def test_behind_a_tls_terminating_proxy_the_signature_is_checked_over_the_
 
 
 async def test_the_same_callback_five_times_publishes_one_event(settings: Settings) -> None:
-    async with serving(create_app(settings), INGRESS_PORT):
+    async with serving(ingress_app(settings), INGRESS_PORT):
         answers = [await post("/twilio/recording-status", RECORDING_CALLBACK) for _ in range(5)]
         await published_once_there(settings, CALL_SID)  # the relay connected and sent it
     assert [a.status_code for a in answers] == [204] * 5
@@ -228,8 +228,8 @@ async def test_the_same_callback_five_times_concurrently_on_two_instances_publis
     second = f"http://127.0.0.1:{SECOND_INGRESS_PORT}"
     url = INGRESS + "/twilio/recording-status"  # both instances sit behind this public URL
     async with (
-        serving(create_app(settings), INGRESS_PORT),
-        serving(create_app(settings), SECOND_INGRESS_PORT),
+        serving(ingress_app(settings), INGRESS_PORT),
+        serving(ingress_app(settings), SECOND_INGRESS_PORT),
         httpx.AsyncClient(timeout=30) as client,
     ):
         answers = await asyncio.gather(
@@ -251,11 +251,11 @@ async def test_the_same_callback_five_times_concurrently_on_two_instances_publis
 async def test_the_same_callback_after_an_ingress_restart_publishes_nothing_new(
     settings: Settings,
 ) -> None:
-    async with serving(create_app(settings), INGRESS_PORT):
+    async with serving(ingress_app(settings), INGRESS_PORT):
         first = await post("/twilio/recording-status", RECORDING_CALLBACK)
         voice = await post("/twilio/voice", VOICE)
         await published_once_there(settings, CALL_SID)  # the relay connected and sent it
-    async with serving(create_app(settings), INGRESS_PORT):
+    async with serving(ingress_app(settings), INGRESS_PORT):
         again = [await post("/twilio/recording-status", RECORDING_CALLBACK) for _ in range(4)]
         voice_again = await post("/twilio/voice", VOICE)
         genuine = await post("/twilio/recording-status", GENUINE_CALLBACK)
@@ -281,7 +281,7 @@ async def test_absent_and_failed_recordings_are_published_with_twilio_s_error_co
         "ErrorCode": "13617",
     }
     in_progress = {**RECORDING_CALLBACK, "RecordingStatus": "in-progress"}
-    async with serving(create_app(settings), INGRESS_PORT):
+    async with serving(ingress_app(settings), INGRESS_PORT):
         answers = [
             await post("/twilio/recording-status", params)
             for params in (in_progress, absent, failed)
@@ -298,7 +298,7 @@ async def test_absent_and_failed_recordings_are_published_with_twilio_s_error_co
 
 async def test_call_status_callbacks_are_published_once_per_status(settings: Settings) -> None:
     statuses = ["ringing", "in-progress", "completed", "completed"]
-    async with serving(create_app(settings), INGRESS_PORT):
+    async with serving(ingress_app(settings), INGRESS_PORT):
         for i, status in enumerate(statuses):
             params = {**VOICE, "CallStatus": status, "SequenceNumber": str(i)}
             answer = await post("/twilio/call-status", params, token=f"t{i}")

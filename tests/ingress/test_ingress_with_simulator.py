@@ -19,11 +19,12 @@ from ingress_support import (
 )
 from twilio.base.exceptions import TwilioRestException
 
+from callpipe.bootstrap import ingress_app
 from callpipe.twilio_simulator import create_app as simulator_app
-from services.ingress.app import create_app as ingress_app
-from services.ingress.twilio_rest import RecordingStarter
+from services.ingress.core import recording_start_params
 from shared.events import AnyEvent, CallStarted, RecordingCompleted, RecordingStarted
 from shared.settings import Settings
+from shared.twilio_rest import RecordingStarter
 
 SIMULATOR = f"http://127.0.0.1:{SIMULATOR_PORT}"
 CALL_PATIENCE_SECONDS = 30
@@ -133,9 +134,9 @@ async def test_a_second_rest_start_on_a_recording_call_is_not_a_failure(
         callback = f"http://127.0.0.1:{INGRESS_PORT}/twilio/recording-status?business=demo"
         try:
             with pytest.raises(TwilioRestException) as not_live:
-                await twilio.start("CA" + "0" * 32, callback)
-            first = await twilio.start(call_sid, callback)
-            second = await twilio.start(call_sid, callback)
+                await twilio.start("CA" + "0" * 32, recording_start_params(callback))
+            first = await twilio.start(call_sid, recording_start_params(callback))
+            second = await twilio.start(call_sid, recording_start_params(callback))
         finally:
             await twilio.close()
     assert not_live.value.code == 20404

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
-from services.player.app import create_app
+from callpipe.bootstrap import player_app
 from shared.body_limit import BodyLimit
 from shared.settings import Settings
 
@@ -28,7 +28,7 @@ async def streamed(total: int, chunk: int = 256) -> AsyncIterator[bytes]:
 async def test_the_player_refuses_an_oversized_login_form_before_reading_it(
     tmp_path: Path,
 ) -> None:
-    app = create_app(Settings(data_dir=tmp_path, player_max_body_bytes=CAP))
+    app = player_app(Settings(data_dir=tmp_path, player_max_body_bytes=CAP))
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://player"
     ) as client:

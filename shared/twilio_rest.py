@@ -1,26 +1,27 @@
-"""Twilio REST adapter of the ingress: starts a call's recording on the live call.
-
-The real twilio client; only its base URL is configurable, so tests and the demo can point
-it at the local Twilio simulator.
-"""
+"""Twilio's REST API through the real twilio client, whose base URL alone is configurable: tests
+and the demo point it at the local Twilio simulator."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from services.ingress import core
-
 log = logging.getLogger(__name__)
 
 TWILIO_API = "https://api.twilio.com"
+# Twilio's "the call is already being recorded": a second start is not a failure.
+ALREADY_RECORDING = 21220
 
 
-class _BaseUrlHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
+class BaseUrlHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
+    """The twilio client's HTTP client, sending what is meant for api.twilio.com to
+    `api_base_url`. Created inside the event loop (its HTTP session binds to it)."""
+
     def __init__(self, api_base_url: str, timeout: float) -> None:
         super().__init__(timeout=timeout)
         self._api_base_url = api_base_url.rstrip("/")
@@ -32,21 +33,20 @@ class _BaseUrlHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
 
 
 class RecordingStarter:
-    """Created inside the event loop (the HTTP session binds to it)."""
+    """Starts a call's recording on the live call. Created inside the event loop."""
 
     def __init__(self, account_sid: str, auth_token: str, api_base_url: str) -> None:
-        self._http = _BaseUrlHttpClient(api_base_url, timeout=5)
+        self._http = BaseUrlHttpClient(api_base_url, timeout=5)
         self._client = Client(account_sid, auth_token, http_client=self._http)
 
-    async def start(self, call_sid: str, recording_callback_url: str) -> str | None:
-        """Starts a dual-channel recording; the recording SID, or None when the call was
-        already being recorded (Twilio error 21220, e.g. a retried status callback)."""
+    async def start(self, call_sid: str, params: Mapping[str, object]) -> str | None:
+        """Starts the recording `params` describe (the arguments of Twilio's
+        `calls(sid).recordings.create`); the recording SID, or None when the call was already
+        being recorded (e.g. a retried status callback)."""
         try:
-            recording = await self._client.calls(call_sid).recordings.create_async(
-                **core.recording_start_params(recording_callback_url)
-            )
+            recording = await self._client.calls(call_sid).recordings.create_async(**params)
         except TwilioRestException as error:
-            if error.code == core.ALREADY_RECORDING:
+            if error.code == ALREADY_RECORDING:
                 log.info("call is already being recorded (Twilio error %s)", error.code)
                 return None
             raise

@@ -1,0 +1,81 @@
+"""The player's start and stop. A configuration error fails the start; a database or broker
+not reachable yet is waited for, while /healthz says `connecting` and the API answers 503."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from aiokafka.errors import KafkaError
+from fastapi import FastAPI
+
+from services.player.http.state import PlayerState
+from services.player.repository import migrate
+from shared.db import database_unreachable, database_url_for_logs
+from shared.kafka import probe_broker, start_producer_patiently
+from shared.retry import wait_until_reached
+from shared.shutdown import Shutdown
+
+
+def lifespan(state: PlayerState) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def running(_app: FastAPI) -> AsyncIterator[None]:
+        settings, resources = state.settings, state.resources
+        shutdown = Shutdown("player", settings)
+        try:
+            await prepare_database(state)
+        except Exception as error:
+            if not database_unreachable(error):
+                raise
+        await resources.store.start()
+        with contextlib.suppress(KafkaError, OSError):
+            await probe_broker(settings)
+        consuming = asyncio.create_task(consume(state, shutdown))
+        try:
+            yield
+        finally:
+            # uvicorn handles the signals: the stop is bounded here, without the last resort.
+            shutdown.begin(last_resort=False)
+            await consuming
+            await close(state, shutdown)
+
+    return running
+
+
+async def prepare_database(state: PlayerState) -> None:
+    settings = state.settings
+    await asyncio.to_thread(migrate, settings.effective_database_url)
+    if api_key := settings.api_key.get_secret_value():
+        await state.resources.repository.add_api_key(
+            settings.default_business_id, api_key, "configured"
+        )
+    state.database_ready.set()
+
+
+async def consume(state: PlayerState, shutdown: Shutdown) -> None:
+    """Once the database is prepared and the broker reached: the projection, until the stop."""
+    settings, resources = state.settings, state.resources
+    if not state.database_ready.is_set() and not await wait_until_reached(
+        f"database {database_url_for_logs(settings.effective_database_url)}",
+        lambda: prepare_database(state),
+        database_unreachable,
+        shutdown.stop,
+        settings.retry_base_seconds,
+        settings.retry_max_seconds,
+    ):
+        return
+    if await start_producer_patiently(
+        settings, resources.producer, shutdown.stop, create_topics=True
+    ):
+        await asyncio.gather(*(worker.run(shutdown.stop, shutdown) for worker in resources.workers))
+
+
+async def close(state: PlayerState, shutdown: Shutdown) -> None:
+    resources = state.resources
+    await shutdown.within_bound("closing the producer", resources.producer.stop())
+    await shutdown.within_bound("closing the object store client", resources.store.stop())
+    resources.repository.close()
+    await shutdown.within_bound("closing the database", resources.engine.dispose())
+    shutdown.finished()

@@ -1,0 +1,56 @@
+"""What the player's HTTP application runs on: the resources the wiring (callpipe/bootstrap.py)
+builds and hands in, and what the application keeps while it serves (`app.state.player`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from cachetools import TTLCache
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.player.repository import CallRepository, key_digest
+from shared.kafka import EventProducer, StageWorker
+from shared.settings import Settings
+from shared.storage import ObjectStore
+
+
+@dataclass(frozen=True)
+class PlayerResources:
+    """Built, not started: the application's lifespan starts and closes them."""
+
+    engine: AsyncEngine
+    repository: CallRepository
+    store: ObjectStore
+    producer: EventProducer
+    workers: Sequence[StageWorker]
+
+
+class KnownKeys:
+    """The business of each API key, remembered for `api_key_cache_seconds`: an API client
+    sends its key with every request. An unknown key is not remembered (it may be added)."""
+
+    def __init__(self, repository: CallRepository, ttl_seconds: float) -> None:
+        self._repository = repository
+        self._businesses: TTLCache[str, str] = TTLCache(maxsize=10_000, ttl=ttl_seconds)
+
+    async def business_of(self, api_key: str) -> str | None:
+        digest = key_digest(api_key)
+        business = self._businesses.get(digest)
+        if business is None:
+            business = await self._repository.business_of_key(api_key)
+            if business is not None:
+                self._businesses[digest] = business
+        return business
+
+
+@dataclass(frozen=True)
+class PlayerState:
+    settings: Settings
+    resources: PlayerResources
+    own_origin: str
+    known_keys: KnownKeys
+    # Set once the schema is migrated and the configured API key stored: until then the
+    # routes answer 503 and /healthz says `connecting`.
+    database_ready: asyncio.Event = field(default_factory=asyncio.Event)
