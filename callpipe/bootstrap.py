@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-HTTP_SERVICES = ("ingress", "player", "twilio-simulator")
 SERVICES = ("ingress", "downloader", "transcriber", "extractor", "player")
 
 
@@ -61,12 +60,11 @@ def run_service(name: str, settings: Settings) -> None:
     if name in STAGE_SPECS:
         run_loop(_run_stage(name, settings))
         return
-    host, port, internal_port = {
-        "ingress": (settings.ingress_host, settings.ingress_port, settings.ingress_internal_port),
-        "player": (settings.player_host, settings.player_port, settings.player_internal_port),
-        "twilio-simulator": ("127.0.0.1", settings.simulator_port, None),
-    }[name]
-    app = _http_app(name, settings)
+    spec = HTTP_SPECS[name]
+    host, port, internal_port = spec.listen(settings)
+    app = spec.app(settings)
+    if spec.counts_requests:
+        app.add_middleware(metrics.ServeAndCount)
     ports = [port]
     if internal_port is not None:
         app.add_middleware(InternalOnly, internal_port=internal_port, paths=internal_paths(app))
@@ -118,16 +116,6 @@ def run_analytics(settings: Settings) -> None:
         await consumer.run(settings, shutdown)
 
     run_loop(main())
-
-
-def _http_app(name: str, settings: Settings) -> FastAPI:
-    if name in ("ingress", "player"):
-        app = ingress_app(settings) if name == "ingress" else player_app(settings)
-        app.add_middleware(metrics.ServeAndCount)
-        return app
-    from callpipe.twilio_simulator import create_app as simulator_app
-
-    return simulator_app(settings)
 
 
 def ingress_app(settings: Settings) -> FastAPI:
@@ -525,5 +513,38 @@ STAGE_SPECS: dict[str, StageSpec] = {
         stage=Stage.SUMMARY,
         health_port=lambda settings: settings.extractor_health_port,
         handler=extractor_handler,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class HttpSpec:
+    """How the wiring assembles one HTTP service: where it listens (host, port, and the
+    internal port that alone serves metrics and API docs, if any) and its application."""
+
+    listen: Callable[[Settings], tuple[str, int, int | None]]
+    app: Callable[[Settings], FastAPI]
+    counts_requests: bool = True
+
+
+def _simulator_app(settings: Settings) -> FastAPI:
+    from callpipe.twilio_simulator import create_app
+
+    return create_app(settings)
+
+
+HTTP_SPECS: dict[str, HttpSpec] = {
+    "ingress": HttpSpec(
+        listen=lambda s: (s.ingress_host, s.ingress_port, s.ingress_internal_port),
+        app=ingress_app,
+    ),
+    "player": HttpSpec(
+        listen=lambda s: (s.player_host, s.player_port, s.player_internal_port),
+        app=player_app,
+    ),
+    "twilio-simulator": HttpSpec(
+        listen=lambda s: ("127.0.0.1", s.simulator_port, None),
+        app=_simulator_app,
+        counts_requests=False,
     ),
 }

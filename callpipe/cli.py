@@ -134,10 +134,10 @@ def run(
     ],
 ) -> None:
     """Run one service in the foreground (what `up` starts for each)."""
-    from callpipe.bootstrap import HTTP_SERVICES, SERVICES, run_service
+    from callpipe.bootstrap import HTTP_SPECS, SERVICES, run_service
     from shared.extras import MissingExtra
 
-    if service not in (*SERVICES, *HTTP_SERVICES):
+    if service not in (*SERVICES, *HTTP_SPECS):
         raise typer.BadParameter(f"unknown service {service!r}")
     settings = local_settings()
     if service in SECRETS_OF_SERVICE:
