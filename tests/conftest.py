@@ -4,9 +4,10 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-from support_otlp import OTLP_PORT, OtlpReceiver
-from support_postgres import fresh_database
-from support_stack import RunningStack
+
+from tests.support.otlp import OTLP_PORT, OtlpReceiver
+from tests.support.postgres import fresh_database
+from tests.support.stack import RunningStack
 
 STACK_TEST_RERUNS = 1
 
