@@ -9,7 +9,6 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -20,13 +19,6 @@ from services.downloader.slots import DownloadSlots, download_slots
 from shared.db import create_engine
 
 T = TypeVar("T")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'slots.db'}"
-    return str(request.getfixturevalue("postgres_database_url"))
 
 
 Instances = Callable[[float], Awaitable[list[DownloadSlots]]]

@@ -2,8 +2,7 @@
 deliveries store each event once in shared transactions, the relay's sweep leases stored
 events to one instance at a time in stored order, and a published event keeps no payload.
 
-The PostgreSQL database outlives test runs and is shared: every test makes fresh SIDs and
-looks only at its own events."""
+Each test runs on a database of its own, of each kind."""
 
 from __future__ import annotations
 
@@ -24,13 +23,6 @@ from shared.events import Event
 
 LEASE = timedelta(seconds=60)
 SWEEP_ALL = 100_000
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgres":
-        return str(request.getfixturevalue("postgres_database_url"))
-    return f"sqlite+aiosqlite:///{tmp_path / 'callpipe.db'}"
 
 
 @pytest.fixture

@@ -29,12 +29,9 @@ from tests.support.ingress import INGRESS_PORT, SECOND_INGRESS_PORT, Broker, pub
 PATIENCE_SECONDS = 60
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
-    if request.param == "sqlite":
-        return settings
-    url = request.getfixturevalue("postgres_database_url")
-    return settings.model_copy(update={"database_url": url})
+@pytest.fixture
+def database_settings(settings: Settings, database_url: str) -> Settings:
+    return settings.model_copy(update={"database_url": database_url})
 
 
 def fresh_callback() -> dict[str, str]:

@@ -212,13 +212,6 @@ async def test_the_same_callback_five_times_publishes_one_event(settings: Settin
     assert len(await published(settings)) == 1
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest) -> str:
-    if request.param == "sqlite":
-        return ""
-    return str(request.getfixturevalue("postgres_database_url"))
-
-
 async def test_the_same_callback_five_times_concurrently_on_two_instances_publishes_one(
     settings: Settings, database_url: str
 ) -> None:

@@ -1,7 +1,7 @@
 """Contract tests of the player's SQL repository, run against SQLite AND PostgreSQL.
 
 PostgreSQL (127.0.0.1:5432, user postgres, trust auth) is used for real: a fresh database
-is created for the session and dropped at the end. If the server is unreachable these tests
+is created for each test and dropped after it. If the server is unreachable these tests
 error out; they are never skipped.
 """
 
@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, func, insert, select, text
+from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
 
@@ -27,7 +25,7 @@ from services.player.repository import (
     applied_before,
     migrate,
 )
-from services.player.tables import call_events, calls, deleted_calls, metadata, player_sessions
+from services.player.tables import call_events, calls, deleted_calls, player_sessions
 from shared.db import create_engine
 from shared.events import (
     AnyEvent,
@@ -42,51 +40,15 @@ from shared.events import (
     SummaryReady,
     TranscriptReady,
 )
-from tests.support.postgres import PG_URL, new_database_name, pg_admin
 
 T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 
 
-@dataclass(frozen=True)
-class Backend:
-    name: str
-    url: str
-
-
-@pytest.fixture(
-    scope="session",
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-    ],
-)
-def backend(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Backend]:
-    """A migrated, empty database of each kind for the session."""
-    if request.param == "sqlite":
-        path: Path = tmp_path_factory.mktemp("player-db") / "calls.db"
-        url = f"sqlite+aiosqlite:///{path}"
-        migrate(url)  # no event loop runs in a sync session fixture
-        yield Backend("sqlite", url)
-        return
-    database = new_database_name()
-    asyncio.run(pg_admin(f'CREATE DATABASE "{database}"'))
-    try:
-        url = PG_URL.format(database=database)
-        migrate(url)
-        yield Backend("postgres", url)
-    finally:
-        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-
-
 @pytest.fixture
-async def repo(backend: Backend) -> AsyncIterator[CallRepository]:
-    """A repository on the backend's database, emptied before each test."""
-    engine = create_engine(backend.url)
-    async with engine.begin() as connection:
-        for table in reversed(metadata.sorted_tables):
-            await connection.execute(delete(table))
+async def repo(database_url: str) -> AsyncIterator[CallRepository]:
+    """A repository on a migrated database of the test's own."""
+    await asyncio.to_thread(migrate, database_url)
+    engine = create_engine(database_url)
     repository = CallRepository(engine)
     try:
         yield repository
@@ -370,14 +332,14 @@ async def test_concurrent_events_of_a_new_call_are_all_applied(
         assert len(await repo.timeline(f"CA-race-{i}")) == 3
 
 
-async def test_migrating_twice_is_a_no_op(repo: CallRepository, backend: Backend) -> None:
+async def test_migrating_twice_is_a_no_op(repo: CallRepository, database_url: str) -> None:
     for event in pipeline("CA-migrate"):
         await repo.apply(event)
     before = await repo.get("CA-migrate")
 
-    await asyncio.to_thread(migrate, backend.url)
+    await asyncio.to_thread(migrate, database_url)
 
-    engine = create_engine(backend.url)
+    engine = create_engine(database_url)
     try:
         async with engine.connect() as connection:
             versions = await connection.execute(text("SELECT version_num FROM alembic_version"))
@@ -481,12 +443,12 @@ async def test_events_after_a_deletion_in_the_same_batch_are_ignored(
 
 
 async def test_a_batch_that_fails_at_its_commit_leaves_nothing_behind(
-    repo: CallRepository, backend: Backend
+    repo: CallRepository, database_url: str
 ) -> None:
     """A crash before the commit: none of the batch's events is applied or marked as
     processed, so their redelivery applies them all."""
     events = [*pipeline("CA-batch-crash")[:4], call_started("CA-batch-crash-2")]
-    engine = create_engine(backend.url)
+    engine = create_engine(database_url)
     crashing = CallRepository(engine)
 
     def crash(_connection: Any) -> None:
@@ -515,8 +477,8 @@ async def test_a_batch_that_fails_at_its_commit_leaves_nothing_behind(
 REFUSED_DIRECTION = "refused-by-check"
 
 
-async def _violation(backend: Backend, statement: Any) -> IntegrityError:
-    engine = create_engine(backend.url)
+async def _violation(database_url: str, statement: Any) -> IntegrityError:
+    engine = create_engine(database_url)
     try:
         with pytest.raises(IntegrityError) as raised:
             async with engine.begin() as connection:
@@ -527,7 +489,7 @@ async def _violation(backend: Backend, statement: Any) -> IntegrityError:
 
 
 async def test_only_the_idempotency_keys_duplicated_count_as_applied_before(
-    repo: CallRepository, backend: Backend
+    repo: CallRepository, database_url: str
 ) -> None:
     event = call_started("CA-dup-keys")
     assert await repo.apply(event) is True
@@ -540,14 +502,14 @@ async def test_only_the_idempotency_keys_duplicated_count_as_applied_before(
         "occurred_at": T0,
         "detail": "",
     }
-    same_event = await _violation(backend, insert(call_events).values(timeline_row))
+    same_event = await _violation(database_url, insert(call_events).values(timeline_row))
     deleted_again = await _violation(
-        backend, insert(deleted_calls).values(call_sid="CA-dup-deleted", deleted_at=T0)
+        database_url, insert(deleted_calls).values(call_sid="CA-dup-deleted", deleted_at=T0)
     )
     await repo.apply(call_started("CA-dup-row"))
     row = await repo.get("CA-dup-row")
     assert row is not None
-    same_call_row = await _violation(backend, insert(calls).values(**vars(row)))
+    same_call_row = await _violation(database_url, insert(calls).values(**vars(row)))
 
     assert applied_before(same_event)
     assert applied_before(deleted_again)
@@ -556,10 +518,10 @@ async def test_only_the_idempotency_keys_duplicated_count_as_applied_before(
 
 
 @pytest.fixture
-async def refusing_direction(backend: Backend) -> AsyncIterator[None]:
+async def refusing_direction(repo: CallRepository, database_url: str) -> AsyncIterator[None]:
     """A constraint on the status table the next call.started with REFUSED_DIRECTION breaks:
     a CHECK on PostgreSQL, a trigger raising on SQLite (no ALTER TABLE … ADD CONSTRAINT)."""
-    if backend.name == "postgres":
+    if database_url.startswith("postgresql"):
         add = [
             "ALTER TABLE calls ADD CONSTRAINT direction_probe "
             f"CHECK (direction <> '{REFUSED_DIRECTION}')"
@@ -573,7 +535,7 @@ async def refusing_direction(backend: Backend) -> AsyncIterator[None]:
             for change in ("INSERT", "UPDATE")
         ]
         drop = [f"DROP TRIGGER direction_probe_{change}" for change in ("INSERT", "UPDATE")]
-    engine = create_engine(backend.url)
+    engine = create_engine(database_url)
     try:
         async with engine.begin() as connection:
             for statement in add:
