@@ -8,7 +8,6 @@ error out; they are never skipped.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -31,17 +30,11 @@ from shared.events import (
     AnyEvent,
     CallDeleted,
     CallStarted,
-    Lead,
-    RecordingCompleted,
-    RecordingDownloaded,
     Stage,
     StageFailed,
-    StageStarted,
-    SummaryReady,
-    TranscriptReady,
 )
-
-T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+from tests.support import events as factories
+from tests.support.events import T0, at
 
 
 @pytest.fixture
@@ -60,71 +53,31 @@ async def repo(database_url: str) -> AsyncIterator[CallRepository]:
 # --- events -------------------------------------------------------------------------------
 
 
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
-
-
 def envelope(call_sid: str, seconds: float, **extra: Any) -> dict[str, Any]:
-    return {
-        "call_sid": call_sid,
-        "business_id": "biz-1",
-        "correlation_id": uuid.uuid5(uuid.NAMESPACE_URL, call_sid).hex,
-        "occurred_at": at(seconds),
-        **extra,
-    }
+    return factories.envelope(call_sid) | {"occurred_at": at(seconds), **extra}
 
 
 def call_started(call_sid: str, seconds: float = 0, **extra: Any) -> CallStarted:
-    return CallStarted(
-        **envelope(call_sid, seconds, **extra),
-        account_sid="AC1",
-        from_number="+15551230000",
-        to_number="+15559870000",
-    )
+    return factories.call_started(call_sid, occurred_at=at(seconds), **extra)
 
 
 def pipeline(call_sid: str) -> list[AnyEvent]:
     return [
         call_started(call_sid, 0),
-        RecordingCompleted(
-            **envelope(call_sid, 1),
-            recording_sid="RE1",
-            recording_status="completed",
-            recording_url="https://api.twilio.com/Recordings/RE1",
-            duration_seconds=42.5,
-            channels=2,
+        factories.recording_completed(call_sid, occurred_at=at(1)),
+        factories.stage_started(Stage.RECORDING, call_sid, occurred_at=at(2)),
+        factories.stage_failed(Stage.RECORDING, call_sid, occurred_at=at(3), error="HTTP 404"),
+        factories.recording_downloaded(
+            call_sid, occurred_at=at(4), size_bytes=654321, sha256="b" * 64
         ),
-        StageStarted(**envelope(call_sid, 2), stage=Stage.RECORDING),
-        StageFailed(
-            **envelope(call_sid, 3), stage=Stage.RECORDING, error="HTTP 404", terminal=False
-        ),
-        RecordingDownloaded(
-            **envelope(call_sid, 4),
-            recording_sid="RE1",
-            object_key=f"biz-1/{call_sid}/RE1.wav",
-            content_type="audio/wav",
-            size_bytes=654321,
-            sha256="b" * 64,
-            channels=2,
-        ),
-        StageStarted(**envelope(call_sid, 5), stage=Stage.TRANSCRIPT),
-        TranscriptReady(
-            **envelope(call_sid, 6),
-            outcome="transcribed",
-            transcript_key=f"biz-1/{call_sid}/RE1.transcript.json",
-            language="en",
-            duration_seconds=42.5,
-            speakers=["caller", "agent"],
+        factories.stage_started(Stage.TRANSCRIPT, call_sid, occurred_at=at(5)),
+        factories.transcript_ready(
+            call_sid,
+            occurred_at=at(6),
             preview="Caller: my sink leaks. Agent: where are you? Caller: Denver.",
         ),
-        StageStarted(**envelope(call_sid, 7), stage=Stage.SUMMARY),
-        SummaryReady(
-            **envelope(call_sid, 8),
-            outcome="extracted",
-            summary="Caller asked for plumbing in Denver.",
-            lead=Lead(service="plumbing", city="Denver", confidence=0.8),
-            extractor="rules-v1",
-        ),
+        factories.stage_started(Stage.SUMMARY, call_sid, occurred_at=at(7)),
+        factories.summary_ready(call_sid, occurred_at=at(8)),
     ]
 
 

@@ -1,32 +1,42 @@
-"""Downloader core: the media URL, the meaning of provider answers, what the stage takes."""
+"""The downloader's pure rules: the media URL, the allowed origins, object keys, Retry-After,
+the meaning of provider answers, what the stage takes."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 from tenacity import RetryCallState
 
 from services.downloader.core import (
     MAX_REDIRECTS,
+    MAX_RETRY_AFTER_SECONDS,
     MEDIA_FORMATS,
     NOT_READY_WAIT_SECONDS,
     Deleted,
     Fetch,
+    FetchVerdict,
     Follow,
     LeaveThere,
+    Manifest,
     Store,
     delete_answer,
+    manifest_key,
     media_answer,
     media_url,
+    object_key,
+    parse_origins,
+    resource_url,
+    retry_after_seconds,
     size_allowed,
     source,
+    url_allowed,
+    verdict,
     wants,
 )
 from shared.decisions import GiveUp, Retry
-from shared.events import CallStarted, RecordingCompleted, RecordingDownloaded
 from shared.retry import RetryLater, retrying
+from tests.support import events as factories
 
 BASE = "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1"
 
@@ -35,6 +45,11 @@ BASE = "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1"
 @pytest.mark.parametrize("media_format", ["wav", "mp3"])
 def test_media_url_replaces_the_extension_with_the_format(suffix: str, media_format: str) -> None:
     assert media_url(BASE + suffix, media_format) == f"{BASE}.{media_format}"
+
+
+@pytest.mark.parametrize("suffix", ["", ".json", ".wav", ".mp3"])
+def test_recording_urls_become_their_resource_url(suffix: str) -> None:
+    assert resource_url(BASE + suffix) == f"{BASE}.json"
 
 
 def test_media_url_keeps_dots_elsewhere_in_the_url() -> None:
@@ -50,6 +65,74 @@ def test_media_formats_have_audio_content_types() -> None:
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 MEDIA = "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1.wav"
 ALLOWED = ("https://api.twilio.com", "https://*.twilio.com")
+
+
+def test_origins_are_parsed_from_a_comma_separated_list() -> None:
+    assert parse_origins("https://api.twilio.com, https://*.twilio.com/") == ALLOWED
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        (f"{BASE}.wav", True),
+        ("https://API.twilio.com:443/x", True),
+        ("https://media.twilio.com/x", True),
+        ("http://api.twilio.com/x", False),  # not over HTTPS
+        ("https://api.twilio.com:8443/x", False),
+        ("https://twilio.com.evil.example/x", False),
+        ("https://evil.example/api.twilio.com", False),
+        ("https://user:pw@api.twilio.com/x", False),
+        ("http://169.254.169.254/latest/meta-data", False),
+        ("file:///etc/passwd", False),
+        ("", False),
+    ],
+)
+def test_only_the_providers_origins_are_allowed(url: str, allowed: bool) -> None:
+    assert url_allowed(url, ALLOWED) is allowed
+
+
+def test_object_keys_are_deterministic_by_business_date_call_and_recording() -> None:
+    key = object_key("acme", date(2026, 11, 24), "CA1", "RE1", "wav")
+    assert key == "acme/2026-11-24/CA1/RE1.wav"
+    assert manifest_key(key) == "acme/2026-11-24/CA1/RE1.wav.manifest.json"
+
+
+def test_a_manifest_survives_its_round_trip() -> None:
+    manifest = Manifest("k", 3, "ab", "audio/wav", BASE)
+    assert Manifest.from_json(manifest.to_json()) == manifest
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("7", 7.0),
+        ("Tue, 24 Nov 2026 12:00:30 GMT", 30.0),
+        ("Tue, 24 Nov 2026 11:00:00 GMT", 0.0),  # in the past: at once
+        ("86400", MAX_RETRY_AFTER_SECONDS),
+        ("soon", None),
+        (None, None),
+    ],
+)
+def test_retry_after_is_read_as_seconds_or_a_date_and_bounded(
+    header: str | None, seconds: float | None
+) -> None:
+    assert retry_after_seconds(header, NOW) == seconds
+
+
+@pytest.mark.parametrize(
+    ("status_code", "meaning"),
+    [
+        (200, FetchVerdict.OK),
+        (302, FetchVerdict.REDIRECT),
+        (404, FetchVerdict.NOT_READY),
+        (429, FetchVerdict.RETRY),
+        (503, FetchVerdict.RETRY),
+        (401, FetchVerdict.GIVE_UP),
+        (403, FetchVerdict.GIVE_UP),
+    ],
+)
+def test_what_an_answer_of_the_provider_means(status_code: int, meaning: FetchVerdict) -> None:
+    assert verdict(status_code) is meaning
 
 
 def answer(
@@ -137,38 +220,16 @@ def test_a_refused_delete_leaves_the_recording_there() -> None:
     assert isinstance(delete_answer(403, MEDIA, None, NOW), LeaveThere)
 
 
-ENVELOPE = {
-    "call_sid": "CA1",
-    "business_id": "biz-1",
-    "correlation_id": uuid.uuid4().hex,
-}
-
-
 @pytest.mark.parametrize(
     ("status", "wanted"), [("completed", True), ("absent", False), ("failed", False)]
 )
 def test_wants_only_completed_recordings(status: str, wanted: bool) -> None:
-    event = RecordingCompleted(
-        **ENVELOPE,
-        recording_sid="RE1",
-        recording_status=status,
-        recording_url=BASE if status == "completed" else "",
-    )
-    assert wants(event) is wanted
+    assert wants(factories.recording_completed(status=status)) is wanted
 
 
 def test_wants_ignores_other_event_types() -> None:
-    started = CallStarted(**ENVELOPE, account_sid="AC1")
-    downloaded = RecordingDownloaded(
-        **ENVELOPE,
-        recording_sid="RE1",
-        object_key="biz-1/CA1/RE1.wav",
-        content_type="audio/wav",
-        size_bytes=10,
-        sha256="0" * 64,
-    )
-    assert wants(started) is False
-    assert wants(downloaded) is False
+    assert wants(factories.call_started()) is False
+    assert wants(factories.recording_downloaded()) is False
 
 
 @pytest.mark.parametrize("asked", [1.0, 7.0])

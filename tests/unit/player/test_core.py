@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.player.core import apply
@@ -12,7 +11,6 @@ from shared.call_state import CallState
 from shared.events import (
     AnyEvent,
     CallStarted,
-    Lead,
     RecordingCompleted,
     RecordingDownloaded,
     Stage,
@@ -21,95 +19,44 @@ from shared.events import (
     SummaryReady,
     TranscriptReady,
 )
-
-CALL_SID = "CA0123456789abcdef0123456789abcdef"
-T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
-
-
-def envelope(seconds: float, attempt: int = 1) -> dict[str, Any]:
-    return {
-        "call_sid": CALL_SID,
-        "business_id": "biz-1",
-        "correlation_id": "4bf92f3577b34da6a3ce929d0e0e4736",
-        "occurred_at": at(seconds),
-        "attempt": attempt,
-    }
+from tests.support import events as factories
+from tests.support.events import CALL_SID, at
 
 
 def call_started(t: float = 0) -> CallStarted:
-    return CallStarted(
-        **envelope(t),
-        account_sid="AC1",
-        from_number="+15551230000",
-        to_number="+15559870000",
-        direction="inbound",
-    )
+    return factories.call_started(occurred_at=at(t))
 
 
 def recording_completed(
     t: float = 1, status: str = "completed", **fields: Any
 ) -> RecordingCompleted:
-    return RecordingCompleted(
-        **envelope(t),
-        recording_sid="RE1",
-        recording_status=status,
-        recording_url="https://api.twilio.com/Recordings/RE1" if status == "completed" else "",
-        duration_seconds=42.5 if status == "completed" else None,
-        channels=2,
-        **fields,
-    )
+    return factories.recording_completed(status=status, occurred_at=at(t), **fields)
 
 
 def started(stage: Stage, t: float, attempt: int = 1) -> StageStarted:
-    return StageStarted(**envelope(t, attempt), stage=stage)
+    return factories.stage_started(stage, occurred_at=at(t), attempt=attempt)
 
 
 def failed(
     stage: Stage, t: float, *, terminal: bool, error: str = "boom", tries: int = 1, attempt: int = 1
 ) -> StageFailed:
-    return StageFailed(
-        **envelope(t, attempt), stage=stage, error=error, terminal=terminal, tries=tries
+    return factories.stage_failed(
+        stage, occurred_at=at(t), attempt=attempt, error=error, terminal=terminal, tries=tries
     )
 
 
 def downloaded(t: float = 3, attempt: int = 1) -> RecordingDownloaded:
-    return RecordingDownloaded(
-        **envelope(t, attempt),
-        recording_sid="RE1",
-        object_key="biz-1/CA1/RE1.wav",
-        content_type="audio/wav",
-        size_bytes=123456,
-        sha256="a" * 64,
-        channels=2,
-    )
+    return factories.recording_downloaded(occurred_at=at(t), attempt=attempt)
 
 
 def transcript_ready(
     t: float = 5, outcome: str = "transcribed", attempt: int = 1
 ) -> TranscriptReady:
-    return TranscriptReady(
-        **envelope(t, attempt),
-        outcome=outcome,
-        transcript_key="biz-1/CA1/RE1.transcript.json",
-        language="en",
-        duration_seconds=42.5,
-        speakers=["caller", "agent"],
-        preview="Caller: my sink leaks in Denver" if outcome == "transcribed" else "",
-    )
+    return factories.transcript_ready(outcome=outcome, occurred_at=at(t), attempt=attempt)
 
 
 def summary_ready(t: float = 7, attempt: int = 1) -> SummaryReady:
-    return SummaryReady(
-        **envelope(t, attempt),
-        outcome="extracted",
-        summary="Caller asked for plumbing in Denver.",
-        lead=Lead(service="plumbing", city="Denver", confidence=0.8),
-        extractor="rules-v1",
-    )
+    return factories.summary_ready(occurred_at=at(t), attempt=attempt)
 
 
 def happy_path() -> list[AnyEvent]:
@@ -153,11 +100,11 @@ def test_happy_path_completes_the_call() -> None:
     assert state.transcript_status == "completed"
     assert state.summary_status == "completed"
     assert state.recording_sid == "RE1"
-    assert state.recording_key == "biz-1/CA1/RE1.wav"
+    assert state.recording_key == f"biz-1/{CALL_SID}/RE1.wav"
     assert state.recording_content_type == "audio/wav"
     assert state.recording_bytes == 123456
     assert state.duration_seconds == 42.5
-    assert state.transcript_key == "biz-1/CA1/RE1.transcript.json"
+    assert state.transcript_key == f"biz-1/{CALL_SID}/RE1.transcript.json"
     assert state.transcript_preview == "Caller: my sink leaks in Denver"
     assert state.language == "en"
     assert state.summary == "Caller asked for plumbing in Denver."
@@ -335,7 +282,7 @@ def test_terminal_transcript_failure_keeps_the_recording() -> None:
     state = project(events)
 
     assert state.recording_status == "completed"
-    assert state.recording_key == "biz-1/CA1/RE1.wav"
+    assert state.recording_key == f"biz-1/{CALL_SID}/RE1.wav"
     assert state.transcript_status == "failed"
     assert state.summary_status == "skipped"
     assert state.transcript_tries == 3
@@ -443,6 +390,6 @@ def test_no_speech_transcript() -> None:
     state = project(events)
 
     assert state.transcript_status == "no_speech"
-    assert state.transcript_key == "biz-1/CA1/RE1.transcript.json"
+    assert state.transcript_key == f"biz-1/{CALL_SID}/RE1.transcript.json"
     assert state.status != "failed"
     assert project([*events, started(Stage.TRANSCRIPT, 6)]).transcript_status == "no_speech"
