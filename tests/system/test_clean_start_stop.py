@@ -34,7 +34,6 @@ from shared.events import (
     RecordingCompleted,
     SummaryReady,
     TranscriptReady,
-    call_correlation_id,
     encode,
 )
 from shared.kafka import EventProducer, StageWorker, replay
@@ -42,6 +41,7 @@ from shared.settings import Settings
 from shared.shutdown import Shutdown
 from shared.storage import ObjectStore, transcript_key
 from shared.transcript import Transcript
+from tests.support import events as factories
 from tests.support.stack import start_child
 
 # Ports of this file's own broker, S3 server (it also takes +555…+1020 and each +10000),
@@ -291,13 +291,7 @@ def transcript_ready(settings: Settings, call_sid: str) -> TranscriptReady:
             await objects.stop()
 
     asyncio.run(store())
-    return TranscriptReady(
-        call_sid=call_sid,
-        business_id="clean-stop",
-        correlation_id=call_correlation_id(call_sid),
-        outcome="transcribed",
-        transcript_key=key,
-    )
+    return factories.transcript_ready(call_sid, "clean-stop", transcript_key=key)
 
 
 def publish(settings: Settings, event: TranscriptReady) -> None:
@@ -732,13 +726,7 @@ class BrokerAwayOnce:
 
 
 async def test_an_output_the_broker_did_not_take_is_not_dead_lettered() -> None:
-    event = TranscriptReady(
-        call_sid="CAbrokeraway",
-        business_id="clean-stop",
-        correlation_id=call_correlation_id("CAbrokeraway"),
-        outcome="no_speech",
-        transcript_key="clean-stop/CAbrokeraway/RE1.transcript.json",
-    )
+    event = factories.transcript_ready("CAbrokeraway", "clean-stop", outcome="no_speech")
 
     async def handle(received: AnyEvent) -> list[Event]:
         return [

@@ -16,9 +16,10 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Response, Route, expect, sync_playwright
 
-from shared.events import CallStarted, Lead, SummaryReady, call_correlation_id
+from shared.events import Lead, SummaryReady
 from shared.kafka import EventProducer
 from shared.settings import Settings
+from tests.support import events as factories
 from tests.support.stack import RunningStack
 
 pytestmark = pytest.mark.stack
@@ -185,11 +186,9 @@ def test_hebrew_text_reads_right_to_left(page: Page, stack: RunningStack) -> Non
     """A Hebrew-speaking business's summary and lead, sent through Kafka as the extractor
     would, display right to left while the page's own text stays left to right."""
     call_sid = "CA" + secrets.token_hex(16)
-    started = CallStarted(
-        call_sid=call_sid,
-        business_id=Settings().default_business_id,
-        correlation_id=call_correlation_id(call_sid),
-        account_sid="AC" + "0" * 32,
+    started = factories.call_started(
+        call_sid,
+        Settings().default_business_id,
         from_number="+972501234567",
         to_number="+97235551234",
     )

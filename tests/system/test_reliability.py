@@ -19,11 +19,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from callpipe.dlq import list_dead_letters
-from shared.events import AnyEvent, CallStarted, call_correlation_id, encode
+from shared.events import AnyEvent, encode
 from shared.kafka import EventProducer, StageWorker, dead_letter_topic
 from shared.retry import TerminalError
 from shared.settings import Settings
 from shared.storage import ObjectStore
+from tests.support import events as factories
 from tests.support.kafka import committed, one_partition_topic
 from tests.support.stack import RunningStack
 
@@ -31,12 +32,7 @@ pytestmark = pytest.mark.stack
 
 
 def call_started(call_sid: str, **changes: Any) -> bytes:
-    event = CallStarted(
-        call_sid=call_sid,
-        business_id="reliability",
-        correlation_id=call_correlation_id(call_sid),
-        account_sid="AC00000000000000000000000000000000",
-    )
+    event = factories.call_started(call_sid, "reliability")
     return encode(event.model_copy(update=changes))
 
 
@@ -111,12 +107,7 @@ async def test_a_second_copy_of_a_handled_event_is_absorbed_and_a_retry_is_not(
     topic = await one_partition_topic(settings, name)
     producer = EventProducer(settings)
     await producer.start()
-    first = CallStarted(
-        call_sid="CAcopy",
-        business_id="reliability",
-        correlation_id=call_correlation_id("CAcopy"),
-        account_sid="AC00000000000000000000000000000000",
-    )
+    first = factories.call_started("CAcopy", "reliability")
     retry = first.model_copy(update={"event_id": uuid.uuid4(), "attempt": 2})
     last = call_started("CAlast")
     for value in [encode(first), encode(first), encode(retry), last]:

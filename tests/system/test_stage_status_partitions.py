@@ -13,17 +13,16 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared.events import (
     AnyEvent,
-    CallStarted,
     Event,
     Stage,
     StageStarted,
     Topic,
-    call_correlation_id,
     encode,
     stage_status_partition,
 )
 from shared.kafka import EventProducer, StageWorker, records_to_end
 from shared.settings import Settings
+from tests.support import events as factories
 from tests.support.kafka import one_partition_topic
 from tests.support.stack import PORTS, RunningStack
 
@@ -61,14 +60,7 @@ async def test_the_producer_sends_each_stages_status_to_that_stages_partition(
     await producer.start()
     try:
         for stage in STAGES:
-            await producer.publish(
-                StageStarted(
-                    call_sid=call_sid,
-                    business_id="demo",
-                    correlation_id=call_correlation_id(call_sid),
-                    stage=stage,
-                )
-            )
+            await producer.publish(factories.stage_started(stage, call_sid, "demo"))
     finally:
         await producer.stop()
     topic = Topic.STAGE_STATUS.value
@@ -119,12 +111,7 @@ async def test_a_stage_announces_only_the_work_that_outlasts_the_delay(
     running = asyncio.create_task(worker.run(stop))
     try:
         for sid in (quick, slow):
-            event = CallStarted(
-                call_sid=sid,
-                business_id="demo",
-                correlation_id=call_correlation_id(sid),
-                account_sid="AC00000000000000000000000000000000",
-            )
+            event = factories.call_started(sid, "demo")
             await producer.publish_raw(topic, encode(event), sid.encode(), [])
         await asyncio.wait_for(both_handled.wait(), 60)
     finally:

@@ -26,9 +26,10 @@ from aiokafka.errors import KafkaError
 from callpipe.stack import Stack
 from lab.bench.s3_proxy import Forward, Refuse, start_proxy
 from shared import metrics
-from shared.events import AnyEvent, CallStarted, call_correlation_id, encode
+from shared.events import AnyEvent, encode
 from shared.kafka import EventProducer, StageWorker
 from shared.settings import Settings
+from tests.support import events as factories
 from tests.support.kafka import committed, one_partition_topic
 from tests.support.stack import start_child
 
@@ -104,14 +105,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory, slow_writes: SlowWrites) ->
 
 
 def call_started(call_sid: str) -> bytes:
-    return encode(
-        CallStarted(
-            call_sid=call_sid,
-            business_id="holes",
-            correlation_id=call_correlation_id(call_sid),
-            account_sid="AC00000000000000000000000000000000",
-        )
-    )
+    return encode(factories.call_started(call_sid, "holes"))
 
 
 def holes(worker: str, outcome: str) -> float:

@@ -23,10 +23,11 @@ from aiokafka.cluster import ClusterMetadata
 
 from callpipe.stack import Stack
 from services.player.app import projected_topics
-from shared.events import AnyEvent, Event, TranscriptReady, call_correlation_id, encode
+from shared.events import AnyEvent, Event, encode
 from shared.kafka import EventProducer, StageWorker, client_options, ensure_topics
 from shared.settings import Settings
 from shared.storage import transcript_key
+from tests.support import events as factories
 from tests.support.stack import start_child
 
 # Ports of this file's broker and S3 server (it also takes +555…+1020 and each +10000): clear
@@ -229,10 +230,9 @@ async def publish_one_to_each(settings: Settings, partitions: set[TopicPartition
     try:
         for tp in sorted(partitions):
             call_sid = f"CA{tp.topic.replace('.', '')}{tp.partition}"
-            event = TranscriptReady(
-                call_sid=call_sid,
-                business_id="restart",
-                correlation_id=call_correlation_id(call_sid),
+            event = factories.transcript_ready(
+                call_sid,
+                "restart",
                 outcome="no_speech",
                 transcript_key=transcript_key("restart", call_sid, "RE" + call_sid[2:]),
             )

@@ -21,9 +21,9 @@ from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
 
 from callpipe.stack import tansu_binary
-from shared.events import CallStarted, call_correlation_id
 from shared.kafka import EventProducer, client_options, ensure_topics, replay
 from shared.settings import Settings
+from tests.support import events as factories
 
 _OFFSET = int(os.environ.get("CALLPIPE_TEST_PORT_OFFSET", "0"))
 BROKER_PORT = 23092 + _OFFSET
@@ -197,12 +197,7 @@ async def test_events_go_to_the_broker_and_back_over_tls_with_a_client_certifica
 ) -> None:
     await _broker_listening()
     settings = _tls_settings(certificates)
-    event = CallStarted(
-        call_sid=CALL_SID,
-        business_id="tls",
-        correlation_id=call_correlation_id(CALL_SID),
-        account_sid="AC" + "0" * 32,
-    )
+    event = factories.call_started(CALL_SID, "tls")
     async with tls_proxy(certificates):
         await ensure_topics(settings)
         producer = EventProducer(settings)

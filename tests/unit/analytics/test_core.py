@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 from services.analytics.core import Figures
 from shared.events import (
-    CallStarted,
     Event,
     Lead,
     RecordingCompleted,
@@ -16,20 +15,14 @@ from shared.events import (
     StageStarted,
     SummaryReady,
     TranscriptReady,
-    call_correlation_id,
 )
+from tests.support import events as factories
 
 T0 = datetime(2026, 3, 1, 9, 58, tzinfo=UTC)
 
 
 def call_events(sid: str, business: str, lead: bool) -> list[Event]:
-    started = CallStarted(
-        call_sid=sid,
-        business_id=business,
-        account_sid="AC1",
-        correlation_id=call_correlation_id(sid),
-        occurred_at=T0,
-    )
+    started = factories.call_started(sid, business, occurred_at=T0)
 
     def at(seconds: float, event: Event) -> Event:
         return event.model_copy(update={"occurred_at": T0 + timedelta(seconds=seconds)})

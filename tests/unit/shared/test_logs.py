@@ -10,7 +10,8 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from shared import logs, tracing
-from shared.events import CallStarted, call_correlation_id
+from shared.events import call_correlation_id
+from tests.support import events as factories
 
 # Each test configures logging as a service would.
 pytestmark = pytest.mark.usefixtures("restored_logging")
@@ -43,12 +44,7 @@ def test_untraced_the_call_context_still_travels_and_is_logged(
     """Without an exporter spans are no-ops, yet a worker passes the context it received on to
     its outputs, and logs the call's trace id."""
     logs.configure("player", "json")
-    event = CallStarted(
-        call_sid="CA9",
-        business_id="demo",
-        account_sid="AC1",
-        correlation_id=call_correlation_id("CA9"),
-    )
+    event = factories.call_started("CA9", "demo")
     received = f"00-{event.correlation_id}-00f067aa0ba902b7-01".encode()
     with tracing.consumer_span("player", "call.started", [("traceparent", received)], event):
         logging.getLogger("callpipe.test").info("applied")
