@@ -1,10 +1,10 @@
 """The call scenarios every way of running callpipe must pass, written once.
 
-`test_call_scenarios.py` runs them on the local-process stack (`callpipe up`: Tansu, SeaweedFS,
-the five services as processes) on every CI run; `test_compose_stack.py` runs them on the
-docker compose stack (Apache Kafka, MinIO, PostgreSQL, the five services as containers)
-wherever a Docker engine is reachable. A stack adapter only says how to place a call, read
-its status and audio, and kill a worker.
+`tests/system/test_call_scenarios.py` runs them on the local-process stack (`callpipe up`:
+Tansu, SeaweedFS, the five services as processes) on every CI run;
+`tests/system/test_compose_stack.py` runs them on the docker compose stack (Apache Kafka,
+MinIO, PostgreSQL, the five services as containers) wherever a Docker engine is reachable. A
+stack adapter only says how to place a call, read its status and audio, and kill a worker.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The call scenarios (call_scenarios.py) on the local-process stack: `callpipe up` with Tansu,
-SeaweedFS and the five services as processes, on every CI run. The same scenarios run on the
-docker compose stack in test_compose_stack.py."""
+"""The call scenarios (tests/support/call_scenarios.py) on the local-process stack: `callpipe up`
+with Tansu, SeaweedFS and the five services as processes, on every CI run. The same scenarios
+run on the docker compose stack in test_compose_stack.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The call scenarios (call_scenarios.py) on the docker compose stack: Apache Kafka, MinIO,
-PostgreSQL and the five services as containers built from deploy/Dockerfile, with the test
-overlay's Twilio simulator, brought up by testcontainers.
+"""The call scenarios (tests/support/call_scenarios.py) on the docker compose stack: Apache
+Kafka, MinIO, PostgreSQL and the five services as containers built from deploy/Dockerfile,
+with the test overlay's Twilio simulator, brought up by testcontainers.
 
 They need a Docker engine with the compose plugin and skip, saying so, where none is
 reachable (the development and CI machines here have none); the same scenarios run on every
