@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from support_otlp import OTLP_PORT, OtlpReceiver
-from support_postgres import fresh_database
-from support_stack import RunningStack
+
+from tests.support.databases import DATABASES
+from tests.support.postgres import fresh_database
 
 STACK_TEST_RERUNS = 1
 
@@ -32,27 +33,13 @@ def restored_logging() -> Iterator[None]:
     root.setLevel(level)
 
 
-@pytest.fixture(scope="session")
-def otlp_receiver() -> Iterator[OtlpReceiver]:
-    receiver = OtlpReceiver(OTLP_PORT)
-    receiver.start()
-    yield receiver
-    receiver.stop()
-
-
-# The databases the running stack is tested on: the embedded default, and production's.
-STACK_DATABASES = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
-]
-
-
-@pytest.fixture(scope="session", params=STACK_DATABASES)
-def stack_database(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The stack's CALLPIPE_DATABASE_URL: empty (SQLite in its data directory), or a
-    PostgreSQL database of its own, made before the stack starts and dropped after."""
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of the test's own on each database callpipe runs on, so that every
+    repository's contract holds on both: a SQLite file in the test's directory, or a
+    PostgreSQL database dropped after the test."""
     if request.param == "sqlite":
-        yield ""
+        yield f"sqlite+aiosqlite:///{tmp_path / 'callpipe.db'}"
         return
     with fresh_database() as url:
         yield url
@@ -63,23 +50,3 @@ def postgres_database_url() -> Iterator[str]:
     """A PostgreSQL database of the test's own, dropped after it."""
     with fresh_database() as url:
         yield url
-
-
-@pytest.fixture(scope="session")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, otlp_receiver: OtlpReceiver, stack_database: str
-) -> Iterator[RunningStack]:
-    """`callpipe up` on each of STACK_DATABASES in turn: pytest runs every test of one
-    database before it stops that stack and starts the next (they share their ports)."""
-    running = RunningStack(tmp_path_factory.mktemp("callpipe-e2e"), stack_database)
-    # Observability on: JSON logs, and spans to the test's OTLP receiver within half a second.
-    running.env |= {
-        "CALLPIPE_LOG_FORMAT": "json",
-        "CALLPIPE_TRACES_EXPORTER": "otlp",
-        "CALLPIPE_OTLP_TRACES_ENDPOINT": otlp_receiver.endpoint,
-        "OTEL_BSP_SCHEDULE_DELAY": "500",
-    }
-    running.start()
-    yield running
-    if running.process is not None and running.process.poll() is None:
-        running.stop()

@@ -1,0 +1,162 @@
+"""The transcriber's handler with its real parts: the recording in a real S3 server
+(SeaweedFS, started as a process), the real local Whisper backend in a worker pool, the
+transcript JSON written to the store under the call's SID, and `transcript.ready` as the
+stage's output."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from callpipe.twilio_simulator import sample_path
+from services.transcriber.audio import Samples
+from services.transcriber.core import ChannelResult, SpeakerMapping, SpeechSpan
+from services.transcriber.handler import TranscribeHandler
+from services.transcriber.whisper import LocalWhisperBackend
+from shared.events import RecordingDownloaded, TranscriptReady
+from shared.retry import TerminalError
+from shared.settings import Settings
+from shared.storage import ObjectStore
+from shared.transcript import Transcript
+from tests.support.stack import module_s3_server
+from tests.support.transcriber import sample
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    with module_s3_server(tmp_path_factory.mktemp("transcriber-s3")) as settings:
+        yield settings
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[ObjectStore]:
+    store = ObjectStore(settings)
+    await store.start()
+    yield store
+    await store.stop()
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(1, "transcribe") as pool:
+        yield pool
+
+
+async def downloaded(
+    store: ObjectStore, audio: bytes, call_sid: str, channels: int = 2, **fields: str
+) -> RecordingDownloaded:
+    key = f"biz-1/2026-11-24/{call_sid}/RE{call_sid[2:]}.wav"
+    await store.put(key, audio, "audio/wav")
+    return RecordingDownloaded(
+        call_sid=call_sid,
+        business_id="biz-1",
+        correlation_id="4bf92f3577b34da6a3ce929d0e0e4736",
+        recording_sid="RE" + call_sid[2:],
+        object_key=key,
+        content_type="audio/wav",
+        size_bytes=len(audio),
+        sha256=hashlib.sha256(audio).hexdigest(),
+        channels=channels,
+        **fields,
+    )
+
+
+def handler(
+    backend: LocalWhisperBackend | GatedBackend, store: ObjectStore, pool: ThreadPoolExecutor
+) -> TranscribeHandler:
+    return TranscribeHandler(backend, store, pool, SpeakerMapping(), "en")
+
+
+async def test_the_transcript_is_stored_under_the_call_and_announced(
+    local_backend: LocalWhisperBackend, store: ObjectStore, pool: ThreadPoolExecutor
+) -> None:
+    event = await downloaded(store, sample_path("plumber_boston").read_bytes(), "CAhandler01")
+    [ready] = await handler(local_backend, store, pool)(event)
+    assert isinstance(ready, TranscriptReady)
+    assert ready.outcome == "transcribed"
+    assert ready.transcript_key == "biz-1/CAhandler01/REhandler01.transcript.json"
+    assert ready.speakers == ["caller", "agent"]
+    assert ready.language == "en"
+    assert (
+        ready.preview.startswith("Caller: Hello")
+        and "Agent: Thank you for calling" in ready.preview
+    )
+    assert len(ready.preview) < 500
+    stored = Transcript.model_validate_json(await store.get(ready.transcript_key))
+    assert stored.backend == "local" and stored.model == local_backend.model
+    assert [u.speaker for u in stored.utterances] == [
+        s for s, _ in sample("plumber_boston", 2).turns
+    ]
+    assert {s.channel for s in stored.segments} == {0, 1}
+    assert all(s.words for s in stored.segments)
+    # A redelivery yields the same event id and overwrites the same object.
+    [again] = await handler(local_backend, store, pool)(event)
+    assert again.event_id == ready.event_id and again.transcript_key == ready.transcript_key
+
+
+async def test_an_outbound_calls_channels_are_labelled_for_it(
+    local_backend: LocalWhisperBackend, store: ObjectStore, pool: ThreadPoolExecutor
+) -> None:
+    audio = sample_path("plumber_boston").read_bytes()
+    event = await downloaded(store, audio, "CAhandler02", direction="outbound-api")
+    [ready] = await handler(local_backend, store, pool)(event)
+    assert isinstance(ready, TranscriptReady)
+    assert ready.speakers == ["callee", "agent"]
+    assert ready.preview.startswith("Callee: Hello")
+
+
+async def test_silence_ends_as_no_speech(
+    local_backend: LocalWhisperBackend, store: ObjectStore, pool: ThreadPoolExecutor
+) -> None:
+    event = await downloaded(store, sample_path("silence").read_bytes(), "CAhandler03")
+    [ready] = await handler(local_backend, store, pool)(event)
+    assert isinstance(ready, TranscriptReady)
+    assert ready.outcome == "no_speech"
+    assert ready.preview == ""
+    stored = Transcript.model_validate_json(await store.get(ready.transcript_key))
+    assert stored.utterances == [] and stored.segments == []
+
+
+async def test_a_corrupt_file_fails_for_good_with_the_reason(
+    local_backend: LocalWhisperBackend, store: ObjectStore, pool: ThreadPoolExecutor
+) -> None:
+    audio = b"RIFF\x00\x10\x00\x00WAVEfmt " + bytes(range(256)) * 16
+    event = await downloaded(store, audio, "CAhandler04")
+    with pytest.raises(TerminalError, match="cannot decode audio"):
+        await handler(local_backend, store, pool)(event)
+
+
+class GatedBackend:
+    """Transcribes only once the event loop has answered: proves the loop stays free."""
+
+    name = "local"
+
+    def __init__(self, backend: LocalWhisperBackend) -> None:
+        self.model = backend.model
+        self._backend = backend
+        self.entered = threading.Event()
+        self.released = threading.Event()
+
+    def transcribe(self, audio: Samples, speech: list[SpeechSpan]) -> ChannelResult:
+        self.entered.set()
+        if not self.released.wait(timeout=30):
+            raise AssertionError("the event loop never ran while the backend was working")
+        return self._backend.transcribe(audio, speech)
+
+
+async def test_transcription_leaves_the_event_loop_free(
+    local_backend: LocalWhisperBackend, store: ObjectStore, pool: ThreadPoolExecutor
+) -> None:
+    gated = GatedBackend(local_backend)
+    event = await downloaded(store, sample_path("plumber_boston").read_bytes(), "CAhandler05")
+    task = asyncio.create_task(handler(gated, store, pool)(event))
+    await asyncio.to_thread(gated.entered.wait, 30)
+    assert not task.done()
+    gated.released.set()  # run by the event loop while the backend is mid-call
+    [ready] = await task
+    assert isinstance(ready, TranscriptReady) and ready.outcome == "transcribed"

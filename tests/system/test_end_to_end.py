@@ -1,0 +1,244 @@
+"""The whole path through real processes: `callpipe up` starts the S3 server, the broker, the
+Twilio simulator and the five services; calls go through exactly as Twilio would place them.
+
+Runs on ports of its own so it does not collide with a `callpipe up` already running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+from twilio.request_validator import RequestValidator
+
+from callpipe.twilio_simulator import sample_path
+from shared.events import Topic
+from shared.kafka import client_options, replay
+from tests.support.stack import RunningStack, leftover_processes
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture(scope="module")
+def plumber_call(stack: RunningStack) -> dict[str, Any]:
+    return stack.wait_for_call(stack.place_call("plumber_boston"))
+
+
+def test_a_call_goes_through_every_stage(plumber_call: dict[str, Any]) -> None:
+    assert plumber_call["status"] == "completed", json.dumps(plumber_call, indent=2)
+    assert plumber_call["recording_status"] == "completed"
+    assert plumber_call["transcript_status"] == "completed"
+    assert plumber_call["summary_status"] == "completed"
+    assert plumber_call["lead_service"] == "plumbing"
+    assert plumber_call["lead_city"] == "Boston"
+    # The simulator answers 404 for the media's first moments: the downloader retried.
+    assert plumber_call["recording_tries"] >= 2
+    stages = [(e["event_type"], e["stage"]) for e in plumber_call["timeline"]]
+    assert stages.index(("call.started", None)) < stages.index(("recording.downloaded", None))
+    assert stages.index(("transcript.ready", None)) < stages.index(("summary.ready", None))
+
+
+def test_the_stored_audio_is_the_recording_byte_for_byte(
+    stack: RunningStack, plumber_call: dict[str, Any]
+) -> None:
+    url = f"/api/recordings/{plumber_call['call_sid']}/file"
+    response = stack.api.get(url)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "audio/wav"
+    assert response.content == sample_path("plumber_boston").read_bytes()
+    head = stack.api.head(url)
+    assert head.status_code == 200
+    assert int(head.headers["content-length"]) == len(response.content)
+
+
+def test_the_transcript_holds_the_words_by_speaker(plumber_call: dict[str, Any]) -> None:
+    preview = plumber_call["transcript_preview"].lower()
+    for word in ("kitchen", "plumber", "boston", "thank you for calling", "tomorrow morning"):
+        assert word in preview, preview
+    assert preview.startswith("caller:")
+    assert "agent:" in preview
+
+
+def test_silence_ends_as_no_speech(stack: RunningStack) -> None:
+    call = stack.wait_for_call(stack.place_call("silence"))
+    assert call["status"] == "completed"
+    assert call["transcript_status"] == "no_speech"
+    assert call["summary_status"] == "completed"
+    assert call["lead_service"] is None
+
+
+def test_an_absent_recording_ends_the_call_instead_of_leaving_it_pending(
+    stack: RunningStack,
+) -> None:
+    call = stack.wait_for_call(stack.place_call("plumber_boston", recording_status="absent"))
+    assert call["recording_status"] == "no_recording"
+    assert call["transcript_status"] == "skipped"
+    assert "absent" in call["last_error"]
+    response = stack.api.get(f"/api/recordings/{call['call_sid']}/file")
+    assert response.status_code == 404
+
+
+def test_the_player_answers_202_while_the_recording_is_on_its_way(stack: RunningStack) -> None:
+    call_sid = stack.place_call("plumber_boston", media_delay_seconds=8)
+    url = f"/api/recordings/{call_sid}/file"
+    deadline = time.monotonic() + 10
+    response = stack.api.get(url)
+    while response.status_code == 404 and time.monotonic() < deadline:
+        time.sleep(0.2)  # until the voice webhook's event is projected
+        response = stack.api.get(url)
+    assert response.status_code == 202
+    assert response.headers["retry-after"].isdigit()
+    assert stack.wait_for_call(call_sid)["status"] == "completed"
+    assert stack.api.get(url).status_code == 200
+
+
+def test_unknown_call_is_404(stack: RunningStack) -> None:
+    assert stack.api.get("/api/calls/CAnope").status_code == 404
+    response = stack.api.get("/api/recordings/CAnope/file")
+    assert response.status_code == 404
+
+
+def new_call_sid() -> str:
+    return f"CA{secrets.token_hex(16)}"
+
+
+def post_voice_webhook(
+    stack: RunningStack, call_sid: str, auth_token: str | None, from_number: str = "+15550001"
+) -> httpx.Response:
+    """Twilio's voice webhook for `call_sid`, signed with `auth_token` (None: unsigned)."""
+    params = {
+        "CallSid": call_sid,
+        "AccountSid": stack.settings.twilio_account_sid,
+        "From": from_number,
+        "To": "+15550002",
+    }
+    url = f"{stack.ingress}/twilio/voice"
+    headers = {}
+    if auth_token is not None:
+        headers["X-Twilio-Signature"] = RequestValidator(auth_token).compute_signature(url, params)
+    return httpx.post(url, data=params, headers=headers, timeout=5)
+
+
+def wait_until_projected(stack: RunningStack, call_sid: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 15
+    response = stack.api.get(f"/api/calls/{call_sid}")
+    while response.status_code == 404 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        response = stack.api.get(f"/api/calls/{call_sid}")
+    assert response.status_code == 200, f"{call_sid} not projected: {response.text}"
+    return dict(response.json())
+
+
+def call_sids_on_the_call_started_topic(stack: RunningStack) -> list[str]:
+    """The call SID of every `call.started` on the broker, read to the end by a consumer of
+    the test's own. The topic has one partition, as in every `callpipe up`: a webhook stored
+    before another is published, and projected, before it."""
+
+    async def read() -> list[str]:
+        consumer = AIOKafkaConsumer(**client_options(stack.settings))
+        await consumer.start()
+        try:
+            await consumer.topics()  # loads the metadata of every topic
+            partitions = consumer.partitions_for_topic(Topic.CALL_STARTED.value)
+        finally:
+            await consumer.stop()
+        assert partitions == {0}
+        return [e.call_sid async for e in replay(stack.settings, [Topic.CALL_STARTED.value])]
+
+    return asyncio.run(read())
+
+
+def test_a_forged_webhook_is_refused_and_publishes_nothing(stack: RunningStack) -> None:
+    forged_sid, genuine_sid = new_call_sid(), new_call_sid()
+    assert post_voice_webhook(stack, forged_sid, None).status_code == 403
+    assert post_voice_webhook(stack, forged_sid, "not-the-auth-token").status_code == 403
+    # A genuine webhook after the forged ones: once its call is projected, a forged call let
+    # through would be on the topic and in the status table too.
+    token = stack.settings.twilio_auth_token.get_secret_value()
+    assert post_voice_webhook(stack, genuine_sid, token).status_code == 200
+    wait_until_projected(stack, genuine_sid)
+    published = call_sids_on_the_call_started_topic(stack)
+    assert genuine_sid in published
+    assert forged_sid not in published
+    assert stack.api.get(f"/api/calls/{forged_sid}").status_code == 404
+
+
+def test_the_published_default_auth_token_signs_nothing(stack: RunningStack) -> None:
+    """`callpipe up` gave this stack a Twilio auth token of its own: a webhook signed with the
+    simulator's published default is refused like any forgery."""
+    params = {"CallSid": "CAdefaulttoken", "AccountSid": stack.settings.twilio_account_sid}
+    url = f"{stack.ingress}/twilio/voice"
+    signature = RequestValidator("local-simulator-auth-token").compute_signature(url, params)
+    response = httpx.post(url, data=params, headers={"X-Twilio-Signature": signature}, timeout=5)
+    assert response.status_code == 403
+
+
+def test_a_redelivered_webhook_changes_nothing(stack: RunningStack) -> None:
+    token = stack.settings.twilio_auth_token.get_secret_value()
+    call_sid, later_sid = new_call_sid(), new_call_sid()
+    for _ in range(3):
+        response = post_voice_webhook(stack, call_sid, token)
+        assert response.status_code == 200
+        assert "<Start><Recording" in response.text
+    # Once a call whose webhook came after the three deliveries is projected, so is every
+    # event the deliveries published.
+    assert post_voice_webhook(stack, later_sid, token).status_code == 200
+    wait_until_projected(stack, later_sid)
+    timeline = stack.api.get(f"/api/calls/{call_sid}").json()["timeline"]
+    assert [e["event_type"] for e in timeline] == ["call.started"]
+
+
+def test_restart_keeps_calls_and_audio_and_leaves_no_process(
+    stack: RunningStack, plumber_call: dict[str, Any]
+) -> None:
+    secrets = {path.name: path.read_text() for path in (stack.data_dir / "secrets").iterdir()}
+    assert stack.stop() == 0
+    assert leftover_processes(stack.data_dir) == []
+    stack.start()
+    assert {path.name: path.read_text() for path in (stack.data_dir / "secrets").iterdir()} == (
+        secrets
+    )
+    listed = stack.api.get("/api/calls", params={"limit": 100}).json()
+    assert plumber_call["call_sid"] in [c["call_sid"] for c in listed["calls"]]
+    audio = stack.api.get(f"/api/recordings/{plumber_call['call_sid']}/file")
+    assert audio.status_code == 200
+    assert audio.content == sample_path("plumber_boston").read_bytes()
+    # The broker kept its log and offsets: a call placed after the restart goes through too.
+    assert stack.wait_for_call(stack.place_call("electrician_denver"))["lead_city"] == "Denver"
+
+
+def test_a_recording_that_cannot_be_decoded_fails_with_the_reason(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x10\x00\x00WAVEfmt " + bytes(range(256)) * 16)
+    call = stack.wait_for_call(stack.place_call(str(corrupt)))
+    assert call["status"] == "failed"
+    assert call["recording_status"] == "completed"
+    assert call["transcript_status"] == "failed"
+    assert call["transcript_tries"] == 1  # terminal at once: no retry loop
+    assert "cannot decode audio" in call["last_error"]
+
+
+def test_an_outbound_call_is_labelled_by_its_direction(stack: RunningStack) -> None:
+    """Twilio's recording callback does not say the direction: the callback URL callpipe gave
+    carries it to the transcriber, which labels the channels for an outbound call."""
+    call = stack.wait_for_call(
+        stack.place_call(
+            "plumber_boston",
+            direction="outbound-api",
+            from_number="+15005550001",
+            to_number="+15005550006",
+        )
+    )
+    assert call["status"] == "completed", call
+    transcript = stack.api.get(f"/api/calls/{call['call_sid']}/transcript").json()
+    assert {u["speaker"] for u in transcript["utterances"]} == {"callee", "agent"}
+    assert transcript["utterances"][0]["speaker"] == "callee"
