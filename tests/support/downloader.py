@@ -33,7 +33,7 @@ from shared.storage import ObjectStore
 # server's gRPC twins (each port + 10000).
 _OFFSET = int(os.environ.get("CALLPIPE_TEST_PORT_OFFSET", "0"))
 SIMULATOR_PORT = 21090 + _OFFSET
-# The session's S3 server: its own ports (+555, +1000, +1007, +1020 and the gRPC twins), not
+# The test run's S3 server: its own ports (+555, +1000, +1007, +1020 and the gRPC twins), not
 # the module S3 servers' (tests.support.stack.MODULE_S3_PORT), which other modules start while
 # this one still runs.
 S3_PORT = 26333 + _OFFSET

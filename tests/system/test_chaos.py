@@ -1,4 +1,4 @@
-"""`callpipe chaos` in small: a stack of its own (on ports clear of the session's stack) whose
+"""`callpipe chaos` in small: a stack of its own (on ports clear of the test run's stack) whose
 services are killed and whose broker is restarted while calls go through, counted by an
 outside observer: the status table, object writes seen by a proxy in front of the S3 server,
 `summary.ready` messages on the topic, timeline rows, Twilio's own request log. Nothing may be
@@ -21,7 +21,7 @@ from tests.support.stack import PORTS, leftover_processes
 
 pytestmark = pytest.mark.stack
 
-# Ports of the session's stack moved by 40: both run at once.
+# Ports of the test run's stack moved by 40: both run at once.
 CHAOS_PORTS = {
     name: (
         value.rsplit(":", 1)[0] + f":{int(value.rsplit(':', 1)[1]) + 40}"
