@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import asyncpg
@@ -26,14 +27,21 @@ async def pg_admin(statement: str) -> None:
         await connection.close()
 
 
+def pg_admin_now(statement: str) -> None:
+    """`pg_admin` from synchronous code, on a thread of its own: a fixture may be set up
+    while another runs an event loop in this thread (Playwright's does)."""
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, pg_admin(statement)).result()
+
+
 @contextmanager
 def fresh_database() -> Iterator[str]:
     """The URL of a database made for one test (or one stack) and dropped after it: a
     database shared between tests hands one test's leftover rows (an outbox still to relay,
     a lease still held) to the next."""
     database = new_database_name()
-    asyncio.run(pg_admin(f'CREATE DATABASE "{database}"'))
+    pg_admin_now(f'CREATE DATABASE "{database}"')
     try:
         yield PG_URL.format(database=database)
     finally:
-        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        pg_admin_now(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
