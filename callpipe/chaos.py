@@ -66,7 +66,7 @@ from services.player.core import (
 from services.player.tables import call_events, calls
 from shared.db import create_engine
 from shared.events import Topic
-from shared.kafka import replay
+from shared.kafka.topics import replay
 from shared.settings import Settings
 from shared.storage import ObjectStore
 

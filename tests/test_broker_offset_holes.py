@@ -29,7 +29,8 @@ from callpipe.bench.s3_proxy import Forward, Refuse, start_proxy
 from callpipe.stack import Stack
 from shared import metrics
 from shared.events import AnyEvent, CallStarted, call_correlation_id, encode
-from shared.kafka import EventProducer, StageWorker
+from shared.kafka.producer import EventProducer
+from shared.kafka.worker import StageWorker
 from shared.settings import Settings
 
 pytestmark = pytest.mark.stack

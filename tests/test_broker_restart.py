@@ -25,7 +25,10 @@ from support_stack import start_child
 from callpipe.stack import Stack
 from services.player.app import projected_topics
 from shared.events import AnyEvent, Event, TranscriptReady, call_correlation_id, encode
-from shared.kafka import EventProducer, StageWorker, client_options, ensure_topics
+from shared.kafka.connection import client_options
+from shared.kafka.producer import EventProducer
+from shared.kafka.topics import ensure_topics
+from shared.kafka.worker import StageWorker
 from shared.settings import Settings
 from shared.storage import transcript_key
 

@@ -21,7 +21,8 @@ from twilio.request_validator import RequestValidator
 
 from callpipe.twilio_simulator import sample_path
 from shared.events import Topic
-from shared.kafka import client_options, replay
+from shared.kafka.connection import client_options
+from shared.kafka.topics import replay
 
 pytestmark = pytest.mark.stack
 

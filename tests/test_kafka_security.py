@@ -22,7 +22,9 @@ from pydantic import ValidationError
 
 from callpipe.stack import tansu_binary
 from shared.events import CallStarted, call_correlation_id
-from shared.kafka import EventProducer, client_options, ensure_topics, replay
+from shared.kafka.connection import client_options
+from shared.kafka.producer import EventProducer
+from shared.kafka.topics import ensure_topics, replay
 from shared.settings import Settings
 
 _OFFSET = int(os.environ.get("CALLPIPE_TEST_PORT_OFFSET", "0"))

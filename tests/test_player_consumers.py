@@ -11,7 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from support_stack import PORTS, RunningStack
 
 from shared.events import Topic
-from shared.kafka import partitions_of
+from shared.kafka.topics import partitions_of
 from shared.settings import Settings
 
 pytestmark = pytest.mark.stack

@@ -37,7 +37,8 @@ from shared.events import (
     call_correlation_id,
     decode,
 )
-from shared.kafka import client_options, records_to_end
+from shared.kafka.connection import client_options
+from shared.kafka.topics import records_to_end
 from shared.storage import ObjectStore
 
 pytestmark = pytest.mark.stack

@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, Page, Response, Route, expect, sync_pla
 from support_stack import RunningStack
 
 from shared.events import CallStarted, Lead, SummaryReady, call_correlation_id
-from shared.kafka import EventProducer
+from shared.kafka.producer import EventProducer
 from shared.settings import Settings
 
 pytestmark = pytest.mark.stack

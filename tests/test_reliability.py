@@ -22,7 +22,9 @@ from support_stack import RunningStack
 
 from callpipe.dlq import list_dead_letters
 from shared.events import AnyEvent, CallStarted, call_correlation_id, encode
-from shared.kafka import EventProducer, StageWorker, dead_letter_topic
+from shared.kafka.producer import EventProducer
+from shared.kafka.topics import dead_letter_topic
+from shared.kafka.worker import StageWorker
 from shared.retry import TerminalError
 from shared.settings import Settings
 from shared.storage import ObjectStore

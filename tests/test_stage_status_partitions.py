@@ -24,7 +24,9 @@ from shared.events import (
     encode,
     stage_status_partition,
 )
-from shared.kafka import EventProducer, StageWorker, records_to_end
+from shared.kafka.producer import EventProducer
+from shared.kafka.topics import records_to_end
+from shared.kafka.worker import StageWorker
 from shared.settings import Settings
 
 STAGES = list(Stage)

@@ -33,7 +33,8 @@ from shared import tracing
 from shared.body_limit import BodyLimit
 from shared.db import create_engine, database_unreachable, database_url_for_logs
 from shared.events import Event
-from shared.kafka import EventProducer, probe_broker
+from shared.kafka.connection import probe_broker
+from shared.kafka.producer import EventProducer
 from shared.logs import call_context, masked
 from shared.retry import wait_until_reached
 from shared.settings import Settings

@@ -40,13 +40,10 @@ from shared.events import (
     call_correlation_id,
     key_of_business,
 )
-from shared.kafka import (
-    EventProducer,
-    StageWorker,
-    all_topics,
-    probe_broker,
-    start_producer_patiently,
-)
+from shared.kafka.connection import probe_broker
+from shared.kafka.producer import EventProducer, start_producer_patiently
+from shared.kafka.topics import all_topics
+from shared.kafka.worker import StageWorker
 from shared.logs import call_context
 from shared.retry import wait_until_reached
 from shared.settings import Settings

@@ -18,7 +18,7 @@ from services.player.repository import CallFilter, CallRepository
 from services.reconciler import core
 from shared.db import database_unreachable
 from shared.events import utc_now
-from shared.kafka import EventProducer
+from shared.kafka.producer import EventProducer
 from shared.logs import call_context
 from shared.retry import describe
 from shared.settings import Settings
