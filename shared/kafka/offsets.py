@@ -1,4 +1,4 @@
-"""What a stage worker may commit, and which inputs it already handled.
+"""What a stage worker commits and when, and which inputs it already handled.
 
 A message's offset is finished once its output events are acknowledged by the broker
 (acks=all), or once it has been dead-lettered. The commit point of a partition advances over
@@ -7,11 +7,16 @@ committed past it: at-least-once, nothing skipped (decision 0004)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import deque
 from collections.abc import Sequence
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from shared.kafka.failures import WorkerFailure
+from shared.retry import describe
+from shared.shutdown import Shutdown
 
 
 class OffsetTracker:
@@ -42,6 +47,46 @@ class OffsetTracker:
         for tp in partitions:
             self._pending.pop(tp, None)
             self._done.pop(tp, None)
+
+
+class Commits:
+    """When a stage worker commits what its OffsetTracker says is finished: at most every
+    `interval_ms` while it runs (each commit is several writes to the local broker's object
+    store, decision 0911), at once on a revoke or a stop. Nothing at all once an output did
+    not reach the broker (WorkerFailure): all since the last commit come again."""
+
+    def __init__(self, tracker: OffsetTracker, failure: WorkerFailure, interval_ms: int) -> None:
+        self._tracker = tracker
+        self._failure = failure
+        self._interval_ms = interval_ms
+        self._last_commit = float("-inf")
+
+    def due(self) -> bool:
+        """Whether a running worker's next commit may go now."""
+        return (time.monotonic() - self._last_commit) * 1000 >= self._interval_ms
+
+    async def commit(self, consumer: AIOKafkaConsumer | None) -> None:
+        self._failure.raise_if_any()
+        points = self._tracker.commit_points()
+        if points and consumer is not None:
+            await consumer.commit(points)
+            self._last_commit = time.monotonic()
+
+    async def commit_at_stop(self, consumer: AIOKafkaConsumer | None, shutdown: Shutdown) -> None:
+        """The last commit, within `shutdown`'s bound: a commit the broker does not take in
+        time is given up, and those messages come again."""
+        if self._failure.error is not None:
+            shutdown.abandon(
+                "every commit: an output did not reach the broker "
+                f"({describe(self._failure.error)}), so all since the last commit come again"
+            )
+            return
+        points = self._tracker.commit_points()
+        if points and consumer is not None:
+            await shutdown.within_bound(
+                f"committing {len(points)} partitions' finished offsets",
+                consumer.commit(points),
+            )
 
 
 class HandledInputs:

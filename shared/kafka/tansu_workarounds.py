@@ -27,6 +27,7 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# A poll's records, by partition.
 Records = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 
 

@@ -1,10 +1,10 @@
 """The consumer runtime every stage runs on (aiokafka, manual commits).
 
 - Messages of different calls are handled concurrently (at most `max_in_flight`); messages of
-  one call (same key) are handled in order. What is committed is each partition's contiguous
-  prefix of finished offsets (shared/kafka/offsets.py). While running, a worker commits at most
-  every `kafka_commit_interval_ms` (each commit is several writes to the local broker's object
-  store, decision 0911); on a revoke or a stop it commits at once.
+  one call (same key) are handled in order (InFlight).
+- What is committed, and when, is shared/kafka/offsets.py: each partition's contiguous prefix
+  of finished offsets, at most every `kafka_commit_interval_ms` while running, at once on a
+  revoke or a stop.
 - What happens when handling a message fails (retries, `stage.failed`, dead letters, a broker
   that cannot take the output) is shared/kafka/failures.py.
 - A stage announces `stage.started` for work that has run `stage_started_after_ms`
@@ -39,11 +39,10 @@ from shared import metrics, tracing
 from shared.events import SCHEMA_VERSION, AnyEvent, Event, Stage, StageStarted, decode
 from shared.kafka.connection import client_options
 from shared.kafka.failures import FailureHandling, WorkerFailure
-from shared.kafka.offsets import HandledInputs, OffsetTracker
+from shared.kafka.offsets import Commits, HandledInputs, OffsetTracker
 from shared.kafka.producer import EventProducer
-from shared.kafka.tansu_workarounds import OffsetHoleGuard, Records, TopicMetadataWatch
+from shared.kafka.tansu_workarounds import OffsetHoleGuard, TopicMetadataWatch
 from shared.logs import call_context
-from shared.retry import describe
 from shared.settings import Settings
 from shared.shutdown import Shutdown
 
@@ -51,6 +50,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[AnyEvent], Awaitable[Sequence[Event]]]
 BatchHandler = Callable[[Sequence[AnyEvent]], Awaitable[Sequence[Event]]]
+# A poll's records, by partition.
+Records = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 
 
 @dataclass
@@ -75,16 +76,17 @@ class StageWorker:
         self._tracker = OffsetTracker()
         self._failures = FailureHandling(self.name, self.stage, self.settings, self.producer)
         self._failure = WorkerFailure()
+        self._commits = Commits(
+            self._tracker, self._failure, self.settings.kafka_commit_interval_ms
+        )
         self._hole_guard = OffsetHoleGuard(
             self.name, self.settings.kafka_offset_hole_patience_seconds
         )
         self._metadata_watch = TopicMetadataWatch(
             self.name, self.topics, self.settings, self._commit
         )
-        self._in_flight: set[asyncio.Task[None]] = set()
-        self._last_by_key: dict[bytes | None, asyncio.Task[None]] = {}
+        self._in_flight = InFlight(self._failure)
         self._consumer: AIOKafkaConsumer | None = None
-        self._last_commit = float("-inf")
         self._handled = HandledInputs()
         self._reported_state = "connecting"
         self._lost_broker = False
@@ -156,11 +158,10 @@ class StageWorker:
             await self._process_batch(self.handle_batch, batch)
         await metrics.observe_consumer(self.name, consumer, len(self._in_flight))
         self._log_state_change()
-        await self._wait_for_room()
+        await self._in_flight.wait_for_fewer_than(self.settings.max_in_flight)
         self._failure.raise_if_any()
-        since_commit_ms = (time.monotonic() - self._last_commit) * 1000
         # While the broker is away a commit would wait for it: it is made once it is back.
-        if since_commit_ms >= self.settings.kafka_commit_interval_ms and self.state == "ready":
+        if self._commits.due() and self.state == "ready":
             await self._commit()
 
     def _log_state_change(self) -> None:
@@ -200,28 +201,10 @@ class StageWorker:
         self._start(tp, record)
 
     def _start(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
-        previous = self._last_by_key.get(record.key)
-        task = asyncio.create_task(self._process_in_order(previous, tp, record))
-        self._last_by_key[record.key] = task
-        self._in_flight.add(task)
-        task.add_done_callback(self._on_task_done(record.key))
-
-    def _on_task_done(self, key: bytes | None) -> Callable[[asyncio.Task[None]], None]:
-        def done(task: asyncio.Task[None]) -> None:
-            self._in_flight.discard(task)
-            self._failure.note(task)
-            if self._last_by_key.get(key) is task:
-                del self._last_by_key[key]
-
-        return done
-
-    async def _wait_for_room(self) -> None:
-        while len(self._in_flight) >= self.settings.max_in_flight:
-            await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+        self._in_flight.start(record.key, functools.partial(self._process_and_finish, tp, record))
 
     async def drain(self) -> None:
-        if self._in_flight:
-            await asyncio.wait(self._in_flight)
+        await self._in_flight.wait()
         await self._commit()
 
     async def _hand_back(self, shutdown: Shutdown) -> None:
@@ -230,43 +213,20 @@ class StageWorker:
         not answer) and commits only what finished; the cancelled messages are redelivered to
         whichever member takes the partition. A commit the broker does not take within the
         bound is given up: those messages come again too."""
-        if self._in_flight:
-            await asyncio.wait(self._in_flight, timeout=shutdown.grace_left())
-        unfinished = list(self._in_flight)
-        for task in unfinished:
-            task.cancel()
+        await self._in_flight.wait(at_most_seconds=shutdown.grace_left())
+        unfinished = self._in_flight.cancel_all()
         if unfinished:
             log.info("%s handing back %d unfinished messages", self.name, len(unfinished))
             shutdown.abandon(f"{len(unfinished)} unfinished messages (handed back uncommitted)")
             await asyncio.wait(unfinished, timeout=shutdown.close_left())
-        if self._failure.error is not None:
-            shutdown.abandon(
-                "every commit: an output did not reach the broker "
-                f"({describe(self._failure.error)}), so all since the last commit come again"
-            )
-            return
-        points = self._tracker.commit_points()
-        if points and self._consumer is not None:
-            await shutdown.within_bound(
-                f"committing {len(points)} partitions' finished offsets",
-                self._consumer.commit(points),
-            )
+        await self._commits.commit_at_stop(self._consumer, shutdown)
 
     async def _commit(self) -> None:
-        self._failure.raise_if_any()
-        points = self._tracker.commit_points()
-        if points and self._consumer is not None:
-            await self._consumer.commit(points)
-            self._last_commit = time.monotonic()
+        await self._commits.commit(self._consumer)
 
-    async def _process_in_order(
-        self,
-        previous: asyncio.Task[None] | None,
-        tp: TopicPartition,
-        record: ConsumerRecord[bytes, bytes],
+    async def _process_and_finish(
+        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]
     ) -> None:
-        if previous is not None:
-            await asyncio.shield(previous)
         await self._process(record)
         self._tracker.finish(tp, record.offset)
 
@@ -277,7 +237,7 @@ class StageWorker:
         the poll: those start only after the batch, so a call's messages stay in order."""
         together: list[tuple[TopicPartition, ConsumerRecord[bytes, bytes], AnyEvent]] = []
         alone: list[tuple[TopicPartition, ConsumerRecord[bytes, bytes]]] = []
-        keys_alone = set(self._last_by_key)
+        keys_alone = self._in_flight.keys()
         for tp, records in batch.items():
             for record in records:
                 self._tracker.add(tp, record.offset)
@@ -347,6 +307,60 @@ class StageWorker:
             self.settings.stage_started_after_ms / 1000,
             functools.partial(self.producer.publish, started),
         )
+
+
+class InFlight:
+    """The messages being handled, a task each. A message's work starts only once the message
+    of the same key (call) before it is done, so one call's messages are handled in order and
+    different calls' concurrently. An error escaping a task is noted in `failure`."""
+
+    def __init__(self, failure: WorkerFailure) -> None:
+        self._failure = failure
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last_by_key: dict[bytes | None, asyncio.Task[None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def keys(self) -> set[bytes | None]:
+        """The keys with a message in flight."""
+        return set(self._last_by_key)
+
+    def start(self, key: bytes | None, work: Callable[[], Awaitable[None]]) -> None:
+        task = asyncio.create_task(self._in_order(self._last_by_key.get(key), work))
+        self._last_by_key[key] = task
+        self._tasks.add(task)
+        task.add_done_callback(functools.partial(self._done, key))
+
+    @staticmethod
+    async def _in_order(
+        previous: asyncio.Task[None] | None, work: Callable[[], Awaitable[None]]
+    ) -> None:
+        if previous is not None:
+            await asyncio.shield(previous)
+        await work()
+
+    def _done(self, key: bytes | None, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._failure.note(task)
+        if self._last_by_key.get(key) is task:
+            del self._last_by_key[key]
+
+    async def wait_for_fewer_than(self, limit: int) -> None:
+        while len(self._tasks) >= limit:
+            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+
+    async def wait(self, at_most_seconds: float | None = None) -> None:
+        """Until every message in flight is done, or `at_most_seconds` passed."""
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=at_most_seconds)
+
+    def cancel_all(self) -> list[asyncio.Task[None]]:
+        """Cancels every message still in flight; their tasks."""
+        unfinished = list(self._tasks)
+        for task in unfinished:
+            task.cancel()
+        return unfinished
 
 
 class StartAnnouncement(contextlib.AbstractContextManager["StartAnnouncement"]):
