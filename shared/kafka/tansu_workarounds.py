@@ -6,6 +6,9 @@ happens: there they cost a check and never act. A broker without these behaviour
 module go in one change, with its call sites: the stage worker (shared/kafka/worker.py), the
 producer's idempotence setting (shared/kafka/producer.py) and `records_to_end`
 (shared/kafka/topics.py).
+
+Not here: settings chosen for the local broker's object store that hold on any broker, the
+commit interval (decision 0911) and one partition per topic by default (decision 0915).
 """
 
 from __future__ import annotations
@@ -105,11 +108,14 @@ HOLE_REFETCH_PAUSE_SECONDS = 0.02
 
 
 class OffsetHoleGuard:
-    """A stage worker's guard against OffsetHoles' broker behaviour (decision 0914): it hands
-    on each partition's records only up to a hole, seeks back to the hole (aiokafka drops what
-    it prefetched past it) and fetches again after a short pause, until the hole fills or
-    `kafka_offset_hole_patience_seconds` pass. Holes waited out and gone past are counted
-    (`callpipe_offset_holes`); going past one is logged at ERROR with its offsets."""
+    """A stage worker's guard against holes in a partition's offsets.
+
+    Works around: Tansu 0.6 can make a later record of a partition readable before an earlier
+    one (OffsetHoles, decision 0914). The guard hands on each partition's records only up to a
+    hole, seeks back to the hole (aiokafka drops what it prefetched past it) and fetches again
+    after a short pause, until the hole fills or `kafka_offset_hole_patience_seconds` pass.
+    Holes waited out and gone past are counted (`callpipe_offset_holes`); going past one is
+    logged at ERROR with its offsets."""
 
     def __init__(self, worker: str, patience_seconds: float) -> None:
         self._worker = worker
@@ -264,7 +270,8 @@ class TopicMetadataWatch:
 
 def grants_producer_ids(error_code: int) -> bool:
     """Whether an InitProducerId answer means the broker supports the idempotent producer: a
-    producer id, or a retriable error (a broker still loading; the producer retries those)."""
+    producer id, or a retriable error (a broker still loading; the producer retries those).
+    The answer broker_supports_idempotence goes by (decision 1005)."""
     error = kafka_errors.for_code(error_code)
     return error is kafka_errors.NoError or bool(error.retriable)
 
