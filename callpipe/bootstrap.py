@@ -37,7 +37,8 @@ from shared import extras, logs, metrics, tracing
 from shared.db import create_engine, database_unreachable, database_url_for_logs
 from shared.events import AnyEvent, Stage, Topic
 from shared.internal_port import InternalOnly, internal_paths
-from shared.kafka import EventProducer, Handler, StageWorker, start_producer_patiently
+from shared.kafka.producer import EventProducer, start_producer_patiently
+from shared.kafka.worker import Handler, StageWorker
 from shared.retry import wait_until_reached
 from shared.settings import Settings
 from shared.shutdown import Shutdown

@@ -340,7 +340,7 @@ def dlq_list(
     """Every dead letter (one JSON object a line): where it came from, why, and whether it
     was re-driven."""
     from callpipe.dlq import list_dead_letters
-    from shared.kafka import WORKERS
+    from shared.kafka.topics import WORKERS
 
     letters = asyncio.run(list_dead_letters(Settings(), [worker] if worker else WORKERS))
     for letter in letters:

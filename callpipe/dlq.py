@@ -21,13 +21,9 @@ from pydantic import ValidationError
 
 from services.player.core import as_retry
 from shared.events import AnyEvent, decode, encode
-from shared.kafka import (
-    WORKERS,
-    EventProducer,
-    client_options,
-    dead_letter_topic,
-    records_to_end,
-)
+from shared.kafka.connection import client_options
+from shared.kafka.producer import EventProducer
+from shared.kafka.topics import WORKERS, dead_letter_topic, records_to_end
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

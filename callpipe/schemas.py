@@ -5,9 +5,9 @@
 - An AsyncAPI 3.0 document (`asyncapi.json`) describing every topic: the event topics of
   `shared.events.Topic`, and the dead-letter topic of every worker.
 
-Everything is derived from `shared.events`, `shared.transcript` and `shared.kafka`; the output
-is deterministic (sorted keys, indent 2, trailing newline) so `check` can tell whether the
-checked-in files are stale. Run `callpipe schemas --write` after changing an event model.
+Everything is derived from `shared.events`, `shared.transcript` and `shared.kafka.topics`; the
+output is deterministic (sorted keys, indent 2, trailing newline) so `check` can tell whether
+the checked-in files are stale. Run `callpipe schemas --write` after changing an event model.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from shared.events import EVENT_TOPICS, SCHEMA_VERSION, Event, Topic
-from shared.kafka import WORKERS, dead_letter_topic
+from shared.kafka.topics import WORKERS, dead_letter_topic
 from shared.transcript import Transcript
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -30,8 +30,6 @@ KAFKA_BINDING_VERSION = "0.5.0"
 ASYNCAPI_FILE = "asyncapi.json"
 TRANSCRIPT_SCHEMA_FILE = "transcript.schema.json"
 SCHEMA_SUFFIX = ".schema.json"
-
-# Workers that consume with shared.kafka.StageWorker and so own a dead-letter topic.
 
 TRACEPARENT_PATTERN = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
 DLQ_SOURCE_PATTERN = r"^.+:[0-9]+:[0-9]+$"

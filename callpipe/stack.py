@@ -38,7 +38,7 @@ from callpipe.bootstrap import SERVICES
 from callpipe.local_secrets import with_local_secrets
 from shared import extras
 from shared.db import database_url_for_logs, sqlstate
-from shared.kafka import client_options
+from shared.kafka.connection import client_options
 from shared.settings import Settings
 from shared.storage import ObjectStore
 

@@ -65,7 +65,7 @@ from shared.call_state import (
 )
 from shared.db import create_engine
 from shared.events import Topic
-from shared.kafka import replay
+from shared.kafka.topics import replay
 from shared.settings import Settings
 from shared.storage import ObjectStore
 

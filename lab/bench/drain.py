@@ -14,7 +14,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from services.ingress.deliveries import Deliveries
 from shared.db import create_engine
-from shared.kafka import WORKERS, all_topics, client_options
+from shared.kafka.connection import client_options
+from shared.kafka.topics import WORKERS, all_topics
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

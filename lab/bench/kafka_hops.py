@@ -11,7 +11,8 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from shared.kafka import client_options, use_idempotence
+from shared.kafka.connection import client_options
+from shared.kafka.producer import use_idempotence
 from shared.settings import Settings
 
 PAYLOAD = b"x" * 600  # about the size of a callpipe event

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from services.analytics.core import Figures
 from shared import metrics
 from shared.events import Topic, decode, utc_now
-from shared.kafka import client_options, connect_patiently
+from shared.kafka.connection import client_options, connect_patiently
 from shared.settings import Settings
 from shared.shutdown import Shutdown
 

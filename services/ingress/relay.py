@@ -26,7 +26,7 @@ from tenacity import AsyncRetrying, RetryCallState
 
 from services.ingress.deliveries import Deliveries
 from shared.events import Event
-from shared.kafka import EventProducer, start_producer_patiently
+from shared.kafka.producer import EventProducer, start_producer_patiently
 from shared.logs import call_context
 from shared.retry import describe, retrying
 from shared.settings import Settings

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from services.player.core import stored_objects
 from services.player.repository import CallRepository
 from shared.events import AnyEvent, Event
-from shared.kafka import all_topics
+from shared.kafka.topics import all_topics
 from shared.logs import call_context
 from shared.storage import ObjectStore
 

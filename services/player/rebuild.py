@@ -12,7 +12,7 @@ from services.player.projector import projected_topics
 from services.player.repository import CallRepository, migrate
 from services.player.tables import calls
 from shared.db import create_engine
-from shared.kafka import replay
+from shared.kafka.topics import replay
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

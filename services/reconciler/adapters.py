@@ -17,7 +17,7 @@ from services.reconciler import core
 from shared.call_state import CallState
 from shared.db import database_unreachable
 from shared.events import AnyEvent, Stage, utc_now
-from shared.kafka import EventProducer
+from shared.kafka.producer import EventProducer
 from shared.logs import call_context
 from shared.retry import describe
 from shared.settings import Settings

@@ -25,7 +25,8 @@ from starlette.responses import Response
 
 from callpipe.bootstrap import open_stage_worker
 from shared.events import RecordingCompleted, decode
-from shared.kafka import EventProducer, dead_letter_topic
+from shared.kafka.producer import EventProducer
+from shared.kafka.topics import dead_letter_topic
 from shared.settings import Settings
 from shared.storage import ObjectStore
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from shared.kafka import dead_letter_topic
+from shared.kafka.topics import dead_letter_topic
 from shared.settings import Settings
 
 

@@ -63,7 +63,7 @@ async def build_factories() -> dict[str, object]:
     from services.player.repository import CallRepository
     from services.reconciler.adapters import Reconciler, TwilioRecordings, deadlines
     from shared.db import create_engine
-    from shared.kafka import EventProducer
+    from shared.kafka.producer import EventProducer
     from shared.settings import Settings
     from shared.storage import ObjectStore
 

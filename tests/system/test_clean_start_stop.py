@@ -36,7 +36,9 @@ from shared.events import (
     TranscriptReady,
     encode,
 )
-from shared.kafka import EventProducer, StageWorker, replay
+from shared.kafka.producer import EventProducer
+from shared.kafka.topics import replay
+from shared.kafka.worker import StageWorker
 from shared.settings import Settings
 from shared.shutdown import Shutdown
 from shared.storage import ObjectStore, transcript_key

@@ -16,7 +16,7 @@ import yaml
 
 from callpipe.env_example import COMPOSE_VARIABLES, env_name, render
 from services.extractor.gazetteer import MIN_CITY_POPULATION
-from shared.kafka import all_topics
+from shared.kafka.topics import all_topics
 from shared.settings import Settings
 from tests.support.compose import (
     COMPOSE,
@@ -398,7 +398,7 @@ def test_each_container_sees_only_the_secrets_it_uses(tmp_path: Path) -> None:
 
 
 # The settings each callpipe container's code reads (shared/settings.py field names), by the
-# parts it is built from (callpipe/bootstrap.py, the apps, shared/kafka.py and storage.py).
+# parts it is built from (callpipe/bootstrap.py, the apps, shared/kafka/ and storage.py).
 KAFKA_CLIENT = {
     "kafka_bootstrap",
     "kafka_partitions",

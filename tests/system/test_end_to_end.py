@@ -20,7 +20,8 @@ from twilio.request_validator import RequestValidator
 
 from callpipe.twilio_simulator import sample_path
 from shared.events import Topic
-from shared.kafka import client_options, replay
+from shared.kafka.connection import client_options
+from shared.kafka.topics import replay
 from tests.support.stack import RunningStack, leftover_processes
 
 pytestmark = pytest.mark.stack

@@ -9,7 +9,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka import errors as kafka_errors
 
-from shared.kafka import EventProducer, broker_supports_idempotence, grants_producer_ids
+from shared.kafka.producer import EventProducer
+from shared.kafka.tansu_workarounds import broker_supports_idempotence, grants_producer_ids
 from shared.settings import Settings
 from tests.support.stack import PORTS, RunningStack
 

@@ -10,7 +10,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.events import Topic
-from shared.kafka import partitions_of
+from shared.kafka.topics import partitions_of
 from shared.settings import Settings
 from tests.support.stack import PORTS, RunningStack
 

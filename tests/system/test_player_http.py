@@ -35,7 +35,8 @@ from shared.events import (
     call_correlation_id,
     decode,
 )
-from shared.kafka import client_options, records_to_end
+from shared.kafka.connection import client_options
+from shared.kafka.topics import records_to_end
 from shared.storage import ObjectStore
 from tests.support.postgres import fresh_database
 from tests.support.stack import RunningStack

@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Response, Route, expect, sync_playwright
 
 from shared.events import Lead, SummaryReady
-from shared.kafka import EventProducer
+from shared.kafka.producer import EventProducer
 from shared.settings import Settings
 from tests.support import events as factories
 from tests.support.stack import RunningStack

@@ -20,7 +20,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from callpipe.dlq import list_dead_letters
 from shared.events import AnyEvent, encode
-from shared.kafka import EventProducer, StageWorker, dead_letter_topic
+from shared.kafka.producer import EventProducer
+from shared.kafka.topics import dead_letter_topic
+from shared.kafka.worker import StageWorker
 from shared.retry import TerminalError
 from shared.settings import Settings
 from shared.storage import ObjectStore

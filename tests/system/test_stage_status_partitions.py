@@ -20,7 +20,9 @@ from shared.events import (
     encode,
     stage_status_partition,
 )
-from shared.kafka import EventProducer, StageWorker, records_to_end
+from shared.kafka.producer import EventProducer
+from shared.kafka.topics import records_to_end
+from shared.kafka.worker import StageWorker
 from shared.settings import Settings
 from tests.support import events as factories
 from tests.support.kafka import one_partition_topic

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from services.ingress.http.state import IngressState
 from shared.db import database_unreachable, database_url_for_logs
-from shared.kafka import probe_broker
+from shared.kafka.connection import probe_broker
 from shared.retry import wait_until_reached
 from shared.shutdown import Shutdown
 

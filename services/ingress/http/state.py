@@ -12,7 +12,7 @@ from twilio.request_validator import RequestValidator
 
 from services.ingress.deliveries import Deliveries
 from services.ingress.relay import OutboxRelay
-from shared.kafka import EventProducer
+from shared.kafka.producer import EventProducer
 from shared.settings import Settings
 from shared.twilio_rest import RecordingStarter
 

@@ -11,7 +11,7 @@ from services.player import origins
 from services.player.http.state import PlayerState
 from services.player.repository import CallRepository
 from shared.call_state import CallState
-from shared.kafka import EventProducer
+from shared.kafka.producer import EventProducer
 from shared.settings import Settings
 from shared.storage import ObjectStore
 

@@ -14,7 +14,8 @@ from fastapi import FastAPI
 from services.player.http.state import PlayerState
 from services.player.repository import migrate
 from shared.db import database_unreachable, database_url_for_logs
-from shared.kafka import probe_broker, start_producer_patiently
+from shared.kafka.connection import probe_broker
+from shared.kafka.producer import start_producer_patiently
 from shared.retry import wait_until_reached
 from shared.shutdown import Shutdown
 

@@ -9,7 +9,7 @@ from services.player import core
 from services.player.repository import CallRepository
 from shared.call_state import CallState
 from shared.events import Stage
-from shared.kafka import EventProducer
+from shared.kafka.producer import EventProducer
 
 
 async def retry_failed_stage(

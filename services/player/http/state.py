@@ -11,7 +11,8 @@ from cachetools import TTLCache
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.player.repository import CallRepository, key_digest
-from shared.kafka import EventProducer, StageWorker
+from shared.kafka.producer import EventProducer
+from shared.kafka.worker import StageWorker
 from shared.settings import Settings
 from shared.storage import ObjectStore
 

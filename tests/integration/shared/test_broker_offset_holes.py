@@ -27,7 +27,8 @@ from callpipe.stack import Stack
 from lab.bench.s3_proxy import Forward, Refuse, start_proxy
 from shared import metrics
 from shared.events import AnyEvent, encode
-from shared.kafka import EventProducer, StageWorker
+from shared.kafka.producer import EventProducer
+from shared.kafka.worker import StageWorker
 from shared.settings import Settings
 from tests.support import events as factories
 from tests.support.kafka import committed, one_partition_topic

@@ -24,7 +24,10 @@ from aiokafka.cluster import ClusterMetadata
 from callpipe.stack import Stack
 from services.player.projector import projected_topics
 from shared.events import AnyEvent, Event, encode
-from shared.kafka import EventProducer, StageWorker, client_options, ensure_topics
+from shared.kafka.connection import client_options
+from shared.kafka.producer import EventProducer
+from shared.kafka.topics import ensure_topics
+from shared.kafka.worker import StageWorker
 from shared.settings import Settings
 from shared.storage import transcript_key
 from tests.support import events as factories

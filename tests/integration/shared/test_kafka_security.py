@@ -21,7 +21,9 @@ from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
 
 from callpipe.stack import tansu_binary
-from shared.kafka import EventProducer, client_options, ensure_topics, replay
+from shared.kafka.connection import client_options
+from shared.kafka.producer import EventProducer
+from shared.kafka.topics import ensure_topics, replay
 from shared.settings import Settings
 from tests.support import events as factories
 

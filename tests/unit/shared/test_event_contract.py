@@ -36,7 +36,7 @@ from shared.events import (
     decode,
     encode,
 )
-from shared.kafka import WORKERS, dead_letter_topic
+from shared.kafka.topics import WORKERS, dead_letter_topic
 from shared.transcript import Transcript, Utterance, Word
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "events"
@@ -220,7 +220,7 @@ def test_asyncapi_describes_every_topic_key_and_header() -> None:
 
 
 def test_traceparent_header_pattern_matches_what_producers_send() -> None:
-    from shared.kafka import traceparent
+    from shared.kafka.producer import traceparent
 
     doc = _load(schemas.ASYNCAPI_FILE)
     pattern = doc["components"]["messages"]["CallStarted"]["headers"]["properties"]["traceparent"][

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from shared.kafka import HandledInputs
+from shared.kafka.offsets import HandledInputs
 
 
 def test_a_handled_event_is_remembered_and_another_is_not() -> None:

@@ -1,6 +1,7 @@
-"""The wait-then-go-on rule for holes in a partition's offsets (shared/offset_holes.py)."""
+"""The wait-then-go-on rule for holes in a partition's offsets (`OffsetHoles` in
+shared/kafka/tansu_workarounds.py)."""
 
-from shared.offset_holes import Admitted, OffsetHoles
+from shared.kafka.tansu_workarounds import Admitted, OffsetHoles
 
 PATIENCE = 5.0
 

@@ -1,5 +1,5 @@
 """The commit point of a partition only advances over its contiguous prefix of finished
-offsets (shared/kafka.py `_OffsetTracker`)."""
+offsets (shared/kafka/offsets.py `OffsetTracker`)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import random
 
 from aiokafka import TopicPartition
 
-from shared.kafka import _OffsetTracker
+from shared.kafka.offsets import OffsetTracker
 
 P0 = TopicPartition("recording.completed", 0)
 P1 = TopicPartition("recording.completed", 1)
 OTHER_TOPIC = TopicPartition("stage.status", 0)
 
 
-def tracker_with(tp: TopicPartition, offsets: range | list[int]) -> _OffsetTracker:
-    tracker = _OffsetTracker()
+def tracker_with(tp: TopicPartition, offsets: range | list[int]) -> OffsetTracker:
+    tracker = OffsetTracker()
     for offset in offsets:
         tracker.add(tp, offset)
     return tracker
@@ -70,7 +70,7 @@ def test_offsets_with_gaps_commit_past_the_last_finished() -> None:
 
 
 def test_partitions_are_independent() -> None:
-    tracker = _OffsetTracker()
+    tracker = OffsetTracker()
     for tp in (P0, P1, OTHER_TOPIC):
         for offset in range(3):
             tracker.add(tp, offset)
@@ -108,7 +108,7 @@ def test_random_finish_order_commits_exactly_the_contiguous_prefix() -> None:
 
 
 def test_forget_drops_only_the_revoked_partitions() -> None:
-    tracker = _OffsetTracker()
+    tracker = OffsetTracker()
     for tp in (P0, P1):
         tracker.add(tp, 0)
         tracker.add(tp, 1)

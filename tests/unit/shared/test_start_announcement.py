@@ -1,11 +1,11 @@
 """A stage's `stage.started` goes out only once its work has run the delay, and never after
-its outcome (shared/kafka.py `_StartAnnouncement`, decision 0920)."""
+its outcome (shared/kafka/worker.py `StartAnnouncement`, decision 0920)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from shared.kafka import _StartAnnouncement
+from shared.kafka.worker import StartAnnouncement
 
 
 class Publisher:
@@ -24,7 +24,7 @@ class Publisher:
 
 async def test_work_done_within_the_delay_announces_nothing() -> None:
     publisher = Publisher()
-    with _StartAnnouncement(0.2, publisher.publish) as announcement:
+    with StartAnnouncement(0.2, publisher.publish) as announcement:
         await asyncio.sleep(0.05)  # the work
         await announcement.settle()
     await asyncio.sleep(0.3)  # past the delay: the dropped announcement stays dropped
@@ -33,7 +33,7 @@ async def test_work_done_within_the_delay_announces_nothing() -> None:
 
 async def test_work_outlasting_the_delay_is_announced_once_and_before_its_outcome() -> None:
     publisher = Publisher(seconds=0.2)
-    with _StartAnnouncement(0.05, publisher.publish) as announcement:
+    with StartAnnouncement(0.05, publisher.publish) as announcement:
         await asyncio.sleep(0.1)  # the work: the announcement is being published
         assert (publisher.begun, publisher.acknowledged) == (1, 0)
         await announcement.settle()
@@ -44,7 +44,7 @@ async def test_work_outlasting_the_delay_is_announced_once_and_before_its_outcom
 
 async def test_a_delay_of_zero_announces_even_instant_work() -> None:
     publisher = Publisher()
-    with _StartAnnouncement(0.0, publisher.publish) as announcement:
+    with StartAnnouncement(0.0, publisher.publish) as announcement:
         await asyncio.sleep(0)  # the work yields once
         await announcement.settle()
     assert publisher.acknowledged == 1
@@ -54,7 +54,7 @@ async def test_a_message_handed_back_before_the_delay_is_not_announced() -> None
     publisher = Publisher()
 
     async def work() -> None:
-        with _StartAnnouncement(0.1, publisher.publish):
+        with StartAnnouncement(0.1, publisher.publish):
             await asyncio.sleep(3600)
 
     task = asyncio.create_task(work())
@@ -69,7 +69,7 @@ async def test_a_failed_announcement_fails_the_outcome_as_a_failed_publish_would
     async def broker_down() -> None:
         raise ConnectionError("broker unreachable")
 
-    with _StartAnnouncement(0.0, broker_down) as announcement:
+    with StartAnnouncement(0.0, broker_down) as announcement:
         await asyncio.sleep(0.01)
         try:
             await announcement.settle()
