@@ -34,7 +34,7 @@ from services.reconciler.adapters import Reconciler, TwilioRecordings
 from services.reconciler.adapters import deadlines as reconcile_deadlines
 from services.transcriber.core import SpeakerMapping, parse_labels
 from shared import extras, logs, metrics, tracing
-from shared.db import create_engine, database_unreachable, database_url_for_logs
+from shared.db import create_engine, wait_for_database
 from shared.events import AnyEvent, Stage, Topic
 from shared.internal_port import InternalOnly, internal_paths
 from shared.kafka.producer import EventProducer, start_producer_patiently
@@ -420,10 +420,9 @@ async def downloader_handler(
         settings.download_slot_lease_seconds,
         settings.download_slot_idle_seconds,
     )
-    if not await wait_until_reached(
-        f"database {database_url_for_logs(settings.effective_database_url)}",
+    if not await wait_for_database(
+        settings.effective_database_url,
         slots.create_table,
-        database_unreachable,
         shutdown.stop,
         settings.retry_base_seconds,
         settings.retry_max_seconds,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,6 +15,8 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
+
+from shared.retry import wait_until_reached
 
 SQLITE_LOCK_TIMEOUT_SECONDS = 30
 T = TypeVar("T")
@@ -47,6 +49,26 @@ def database_unreachable(error: BaseException) -> bool:
             return True
         return state is not None and state.startswith(_NOT_YET_SQLSTATES)
     return False
+
+
+async def wait_for_database(
+    database_url: str,
+    prepare: Callable[[], Awaitable[None]],
+    stop: asyncio.Event,
+    base_seconds: float,
+    max_seconds: float,
+) -> bool:
+    """Calls `prepare` (a schema to make, a table to check) until the database answers it,
+    waiting with the capped backoff while it is unreachable; False if `stop` came first. A
+    wrong role, password or database name fails at once (Misconfigured)."""
+    return await wait_until_reached(
+        f"database {database_url_for_logs(database_url)}",
+        prepare,
+        database_unreachable,
+        stop,
+        base_seconds,
+        max_seconds,
+    )
 
 
 def _locked(error: BaseException) -> bool:

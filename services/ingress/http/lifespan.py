@@ -13,9 +13,8 @@ from aiokafka.errors import KafkaError
 from fastapi import FastAPI
 
 from services.ingress.http.state import IngressState
-from shared.db import database_unreachable, database_url_for_logs
+from shared.db import database_unreachable, wait_for_database
 from shared.kafka.connection import probe_broker
-from shared.retry import wait_until_reached
 from shared.shutdown import Shutdown
 
 
@@ -48,10 +47,9 @@ async def relay_once_the_database_is_there(state: IngressState) -> None:
     # Stopped by cancelling this task: the wait needs no stop event of its own.
     settings = state.settings
     if not state.database_ready.is_set():
-        await wait_until_reached(
-            f"database {database_url_for_logs(settings.ingress_database_url)}",
+        await wait_for_database(
+            settings.ingress_database_url,
             lambda: prepare_database(state),
-            database_unreachable,
             asyncio.Event(),
             settings.retry_base_seconds,
             settings.retry_max_seconds,

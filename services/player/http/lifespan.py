@@ -13,10 +13,9 @@ from fastapi import FastAPI
 
 from services.player.http.state import PlayerState
 from services.player.repository import migrate
-from shared.db import database_unreachable, database_url_for_logs
+from shared.db import database_unreachable, wait_for_database
 from shared.kafka.connection import probe_broker
 from shared.kafka.producer import start_producer_patiently
-from shared.retry import wait_until_reached
 from shared.shutdown import Shutdown
 
 
@@ -58,10 +57,9 @@ async def prepare_database(state: PlayerState) -> None:
 async def consume(state: PlayerState, shutdown: Shutdown) -> None:
     """Once the database is prepared and the broker reached: the projection, until the stop."""
     settings, resources = state.settings, state.resources
-    if not state.database_ready.is_set() and not await wait_until_reached(
-        f"database {database_url_for_logs(settings.effective_database_url)}",
+    if not state.database_ready.is_set() and not await wait_for_database(
+        settings.effective_database_url,
         lambda: prepare_database(state),
-        database_unreachable,
         shutdown.stop,
         settings.retry_base_seconds,
         settings.retry_max_seconds,
