@@ -36,6 +36,7 @@ from services.transcriber.core import SpeakerMapping, parse_labels
 from shared import extras, logs, metrics, tracing
 from shared.db import create_engine, wait_for_database
 from shared.events import AnyEvent, Stage, Topic
+from shared.health import Health
 from shared.internal_port import InternalOnly, internal_paths
 from shared.kafka.producer import EventProducer, start_producer_patiently
 from shared.kafka.worker import Handler, StageWorker
@@ -171,14 +172,14 @@ def player_app(settings: Settings) -> FastAPI:
 
 
 @asynccontextmanager
-async def _health_server(host: str, port: int, state: Callable[[], str]) -> AsyncIterator[None]:
+async def _health_server(host: str, port: int, state: Callable[[], Health]) -> AsyncIterator[None]:
     """GET /healthz: 200 `ready` while the worker consumes, else 503 with its state:
     `connecting` (to the broker: before it is reachable, or while it is away) or `starting`
     (loading its model); GET /metrics: the worker's Prometheus metrics."""
 
     async def healthz(_request: web.Request) -> web.Response:
         now = state()
-        return web.json_response({"status": now}, status=200 if now == "ready" else 503)
+        return web.json_response({"status": now}, status=200 if now == Health.READY else 503)
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
@@ -202,10 +203,10 @@ class StoppedWhileConnecting(Exception):
 
 class _StageHealth:
     def __init__(self) -> None:
-        self.phase = "connecting"
+        self.phase = Health.CONNECTING
         self.worker: StageWorker | None = None
 
-    def __call__(self) -> str:
+    def __call__(self) -> Health:
         return self.worker.state if self.worker is not None else self.phase
 
 
@@ -324,7 +325,7 @@ async def build_stage_worker(
 
     def starting() -> None:
         if health is not None:
-            health.phase = "starting"
+            health.phase = Health.STARTING
 
     handler = await spec.handler(settings, store, stack, shutdown, starting)
     return StageWorker(

@@ -38,6 +38,7 @@ from callpipe.bootstrap import SERVICES
 from callpipe.local_secrets import with_local_secrets
 from shared import extras
 from shared.db import database_url_for_logs, sqlstate
+from shared.health import Health
 from shared.kafka.connection import client_options
 from shared.settings import Settings
 from shared.storage import ObjectStore
@@ -162,10 +163,10 @@ async def health_state(url: str) -> str:
             response = await client.get(url)
         body = response.json()
     except (httpx.HTTPError, ValueError):
-        return "starting"
+        return Health.STARTING
     status = body.get("status")
     if status == "ok":  # the ingress: serving, also while its broker is away
-        return "ready" if body.get("broker") == "connected" else "connecting"
+        return Health.READY if body.get("broker") == "connected" else Health.CONNECTING
     return str(status or f"HTTP {response.status_code}")
 
 
@@ -368,7 +369,7 @@ class Stack:
         states = await asyncio.gather(*(health_state(c.health_url or "") for c in watched))
         for child, state in zip(watched, states, strict=True):
             if child.reported is not None and state != child.reported:
-                level = logging.INFO if state == "ready" else logging.WARNING
+                level = logging.INFO if state == Health.READY else logging.WARNING
                 log.log(level, "%s is %s (was %s)", child.name, state, child.reported)
             child.reported = state
 

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from services.analytics.core import Figures
 from shared import metrics
 from shared.events import Topic, decode, utc_now
+from shared.health import Health
 from shared.kafka.connection import client_options, connect_patiently
 from shared.settings import Settings
 from shared.shutdown import Shutdown
@@ -60,13 +61,13 @@ class Link:
         self.consumer: AIOKafkaConsumer | None = None
 
     @property
-    def state(self) -> str:
+    def state(self) -> Health:
         if self.consumer is None:
-            return "connecting"
+            return Health.CONNECTING
         coordinator = self.consumer._coordinator
         if coordinator is not None and coordinator.coordinator_id is None:
-            return "connecting"
-        return "ready"
+            return Health.CONNECTING
+        return Health.READY
 
 
 async def consume(
@@ -117,7 +118,7 @@ def http_app(figures: Figures, link: Link) -> web.Application:
 
     async def healthz(_request: web.Request) -> web.Response:
         state = link.state
-        return web.json_response({"status": state}, status=200 if state == "ready" else 503)
+        return web.json_response({"status": state}, status=200 if state == Health.READY else 503)
 
     app = web.Application()
     app.router.add_get("/figures", figures_page)

@@ -37,6 +37,7 @@ from pydantic import ValidationError
 
 from shared import metrics, tracing
 from shared.events import SCHEMA_VERSION, AnyEvent, Event, Stage, StageStarted, decode
+from shared.health import Health
 from shared.kafka.connection import client_options
 from shared.kafka.failures import FailureHandling, WorkerFailure
 from shared.kafka.offsets import Commits, HandledInputs, OffsetTracker
@@ -88,19 +89,19 @@ class StageWorker:
         self._in_flight = InFlight(self._failure)
         self._consumer: AIOKafkaConsumer | None = None
         self._handled = HandledInputs()
-        self._reported_state = "connecting"
+        self._reported_state = Health.CONNECTING
         self._lost_broker = False
 
     @property
-    def state(self) -> str:
+    def state(self) -> Health:
         """`ready` while it consumes, `connecting` before and while its group coordinator
         (the broker) is out of reach."""
         if not self.ready.is_set() or self._consumer is None:
-            return "connecting"
+            return Health.CONNECTING
         coordinator = self._consumer._coordinator
         if coordinator is not None and coordinator.coordinator_id is None:
-            return "connecting"
-        return "ready"
+            return Health.CONNECTING
+        return Health.READY
 
     async def run(self, stop: asyncio.Event, shutdown: Shutdown | None = None) -> None:
         """Consumes until `stop` is set, then stops within `shutdown`'s bound: in-flight
@@ -161,7 +162,7 @@ class StageWorker:
         await self._in_flight.wait_for_fewer_than(self.settings.max_in_flight)
         self._failure.raise_if_any()
         # While the broker is away a commit would wait for it: it is made once it is back.
-        if self._commits.due() and self.state == "ready":
+        if self._commits.due() and self.state == Health.READY:
             await self._commit()
 
     def _log_state_change(self) -> None:
@@ -169,11 +170,11 @@ class StageWorker:
         state = self.state
         if state == self._reported_state:
             return
-        if state == "connecting":
+        if state == Health.CONNECTING:
             log.warning("%s: broker out of reach, waiting for it (health: connecting)", self.name)
         elif self._lost_broker:
             log.info("%s: broker back, consuming again", self.name)
-        self._lost_broker = state == "connecting"
+        self._lost_broker = state == Health.CONNECTING
         self._reported_state = state
 
     async def _unless_stopped(

@@ -4,6 +4,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from services.ingress.http.deps import State
+from shared.health import Health
 
 router = APIRouter()
 
@@ -14,7 +15,7 @@ async def healthz(state: State) -> JSONResponse:
     broker = state.resources.relay.broker_state
     if not state.database_ready.is_set():
         return JSONResponse(
-            {"status": "connecting", "database": "connecting", "broker": broker},
+            {"status": Health.CONNECTING, "database": Health.CONNECTING, "broker": broker},
             status_code=503,
         )
     return JSONResponse({"status": "ok", "broker": broker})
