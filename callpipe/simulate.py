@@ -18,7 +18,7 @@ FINAL_STATUSES = {"completed", "failed"}
 async def place_call(settings: Settings, audio: str, **options: Any) -> str:
     async with httpx.AsyncClient(timeout=10) as client:
         response = await client.post(
-            f"http://127.0.0.1:{settings.simulator_port}/simulator/calls",
+            f"http://127.0.0.1:{settings.local.simulator_port}/simulator/calls",
             json={"audio": str(sample_path(audio)), **options},
         )
         response.raise_for_status()
@@ -27,7 +27,7 @@ async def place_call(settings: Settings, audio: str, **options: Any) -> str:
 
 async def wait_for_call(settings: Settings, call_sid: str, within_seconds: float) -> dict[str, Any]:
     """Polls the player until the call reached a final status; returns the call's detail."""
-    url = f"http://127.0.0.1:{settings.player_port}/api/calls/{call_sid}"
+    url = f"http://127.0.0.1:{settings.player.port}/api/calls/{call_sid}"
     deadline = time.monotonic() + within_seconds
     call: dict[str, Any] = {}
     auth = {"Authorization": f"Bearer {local_api_key(settings)}"}

@@ -40,7 +40,7 @@ from shared import extras
 from shared.db import database_url_for_logs, sqlstate
 from shared.health import Health
 from shared.kafka.connection import client_options
-from shared.settings import Settings
+from shared.settings import Settings, every_setting, setting
 from shared.storage import ObjectStore
 
 log = logging.getLogger("callpipe.stack")
@@ -70,12 +70,13 @@ def weed_binary() -> str:
 def settings_env(settings: Settings) -> dict[str, str]:
     """The settings as environment variables, so every child builds the same Settings."""
     env: dict[str, str] = {}
-    for name, value in settings.model_dump().items():
+    for each in every_setting():
+        value = each.value(settings)
         if value is None:
             continue
         secret = getattr(value, "get_secret_value", None)
-        env[f"CALLPIPE_{name.upper()}"] = str(secret() if secret else value)
-    env["CALLPIPE_DATA_DIR"] = str(settings.data_dir.resolve())
+        env[each.variable] = str(secret() if secret else value)
+    env[setting("data_dir").variable] = str(settings.data_dir.resolve())
     return env
 
 
@@ -172,8 +173,8 @@ async def health_state(url: str) -> str:
 
 def local_api_key(settings: Settings) -> str:
     """The configured API key, or the one `callpipe up` made for this data directory."""
-    if settings.api_key.get_secret_value():
-        return settings.api_key.get_secret_value()
+    if settings.player.api_key.get_secret_value():
+        return settings.player.api_key.get_secret_value()
     path = settings.data_dir / "api-key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,7 +185,7 @@ def local_api_key(settings: Settings) -> str:
 
 class Stack:
     def __init__(self, settings: Settings) -> None:
-        settings = settings.model_copy(update={"api_key": SecretStr(local_api_key(settings))})
+        settings = settings.updated(player={"api_key": SecretStr(local_api_key(settings))})
         settings = with_local_secrets(settings, create=True)
         self.settings = settings
         self.data_dir = settings.data_dir.resolve()
@@ -195,9 +196,9 @@ class Stack:
     @property
     def twilio_api_base_url(self) -> str:
         """Twilio's REST API for this stack: the simulator unless one was configured."""
-        if "twilio_api_base_url" in self.settings.model_fields_set:
-            return self.settings.twilio_api_base_url
-        return f"http://127.0.0.1:{self.settings.simulator_port}"
+        if setting("twilio.api_base_url").is_set(self.settings):
+            return self.settings.twilio.api_base_url
+        return f"http://127.0.0.1:{self.settings.local.simulator_port}"
 
     def _children(self) -> list[Child]:
         s = self.settings
@@ -207,21 +208,21 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
             # The local stack's recordings come from the Twilio simulator.
             "CALLPIPE_MEDIA_ALLOWED_ORIGINS": (
-                f"{s.media_allowed_origins},http://127.0.0.1:{s.simulator_port}"
+                f"{s.downloader.media_allowed_origins},http://127.0.0.1:{s.local.simulator_port}"
             ),
         }
         # The local stack's Twilio is the simulator: the ingress's REST calls go there too.
         base_env["CALLPIPE_TWILIO_API_BASE_URL"] = self.twilio_api_base_url
-        s3 = urlparse(s.s3_endpoint_url)
+        s3 = urlparse(s.s3.endpoint_url)
         s3_port = s3.port or 8333
         s3_env = {
-            "AWS_ACCESS_KEY_ID": s.s3_access_key,
-            "AWS_SECRET_ACCESS_KEY": s.s3_secret_key.get_secret_value(),
+            "AWS_ACCESS_KEY_ID": s.s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": s.s3.secret_key.get_secret_value(),
         }
-        broker_host, _, broker_port = s.kafka_bootstrap.partition(":")
+        broker_host, _, broker_port = s.kafka.bootstrap.partition(":")
         weed = [
             weed_binary(), "mini", f"-dir={self.data_dir / 's3'}",
-            f"-bucket={s.s3_bucket},{BROKER_BUCKET}",
+            f"-bucket={s.s3.bucket},{BROKER_BUCKET}",
             "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-s3.port={s3_port}",
             f"-master.port={s3_port + 1000}", f"-volume.port={s3_port + 1007}",
@@ -233,27 +234,27 @@ class Stack:
             "--listener-url", f"tcp://{broker_host}:{broker_port}",
             "--advertised-listener-url", f"tcp://{broker_host}:{broker_port}",
             "--storage-engine",
-            f"s3://{BROKER_BUCKET}/" if s.local_broker_storage == "s3" else "memory://tansu/",
+            f"s3://{BROKER_BUCKET}/" if s.local.broker_storage == "s3" else "memory://tansu/",
         ]  # fmt: skip
         tansu_env = {
             **s3_env,
-            "AWS_ENDPOINT": s.s3_endpoint_url,
+            "AWS_ENDPOINT": s.s3.endpoint_url,
             "AWS_ALLOW_HTTP": "true",
-            "AWS_DEFAULT_REGION": s.s3_region,
+            "AWS_DEFAULT_REGION": s.s3.region,
         }
         health_ports = {
-            "twilio-simulator": s.simulator_port,
-            "ingress": s.ingress_port,
-            "player": s.player_port,
-            "downloader": s.downloader_health_port,
-            "transcriber": s.transcriber_health_port,
-            "extractor": s.extractor_health_port,
+            "twilio-simulator": s.local.simulator_port,
+            "ingress": s.ingress.port,
+            "player": s.player.port,
+            "downloader": s.downloader.health_port,
+            "transcriber": s.transcriber.health_port,
+            "extractor": s.extractor.health_port,
         }
         children = [
-            Child("s3", weed, {**base_env, **s3_env}, self._s3_healthy, s.s3_endpoint_url),
+            Child("s3", weed, {**base_env, **s3_env}, self._s3_healthy, s.s3.endpoint_url),
             Child(
                 "broker", tansu, {**base_env, **tansu_env}, self._broker_healthy,
-                f"kafka://{s.kafka_bootstrap}",
+                f"kafka://{s.kafka.bootstrap}",
             ),
         ]  # fmt: skip
         for name in ("twilio-simulator", *SERVICES):
@@ -283,7 +284,7 @@ class Stack:
     async def _broker_healthy(self) -> bool:
         # The port first: aiokafka logs every refused connection as an error, which the
         # broker's first seconds would print on each `callpipe up`.
-        host, _, port = self.settings.kafka_bootstrap.rpartition(":")
+        host, _, port = self.settings.kafka.bootstrap.rpartition(":")
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 3)
         except (OSError, TimeoutError):
@@ -342,10 +343,10 @@ class Stack:
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if await ensure_database(self.settings.effective_database_url):
+        if await ensure_database(self.settings.database_url):
             log.info(
                 "made the database %s",
-                database_url_for_logs(self.settings.effective_database_url),
+                database_url_for_logs(self.settings.database_url),
             )
         infrastructure, services = self.children[:2], self.children[2:]
         for child in infrastructure:
@@ -450,9 +451,9 @@ class Stack:
         s = self.settings
         lines = [f"  {c.name:<17} {c.where}" for c in self.children]
         lines += [
-            f"  {'status page':<17} http://127.0.0.1:{s.player_port}/  "
+            f"  {'status page':<17} http://127.0.0.1:{s.player.port}/  "
             f"(API key in {self.data_dir / 'api-key'})",
-            f"  {'database':<17} {s.effective_database_url.split('@')[-1]}",
+            f"  {'database':<17} {s.database_url.split('@')[-1]}",
             f"  {'data':<17} {self.data_dir}",
             f"  {'logs':<17} {self.log_dir}",
         ]

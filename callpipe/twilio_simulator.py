@@ -161,9 +161,9 @@ class TwilioSimulator:
     def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
         self._settings = settings
         self._http = http
-        self._validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
-        self._base = f"http://127.0.0.1:{settings.simulator_port}"
-        self._ingress = settings.public_base_url.rstrip("/")
+        self._validator = RequestValidator(settings.twilio.auth_token.get_secret_value())
+        self._base = f"http://127.0.0.1:{settings.local.simulator_port}"
+        self._ingress = settings.ingress.public_base_url.rstrip("/")
         self.recordings: dict[str, SimulatedRecording] = {}
         self.live_calls: dict[str, LiveCall] = {}
         self.media_requests: list[MediaRequest] = []
@@ -191,7 +191,7 @@ class TwilioSimulator:
             request.bytes_per_second,
             request.redirect_to,
         )
-        account = self._settings.twilio_account_sid
+        account = self._settings.twilio.account_sid
         url = f"{self._base}/{API_VERSION}/Accounts/{account}/Recordings/{recording_sid}"
         return {"recording_sid": recording_sid, "recording_url": url}
 
@@ -239,7 +239,7 @@ class TwilioSimulator:
     async def _run_call(
         self, request: CallRequest, path: Path, call_sid: str, recording_sid: str
     ) -> None:
-        account = self._settings.twilio_account_sid
+        account = self._settings.twilio.account_sid
         common = {
             "AccountSid": account,
             "CallSid": call_sid,
@@ -382,9 +382,9 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="LOCAL TWILIO SIMULATOR (tests and demo only)")
 
     def account(credentials: Annotated[HTTPBasicCredentials, Depends(basic)]) -> str:
-        token = settings.twilio_auth_token.get_secret_value()
+        token = settings.twilio.auth_token.get_secret_value()
         if not (
-            secrets.compare_digest(credentials.username, settings.twilio_account_sid)
+            secrets.compare_digest(credentials.username, settings.twilio.account_sid)
             and secrets.compare_digest(credentials.password, token)
         ):
             raise HTTPException(status_code=401, detail="Authenticate")

@@ -129,21 +129,18 @@ def chaos_settings(settings: Settings, data_dir: Path, plan: ChaosPlan) -> Setti
     """The stack under test: the instant backends unless the plan asks for the real ones (a
     run measures callpipe, not Whisper) and short download slot leases (a killed downloader's
     slots come back soon)."""
-    return settings.model_copy(
-        update={
-            "data_dir": data_dir,
-            # The run is minutes long: lost callbacks are looked up at Twilio within it.
-            "reconcile_interval_seconds": 5.0,
-            "reconcile_recording_after_seconds": 10.0,
-            "reconcile_recording_give_up_after_seconds": plan.call_seconds + 30.0,
-            "reconcile_stuck_after_seconds": 60.0,
-            # Far beyond a run: a backlog behind kills is not a stuck stage.
-            "reconcile_stuck_give_up_after_seconds": 1800.0,
-            "transcriber_backend": "local" if plan.real_backends else "instant",
-            "extractor_backend": "rules" if plan.real_backends else "instant",
-            "download_slot_lease_seconds": 10.0,
-            "download_slots_per_business": 4,
-        }
+    return settings.updated(
+        data_dir=data_dir,
+        reconcile={
+            "interval_seconds": 5.0,
+            "recording_after_seconds": 10.0,
+            "recording_give_up_after_seconds": plan.call_seconds + 30.0,
+            "stuck_after_seconds": 60.0,
+            "stuck_give_up_after_seconds": 1800.0,
+        },
+        transcriber={"backend": "local" if plan.real_backends else "instant"},
+        extractor={"backend": "rules" if plan.real_backends else "instant"},
+        downloader={"slot_lease_seconds": 10.0, "slots_per_business": 4},
     )
 
 
@@ -311,7 +308,7 @@ class Havoc:
 
 async def _place_calls(settings: Settings, plan: ChaosPlan) -> list[str]:
     audio = str(sample_path(plan.audio))
-    url = f"http://127.0.0.1:{settings.simulator_port}/simulator/calls"
+    url = f"http://127.0.0.1:{settings.local.simulator_port}/simulator/calls"
     placed: list[str] = []
     async with httpx.AsyncClient(timeout=10) as client:
         for _ in range(plan.calls):
@@ -458,7 +455,7 @@ async def _count_timeline(per_call: PerCall, engine: AsyncEngine, call_sids: set
 
 
 async def _twilio_requests(settings: Settings) -> list[dict[str, Any]]:
-    url = f"http://127.0.0.1:{settings.simulator_port}/simulator/rest-requests"
+    url = f"http://127.0.0.1:{settings.local.simulator_port}/simulator/rest-requests"
     async with httpx.AsyncClient(timeout=30) as client:
         response = await client.get(url)
         response.raise_for_status()
@@ -524,7 +521,7 @@ async def _observe(
             key
             for (bucket, key), n in proxy.writes.items()
             for _ in range(n)
-            if bucket == settings.s3_bucket
+            if bucket == settings.s3.bucket
         ),
         call_sids,
     )
@@ -555,7 +552,7 @@ async def run_chaos(settings: Settings, plan: ChaosPlan) -> dict[str, Any]:
         asyncio.get_running_loop().add_signal_handler(signum, running.cancel)
     stop = asyncio.Event()
     havoc = Havoc(stack, rng)
-    s3 = urlsplit(settings.s3_endpoint_url)
+    s3 = urlsplit(settings.s3.endpoint_url)
     proxy = CountingS3Proxy(s3.hostname or "127.0.0.1", s3.port or 80)
     async with contextlib.AsyncExitStack() as resources:
         await proxy.start()
@@ -563,12 +560,12 @@ async def run_chaos(settings: Settings, plan: ChaosPlan) -> dict[str, Any]:
         _through_proxy(stack, proxy.url)
         resources.push_async_callback(stack.stop)
         await stack.start()
-        engine = create_engine(settings.effective_database_url)
+        engine = create_engine(settings.database_url)
         resources.push_async_callback(engine.dispose)
         reconciler = await open_reconciler(settings, stack.twilio_api_base_url, resources)
         supervising = asyncio.gather(
             stack.supervise(stop),
-            reconciler.run_periodically(settings.reconcile_interval_seconds, stop),
+            reconciler.run_periodically(settings.reconcile.interval_seconds, stop),
         )
         try:
             # Kills spread so each service runs a while between two: a part killed again
@@ -607,10 +604,10 @@ async def run_chaos(settings: Settings, plan: ChaosPlan) -> dict[str, Any]:
         "connecting_stops": havoc.connecting_stops,
         "seconds": round(seconds, 1),
         "backends": {
-            "transcriber": settings.transcriber_backend,
-            "extractor": settings.extractor_backend,
+            "transcriber": settings.transcriber.backend,
+            "extractor": settings.extractor.backend,
         },
-        "database": make_url(settings.effective_database_url).get_backend_name(),
+        "database": make_url(settings.database_url).get_backend_name(),
         "kills_by_service": dict(havoc.kills),
         "side_effects_by_kind": observed.side_effects,
         "duplicates_by_kind": observed.duplicates,

@@ -33,8 +33,8 @@ class Shutdown:
         """`stop`: an event the caller sets to stop this part (by default its own, set by
         `begin`)."""
         self.name = name
-        self.grace_seconds = settings.shutdown_grace_seconds
-        self.close_seconds = settings.shutdown_close_seconds
+        self.grace_seconds = settings.shutdown.grace_seconds
+        self.close_seconds = settings.shutdown.close_seconds
         self.stop = stop or asyncio.Event()
         self.abandoned: list[str] = []
         self._began: float | None = None

@@ -58,13 +58,13 @@ class ObjectStore:
 
     @property
     def bucket(self) -> str:
-        return self._settings.s3_bucket
+        return self._settings.s3.bucket
 
     async def start(self) -> None:
-        self._client = await self._open(self._settings.s3_endpoint_url)
-        public = self._settings.effective_s3_public_endpoint_url
+        self._client = await self._open(self._settings.s3.endpoint_url)
+        public = self._settings.s3.browser_endpoint_url
         self._public_client = (
-            self._client if public == self._settings.s3_endpoint_url else await self._open(public)
+            self._client if public == self._settings.s3.endpoint_url else await self._open(public)
         )
 
     async def _open(self, endpoint_url: str) -> Any:
@@ -73,9 +73,9 @@ class ObjectStore:
             get_session().create_client(
                 "s3",
                 endpoint_url=endpoint_url,
-                region_name=settings.s3_region,
-                aws_access_key_id=settings.s3_access_key,
-                aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
+                region_name=settings.s3.region,
+                aws_access_key_id=settings.s3.access_key,
+                aws_secret_access_key=settings.s3.secret_key.get_secret_value(),
                 config=AioConfig(
                     s3={"addressing_style": "path"},
                     signature_version="s3v4",

@@ -46,16 +46,16 @@ class _CallTraceIds(RandomIdGenerator):
 def configure(service: str, settings: Settings) -> None:
     """Installs the exporter the settings name; spans are batched off the request path."""
     global _exporting
-    if settings.traces_exporter == "none":
+    if settings.observability.traces_exporter == "none":
         return
     _exporting = True
     exporter: SpanExporter
-    if settings.traces_exporter == "console":
+    if settings.observability.traces_exporter == "console":
         exporter = ConsoleSpanExporter()
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        exporter = OTLPSpanExporter(endpoint=settings.otlp_traces_endpoint)
+        exporter = OTLPSpanExporter(endpoint=settings.observability.otlp_traces_endpoint)
     provider = TracerProvider(
         resource=Resource.create({"service.name": f"callpipe-{service}"}),
         id_generator=_CallTraceIds(),

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from shared.settings import Settings
+from shared.settings import Settings, setting
 
 GENERATE = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
 EXAMPLE_PREFIX = "change-me"
@@ -42,9 +42,9 @@ TWILIO_AUTH_TOKEN = re.compile(r"[0-9a-fA-F]{32}")
 
 
 class Secret(StrEnum):
-    SESSION = "session_secret"
-    TWILIO_AUTH_TOKEN = "twilio_auth_token"
-    S3_SECRET_KEY = "s3_secret_key"
+    SESSION = "player.session_secret"
+    TWILIO_AUTH_TOKEN = "twilio.auth_token"
+    S3_SECRET_KEY = "s3.secret_key"
     DATABASE_PASSWORD = "database_password"
 
 
@@ -118,10 +118,10 @@ def is_loopback(host: str) -> bool:
 def is_exposed(settings: Settings) -> bool:
     """Reachable from elsewhere: Twilio is given a public URL, or a service listens on more
     than loopback."""
-    public = urlsplit(settings.public_base_url)
+    public = urlsplit(settings.ingress.public_base_url)
     if public.scheme == "https" or not is_loopback(public.hostname or ""):
         return True
-    hosts = (settings.ingress_host, settings.player_host, settings.worker_health_host)
+    hosts = (settings.ingress.host, settings.player.host, settings.worker.health_host)
     return not all(map(is_loopback, hosts))
 
 
@@ -140,17 +140,17 @@ def weak_secrets(settings: Settings, uses: Iterable[Secret]) -> list[WeakSecret]
 
 def _weakness(secret: Secret, settings: Settings, rule: Rule) -> str | None:
     if secret is Secret.DATABASE_PASSWORD:
-        if not settings.database_url:
+        if not settings.database.url:
             return None  # the embedded SQLite file has no password
         try:
-            url = make_url(settings.database_url)
+            url = make_url(settings.database.url)
         except ArgumentError:
             return "is in a URL that does not parse"
         if url.get_backend_name() == "sqlite":
             return None
         value = url.password or ""
     else:
-        value = getattr(settings, secret.value).get_secret_value()
+        value = setting(secret.value).value(settings).get_secret_value()
     if not value:
         return "is empty"
     if value.lower().startswith(EXAMPLE_PREFIX):

@@ -83,12 +83,12 @@ async def baseline_calls_per_s(
     recordings = await register_recordings(settings, http, audio, count, business_ids)
     credentials = {
         "Authorization": aiohttp.encode_basic_auth(
-            settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value()
+            settings.twilio.account_sid, settings.twilio.auth_token.get_secret_value()
         )
     }
     store = ObjectStore(settings)
     await store.start()
-    engine = create_engine(settings.effective_database_url)
+    engine = create_engine(settings.database_url)
     repository = CallRepository(engine)
     try:
         started = time.perf_counter()

@@ -68,7 +68,7 @@ def _write_recording(path: Path, size_mb: int) -> str:
 
 
 async def bench_download(settings: Settings, size_mb: int) -> dict[str, Any]:
-    simulator = f"http://127.0.0.1:{settings.simulator_port}"
+    simulator = f"http://127.0.0.1:{settings.local.simulator_port}"
     with tempfile.TemporaryDirectory() as folder:
         audio = Path(folder) / "long.wav"
         expected_sha256 = await asyncio.to_thread(_write_recording, audio, size_mb)
@@ -78,12 +78,12 @@ async def bench_download(settings: Settings, size_mb: int) -> dict[str, Any]:
             )
             response.raise_for_status()
             recording = response.json()
-        settings = settings.model_copy(
-            update={
-                "data_dir": Path(folder),
-                "media_allowed_origins": f"{settings.media_allowed_origins},{simulator}",
-                "download_max_bytes": (size_mb + 1) * MIB,
-            }
+        settings = settings.updated(
+            data_dir=Path(folder),
+            downloader={
+                "media_allowed_origins": f"{settings.downloader.media_allowed_origins},{simulator}",
+                "max_bytes": (size_mb + 1) * MIB,
+            },
         )
         event = RecordingCompleted(
             call_sid="CA" + uuid.uuid4().hex,
@@ -110,7 +110,7 @@ async def bench_download(settings: Settings, size_mb: int) -> dict[str, Any]:
         "sha256_matches": getattr(downloaded, "sha256", None) == expected_sha256,
         "seconds": round(seconds, 2),
         "mib_per_second": round(size / MIB / seconds, 1),
-        "part_mib": round(settings.download_part_bytes / MIB, 1),
+        "part_mib": round(settings.downloader.part_bytes / MIB, 1),
         "rss_before_mib": round(before / MIB, 1),
         "rss_peak_mib": round(memory.peak / MIB, 1),
         "rss_growth_mib": round((memory.peak - before) / MIB, 1),

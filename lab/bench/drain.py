@@ -29,7 +29,7 @@ async def wait_until_drained(settings: Settings, within_seconds: float) -> float
     admin = AIOKafkaAdminClient(**client_options(settings))
     ends = AIOKafkaConsumer(**client_options(settings), group_id=None)
     engine = create_engine(settings.ingress_database_url)
-    outbox = Deliveries(engine, timedelta(seconds=settings.ingress_outbox_lease_seconds))
+    outbox = Deliveries(engine, timedelta(seconds=settings.ingress.outbox_lease_seconds))
     await admin.start()
     await ends.start()
     started = time.monotonic()

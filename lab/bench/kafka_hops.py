@@ -23,7 +23,7 @@ async def raw_kafka_hops_per_s(settings: Settings, count: int) -> float:
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, settings.kafka_partitions, 1)])
+        await admin.create_topics([NewTopic(topic, settings.kafka.partitions, 1)])
     finally:
         await admin.close()
     consumer = AIOKafkaConsumer(**client_options(settings), group_id=None)
@@ -36,7 +36,7 @@ async def raw_kafka_hops_per_s(settings: Settings, count: int) -> float:
     await consumer.start()
     await producer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.kafka_partitions)]
+        partitions = [TopicPartition(topic, p) for p in range(settings.kafka.partitions)]
         consumer.assign(partitions)
         await consumer.seek_to_end(*partitions)
         for partition in partitions:

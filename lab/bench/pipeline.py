@@ -113,7 +113,7 @@ async def pipeline(
     call_timeout_seconds: float,
     business_ids: list[str],
 ) -> AsyncIterator[Pipeline]:
-    engine = create_engine(settings.effective_database_url)
+    engine = create_engine(settings.database_url)
     watcher = CompletionWatcher(engine)
     watching = asyncio.create_task(watcher.run())
     try:

@@ -27,12 +27,12 @@ READ_BYTES = 256 * 1024
 
 async def _add_recording(settings: Settings, store: ObjectStore, size_mb: float) -> tuple[str, str]:
     call_sid = f"CAplayback{secrets.token_hex(11)}"
-    key = f"{settings.default_business_id}/playback/{call_sid}.wav"
+    key = f"{settings.business.default_id}/playback/{call_sid}.wav"
     await store.put(key, os.urandom(int(size_mb * MB)), "audio/wav")
     now = datetime.now(UTC)
     state = CallState(
         call_sid=call_sid,
-        business_id=settings.default_business_id,
+        business_id=settings.business.default_id,
         created_at=now,
         updated_at=now,
         recording_status=StageStatus.COMPLETED,
@@ -40,11 +40,11 @@ async def _add_recording(settings: Settings, store: ObjectStore, size_mb: float)
         recording_content_type="audio/wav",
         recording_bytes=int(size_mb * MB),
     )
-    engine = create_engine(settings.effective_database_url)
+    engine = create_engine(settings.database_url)
     try:
         async with engine.begin() as connection:
             await connection.execute(insert(calls).values(**dataclasses.asdict(state)))
-            await connection.run_sync(count_calls, settings.default_business_id, 1)
+            await connection.run_sync(count_calls, settings.business.default_id, 1)
     finally:
         await engine.dispose()
     return call_sid, key
@@ -58,8 +58,8 @@ async def playback_mb_per_s(
     await store.start()
     try:
         call_sid, key = await _add_recording(settings, store, size_mb)
-        url = f"http://127.0.0.1:{settings.player_port}/api/recordings/{call_sid}/file"
-        auth = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
+        url = f"http://127.0.0.1:{settings.player.port}/api/recordings/{call_sid}/file"
+        auth = {"Authorization": f"Bearer {settings.player.api_key.get_secret_value()}"}
 
         async def through_player() -> int:
             received = 0

@@ -246,8 +246,8 @@ async def run_bench(config: BenchConfig) -> BenchResult:
 
     async with bench_stack(config.port_offset, config.database_url, config.data_dir) as stack:
         settings = stack.settings
-        result.about["database"] = settings.effective_database_url.split("://", 1)[0]
-        result.about["broker_log"] = settings.local_broker_storage
+        result.about["database"] = settings.database_url.split("://", 1)[0]
+        result.about["broker_log"] = settings.local.broker_storage
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=200),
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS),

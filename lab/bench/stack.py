@@ -25,22 +25,23 @@ def bench_settings(data_dir: Path, port_offset: int, database_url: str = "") -> 
     shift = PORT_SHIFT + port_offset
     return Settings(
         data_dir=data_dir,
-        database_url=database_url,
-        kafka_bootstrap=f"127.0.0.1:{9092 + shift}",
-        s3_endpoint_url=f"http://127.0.0.1:{8333 + shift}",
-        ingress_port=8000 + shift,
-        public_base_url=f"http://127.0.0.1:{8000 + shift}",
-        player_port=8080 + shift,
-        simulator_port=8090 + shift,
-        downloader_health_port=8101 + shift,
-        transcriber_health_port=8102 + shift,
-        extractor_health_port=8103 + shift,
-        default_business_id=BENCH_BUSINESS,
-        business_numbers="",
-        api_key=SecretStr(f"cp_bench_{secrets.token_urlsafe(24)}"),
-        transcriber_backend="instant",
-        extractor_backend="instant",
-        recording_mode="twiml",
+        database={"url": database_url},
+        kafka={"bootstrap": f"127.0.0.1:{9092 + shift}"},
+        s3={"endpoint_url": f"http://127.0.0.1:{8333 + shift}"},
+        ingress={
+            "port": 8000 + shift,
+            "public_base_url": f"http://127.0.0.1:{8000 + shift}",
+            "recording_mode": "twiml",
+        },
+        player={
+            "port": 8080 + shift,
+            "api_key": SecretStr(f"cp_bench_{secrets.token_urlsafe(24)}"),
+        },
+        local={"simulator_port": 8090 + shift},
+        downloader={"health_port": 8101 + shift},
+        transcriber={"health_port": 8102 + shift, "backend": "instant"},
+        extractor={"health_port": 8103 + shift, "backend": "instant"},
+        business={"default_id": BENCH_BUSINESS, "numbers": ""},
     )
 
 

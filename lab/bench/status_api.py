@@ -46,17 +46,17 @@ def seeded_call(business_id: str, index: int, now: datetime) -> dict[str, object
 
 
 async def seed_calls(settings: Settings, count: int) -> None:
-    engine = create_engine(settings.effective_database_url)
+    engine = create_engine(settings.database_url)
     now = datetime.now(UTC) - timedelta(hours=1)  # older than the pipeline's calls
     try:
         for start in range(0, count, INSERT_CHUNK):
             rows = [
-                seeded_call(settings.default_business_id, index, now)
+                seeded_call(settings.business.default_id, index, now)
                 for index in range(start, min(count, start + INSERT_CHUNK))
             ]
             async with engine.begin() as connection:
                 await connection.execute(insert(calls), rows)
-                await connection.run_sync(count_calls, settings.default_business_id, len(rows))
+                await connection.run_sync(count_calls, settings.business.default_id, len(rows))
     finally:
         await engine.dispose()
 
@@ -64,8 +64,8 @@ async def seed_calls(settings: Settings, count: int) -> None:
 class CallList:
     def __init__(self, settings: Settings, http: aiohttp.ClientSession) -> None:
         self._http = http
-        self._url = f"http://127.0.0.1:{settings.player_port}/api/calls"
-        self._auth = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
+        self._url = f"http://127.0.0.1:{settings.player.port}/api/calls"
+        self._auth = {"Authorization": f"Bearer {settings.player.api_key.get_secret_value()}"}
 
     async def first_page(self, _index: int = 0) -> None:
         async with self._http.get(self._url, headers=self._auth) as answer:

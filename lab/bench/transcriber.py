@@ -39,10 +39,10 @@ def total(measurements: list[Measurement]) -> Measurement:
 
 def local_backend(settings: Settings) -> LocalWhisperBackend:
     return LocalWhisperBackend(
-        settings.whisper_model,
-        settings.whisper_compute_type,
-        settings.whisper_threads,
-        settings.whisper_language,
+        settings.transcriber.whisper_model,
+        settings.transcriber.whisper_compute_type,
+        settings.transcriber.whisper_threads,
+        settings.transcriber.whisper_language,
     )
 
 

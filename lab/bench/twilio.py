@@ -31,15 +31,15 @@ class SignedWebhooks:
     def __init__(self, settings: Settings, http: aiohttp.ClientSession) -> None:
         self._settings = settings
         self._http = http
-        self._validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
-        self._base = f"{settings.public_base_url.rstrip('/')}/twilio/recording-status"
+        self._validator = RequestValidator(settings.twilio.auth_token.get_secret_value())
+        self._base = f"{settings.ingress.public_base_url.rstrip('/')}/twilio/recording-status"
 
     async def recording_status(self, recording: Recording, status: str) -> None:
         # The business rides in the callback URL, as in the URL callpipe's TwiML gives Twilio.
         query = urlencode({"business": recording.business_id, "direction": "inbound"})
         url = f"{self._base}?{query}"
         form = {
-            "AccountSid": self._settings.twilio_account_sid,
+            "AccountSid": self._settings.twilio.account_sid,
             "CallSid": recording.call_sid,
             "RecordingSid": recording.recording_sid,
             "RecordingStatus": status,
@@ -65,7 +65,7 @@ def unregistered_recording(business_id: str) -> Recording:
 
 
 def businesses(settings: Settings, count: int) -> list[str]:
-    return [f"{settings.default_business_id}-{number}" for number in range(1, count + 1)]
+    return [f"{settings.business.default_id}-{number}" for number in range(1, count + 1)]
 
 
 async def register_recordings(
@@ -77,7 +77,7 @@ async def register_recordings(
 ) -> list[Recording]:
     """`count` recordings of `audio` served by the simulator, ready at once, of the
     businesses in turn."""
-    simulator = f"http://127.0.0.1:{settings.simulator_port}/simulator/recordings"
+    simulator = f"http://127.0.0.1:{settings.local.simulator_port}/simulator/recordings"
     path = str(sample_path(audio))
     limit = asyncio.Semaphore(REGISTER_CONCURRENCY)
 

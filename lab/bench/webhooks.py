@@ -20,7 +20,7 @@ async def webhooks_at_rate(
 
     async def post(_index: int) -> None:
         await webhooks.recording_status(
-            unregistered_recording(settings.default_business_id), "in-progress"
+            unregistered_recording(settings.business.default_id), "in-progress"
         )
 
     return await offer(post, rate_per_s, seconds)
@@ -31,7 +31,7 @@ async def webhooks_per_s(settings: Settings, http: aiohttp.ClientSession, count:
 
     async def post(_index: int) -> None:
         await webhooks.recording_status(
-            unregistered_recording(settings.default_business_id), "in-progress"
+            unregistered_recording(settings.business.default_id), "in-progress"
         )
 
     return await as_fast_as_possible(post, count, CONCURRENCY)

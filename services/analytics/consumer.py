@@ -132,8 +132,8 @@ async def run(settings: Settings, shutdown: Shutdown) -> None:
     link = Link()
     runner = web.AppRunner(http_app(figures, link), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", settings.analytics_port).start()
-    log.info("figures at http://127.0.0.1:%d/figures", settings.analytics_port)
+    await web.TCPSite(runner, "127.0.0.1", settings.local.analytics_port).start()
+    log.info("figures at http://127.0.0.1:%d/figures", settings.local.analytics_port)
     try:
         await consume(settings, figures, shutdown, link)
     finally:

@@ -67,7 +67,7 @@ class OutboxRelay:
             self._running.cancel()
             await asyncio.gather(self._running, return_exceptions=True)
         if self._sends:
-            await asyncio.wait(self._sends, timeout=self._settings.shutdown_grace_seconds)
+            await asyncio.wait(self._sends, timeout=self._settings.shutdown.grace_seconds)
         unfinished = list(self._sends.items())
         for task, _ in unfinished:
             task.cancel()
@@ -130,7 +130,10 @@ class OutboxRelay:
             )
 
         return retrying(
-            None, self._settings.retry_base_seconds, self._settings.retry_max_seconds, log_retry
+            None,
+            self._settings.worker.retry_base_seconds,
+            self._settings.worker.retry_max_seconds,
+            log_retry,
         )
 
     async def _connect_then_sweep(self) -> None:
@@ -147,7 +150,7 @@ class OutboxRelay:
             if not full:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
-                        self._sweep_now.wait(), self._settings.ingress_outbox_sweep_seconds
+                        self._sweep_now.wait(), self._settings.ingress.outbox_sweep_seconds
                     )
 
     async def _sweep(self) -> bool:

@@ -155,10 +155,10 @@ class Reconciler:
 
 def deadlines(settings: Settings) -> core.Deadlines:
     return core.Deadlines(
-        recording_after=timedelta(seconds=settings.reconcile_recording_after_seconds),
+        recording_after=timedelta(seconds=settings.reconcile.recording_after_seconds),
         recording_give_up_after=timedelta(
-            seconds=settings.reconcile_recording_give_up_after_seconds
+            seconds=settings.reconcile.recording_give_up_after_seconds
         ),
-        stuck_after=timedelta(seconds=settings.reconcile_stuck_after_seconds),
-        stuck_give_up_after=timedelta(seconds=settings.reconcile_stuck_give_up_after_seconds),
+        stuck_after=timedelta(seconds=settings.reconcile.stuck_after_seconds),
+        stuck_give_up_after=timedelta(seconds=settings.reconcile.stuck_give_up_after_seconds),
     )

@@ -20,22 +20,22 @@ def client_options(settings: Settings) -> dict[str, Any]:
     """How every producer, consumer and admin client callpipe makes reaches the broker: the
     address, TLS (verifying the broker's certificate, with a client certificate when given)
     and the SASL login, as aiokafka's keyword arguments (decision 1105)."""
-    protocol = settings.kafka_security_protocol
+    protocol = settings.kafka.security_protocol
     options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
+        "bootstrap_servers": settings.kafka.bootstrap,
         "security_protocol": protocol,
     }
     if protocol in ("SSL", "SASL_SSL"):
         options["ssl_context"] = create_ssl_context(
-            cafile=settings.kafka_ssl_cafile or None,
-            certfile=settings.kafka_ssl_certfile or None,
-            keyfile=settings.kafka_ssl_keyfile or None,
-            password=settings.kafka_ssl_key_password.get_secret_value() or None,
+            cafile=settings.kafka.ssl_cafile or None,
+            certfile=settings.kafka.ssl_certfile or None,
+            keyfile=settings.kafka.ssl_keyfile or None,
+            password=settings.kafka.ssl_key_password.get_secret_value() or None,
         )
     if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
-        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        options["sasl_plain_username"] = settings.kafka_sasl_username
-        options["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+        options["sasl_mechanism"] = settings.kafka.sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka.sasl_username
+        options["sasl_plain_password"] = settings.kafka.sasl_password.get_secret_value()
     return options
 
 
@@ -64,10 +64,10 @@ async def probe_broker(settings: Settings) -> None:
     BrokerMisconfigured if the configuration is what is wrong."""
     options = client_options(settings)
     try:
-        hosts = collect_hosts(settings.kafka_bootstrap)
+        hosts = collect_hosts(settings.kafka.bootstrap)
     except CONFIGURATION_ERRORS as error:
         raise BrokerMisconfigured(
-            f"CALLPIPE_KAFKA_BOOTSTRAP={settings.kafka_bootstrap!r}: {describe(error)}"
+            f"CALLPIPE_KAFKA_BOOTSTRAP={settings.kafka.bootstrap!r}: {describe(error)}"
         ) from error
     if not hosts:
         raise BrokerMisconfigured("CALLPIPE_KAFKA_BOOTSTRAP is empty")
@@ -92,7 +92,7 @@ async def probe_broker(settings: Settings) -> None:
         connection.close()
         return
     raise kafka_errors.KafkaConnectionError(
-        f"no answer from {settings.kafka_bootstrap}: {describe(last_error) if last_error else '?'}"
+        f"no answer from {settings.kafka.bootstrap}: {describe(last_error) if last_error else '?'}"
     )
 
 
@@ -108,10 +108,10 @@ async def connect_patiently(
         await connect()
 
     return await wait_until_reached(
-        f"broker {settings.kafka_bootstrap}",
+        f"broker {settings.kafka.bootstrap}",
         connect_once,
         lambda _error: True,
         stop,
-        settings.retry_base_seconds,
-        settings.retry_max_seconds,
+        settings.worker.retry_base_seconds,
+        settings.worker.retry_max_seconds,
     )

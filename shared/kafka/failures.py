@@ -82,9 +82,9 @@ class FailureHandling:
         report_retry = functools.partial(self._report_retry, event, settle_start)
         try:
             async for attempt in retrying(
-                self.settings.max_attempts,
-                self.settings.retry_base_seconds,
-                self.settings.retry_max_seconds,
+                self.settings.worker.max_attempts,
+                self.settings.worker.retry_base_seconds,
+                self.settings.worker.retry_max_seconds,
                 report_retry,
             ):
                 with attempt:

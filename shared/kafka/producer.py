@@ -26,7 +26,7 @@ def traceparent(correlation_id: str) -> bytes:
 
 async def use_idempotence(settings: Settings) -> bool:
     """The idempotent-producer setting resolved: `auto` asks the broker."""
-    choice = settings.kafka_idempotent_producer
+    choice = settings.kafka.idempotent_producer
     if choice == "auto":
         return await broker_supports_idempotence(settings)
     return choice

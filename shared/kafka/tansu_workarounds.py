@@ -231,10 +231,10 @@ class TopicMetadataWatch:
             self._worker,
             ", ".join(self._topics_without_metadata(consumer)),
         )
-        pause = self._settings.retry_base_seconds
+        pause = self._settings.worker.retry_base_seconds
         while not await self._metadata_known(consumer, led):
             await asyncio.sleep(pause)
-            pause = min(pause * 2, self._settings.retry_max_seconds)
+            pause = min(pause * 2, self._settings.worker.retry_max_seconds)
         if not led:
             log.info("%s: metadata of every topic it consumes known again", self._worker)
             return

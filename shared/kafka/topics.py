@@ -34,8 +34,8 @@ def all_topics() -> list[str]:
 def partitions_of(topic: str, settings: Settings) -> int:
     """`kafka_partitions`, but `stage.status` has at least one partition per stage (0918)."""
     if topic == Topic.STAGE_STATUS.value:
-        return max(settings.kafka_partitions, len(Stage))
-    return settings.kafka_partitions
+        return max(settings.kafka.partitions, len(Stage))
+    return settings.kafka.partitions
 
 
 async def ensure_topics(settings: Settings) -> None:

@@ -78,10 +78,10 @@ class StageWorker:
         self._failures = FailureHandling(self.name, self.stage, self.settings, self.producer)
         self._failure = WorkerFailure()
         self._commits = Commits(
-            self._tracker, self._failure, self.settings.kafka_commit_interval_ms
+            self._tracker, self._failure, self.settings.kafka.commit_interval_ms
         )
         self._hole_guard = OffsetHoleGuard(
-            self.name, self.settings.kafka_offset_hole_patience_seconds
+            self.name, self.settings.kafka.offset_hole_patience_seconds
         )
         self._metadata_watch = TopicMetadataWatch(
             self.name, self.topics, self.settings, self._commit
@@ -112,8 +112,8 @@ class StageWorker:
             group_id=self.name,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=self.settings.max_in_flight,
-            fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
+            max_poll_records=self.settings.worker.max_in_flight,
+            fetch_max_wait_ms=self.settings.kafka.fetch_max_wait_ms,
             # Round robin spreads a group's one-partition topics over its members (the range
             # assignor gives them all to the first); range stays for members of before (0919).
             partition_assignment_strategy=(RoundRobinPartitionAssignor, RangePartitionAssignor),
@@ -159,7 +159,7 @@ class StageWorker:
             await self._process_batch(self.handle_batch, batch)
         await metrics.observe_consumer(self.name, consumer, len(self._in_flight))
         self._log_state_change()
-        await self._in_flight.wait_for_fewer_than(self.settings.max_in_flight)
+        await self._in_flight.wait_for_fewer_than(self.settings.worker.max_in_flight)
         self._failure.raise_if_any()
         # While the broker is away a commit would wait for it: it is made once it is back.
         if self._commits.due() and self.state == Health.READY:
@@ -305,7 +305,7 @@ class StageWorker:
             return StartAnnouncement()
         started = event.caused(StageStarted, f"{self.stage}.started", stage=self.stage)
         return StartAnnouncement(
-            self.settings.stage_started_after_ms / 1000,
+            self.settings.worker.stage_started_after_ms / 1000,
             functools.partial(self.producer.publish, started),
         )
 

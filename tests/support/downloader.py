@@ -45,25 +45,26 @@ MEDIA_ORIGIN_PORTS = (21091 + _OFFSET, 21092 + _OFFSET, 21093 + _OFFSET)
 def base_settings(data_dir: Path) -> Settings:
     return Settings(
         data_dir=data_dir,
-        s3_endpoint_url=f"http://127.0.0.1:{S3_PORT}",
-        kafka_bootstrap=f"127.0.0.1:{22092 + _OFFSET}",
-        simulator_port=SIMULATOR_PORT,
-        media_allowed_origins=f"http://127.0.0.1:{SIMULATOR_PORT}",
-        retry_base_seconds=0.2,
-        retry_max_seconds=2.0,
+        s3={"endpoint_url": f"http://127.0.0.1:{S3_PORT}"},
+        kafka={"bootstrap": f"127.0.0.1:{22092 + _OFFSET}"},
+        local={"simulator_port": SIMULATOR_PORT},
+        downloader={"media_allowed_origins": f"http://127.0.0.1:{SIMULATOR_PORT}"},
+        worker={"retry_base_seconds": 0.2, "retry_max_seconds": 2.0},
     )
 
 
 def add_recording(settings: Settings, **options: Any) -> dict[str, str]:
     response = httpx.post(
-        f"http://127.0.0.1:{settings.simulator_port}/simulator/recordings", json=options
+        f"http://127.0.0.1:{settings.local.simulator_port}/simulator/recordings", json=options
     )
     response.raise_for_status()
     return dict(response.json())
 
 
 def media_requests(settings: Settings, recording_sid: str) -> list[dict[str, Any]]:
-    response = httpx.get(f"http://127.0.0.1:{settings.simulator_port}/simulator/media-requests")
+    response = httpx.get(
+        f"http://127.0.0.1:{settings.local.simulator_port}/simulator/media-requests"
+    )
     return [r for r in response.json() if r["recording_sid"] == recording_sid]
 
 
@@ -180,7 +181,7 @@ async def collect(
         "recording.downloaded",
         "stage.status",
         dead_letter_topic("downloader"),
-        bootstrap_servers=settings.kafka_bootstrap,
+        bootstrap_servers=settings.kafka.bootstrap,
         group_id=f"test-{uuid.uuid4().hex}",
         auto_offset_reset="earliest",
     )

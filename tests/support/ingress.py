@@ -80,14 +80,17 @@ class Broker:
 def ingress_settings(data_dir: Path, broker: Broker) -> Settings:
     return Settings(
         data_dir=data_dir,
-        kafka_bootstrap=f"127.0.0.1:{broker.port}",
-        kafka_partitions=1,
-        twilio_account_sid=ACCOUNT_SID,
-        twilio_auth_token=AUTH_TOKEN,
-        public_base_url=f"http://127.0.0.1:{INGRESS_PORT}",
-        twilio_api_base_url=f"http://127.0.0.1:{SIMULATOR_PORT}",
-        simulator_port=SIMULATOR_PORT,
-        ingress_outbox_sweep_seconds=0.2,
+        kafka={"bootstrap": f"127.0.0.1:{broker.port}", "partitions": 1},
+        twilio={
+            "account_sid": ACCOUNT_SID,
+            "auth_token": AUTH_TOKEN,
+            "api_base_url": f"http://127.0.0.1:{SIMULATOR_PORT}",
+        },
+        ingress={
+            "public_base_url": f"http://127.0.0.1:{INGRESS_PORT}",
+            "outbox_sweep_seconds": 0.2,
+        },
+        local={"simulator_port": SIMULATOR_PORT},
     )
 
 
@@ -122,7 +125,7 @@ async def published(settings: Settings, topics: list[Topic] | None = None) -> li
     """Every event on the given topics (all of callpipe's by default), from the beginning."""
     names = [t.value for t in (topics or list(Topic))]
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, group_id=None
+        bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False, group_id=None
     )
     await consumer.start()
     try:

@@ -78,15 +78,15 @@ async def build_factories() -> dict[str, object]:
             store, producer = ObjectStore(settings), EventProducer(settings)
             worker = await bootstrap.build_stage_worker(name, settings, store, producer, stack)
             built[name] = list(worker.topics)
-        database = create_engine(settings.effective_database_url)
+        database = create_engine(settings.database_url)
         stack.push_async_callback(database.dispose)
-        twilio = TwilioRecordings(settings.twilio_account_sid, "token", "http://127.0.0.1:9")
+        twilio = TwilioRecordings(settings.twilio.account_sid, "token", "http://127.0.0.1:9")
         stack.push_async_callback(twilio.close)
         reconciler = Reconciler(
             CallRepository(database),
             EventProducer(settings),
             twilio,
-            settings.twilio_account_sid,
+            settings.twilio.account_sid,
             deadlines(settings),
         )
         built["reconciler"] = type(reconciler).__name__

@@ -63,7 +63,7 @@ class RunningStack:
     def database_url(self) -> str:
         """The SQLAlchemy URL of the database the stack's services share."""
         return Settings(
-            data_dir=self.data_dir, database_url=self.env["CALLPIPE_DATABASE_URL"]
+            data_dir=self.data_dir, database={"url": self.env["CALLPIPE_DATABASE_URL"]}
         ).effective_database_url
 
     @property
@@ -73,12 +73,14 @@ class RunningStack:
         return with_local_secrets(
             Settings(
                 data_dir=self.data_dir,
-                kafka_bootstrap=PORTS["CALLPIPE_KAFKA_BOOTSTRAP"],
-                s3_endpoint_url=PORTS["CALLPIPE_S3_ENDPOINT_URL"],
-                public_base_url=PORTS["CALLPIPE_PUBLIC_BASE_URL"],
-                ingress_port=int(PORTS["CALLPIPE_INGRESS_PORT"]),
-                player_port=int(PORTS["CALLPIPE_PLAYER_PORT"]),
-                simulator_port=int(PORTS["CALLPIPE_SIMULATOR_PORT"]),
+                kafka={"bootstrap": PORTS["CALLPIPE_KAFKA_BOOTSTRAP"]},
+                s3={"endpoint_url": PORTS["CALLPIPE_S3_ENDPOINT_URL"]},
+                ingress={
+                    "public_base_url": PORTS["CALLPIPE_PUBLIC_BASE_URL"],
+                    "port": int(PORTS["CALLPIPE_INGRESS_PORT"]),
+                },
+                player={"port": int(PORTS["CALLPIPE_PLAYER_PORT"])},
+                local={"simulator_port": int(PORTS["CALLPIPE_SIMULATOR_PORT"])},
             )
         )
 
@@ -188,7 +190,9 @@ MODULE_S3_PORT = 21333 + _OFFSET
 @contextmanager
 def module_s3_server(data_dir: Path) -> Iterator[Settings]:
     """The S3 server alone, on MODULE_S3_PORT, with settings that point at it."""
-    stack = Stack(Settings(data_dir=data_dir, s3_endpoint_url=f"http://127.0.0.1:{MODULE_S3_PORT}"))
+    stack = Stack(
+        Settings(data_dir=data_dir, s3={"endpoint_url": f"http://127.0.0.1:{MODULE_S3_PORT}"})
+    )
     s3 = stack.children[0]
     assert s3.name == "s3"
     process = start_child(s3, data_dir, data_dir)

@@ -75,8 +75,8 @@ class Servers:
         self.stack = Stack(
             Settings(
                 data_dir=data_dir,
-                kafka_bootstrap=f"127.0.0.1:{BROKER_PORT}",
-                s3_endpoint_url=f"http://127.0.0.1:{S3_PORT}",
+                kafka={"bootstrap": f"127.0.0.1:{BROKER_PORT}"},
+                s3={"endpoint_url": f"http://127.0.0.1:{S3_PORT}"},
             )
         )
         self.settings = self.stack.settings
@@ -622,7 +622,7 @@ def test_a_malformed_broker_address_fails_at_once_saying_so(tmp_path: Path) -> N
 
 def test_a_worker_waiting_for_the_broker_stops_at_once(tmp_path: Path) -> None:
     worker = Worker(
-        Settings(data_dir=tmp_path, kafka_bootstrap=f"127.0.0.1:{BROKER_PORT}"),
+        Settings(data_dir=tmp_path, kafka={"bootstrap": f"127.0.0.1:{BROKER_PORT}"}),
         tmp_path / "worker.log",
     )
     try:
@@ -638,7 +638,7 @@ def test_a_worker_waiting_for_the_broker_stops_at_once(tmp_path: Path) -> None:
 
 def test_the_reconciler_waiting_for_the_broker_stops_at_once(tmp_path: Path) -> None:
     reconciler = Worker(
-        Settings(data_dir=tmp_path, kafka_bootstrap=f"127.0.0.1:{BROKER_PORT}"),
+        Settings(data_dir=tmp_path, kafka={"bootstrap": f"127.0.0.1:{BROKER_PORT}"}),
         tmp_path / "reconciler.log",
         command=("reconcile",),
     )
@@ -679,7 +679,7 @@ def test_the_reconciler_without_its_database_skips_rounds_in_one_line_each(
 
 def test_analytics_waiting_for_the_broker_says_so_and_stops_at_once(tmp_path: Path) -> None:
     analytics = Worker(
-        Settings(data_dir=tmp_path, kafka_bootstrap=f"127.0.0.1:{BROKER_PORT}"),
+        Settings(data_dir=tmp_path, kafka={"bootstrap": f"127.0.0.1:{BROKER_PORT}"}),
         tmp_path / "analytics.log",
         command=("analytics",),
     )
@@ -695,7 +695,7 @@ def test_analytics_waiting_for_the_broker_says_so_and_stops_at_once(tmp_path: Pa
 
 
 async def test_a_stop_step_that_gets_no_answer_is_abandoned_at_the_bound_and_named() -> None:
-    shutdown = Shutdown("unit", Settings(shutdown_grace_seconds=0.2, shutdown_close_seconds=0.3))
+    shutdown = Shutdown("unit", Settings(shutdown={"grace_seconds": 0.2, "close_seconds": 0.3}))
     shutdown.begin(last_resort=False)
     began = time.monotonic()
     assert await shutdown.within_bound("closing the producer", asyncio.sleep(0))
@@ -743,7 +743,7 @@ async def test_an_output_the_broker_did_not_take_is_not_dead_lettered() -> None:
         ]
 
     producer = BrokerAwayOnce()
-    settings = Settings(retry_base_seconds=0.01, retry_max_seconds=0.01)
+    settings = Settings(worker={"retry_base_seconds": 0.01, "retry_max_seconds": 0.01})
     worker = StageWorker(
         "unit", ["transcript.ready"], handle, settings, cast(EventProducer, producer)
     )

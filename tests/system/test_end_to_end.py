@@ -116,7 +116,7 @@ def post_voice_webhook(
     """Twilio's voice webhook for `call_sid`, signed with `auth_token` (None: unsigned)."""
     params = {
         "CallSid": call_sid,
-        "AccountSid": stack.settings.twilio_account_sid,
+        "AccountSid": stack.settings.twilio.account_sid,
         "From": from_number,
         "To": "+15550002",
     }
@@ -162,7 +162,7 @@ def test_a_forged_webhook_is_refused_and_publishes_nothing(stack: RunningStack) 
     assert post_voice_webhook(stack, forged_sid, "not-the-auth-token").status_code == 403
     # A genuine webhook after the forged ones: once its call is projected, a forged call let
     # through would be on the topic and in the status table too.
-    token = stack.settings.twilio_auth_token.get_secret_value()
+    token = stack.settings.twilio.auth_token.get_secret_value()
     assert post_voice_webhook(stack, genuine_sid, token).status_code == 200
     wait_until_projected(stack, genuine_sid)
     published = call_sids_on_the_call_started_topic(stack)
@@ -174,7 +174,7 @@ def test_a_forged_webhook_is_refused_and_publishes_nothing(stack: RunningStack) 
 def test_the_published_default_auth_token_signs_nothing(stack: RunningStack) -> None:
     """`callpipe up` gave this stack a Twilio auth token of its own: a webhook signed with the
     simulator's published default is refused like any forgery."""
-    params = {"CallSid": "CAdefaulttoken", "AccountSid": stack.settings.twilio_account_sid}
+    params = {"CallSid": "CAdefaulttoken", "AccountSid": stack.settings.twilio.account_sid}
     url = f"{stack.ingress}/twilio/voice"
     signature = RequestValidator("local-simulator-auth-token").compute_signature(url, params)
     response = httpx.post(url, data=params, headers={"X-Twilio-Signature": signature}, timeout=5)
@@ -182,7 +182,7 @@ def test_the_published_default_auth_token_signs_nothing(stack: RunningStack) -> 
 
 
 def test_a_redelivered_webhook_changes_nothing(stack: RunningStack) -> None:
-    token = stack.settings.twilio_auth_token.get_secret_value()
+    token = stack.settings.twilio.auth_token.get_secret_value()
     call_sid, later_sid = new_call_sid(), new_call_sid()
     for _ in range(3):
         response = post_voice_webhook(stack, call_sid, token)

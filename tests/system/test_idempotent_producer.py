@@ -33,7 +33,7 @@ def test_a_producer_id_or_a_retriable_error_means_granted(
 
 def _settings(idempotent: bool | str) -> Settings:
     return Settings(
-        kafka_bootstrap=PORTS["CALLPIPE_KAFKA_BOOTSTRAP"], kafka_idempotent_producer=idempotent
+        kafka={"bootstrap": PORTS["CALLPIPE_KAFKA_BOOTSTRAP"], "idempotent_producer": idempotent}
     )
 
 

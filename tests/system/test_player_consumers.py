@@ -19,7 +19,7 @@ ASSIGNED = re.compile(r"^player assigned (.*)$")
 
 
 async def test_the_players_members_share_the_projected_partitions_out(stack: RunningStack) -> None:
-    members = Settings().player_consumers
+    members = Settings().player.consumers
     admin = AIOKafkaAdminClient(bootstrap_servers=PORTS["CALLPIPE_KAFKA_BOOTSTRAP"])
     await admin.start()
     try:

@@ -188,7 +188,7 @@ def test_hebrew_text_reads_right_to_left(page: Page, stack: RunningStack) -> Non
     call_sid = "CA" + secrets.token_hex(16)
     started = factories.call_started(
         call_sid,
-        Settings().default_business_id,
+        Settings().business.default_id,
         from_number="+972501234567",
         to_number="+97235551234",
     )
@@ -200,7 +200,7 @@ def test_hebrew_text_reads_right_to_left(page: Page, stack: RunningStack) -> Non
         lead=Lead(service="אינסטלציה", city="תל אביב", confidence=0.8),
         extractor="test",
     )
-    settings = Settings(kafka_bootstrap=stack.env["CALLPIPE_KAFKA_BOOTSTRAP"])
+    settings = Settings(kafka={"bootstrap": stack.env["CALLPIPE_KAFKA_BOOTSTRAP"]})
 
     async def publish() -> None:
         producer = EventProducer(settings)

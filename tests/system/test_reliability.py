@@ -41,10 +41,10 @@ def call_started(call_sid: str, **changes: Any) -> bytes:
 async def test_poison_messages_go_to_the_dead_letter_topic_and_the_partition_keeps_flowing(
     stack: RunningStack,
 ) -> None:
-    settings = stack.settings.model_copy(update={"kafka_partitions": 1})
+    settings = stack.settings.updated(kafka={"partitions": 1})
     name = f"poison-{secrets.token_hex(4)}"
     topic = f"{name}.in"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
     await admin.start()
     await admin.create_topics([NewTopic(topic, 1, 1), NewTopic(dead_letter_topic(name), 1, 1)])
     await admin.close()
@@ -92,7 +92,7 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_partition_kee
     assert reasons[2].startswith("unknown schema version 99")
     assert "business_id is not a slug" in reasons[3]
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=name)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=name)
     await consumer.start()
     committed = await consumer.committed(TopicPartition(topic, 0))
     await consumer.stop()
@@ -104,7 +104,7 @@ async def test_a_second_copy_of_a_handled_event_is_absorbed_and_a_retry_is_not(
 ) -> None:
     """A send the broker stored twice puts one event on the topic twice, same id: the worker
     handles it once. A retry (the same input under the next attempt's id) is handled."""
-    settings = stack.settings.model_copy(update={"kafka_partitions": 1})
+    settings = stack.settings.updated(kafka={"partitions": 1})
     name = f"copies-{secrets.token_hex(4)}"
     topic = await one_partition_topic(settings, name)
     producer = EventProducer(settings)
@@ -140,7 +140,7 @@ async def test_a_second_copy_of_a_handled_event_is_absorbed_and_a_retry_is_not(
 async def test_on_sigterm_a_worker_commits_what_it_finished_and_hands_back_the_rest(
     stack: RunningStack,
 ) -> None:
-    settings = stack.settings.model_copy(update={"shutdown_grace_seconds": 1.0})
+    settings = stack.settings.updated(shutdown={"grace_seconds": 1.0})
     name = f"shutdown-{secrets.token_hex(4)}"
     topic = await one_partition_topic(settings, name)
     producer = EventProducer(settings)
@@ -194,7 +194,7 @@ async def test_on_sigterm_a_worker_commits_what_it_finished_and_hands_back_the_r
 
 async def _publish_together(settings: Settings, topic: str, call_sids: list[str]) -> None:
     """One produce request for all of them, so that one poll fetches them together."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=500)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, linger_ms=500)
     await producer.start()
     try:
         sent = [
@@ -317,7 +317,7 @@ async def test_a_batch_worker_killed_before_its_transaction_commits_commits_no_o
 async def test_a_running_worker_commits_at_most_once_per_interval_and_everything_at_stop(
     stack: RunningStack,
 ) -> None:
-    settings = stack.settings.model_copy(update={"kafka_commit_interval_ms": 3_600_000})
+    settings = stack.settings.updated(kafka={"commit_interval_ms": 3_600_000})
     name = f"interval-{secrets.token_hex(4)}"
     topic = await one_partition_topic(settings, name)
     producer = EventProducer(settings)

@@ -56,7 +56,7 @@ def test_a_calls_events_of_one_stage_stay_on_one_partition() -> None:
 async def test_the_producer_sends_each_stages_status_to_that_stages_partition(
     stack: RunningStack,
 ) -> None:
-    settings = Settings(kafka_bootstrap=PORTS["CALLPIPE_KAFKA_BOOTSTRAP"])
+    settings = Settings(kafka={"bootstrap": PORTS["CALLPIPE_KAFKA_BOOTSTRAP"]})
     call_sid = f"CA{uuid.uuid4().hex}"
     producer = EventProducer(settings)
     await producer.start()
@@ -66,7 +66,7 @@ async def test_the_producer_sends_each_stages_status_to_that_stages_partition(
     finally:
         await producer.stop()
     topic = Topic.STAGE_STATUS.value
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap)
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
@@ -90,7 +90,8 @@ async def test_a_stage_announces_only_the_work_that_outlasts_the_delay(
     """Decision 0920: `stage.started` goes out once a stage's work has run
     `stage_started_after_ms`; work done sooner shows only its outcome."""
     settings = Settings(
-        kafka_bootstrap=PORTS["CALLPIPE_KAFKA_BOOTSTRAP"], stage_started_after_ms=300
+        kafka={"bootstrap": PORTS["CALLPIPE_KAFKA_BOOTSTRAP"]},
+        worker={"stage_started_after_ms": 300},
     )
     name = f"announce-{uuid.uuid4().hex[:8]}"
     topic = await one_partition_topic(settings, name)
@@ -122,7 +123,7 @@ async def test_a_stage_announces_only_the_work_that_outlasts_the_delay(
         await producer.stop()
 
     status = Topic.STAGE_STATUS.value
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap)
     await consumer.start()
     try:
         numbers = consumer.partitions_for_topic(status) or ()

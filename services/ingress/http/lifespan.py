@@ -51,8 +51,8 @@ async def relay_once_the_database_is_there(state: IngressState) -> None:
             settings.ingress_database_url,
             lambda: prepare_database(state),
             asyncio.Event(),
-            settings.retry_base_seconds,
-            settings.retry_max_seconds,
+            settings.worker.retry_base_seconds,
+            settings.worker.retry_max_seconds,
         )
     state.resources.relay.start()
 

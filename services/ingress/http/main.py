@@ -17,13 +17,13 @@ def create_app(settings: Settings, resources: IngressResources) -> FastAPI:
     state = IngressState(
         settings,
         resources,
-        RequestValidator(settings.twilio_auth_token.get_secret_value()),
-        public_base=settings.public_base_url.rstrip("/"),
-        owners=settings.business_by_number,
+        RequestValidator(settings.twilio.auth_token.get_secret_value()),
+        public_base=settings.ingress.public_base_url.rstrip("/"),
+        owners=settings.business.by_number,
     )
     app = FastAPI(title="callpipe ingress", lifespan=lifespan(state))
     app.state.ingress = state
-    app.add_middleware(BodyLimit, max_bytes=settings.ingress_max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.ingress.max_body_bytes)
     app.add_exception_handler(NotStored, not_stored)
     app.include_router(health.router)
     app.include_router(webhooks.router)

@@ -46,10 +46,10 @@ def lifespan(state: PlayerState) -> Callable[[FastAPI], AbstractAsyncContextMana
 
 async def prepare_database(state: PlayerState) -> None:
     settings = state.settings
-    await asyncio.to_thread(migrate, settings.effective_database_url)
-    if api_key := settings.api_key.get_secret_value():
+    await asyncio.to_thread(migrate, settings.database_url)
+    if api_key := settings.player.api_key.get_secret_value():
         await state.resources.repository.add_api_key(
-            settings.default_business_id, api_key, "configured"
+            settings.business.default_id, api_key, "configured"
         )
     state.database_ready.set()
 
@@ -58,11 +58,11 @@ async def consume(state: PlayerState, shutdown: Shutdown) -> None:
     """Once the database is prepared and the broker reached: the projection, until the stop."""
     settings, resources = state.settings, state.resources
     if not state.database_ready.is_set() and not await wait_for_database(
-        settings.effective_database_url,
+        settings.database_url,
         lambda: prepare_database(state),
         shutdown.stop,
-        settings.retry_base_seconds,
-        settings.retry_max_seconds,
+        settings.worker.retry_base_seconds,
+        settings.worker.retry_max_seconds,
     ):
         return
     if await start_producer_patiently(

@@ -19,14 +19,14 @@ from shared.settings import Settings
 
 
 def create_app(settings: Settings, resources: PlayerResources) -> FastAPI:
-    own_origin = origins.origin_of(settings.effective_player_public_url)
+    own_origin = origins.origin_of(settings.player.browser_url)
     if own_origin is None:
         raise ValueError("CALLPIPE_PLAYER_PUBLIC_URL must be an http(s) URL")
     state = PlayerState(
         settings,
         resources,
         own_origin,
-        KnownKeys(resources.repository, settings.api_key_cache_seconds),
+        KnownKeys(resources.repository, settings.player.api_key_cache_seconds),
     )
     app = FastAPI(
         title="callpipe player",
@@ -35,12 +35,12 @@ def create_app(settings: Settings, resources: PlayerResources) -> FastAPI:
         dependencies=[Depends(database_prepared), Depends(from_own_pages)],
     )
     app.state.player = state
-    app.add_middleware(BodyLimit, max_bytes=settings.player_max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.player.max_body_bytes)
     app.add_middleware(
         SessionMiddleware,
-        secret_key=settings.session_secret.get_secret_value() or secrets.token_urlsafe(32),
+        secret_key=settings.player.session_secret.get_secret_value() or secrets.token_urlsafe(32),
         session_cookie="callpipe_session",
-        max_age=settings.session_lifetime_seconds,
+        max_age=settings.player.session_lifetime_seconds,
         same_site="strict",
         https_only=own_origin.startswith("https:"),
     )

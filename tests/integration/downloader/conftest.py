@@ -35,4 +35,4 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 @pytest.fixture
 def settings(servers: Settings, tmp_path: Path) -> Settings:
     """Each test its own SQL database (slots), on the servers of the test run."""
-    return servers.model_copy(update={"data_dir": tmp_path})
+    return servers.updated(data_dir=tmp_path)

@@ -34,7 +34,7 @@ class DownloaderProcess:
 
     def __init__(self, settings: Settings, log: Path) -> None:
         self._env = {**os.environ, **settings_env(settings)}
-        self._health = f"http://127.0.0.1:{settings.downloader_health_port}/healthz"
+        self._health = f"http://127.0.0.1:{settings.downloader.health_port}/healthz"
         self._log = log
         self._process: asyncio.subprocess.Process | None = None
 
@@ -70,12 +70,11 @@ async def _until_fetching(settings: Settings, recording_sid: str) -> None:
 async def test_a_download_cut_by_a_crash_is_redone_once_and_its_slot_comes_back(
     settings: Settings, tmp_path: Path
 ) -> None:
-    settings = settings.model_copy(
-        update={
-            "download_slots_per_business": 1,
-            # Outlasts the consumer group rebalance and the new process's start on a busy machine.
-            "download_slot_lease_seconds": 45.0,
-            "downloader_health_port": 21101 + _OFFSET,
+    settings = settings.updated(
+        downloader={
+            "slots_per_business": 1,
+            "slot_lease_seconds": 45.0,
+            "health_port": 21101 + _OFFSET,
         }
     )
     first = DownloaderProcess(settings, tmp_path / "first.log")

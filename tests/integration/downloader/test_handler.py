@@ -87,12 +87,12 @@ async def test_a_redirect_within_the_allowed_origins_is_followed(
 
 def _recording_at(origin: MediaOrigin, settings: Settings) -> dict[str, str]:
     recording_sid = "RE" + secrets.token_hex(16)
-    path = f"/2010-04-01/Accounts/{settings.twilio_account_sid}/Recordings/{recording_sid}"
+    path = f"/2010-04-01/Accounts/{settings.twilio.account_sid}/Recordings/{recording_sid}"
     return {"recording_sid": recording_sid, "recording_url": origin.origin + path}
 
 
 def _basic_auth(settings: Settings) -> str:
-    account = f"{settings.twilio_account_sid}:{settings.twilio_auth_token.get_secret_value()}"
+    account = f"{settings.twilio.account_sid}:{settings.twilio.auth_token.get_secret_value()}"
     return "Basic " + base64.b64encode(account.encode()).decode()
 
 
@@ -244,7 +244,7 @@ async def test_the_recording_is_deleted_at_the_provider_only_once_archived(
     async with httpx.AsyncClient() as client:
         gone = await client.get(
             recording["recording_url"] + ".wav",
-            auth=(settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value()),
+            auth=(settings.twilio.account_sid, settings.twilio.auth_token.get_secret_value()),
         )
     assert gone.status_code == 404
     [again] = await handler(event)  # a redelivery: archived already, deleted already

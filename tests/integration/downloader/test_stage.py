@@ -59,7 +59,7 @@ async def test_media_missing_for_5_seconds_is_stored_once_with_the_right_bytes(
 async def test_media_that_never_appears_fails_after_bounded_tries_and_others_flow(
     settings: Settings,
 ) -> None:
-    settings = settings.model_copy(update={"max_attempts": 3})
+    settings = settings.updated(worker={"max_attempts": 3})
     missing = recording_event(add_recording(settings, media_delay_seconds=10**6))
     present = recording_event(add_recording(settings))
     while _partition(present.call_sid, settings) != _partition(missing.call_sid, settings):
@@ -86,7 +86,7 @@ async def test_media_that_never_appears_fails_after_bounded_tries_and_others_flo
 
 
 def _partition(call_sid: str, settings: Settings) -> int:
-    partitions = list(range(settings.kafka_partitions))
+    partitions = list(range(settings.kafka.partitions))
     return int(DefaultPartitioner()(call_sid.encode(), partitions, partitions))
 
 
@@ -159,7 +159,7 @@ async def test_a_busy_business_keeps_to_its_slots_and_does_not_starve_another(
     settings: Settings,
 ) -> None:
     slots = 2
-    settings = settings.model_copy(update={"download_slots_per_business": slots})
+    settings = settings.updated(downloader={"slots_per_business": slots})
     rate = {"bytes_per_second": len(SAMPLE) / 0.5}  # each download takes about half a second
     async with running_downloader(settings):
         busy = [recording_event(add_recording(settings, **rate), "busy") for _ in range(20)]

@@ -25,7 +25,7 @@ async def test_log_lines_carry_no_phone_number_and_no_query_values(
     settings: Settings, capsys: pytest.CaptureFixture[str], log_format: str
 ) -> None:
     logs.configure("ingress", log_format)  # type: ignore[arg-type]
-    settings = settings.model_copy(update={"business_numbers": "+15005550002=electrician"})
+    settings = settings.updated(business={"numbers": "+15005550002=electrician"})
     voice = {
         "AccountSid": ACCOUNT_SID,
         "CallSid": "CA" + "4" * 32,

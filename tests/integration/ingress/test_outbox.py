@@ -31,7 +31,7 @@ PATIENCE_SECONDS = 60
 
 @pytest.fixture
 def database_settings(settings: Settings, database_url: str) -> Settings:
-    return settings.model_copy(update={"database_url": database_url})
+    return settings.updated(database={"url": database_url})
 
 
 def fresh_callback() -> dict[str, str]:
@@ -103,11 +103,11 @@ def ingress_process(settings: Settings, log_file: Path) -> subprocess.Popen[byte
     env = {
         **os.environ,
         "CALLPIPE_DATA_DIR": str(settings.data_dir),
-        "CALLPIPE_DATABASE_URL": settings.database_url,
-        "CALLPIPE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "CALLPIPE_KAFKA_PARTITIONS": str(settings.kafka_partitions),
-        "CALLPIPE_TWILIO_AUTH_TOKEN": settings.twilio_auth_token.get_secret_value(),
-        "CALLPIPE_TWILIO_ACCOUNT_SID": settings.twilio_account_sid,
+        "CALLPIPE_DATABASE_URL": settings.database.url,
+        "CALLPIPE_KAFKA_BOOTSTRAP": settings.kafka.bootstrap,
+        "CALLPIPE_KAFKA_PARTITIONS": str(settings.kafka.partitions),
+        "CALLPIPE_TWILIO_AUTH_TOKEN": settings.twilio.auth_token.get_secret_value(),
+        "CALLPIPE_TWILIO_ACCOUNT_SID": settings.twilio.account_sid,
         "CALLPIPE_PUBLIC_BASE_URL": f"http://127.0.0.1:{SECOND_INGRESS_PORT}",
         "CALLPIPE_INGRESS_PORT": str(SECOND_INGRESS_PORT),
         # Short, so that the instance taking over does not wait long for the lease to run out.
@@ -217,7 +217,7 @@ async def test_on_sqlite_a_webhook_does_not_wait_for_the_other_services_write_lo
 ) -> None:
     """The embedded database is one writer per file: the ingress keeps its outbox in a file
     of its own, so a long write of the player or the downloader does not hold webhooks."""
-    assert not settings.database_url
+    assert not settings.database.url
     shared = settings.data_dir / "callpipe.db"
     holder = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -38,7 +38,7 @@ RECORDING_SID = "RE" + "fedcba9876543210" * 2
 
 @pytest.fixture
 def pg_settings(settings: Settings, postgres_database_url: str) -> Settings:
-    return settings.model_copy(update={"database_url": postgres_database_url})
+    return settings.updated(database={"url": postgres_database_url})
 
 
 def voice(**fields: str) -> dict[str, str]:
@@ -139,7 +139,7 @@ async def test_a_malformed_callback_url_parameter_is_a_400_and_nothing_is_stored
 
 @pytest.mark.parametrize("path", ["/twilio/voice", "/twilio/call-status"])
 async def test_a_direction_twilio_never_sends_is_a_400(settings: Settings, path: str) -> None:
-    settings = settings.model_copy(update={"recording_mode": "rest"})
+    settings = settings.updated(ingress={"recording_mode": "rest"})
     form = voice(Direction="outbound-" * 10, CallStatus="in-progress")
     async with serving(ingress_app(settings), INGRESS_PORT), httpx.AsyncClient() as client:
         answer = await post(client, path, form)
@@ -169,8 +169,8 @@ async def test_a_sip_uri_caller_and_a_client_callee_reach_the_status_table(
     [event] = events
     assert isinstance(event, CallStarted)
 
-    await asyncio.to_thread(migrate, pg_settings.effective_database_url)
-    engine = create_engine(pg_settings.effective_database_url)
+    await asyncio.to_thread(migrate, pg_settings.database_url)
+    engine = create_engine(pg_settings.database_url)
     repository = CallRepository(engine)
     try:
         assert await repository.apply(event)

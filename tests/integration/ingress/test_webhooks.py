@@ -100,7 +100,7 @@ async def test_a_valid_recording_callback_publishes_one_event_with_every_field(
 async def test_the_voice_webhook_starts_a_dual_channel_recording_first(
     settings: Settings,
 ) -> None:
-    settings = settings.model_copy(update={"business_numbers": "+15005550001=plumber"})
+    settings = settings.updated(business={"numbers": "+15005550001=plumber"})
     async with serving(ingress_app(settings), INGRESS_PORT):
         answer = await post("/twilio/voice", VOICE)
         await published_once_there(settings, CALL_SID)  # the relay connected and sent it
@@ -125,7 +125,7 @@ async def test_the_voice_webhook_starts_a_dual_channel_recording_first(
 
 
 async def test_an_outbound_call_belongs_to_the_business_calling(settings: Settings) -> None:
-    settings = settings.model_copy(update={"business_numbers": "+15005550001=plumber"})
+    settings = settings.updated(business={"numbers": "+15005550001=plumber"})
     outbound = {**VOICE, "Direction": "outbound-api", "From": "+15005550001", "To": "+1999"}
     async with serving(ingress_app(settings), INGRESS_PORT):
         answer = await post("/twilio/voice", outbound)
@@ -139,7 +139,7 @@ async def test_an_outbound_call_belongs_to_the_business_calling(settings: Settin
 async def test_a_number_no_business_owns_is_answered_and_publishes_nothing(
     settings: Settings,
 ) -> None:
-    settings = settings.model_copy(update={"business_numbers": "+15005550002=electrician"})
+    settings = settings.updated(business={"numbers": "+15005550002=electrician"})
     async with serving(ingress_app(settings), INGRESS_PORT):
         voice = await post("/twilio/voice", VOICE)
         status = await post("/twilio/call-status", {**VOICE, "CallStatus": "completed"})
@@ -182,7 +182,7 @@ async def test_behind_a_tls_terminating_proxy_the_signature_is_checked_over_the_
     settings: Settings,
 ) -> None:
     public = "https://calls.example.com"
-    settings = settings.model_copy(update={"public_base_url": public})
+    settings = settings.updated(ingress={"public_base_url": public})
     path = "/twilio/recording-status"
     proxy_headers = {
         "Host": "ingress.internal:8000",
@@ -215,7 +215,7 @@ async def test_the_same_callback_five_times_publishes_one_event(settings: Settin
 async def test_the_same_callback_five_times_concurrently_on_two_instances_publishes_one(
     settings: Settings, database_url: str
 ) -> None:
-    settings = settings.model_copy(update={"database_url": database_url})
+    settings = settings.updated(database={"url": database_url})
     recording_sid = "RE" + secrets.token_hex(16)
     params = {**RECORDING_CALLBACK, "RecordingSid": recording_sid}
     second = f"http://127.0.0.1:{SECOND_INGRESS_PORT}"

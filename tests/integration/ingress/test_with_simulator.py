@@ -71,7 +71,7 @@ EVERY_WEBHOOK_ONCE = Counter(
 async def test_a_call_in_either_recording_mode_delivered_three_times_publishes_each_once(
     settings: Settings, mode: str
 ) -> None:
-    settings = settings.model_copy(update={"recording_mode": mode})
+    settings = settings.updated(ingress={"recording_mode": mode})
     async with (
         serving(ingress_app(settings), INGRESS_PORT),
         serving(simulator_app(settings), SIMULATOR_PORT),
@@ -127,9 +127,9 @@ async def test_a_second_rest_start_on_a_recording_call_is_not_a_failure(
             )
         call_sid = answer.json()["call_sid"]
         twilio = RecordingStarter(
-            settings.twilio_account_sid,
-            settings.twilio_auth_token.get_secret_value(),
-            settings.twilio_api_base_url,
+            settings.twilio.account_sid,
+            settings.twilio.auth_token.get_secret_value(),
+            settings.twilio.api_base_url,
         )
         callback = f"http://127.0.0.1:{INGRESS_PORT}/twilio/recording-status?business=demo"
         try:
@@ -172,7 +172,7 @@ async def replay_in_progress(call_sid: str, times: int) -> list[int]:
 async def test_a_replayed_rest_mode_callback_never_starts_a_second_recording(
     settings: Settings,
 ) -> None:
-    settings = settings.model_copy(update={"recording_mode": "rest"})
+    settings = settings.updated(ingress={"recording_mode": "rest"})
     async with (
         serving(ingress_app(settings), INGRESS_PORT),
         serving(simulator_app(settings), SIMULATOR_PORT),
@@ -190,7 +190,7 @@ async def test_a_replayed_rest_mode_callback_never_starts_a_second_recording(
 async def test_a_failed_rest_mode_start_is_tried_again_at_the_retry(settings: Settings) -> None:
     """Nothing marks a start Twilio refused (here: a call it does not know): each delivery
     tries again, and is answered 503 so that Twilio retries."""
-    settings = settings.model_copy(update={"recording_mode": "rest"})
+    settings = settings.updated(ingress={"recording_mode": "rest"})
     unknown_call = "CA" + "5" * 32
     async with (
         serving(ingress_app(settings), INGRESS_PORT),

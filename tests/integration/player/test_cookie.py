@@ -27,12 +27,12 @@ async def test_the_cookie_is_secure_when_the_players_own_url_is_https(
 ) -> None:
     settings = Settings(
         data_dir=tmp_path,
-        public_base_url=ingress_url,
-        player_public_url=player_url,
-        kafka_bootstrap="127.0.0.1:1",  # no broker: the player serves without one
+        ingress={"public_base_url": ingress_url},
+        player={"public_url": player_url},
+        kafka={"bootstrap": "127.0.0.1:1"},
     )
-    await asyncio.to_thread(migrate, settings.effective_database_url)
-    engine = create_engine(settings.effective_database_url)
+    await asyncio.to_thread(migrate, settings.database_url)
+    engine = create_engine(settings.database_url)
     try:
         key = await CallRepository(engine).create_api_key("acme", "test")
     finally:

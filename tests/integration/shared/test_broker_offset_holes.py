@@ -86,8 +86,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory, slow_writes: SlowWrites) ->
     stack = Stack(
         Settings(
             data_dir=data_dir,
-            s3_endpoint_url=f"http://127.0.0.1:{S3_PORT}",
-            kafka_bootstrap=f"127.0.0.1:{BROKER_PORT}",
+            s3={"endpoint_url": f"http://127.0.0.1:{S3_PORT}"},
+            kafka={"bootstrap": f"127.0.0.1:{BROKER_PORT}"},
         )
     )
     settings = stack.settings
@@ -115,7 +115,7 @@ def holes(worker: str, outcome: str) -> float:
 
 async def first_offset_a_plain_consumer_reads(settings: Settings, topic: str) -> int:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=None, fetch_max_wait_ms=50
+        bootstrap_servers=settings.kafka.bootstrap, group_id=None, fetch_max_wait_ms=50
     )
     await consumer.start()
     try:
@@ -188,7 +188,7 @@ async def test_a_hole_that_never_fills_is_gone_past_after_the_patience(
     topic = await one_partition_topic(broker, name)
     slow_writes.topic, slow_writes.refuse = topic, True
     slow_writes.met.clear()
-    settings = broker.model_copy(update={"kafka_offset_hole_patience_seconds": 1.0})
+    settings = broker.updated(kafka={"offset_hole_patience_seconds": 1.0})
     producer = EventProducer(settings)
     await producer.start()
     recorder = Recorder(expected=1)

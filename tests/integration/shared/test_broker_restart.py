@@ -84,8 +84,8 @@ class Servers:
         stack = Stack(
             Settings(
                 data_dir=data_dir,
-                kafka_bootstrap=f"127.0.0.1:{BROKER_PORT}",
-                s3_endpoint_url=f"http://127.0.0.1:{S3_PORT}",
+                kafka={"bootstrap": f"127.0.0.1:{BROKER_PORT}"},
+                s3={"endpoint_url": f"http://127.0.0.1:{S3_PORT}"},
             )
         )
         self.settings = stack.settings

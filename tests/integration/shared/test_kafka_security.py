@@ -36,28 +36,28 @@ CALL_SID = "CA" + "7" * 32
 @pytest.mark.parametrize(
     ("settings", "complaint"),
     [
-        ({"kafka_security_protocol": "SASL_SSL"}, "CALLPIPE_KAFKA_SASL_USERNAME"),
+        ({"security_protocol": "SASL_SSL"}, "CALLPIPE_KAFKA_SASL_USERNAME"),
         (
-            {"kafka_security_protocol": "SASL_PLAINTEXT", "kafka_sasl_username": "svc"},
+            {"security_protocol": "SASL_PLAINTEXT", "sasl_username": "svc"},
             "CALLPIPE_KAFKA_SASL_PASSWORD",
         ),
-        ({"kafka_sasl_username": "svc", "kafka_sasl_password": "pw"}, "does not log in"),
+        ({"sasl_username": "svc", "sasl_password": "pw"}, "does not log in"),
         (
             {
-                "kafka_security_protocol": "SASL_PLAINTEXT",
-                "kafka_sasl_mechanism": "PLAIN",
-                "kafka_sasl_username": "svc",
-                "kafka_sasl_password": "pw",
+                "security_protocol": "SASL_PLAINTEXT",
+                "sasl_mechanism": "PLAIN",
+                "sasl_username": "svc",
+                "sasl_password": "pw",
             },
             "SASL_SSL only",
         ),
-        ({"kafka_ssl_cafile": "/etc/hostname"}, "is not TLS"),
+        ({"ssl_cafile": "/etc/hostname"}, "is not TLS"),
         (
-            {"kafka_security_protocol": "SSL", "kafka_ssl_keyfile": "/etc/hostname"},
+            {"security_protocol": "SSL", "ssl_keyfile": "/etc/hostname"},
             "needs CALLPIPE_KAFKA_SSL_CERTFILE",
         ),
         (
-            {"kafka_security_protocol": "SSL", "kafka_ssl_cafile": "/nonexistent/ca.pem"},
+            {"security_protocol": "SSL", "ssl_cafile": "/nonexistent/ca.pem"},
             "no such file",
         ),
     ],
@@ -66,7 +66,7 @@ def test_inconsistent_kafka_security_settings_refuse_to_start(
     settings: dict[str, str], complaint: str
 ) -> None:
     with pytest.raises(ValidationError, match=complaint):
-        Settings(**settings)  # type: ignore[arg-type]
+        Settings(kafka=settings)
 
 
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"])
@@ -74,10 +74,12 @@ async def test_the_sasl_login_and_tls_reach_the_aiokafka_client(mechanism: str) 
     """No broker installable here completes a SASL login with aiokafka, so this checks what
     the client is built with."""
     settings = Settings(
-        kafka_security_protocol="SASL_SSL",
-        kafka_sasl_mechanism=mechanism,  # type: ignore[arg-type]
-        kafka_sasl_username="callpipe",
-        kafka_sasl_password="s3cret",  # type: ignore[arg-type]
+        kafka={
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": mechanism,
+            "sasl_username": "callpipe",
+            "sasl_password": "s3cret",
+        }
     )
     producer = AIOKafkaProducer(**client_options(settings))
     client = producer.client
@@ -90,7 +92,7 @@ async def test_the_sasl_login_and_tls_reach_the_aiokafka_client(mechanism: str) 
 
 def test_plaintext_is_the_default_and_carries_no_tls_or_login() -> None:
     assert client_options(Settings()) == {
-        "bootstrap_servers": Settings().kafka_bootstrap,
+        "bootstrap_servers": Settings().kafka.bootstrap,
         "security_protocol": "PLAINTEXT",
     }
 
@@ -183,14 +185,14 @@ async def _broker_listening() -> None:
 
 def _tls_settings(certificates: dict[str, Path], **changes: str) -> Settings:
     options = {
-        "kafka_bootstrap": f"127.0.0.1:{TLS_PORT}",
-        "kafka_security_protocol": "SSL",
-        "kafka_ssl_cafile": str(certificates["ca"]),
-        "kafka_ssl_certfile": str(certificates["client_cert"]),
-        "kafka_ssl_keyfile": str(certificates["client_key"]),
+        "bootstrap": f"127.0.0.1:{TLS_PORT}",
+        "security_protocol": "SSL",
+        "ssl_cafile": str(certificates["ca"]),
+        "ssl_certfile": str(certificates["client_cert"]),
+        "ssl_keyfile": str(certificates["client_key"]),
         **changes,
     }
-    return Settings(**options)  # type: ignore[arg-type]
+    return Settings(kafka=options)
 
 
 @pytest.mark.stack
@@ -216,14 +218,14 @@ async def test_events_go_to_the_broker_and_back_over_tls_with_a_client_certifica
 @pytest.mark.parametrize(
     "changes",
     [
-        pytest.param({"kafka_ssl_cafile": ""}, id="broker-certificate-not-trusted"),
-        pytest.param({"kafka_ssl_certfile": "", "kafka_ssl_keyfile": ""}, id="no-client-cert"),
+        pytest.param({"ssl_cafile": ""}, id="broker-certificate-not-trusted"),
+        pytest.param({"ssl_certfile": "", "ssl_keyfile": ""}, id="no-client-cert"),
         pytest.param(
             {
-                "kafka_security_protocol": "PLAINTEXT",
-                "kafka_ssl_cafile": "",
-                "kafka_ssl_certfile": "",
-                "kafka_ssl_keyfile": "",
+                "security_protocol": "PLAINTEXT",
+                "ssl_cafile": "",
+                "ssl_certfile": "",
+                "ssl_keyfile": "",
             },
             id="plaintext",
         ),

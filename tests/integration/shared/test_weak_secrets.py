@@ -17,8 +17,7 @@ import pytest
 from pydantic import SecretStr
 
 from callpipe.cli import EXIT_WEAK_SECRET
-from callpipe.env_example import env_name
-from shared.settings import Settings
+from shared.settings import Settings, setting
 from shared.weak_secrets import (
     GENERATE,
     RULES,
@@ -28,21 +27,22 @@ from shared.weak_secrets import (
     is_exposed,
     weak_secrets,
 )
+from tests.support.settings import settings_from
 
 EVERY_SECRET = tuple(Secret)
-EXPOSED = {"public_base_url": "https://calls.example.com"}
+EXPOSED = {"ingress.public_base_url": "https://calls.example.com"}
 
 
 def good(**changes: Any) -> Settings:
     """An exposed deployment whose every secret is sound, with `changes` applied."""
     values: dict[str, Any] = {
         **EXPOSED,
-        "session_secret": SecretStr(secrets.token_urlsafe(32)),
-        "twilio_auth_token": SecretStr(secrets.token_hex(16)),
-        "s3_secret_key": SecretStr(secrets.token_urlsafe(32)),
-        "database_url": f"postgresql+asyncpg://callpipe:{secrets.token_urlsafe(32)}@db/callpipe",
+        "player.session_secret": SecretStr(secrets.token_urlsafe(32)),
+        "twilio.auth_token": SecretStr(secrets.token_hex(16)),
+        "s3.secret_key": SecretStr(secrets.token_urlsafe(32)),
+        "database.url": f"postgresql+asyncpg://callpipe:{secrets.token_urlsafe(32)}@db/callpipe",
     }
-    return Settings(**(values | changes))
+    return settings_from(values | changes)
 
 
 def variables(settings: Settings) -> list[str]:
@@ -54,7 +54,9 @@ def test_sound_secrets_pass() -> None:
 
 
 def test_the_defaults_are_refused_once_exposed_and_each_names_its_variable() -> None:
-    problems = weak_secrets(Settings(**EXPOSED, database_url="postgresql://u@db/x"), EVERY_SECRET)
+    problems = weak_secrets(
+        settings_from({**EXPOSED, "database.url": "postgresql://u@db/x"}), EVERY_SECRET
+    )
     assert [problem.variable for problem in problems] == [
         "CALLPIPE_SESSION_SECRET",
         "TWILIO_AUTH_TOKEN",
@@ -74,47 +76,47 @@ def test_a_purely_local_stack_keeps_its_defaults() -> None:
 @pytest.mark.parametrize(
     "changes",
     [
-        {"public_base_url": "https://calls.example.com"},
-        {"public_base_url": "http://calls.example.com"},
-        {"ingress_host": "0.0.0.0"},
-        {"player_host": "::"},
-        {"player_host": "192.168.1.20"},
-        {"worker_health_host": "worker.internal"},
+        {"ingress.public_base_url": "https://calls.example.com"},
+        {"ingress.public_base_url": "http://calls.example.com"},
+        {"ingress.host": "0.0.0.0"},
+        {"player.host": "::"},
+        {"player.host": "192.168.1.20"},
+        {"worker.health_host": "worker.internal"},
     ],
 )
 def test_a_public_url_or_a_bind_beyond_loopback_is_exposed(changes: dict[str, str]) -> None:
-    assert is_exposed(Settings(**changes))
-    assert "CALLPIPE_SESSION_SECRET" in variables(Settings(**changes))
+    assert is_exposed(settings_from(changes))
+    assert "CALLPIPE_SESSION_SECRET" in variables(settings_from(changes))
 
 
 @pytest.mark.parametrize(
     "changes",
     [
-        {"public_base_url": "http://localhost:8000"},
-        {"public_base_url": "http://[::1]:8000", "ingress_host": "::1"},
-        {"player_host": "127.0.0.2", "worker_health_host": "localhost"},
+        {"ingress.public_base_url": "http://localhost:8000"},
+        {"ingress.public_base_url": "http://[::1]:8000", "ingress.host": "::1"},
+        {"player.host": "127.0.0.2", "worker.health_host": "localhost"},
     ],
 )
 def test_loopback_in_any_spelling_is_local(changes: dict[str, str]) -> None:
-    assert not is_exposed(Settings(**changes))
+    assert not is_exposed(settings_from(changes))
 
 
 @pytest.mark.parametrize(
     ("field", "value", "reason"),
     [
-        ("session_secret", "", "is empty"),
-        ("session_secret", "change-me-session-secret-of-forty-bytes!!", "example"),
-        ("session_secret", "Change-Me", "example"),
-        ("session_secret", "x" * 31, "31 bytes long, shorter than 32"),
-        ("twilio_auth_token", "", "is empty"),
-        ("twilio_auth_token", "local-simulator-auth-token", "well-known default"),
-        ("twilio_auth_token", "change-me-twilio-auth-token", "example"),
-        ("twilio_auth_token", "0123456789abcdef0123456789abcde", "not a Twilio auth token"),
-        ("twilio_auth_token", "z" * 32, "not a Twilio auth token"),
-        ("s3_secret_key", "callpipe-local-secret", "well-known default"),
-        ("s3_secret_key", "change-me-s3-secret", "example"),
-        ("s3_secret_key", "minioadmin", "well-known default"),
-        ("s3_secret_key", "short-secret", "12 bytes long, shorter than 16"),
+        ("player.session_secret", "", "is empty"),
+        ("player.session_secret", "change-me-session-secret-of-forty-bytes!!", "example"),
+        ("player.session_secret", "Change-Me", "example"),
+        ("player.session_secret", "x" * 31, "31 bytes long, shorter than 32"),
+        ("twilio.auth_token", "", "is empty"),
+        ("twilio.auth_token", "local-simulator-auth-token", "well-known default"),
+        ("twilio.auth_token", "change-me-twilio-auth-token", "example"),
+        ("twilio.auth_token", "0123456789abcdef0123456789abcde", "not a Twilio auth token"),
+        ("twilio.auth_token", "z" * 32, "not a Twilio auth token"),
+        ("s3.secret_key", "callpipe-local-secret", "well-known default"),
+        ("s3.secret_key", "change-me-s3-secret", "example"),
+        ("s3.secret_key", "minioadmin", "well-known default"),
+        ("s3.secret_key", "short-secret", "12 bytes long, shorter than 16"),
     ],
 )
 def test_weak_values_are_refused(field: str, value: str, reason: str) -> None:
@@ -136,27 +138,26 @@ def test_weak_values_are_refused(field: str, value: str, reason: str) -> None:
 )
 def test_weak_database_passwords_are_refused(password_part: str, reason: str) -> None:
     url = f"postgresql+asyncpg://{password_part}postgres:5432/callpipe"
-    [problem] = weak_secrets(good(database_url=url), EVERY_SECRET)
+    [problem] = weak_secrets(good(**{"database.url": url}), EVERY_SECRET)
     assert problem.variable == "the password in CALLPIPE_DATABASE_URL"
     assert reason in problem.reason
 
 
 def test_the_embedded_sqlite_database_has_no_password_to_check() -> None:
-    assert weak_secrets(good(database_url=""), [Secret.DATABASE_PASSWORD]) == []
-    sqlite = good(database_url="sqlite+aiosqlite:////var/lib/callpipe/callpipe.db")
+    assert weak_secrets(good(**{"database.url": ""}), [Secret.DATABASE_PASSWORD]) == []
+    sqlite = good(**{"database.url": "sqlite+aiosqlite:////var/lib/callpipe/callpipe.db"})
     assert weak_secrets(sqlite, [Secret.DATABASE_PASSWORD]) == []
 
 
 def test_a_service_is_checked_only_for_the_secrets_it_uses() -> None:
-    weak_session = good(session_secret=SecretStr("change-me-session-secret"))
+    weak_session = good(**{"player.session_secret": SecretStr("change-me-session-secret")})
     assert weak_secrets(weak_session, SECRETS_OF_SERVICE["ingress"]) == []
     assert len(weak_secrets(weak_session, SECRETS_OF_SERVICE["player"])) == 1
 
 
 def test_the_variables_named_are_the_settings_environment_variables() -> None:
     for secret in (Secret.SESSION, Secret.TWILIO_AUTH_TOKEN, Secret.S3_SECRET_KEY):
-        field = Settings.model_fields[secret.value]
-        assert RULES[secret].variable == env_name(secret.value, field)
+        assert RULES[secret].variable == setting(secret.value).variable
 
 
 # The services' start-up: `callpipe run NAME` (and `callpipe reconcile`) as the compose file
@@ -295,8 +296,10 @@ def test_callpipe_secrets_prints_fresh_sound_values_for_env() -> None:
     assert not set(values.values()) & set(re.findall(r"=(\S+)$", second, re.MULTILINE))
     assert "TWILIO_AUTH_TOKEN" in first  # named, with where to find it: Twilio makes it
     settings = good(
-        session_secret=SecretStr(values["CALLPIPE_SESSION_SECRET"]),
-        s3_secret_key=SecretStr(values["CALLPIPE_S3_SECRET_KEY"]),
-        database_url=f"postgresql+asyncpg://callpipe:{values['POSTGRES_PASSWORD']}@db/callpipe",
+        **{
+            "player.session_secret": SecretStr(values["CALLPIPE_SESSION_SECRET"]),
+            "s3.secret_key": SecretStr(values["CALLPIPE_S3_SECRET_KEY"]),
+            "database.url": f"postgresql+asyncpg://callpipe:{values['POSTGRES_PASSWORD']}@db/callpipe",
+        }
     )
     assert weak_secrets(settings, EVERY_SECRET) == []

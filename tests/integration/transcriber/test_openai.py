@@ -169,11 +169,12 @@ def test_the_settings_choose_and_configure_the_openai_backend(
     served: tuple[OpenAISimulator, str], simulator: OpenAISimulator
 ) -> None:
     settings = Settings(
-        transcriber_backend="openai",
-        openai_base_url=served[1],
-        openai_api_key=SecretStr("sk-from-settings"),
-        openai_transcription_model="whisper-large-v3",
-        whisper_language="",
+        transcriber={"backend": "openai", "whisper_language": ""},
+        openai={
+            "base_url": served[1],
+            "api_key": SecretStr("sk-from-settings"),
+            "transcription_model": "whisper-large-v3",
+        },
     )
     chosen = transcription_backend(settings)
     assert isinstance(chosen, OpenAIBackend)

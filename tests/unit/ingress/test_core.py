@@ -41,7 +41,7 @@ def test_the_number_table_setting_parses_and_refuses_nonsense() -> None:
         "+1600": "electrician",
     }
     with pytest.raises(ValueError, match="NUMBER=BUSINESS"):
-        Settings(business_numbers="+1500")
+        Settings(business={"numbers": "+1500"})
 
 
 def test_event_ids_derive_from_twilio_s_identifiers() -> None:

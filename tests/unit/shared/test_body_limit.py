@@ -28,7 +28,7 @@ async def streamed(total: int, chunk: int = 256) -> AsyncIterator[bytes]:
 async def test_the_player_refuses_an_oversized_login_form_before_reading_it(
     tmp_path: Path,
 ) -> None:
-    app = player_app(Settings(data_dir=tmp_path, player_max_body_bytes=CAP))
+    app = player_app(Settings(data_dir=tmp_path, player={"max_body_bytes": CAP}))
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://player"
     ) as client:

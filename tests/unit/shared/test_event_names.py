@@ -83,9 +83,9 @@ def test_a_forged_event_is_refused_at_decode(forged: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     "setting",
-    [{"default_business_id": "../demo"}, {"business_numbers": "+15005550001=plumber/x"}],
+    [{"default_id": "../demo"}, {"numbers": "+15005550001=plumber/x"}],
 )
 def test_a_configured_business_id_is_a_slug_too(setting: dict[str, str]) -> None:
     """Else the ingress would publish events that every consumer refuses."""
     with pytest.raises(ValidationError, match="is not letters, digits"):
-        Settings(**setting)  # type: ignore[arg-type]
+        Settings(business=setting)

@@ -30,14 +30,14 @@ router = APIRouter()
 @router.post(VOICE_PATH)
 async def voice(request: Request, form: SignedForm, state: State) -> Response:
     settings = state.settings
-    business_id = core.business_for(form, state.owners, settings.default_business_id)
+    business_id = core.business_for(form, state.owners, settings.business.default_id)
     if business_id is None:
         answered_for_nobody(form)
         return Response(content=core.unknown_number_twiml(), media_type="application/xml")
     event = parse(twilio_callbacks.call_started, form, business_id)
     await deliver([event], request, state)
     callback_url = recording_callback_url(state.public_base, business_id, form)
-    twiml = core.recording_twiml(callback_url, settings.forward_to)
+    twiml = core.recording_twiml(callback_url, settings.ingress.forward_to)
     return Response(content=twiml, media_type="application/xml")
 
 
@@ -46,12 +46,12 @@ async def call_status(
     request: Request, form: SignedForm, state: State, starter: Starter
 ) -> Response:
     settings = state.settings
-    business_id = core.business_for(form, state.owners, settings.default_business_id)
+    business_id = core.business_for(form, state.owners, settings.business.default_id)
     if business_id is None:
         answered_for_nobody(form)
         return Response(status_code=204)
     event = parse(twilio_callbacks.call_status_changed, form, business_id)
-    if not core.starts_recording_over_rest(event, settings.recording_mode):
+    if not core.starts_recording_over_rest(event, settings.ingress.recording_mode):
         await deliver([event], request, state)
         return Response(status_code=204)
     await deliver([twilio_callbacks.call_started_from_status(event), event], request, state)
@@ -68,7 +68,7 @@ async def call_status(
 @router.post(RECORDING_STATUS_PATH)
 async def recording_status(request: Request, form: SignedForm, state: State) -> Response:
     business_id = request.query_params.get("business") or core.business_for(
-        form, state.owners, state.settings.default_business_id
+        form, state.owners, state.settings.business.default_id
     )
     if business_id is None:
         answered_for_nobody(form)

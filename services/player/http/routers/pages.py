@@ -37,7 +37,7 @@ async def login(
     repository: Repository,
     settings: AppSettings,
 ) -> Response:
-    lifetime = timedelta(seconds=settings.session_lifetime_seconds)
+    lifetime = timedelta(seconds=settings.player.session_lifetime_seconds)
     session_id = await repository.open_session(api_key.strip(), lifetime)
     if session_id is None:
         return RedirectResponse("/login?failed=1", status_code=303)

@@ -65,7 +65,7 @@ async def recording_file(
     with the reason when the download failed for good. Never enqueues work."""
     match call.recording_status:
         case StageStatus.COMPLETED if key := own_key(call, call.recording_key):
-            return await _audio(store, key, request, settings.playback_url_seconds)
+            return await _audio(store, key, request, settings.player.playback_url_seconds)
         case StageStatus.PENDING | StageStatus.PROCESSING:
             return JSONResponse(
                 {"status": call.recording_status, "detail": "recording is being prepared"},
