@@ -39,7 +39,7 @@ from shared.events import AnyEvent, Stage, Topic
 from shared.health import Health
 from shared.internal_port import InternalOnly, internal_paths
 from shared.kafka.producer import EventProducer, start_producer_patiently
-from shared.kafka.worker import Handler, StageWorker
+from shared.kafka.worker import Handler, StageWorker, StageWorkerSettings
 from shared.retry import wait_until_reached
 from shared.settings import Settings
 from shared.shutdown import Shutdown
@@ -58,7 +58,7 @@ SERVICES = ("ingress", "downloader", "transcriber", "extractor", "player")
 
 def run_service(name: str, settings: Settings) -> None:
     logs.configure(name, settings.observability.log_format)
-    tracing.configure(name, settings)
+    tracing.configure(name, settings.observability)
     if name in STAGE_SPECS:
         run_loop(_run_stage(name, settings))
         return
@@ -112,7 +112,7 @@ def run_analytics(settings: Settings) -> None:
     logs.configure("analytics", settings.observability.log_format)
 
     async def main() -> None:
-        shutdown = Shutdown("analytics", settings)
+        shutdown = Shutdown("analytics", settings.shutdown)
         shutdown.on_signals()
         freeze_startup_objects()
         await consumer.run(settings, shutdown)
@@ -128,7 +128,7 @@ def ingress_app(settings: Settings) -> FastAPI:
     from services.ingress.relay import OutboxRelay
     from shared.twilio_rest import RecordingStarter
 
-    producer = EventProducer(settings, linger_ms=settings.ingress.outbox_linger_ms)
+    producer = EventProducer(settings.kafka, linger_ms=settings.ingress.outbox_linger_ms)
     engine = create_engine(settings.ingress_database_url)
     deliveries = Deliveries(engine, lease=timedelta(seconds=settings.ingress.outbox_lease_seconds))
     resources = IngressResources(
@@ -154,15 +154,15 @@ def player_app(settings: Settings) -> FastAPI:
 
     engine = create_engine(settings.database_url)
     repository = CallRepository(engine)
-    store = ObjectStore(settings)
-    producer = EventProducer(settings)
+    store = ObjectStore(settings.s3)
+    producer = EventProducer(settings.kafka)
     projector = Projector(repository, store)
     workers = [
         StageWorker(
             name="player",
             topics=projected_topics(),
             handle=projector,
-            settings=settings,
+            settings=StageWorkerSettings.of(settings),
             producer=producer,
             handle_batch=projector.apply_batch,
         )
@@ -211,7 +211,7 @@ class _StageHealth:
 
 
 async def _run_stage(name: str, settings: Settings) -> None:
-    shutdown = Shutdown(name, settings)
+    shutdown = Shutdown(name, settings.shutdown)
     shutdown.on_signals()
     port = STAGE_SPECS[name].health_port(settings)
     health = _StageHealth()
@@ -285,15 +285,17 @@ async def open_stage_worker(
     within `shutdown`'s bound). Waits for the broker, and the downloader for its S3 server
     and database, while they are unreachable (raising StoppedWhileConnecting if the stop
     comes first); fails at once on a configuration error."""
-    shutdown = shutdown or Shutdown(name, settings)
+    shutdown = shutdown or Shutdown(name, settings.shutdown)
     spec = STAGE_SPECS[name]
     if spec.check_installed is not None:
         await asyncio.to_thread(spec.check_installed, settings)
-    producer = EventProducer(settings)
-    if not await start_producer_patiently(settings, producer, shutdown.stop, create_topics=True):
+    producer = EventProducer(settings.kafka)
+    if not await start_producer_patiently(
+        settings.kafka, settings.retry, producer, shutdown.stop, create_topics=True
+    ):
         raise StoppedWhileConnecting("broker")
     stack.push_async_callback(shutdown.closing("the producer", producer.stop))
-    store = ObjectStore(settings)
+    store = ObjectStore(settings.s3)
     await store.start()
     stack.push_async_callback(shutdown.closing("the object store client", store.stop))
     if spec.needs_bucket and not await wait_until_reached(
@@ -301,8 +303,8 @@ async def open_stage_worker(
         store.ensure_bucket,
         s3_unreachable,
         shutdown.stop,
-        settings.worker.retry_base_seconds,
-        settings.worker.retry_max_seconds,
+        settings.retry.base_seconds,
+        settings.retry.max_seconds,
     ):
         raise StoppedWhileConnecting("S3 server")
     worker = await build_stage_worker(name, settings, store, producer, stack, shutdown, health)
@@ -320,7 +322,7 @@ async def build_stage_worker(
 ) -> StageWorker:
     """The stage worker `name` on a store and producer it does not start: it reaches no
     server (the downloader's slot table aside) until it runs."""
-    shutdown = shutdown or Shutdown(name, settings)
+    shutdown = shutdown or Shutdown(name, settings.shutdown)
     spec = STAGE_SPECS[name]
 
     def starting() -> None:
@@ -410,7 +412,7 @@ async def downloader_handler(
 ) -> DownloadHandler:
     """Waits for the slot table's database (raising StoppedWhileConnecting if the stop comes
     first), then is `starting`."""
-    shutdown = shutdown or Shutdown("downloader", settings)
+    shutdown = shutdown or Shutdown("downloader", settings.shutdown)
     http = httpx.AsyncClient(timeout=settings.downloader.timeout_seconds)
     stack.push_async_callback(shutdown.closing("the HTTP client", http.aclose))
     database = create_engine(settings.database_url)
@@ -425,8 +427,8 @@ async def downloader_handler(
         settings.database_url,
         slots.create_table,
         shutdown.stop,
-        settings.worker.retry_base_seconds,
-        settings.worker.retry_max_seconds,
+        settings.retry.base_seconds,
+        settings.retry.max_seconds,
     ):
         raise StoppedWhileConnecting("database")
     starting()
@@ -451,11 +453,13 @@ async def open_reconciler(
     """The reconciler with its database, producer and Twilio client, closed by `stack` (each
     within the stop's bound). Waits for the broker while it is unreachable (raising
     StoppedWhileConnecting if the stop comes first)."""
-    shutdown = shutdown or Shutdown("reconciler", settings)
+    shutdown = shutdown or Shutdown("reconciler", settings.shutdown)
     database = create_engine(settings.database_url)
     stack.push_async_callback(shutdown.closing("the database", database.dispose))
-    producer = EventProducer(settings)
-    if not await start_producer_patiently(settings, producer, shutdown.stop, create_topics=False):
+    producer = EventProducer(settings.kafka)
+    if not await start_producer_patiently(
+        settings.kafka, settings.retry, producer, shutdown.stop, create_topics=False
+    ):
         raise StoppedWhileConnecting("broker")
     stack.push_async_callback(shutdown.closing("the producer", producer.stop))
     twilio = TwilioRecordings(
@@ -469,7 +473,7 @@ async def open_reconciler(
         producer,
         twilio,
         settings.twilio.account_sid,
-        reconcile_deadlines(settings),
+        reconcile_deadlines(settings.reconcile),
     )
 
 
@@ -485,7 +489,7 @@ class StageSpec:
         [Settings, ObjectStore, AsyncExitStack, Shutdown, Callable[[], None]], Awaitable[Handler]
     ]
     wants: Callable[[AnyEvent], bool] = lambda _event: True
-    worker_settings: Callable[[Settings], Settings] = lambda settings: settings
+    worker_settings: Callable[[Settings], StageWorkerSettings] = StageWorkerSettings.of
     needs_bucket: bool = False
     check_installed: Callable[[Settings], None] | None = None
 
@@ -497,8 +501,8 @@ STAGE_SPECS: dict[str, StageSpec] = {
         health_port=lambda settings: settings.downloader.health_port,
         handler=downloader_handler,
         wants=downloader_core.wants,
-        worker_settings=lambda settings: settings.updated(
-            worker={"max_in_flight": settings.downloader.max_in_flight}
+        worker_settings=lambda settings: StageWorkerSettings.of(
+            settings.updated(worker={"max_in_flight": settings.downloader.max_in_flight})
         ),
         needs_bucket=True,
     ),

@@ -99,7 +99,7 @@ async def _supervise_and_reconcile(stack: Stack, stop: asyncio.Event) -> None:
     from callpipe.bootstrap import StoppedWhileConnecting, open_reconciler
     from shared.shutdown import Shutdown
 
-    shutdown = Shutdown("reconciler", stack.settings, stop)
+    shutdown = Shutdown("reconciler", stack.settings.shutdown, stop)
     async with contextlib.AsyncExitStack() as resources:
         try:
             reconciler = await open_reconciler(
@@ -391,7 +391,7 @@ def reconcile(
     _refuse_weak_secrets("reconcile", settings, ["reconciler"])
 
     async def main() -> None:
-        shutdown = Shutdown("reconciler", settings)
+        shutdown = Shutdown("reconciler", settings.shutdown)
         shutdown.on_signals()
         async with contextlib.AsyncExitStack() as resources:
             try:

@@ -122,7 +122,7 @@ async def _read(
     in the re-drive group) and the group's committed position per partition."""
     topic = dead_letter_topic(worker)
     consumer = AIOKafkaConsumer(
-        **client_options(settings),
+        **client_options(settings.kafka),
         group_id=redrive_group(worker),
         enable_auto_commit=False,
     )
@@ -161,7 +161,7 @@ async def redrive(
     """Re-drives the dead letters of `worker` at `offsets` (partition, offset), or, when
     `offsets` is None, every one not re-driven yet; returns what it re-drove."""
     letters, consumer, committed = await _read(settings, worker)
-    producer = EventProducer(settings)
+    producer = EventProducer(settings.kafka)
     await producer.start()
     try:
         if offsets is None:

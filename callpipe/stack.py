@@ -272,7 +272,7 @@ class Stack:
         return children
 
     async def _s3_healthy(self) -> bool:
-        store = ObjectStore(self.settings)
+        store = ObjectStore(self.settings.s3)
         await store.start()
         try:
             return await store.head_bucket() and await store.head_bucket(BROKER_BUCKET)
@@ -292,7 +292,7 @@ class Stack:
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
-        admin = AIOKafkaAdminClient(**client_options(self.settings), request_timeout_ms=2000)
+        admin = AIOKafkaAdminClient(**client_options(self.settings.kafka), request_timeout_ms=2000)
         try:
             await asyncio.wait_for(admin.start(), 3)
             await asyncio.wait_for(admin.list_topics(), 3)

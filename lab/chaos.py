@@ -417,7 +417,7 @@ def _count_objects(per_call: PerCall, kind: str, keys: Iterable[str], call_sids:
 
 
 async def _bucket_keys(settings: Settings) -> list[str]:
-    store = ObjectStore(settings)
+    store = ObjectStore(settings.s3)
     await store.start()
     try:
         return await store.keys("")
@@ -429,7 +429,7 @@ async def _count_messages(per_call: PerCall, settings: Settings, call_sids: set[
     """`summary.ready` messages per call and attempt, every copy counted; distinct event ids
     of the stages' hand-overs (a redelivered copy of those is absorbed by the next stage)."""
     event_ids: dict[tuple[str, str, int], set[str]] = {}
-    async for event in replay(settings, [t.value for t in MESSAGE_TOPICS]):
+    async for event in replay(settings.kafka, [t.value for t in MESSAGE_TOPICS]):
         if event.call_sid not in call_sids:
             continue
         unit: tuple[str, str, int] = (event.event_type, event.call_sid, event.attempt)

@@ -337,16 +337,26 @@ class PlayerSettings(BaseSettings):
         return self.public_url or f"http://127.0.0.1:{self.port}"
 
 
+class RetrySettings(BaseSettings):
+    """How a failed attempt is tried again: by a stage, and by every reconnect."""
+
+    model_config = _config("RETRY_")
+
+    max_attempts: int = Field(
+        8,
+        ge=1,
+        validation_alias=_named("CALLPIPE_MAX_ATTEMPTS"),
+        description="tries per stage before it fails",
+    )
+    base_seconds: float = Field(0.5, ge=0, description="backoff: base·2ⁿ, capped, plus jitter")
+    max_seconds: float = Field(10.0, ge=0, description="the backoff's cap")
+
+
 class WorkerSettings(BaseSettings):
     """How every stage worker (downloader, transcriber, extractor) takes its messages."""
 
     model_config = _config("")
 
-    max_attempts: int = Field(8, ge=1, description="tries per stage before it fails")
-    retry_base_seconds: float = Field(
-        0.5, ge=0, description="backoff: base·2ⁿ, capped, plus jitter"
-    )
-    retry_max_seconds: float = Field(10.0, ge=0, description="the backoff's cap")
     max_in_flight: int = Field(
         16, ge=1, description="messages a worker handles at once (one call's stay in order)"
     )
@@ -627,6 +637,7 @@ class Settings(BaseSettings):
     ingress: IngressSettings = Field(default_factory=IngressSettings)
     player: PlayerSettings = Field(default_factory=PlayerSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
     downloader: DownloaderSettings = Field(default_factory=DownloaderSettings)
     transcriber: TranscriberSettings = Field(default_factory=TranscriberSettings)

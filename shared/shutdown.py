@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from shared.retry import describe
-from shared.settings import Settings
+from shared.settings import ShutdownSettings
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +29,14 @@ LAST_RESORT_MARGIN_SECONDS = 1.0
 
 
 class Shutdown:
-    def __init__(self, name: str, settings: Settings, stop: asyncio.Event | None = None) -> None:
+    def __init__(
+        self, name: str, settings: ShutdownSettings, stop: asyncio.Event | None = None
+    ) -> None:
         """`stop`: an event the caller sets to stop this part (by default its own, set by
         `begin`)."""
         self.name = name
-        self.grace_seconds = settings.shutdown.grace_seconds
-        self.close_seconds = settings.shutdown.close_seconds
+        self.grace_seconds = settings.grace_seconds
+        self.close_seconds = settings.close_seconds
         self.stop = stop or asyncio.Event()
         self.abandoned: list[str] = []
         self._began: float | None = None

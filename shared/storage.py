@@ -15,7 +15,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from shared.settings import Settings
+from shared.settings import S3Settings
 
 
 def transcript_key(business_id: str, call_sid: str, recording_sid: str) -> str:
@@ -50,7 +50,7 @@ class ObjectInfo:
 
 
 class ObjectStore:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: S3Settings) -> None:
         self._settings = settings
         self._stack = AsyncExitStack()
         self._client: Any = None
@@ -58,13 +58,13 @@ class ObjectStore:
 
     @property
     def bucket(self) -> str:
-        return self._settings.s3.bucket
+        return self._settings.bucket
 
     async def start(self) -> None:
-        self._client = await self._open(self._settings.s3.endpoint_url)
-        public = self._settings.s3.browser_endpoint_url
+        self._client = await self._open(self._settings.endpoint_url)
+        public = self._settings.browser_endpoint_url
         self._public_client = (
-            self._client if public == self._settings.s3.endpoint_url else await self._open(public)
+            self._client if public == self._settings.endpoint_url else await self._open(public)
         )
 
     async def _open(self, endpoint_url: str) -> Any:
@@ -73,9 +73,9 @@ class ObjectStore:
             get_session().create_client(
                 "s3",
                 endpoint_url=endpoint_url,
-                region_name=settings.s3.region,
-                aws_access_key_id=settings.s3.access_key,
-                aws_secret_access_key=settings.s3.secret_key.get_secret_value(),
+                region_name=settings.region,
+                aws_access_key_id=settings.access_key,
+                aws_secret_access_key=settings.secret_key.get_secret_value(),
                 config=AioConfig(
                     s3={"addressing_style": "path"},
                     signature_version="s3v4",

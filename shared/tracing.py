@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from shared.events import Event
-from shared.settings import Settings
+from shared.settings import ObservabilitySettings
 
 _call_trace_id: ContextVar[int | None] = ContextVar("call_trace_id", default=None)
 # A proxy until configure() installs a provider: a no-op tracer in a process that traces nothing.
@@ -43,19 +43,19 @@ class _CallTraceIds(RandomIdGenerator):
         return _call_trace_id.get() or super().generate_trace_id()
 
 
-def configure(service: str, settings: Settings) -> None:
+def configure(service: str, settings: ObservabilitySettings) -> None:
     """Installs the exporter the settings name; spans are batched off the request path."""
     global _exporting
-    if settings.observability.traces_exporter == "none":
+    if settings.traces_exporter == "none":
         return
     _exporting = True
     exporter: SpanExporter
-    if settings.observability.traces_exporter == "console":
+    if settings.traces_exporter == "console":
         exporter = ConsoleSpanExporter()
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        exporter = OTLPSpanExporter(endpoint=settings.observability.otlp_traces_endpoint)
+        exporter = OTLPSpanExporter(endpoint=settings.otlp_traces_endpoint)
     provider = TracerProvider(
         resource=Resource.create({"service.name": f"callpipe-{service}"}),
         id_generator=_CallTraceIds(),

@@ -86,7 +86,7 @@ async def baseline_calls_per_s(
             settings.twilio.account_sid, settings.twilio.auth_token.get_secret_value()
         )
     }
-    store = ObjectStore(settings)
+    store = ObjectStore(settings.s3)
     await store.start()
     engine = create_engine(settings.database_url)
     repository = CallRepository(engine)

@@ -94,7 +94,7 @@ async def bench_download(settings: Settings, size_mb: int) -> dict[str, Any]:
             recording_url=recording["recording_url"],
             channels=2,
         )
-        store = ObjectStore(settings)
+        store = ObjectStore(settings.s3)
         await store.start()
         async with AsyncExitStack() as stack:
             stack.push_async_callback(store.stop)

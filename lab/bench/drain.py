@@ -26,8 +26,8 @@ POLL_SECONDS = 0.2
 async def wait_until_drained(settings: Settings, within_seconds: float) -> float:
     """Seconds waited until the ingress's outbox is empty and no worker group lags on any
     partition it committed on; gives up (logged) after `within_seconds`."""
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    ends = AIOKafkaConsumer(**client_options(settings), group_id=None)
+    admin = AIOKafkaAdminClient(**client_options(settings.kafka))
+    ends = AIOKafkaConsumer(**client_options(settings.kafka), group_id=None)
     engine = create_engine(settings.ingress_database_url)
     outbox = Deliveries(engine, timedelta(seconds=settings.ingress.outbox_lease_seconds))
     await admin.start()

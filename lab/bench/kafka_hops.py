@@ -20,17 +20,17 @@ PAYLOAD = b"x" * 600  # about the size of a callpipe event
 
 async def raw_kafka_hops_per_s(settings: Settings, count: int) -> float:
     topic = f"bench.hops.{secrets.token_hex(4)}"
-    admin = AIOKafkaAdminClient(**client_options(settings))
+    admin = AIOKafkaAdminClient(**client_options(settings.kafka))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, settings.kafka.partitions, 1)])
     finally:
         await admin.close()
-    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None)
+    consumer = AIOKafkaConsumer(**client_options(settings.kafka), group_id=None)
     producer = AIOKafkaProducer(
-        **client_options(settings),
+        **client_options(settings.kafka),
         acks="all",
-        enable_idempotence=await use_idempotence(settings),
+        enable_idempotence=await use_idempotence(settings.kafka),
         linger_ms=2,
     )
     await consumer.start()

@@ -54,7 +54,7 @@ async def playback_mb_per_s(
     settings: Settings, http: aiohttp.ClientSession, size_mb: float, runs: int
 ) -> tuple[float, float]:
     """(through the player, straight from S3), MB/s."""
-    store = ObjectStore(settings)
+    store = ObjectStore(settings.s3)
     await store.start()
     try:
         call_sid, key = await _add_recording(settings, store, size_mb)

@@ -80,7 +80,7 @@ async def consume(
 
     async def connect() -> None:
         consumer = AIOKafkaConsumer(
-            **client_options(settings),
+            **client_options(settings.kafka),
             group_id=GROUP,
             enable_auto_commit=True,
             auto_offset_reset="earliest",
@@ -89,7 +89,7 @@ async def consume(
         await consumer.start()
         link.consumer = consumer
 
-    if not await connect_patiently(settings, connect, shutdown.stop):
+    if not await connect_patiently(settings.kafka, settings.retry, connect, shutdown.stop):
         return
     consumer = link.consumer
     assert consumer is not None

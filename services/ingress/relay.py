@@ -131,15 +131,19 @@ class OutboxRelay:
 
         return retrying(
             None,
-            self._settings.worker.retry_base_seconds,
-            self._settings.worker.retry_max_seconds,
+            self._settings.retry.base_seconds,
+            self._settings.retry.max_seconds,
             log_retry,
         )
 
     async def _connect_then_sweep(self) -> None:
         # Stopped by cancelling this task: the wait needs no stop event of its own.
         await start_producer_patiently(
-            self._settings, self._producer, asyncio.Event(), create_topics=True
+            self._settings.kafka,
+            self._settings.retry,
+            self._producer,
+            asyncio.Event(),
+            create_topics=True,
         )
         self.connected.set()
         while True:

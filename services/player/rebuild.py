@@ -34,7 +34,7 @@ async def rebuild(settings: Settings, database_url: str) -> int:
         repository = CallRepository(engine)
         applied = 0
         try:
-            async for event in replay(settings, projected_topics()):
+            async for event in replay(settings.kafka, projected_topics()):
                 applied += await repository.apply(event)
         finally:
             repository.close()

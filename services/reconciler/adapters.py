@@ -20,7 +20,7 @@ from shared.events import AnyEvent, Stage, utc_now
 from shared.kafka.producer import EventProducer
 from shared.logs import call_context
 from shared.retry import describe
-from shared.settings import Settings
+from shared.settings import ReconcileSettings
 from shared.twilio_rest import BaseUrlHttpClient
 
 log = logging.getLogger(__name__)
@@ -153,12 +153,12 @@ class Reconciler:
         return "waiting"
 
 
-def deadlines(settings: Settings) -> core.Deadlines:
+def deadlines(settings: ReconcileSettings) -> core.Deadlines:
     return core.Deadlines(
-        recording_after=timedelta(seconds=settings.reconcile.recording_after_seconds),
+        recording_after=timedelta(seconds=settings.recording_after_seconds),
         recording_give_up_after=timedelta(
-            seconds=settings.reconcile.recording_give_up_after_seconds
+            seconds=settings.recording_give_up_after_seconds
         ),
-        stuck_after=timedelta(seconds=settings.reconcile.stuck_after_seconds),
-        stuck_give_up_after=timedelta(seconds=settings.reconcile.stuck_give_up_after_seconds),
+        stuck_after=timedelta(seconds=settings.stuck_after_seconds),
+        stuck_give_up_after=timedelta(seconds=settings.stuck_give_up_after_seconds),
     )

@@ -13,29 +13,29 @@ from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.helpers import create_ssl_context
 
 from shared.retry import Misconfigured, describe, wait_until_reached
-from shared.settings import Settings
+from shared.settings import KafkaSettings, RetrySettings
 
 
-def client_options(settings: Settings) -> dict[str, Any]:
+def client_options(kafka: KafkaSettings) -> dict[str, Any]:
     """How every producer, consumer and admin client callpipe makes reaches the broker: the
     address, TLS (verifying the broker's certificate, with a client certificate when given)
     and the SASL login, as aiokafka's keyword arguments (decision 1105)."""
-    protocol = settings.kafka.security_protocol
+    protocol = kafka.security_protocol
     options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka.bootstrap,
+        "bootstrap_servers": kafka.bootstrap,
         "security_protocol": protocol,
     }
     if protocol in ("SSL", "SASL_SSL"):
         options["ssl_context"] = create_ssl_context(
-            cafile=settings.kafka.ssl_cafile or None,
-            certfile=settings.kafka.ssl_certfile or None,
-            keyfile=settings.kafka.ssl_keyfile or None,
-            password=settings.kafka.ssl_key_password.get_secret_value() or None,
+            cafile=kafka.ssl_cafile or None,
+            certfile=kafka.ssl_certfile or None,
+            keyfile=kafka.ssl_keyfile or None,
+            password=kafka.ssl_key_password.get_secret_value() or None,
         )
     if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
-        options["sasl_mechanism"] = settings.kafka.sasl_mechanism
-        options["sasl_plain_username"] = settings.kafka.sasl_username
-        options["sasl_plain_password"] = settings.kafka.sasl_password.get_secret_value()
+        options["sasl_mechanism"] = kafka.sasl_mechanism
+        options["sasl_plain_username"] = kafka.sasl_username
+        options["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
     return options
 
 
@@ -59,15 +59,15 @@ CONFIGURATION_ERRORS = (
 BROKER_PROBE_TIMEOUT_MS = 5000
 
 
-async def probe_broker(settings: Settings) -> None:
+async def probe_broker(kafka: KafkaSettings) -> None:
     """Connects (and logs in) to a bootstrap server; raises if none answers, and
     BrokerMisconfigured if the configuration is what is wrong."""
-    options = client_options(settings)
+    options = client_options(kafka)
     try:
-        hosts = collect_hosts(settings.kafka.bootstrap)
+        hosts = collect_hosts(kafka.bootstrap)
     except CONFIGURATION_ERRORS as error:
         raise BrokerMisconfigured(
-            f"CALLPIPE_KAFKA_BOOTSTRAP={settings.kafka.bootstrap!r}: {describe(error)}"
+            f"CALLPIPE_KAFKA_BOOTSTRAP={kafka.bootstrap!r}: {describe(error)}"
         ) from error
     if not hosts:
         raise BrokerMisconfigured("CALLPIPE_KAFKA_BOOTSTRAP is empty")
@@ -92,26 +92,29 @@ async def probe_broker(settings: Settings) -> None:
         connection.close()
         return
     raise kafka_errors.KafkaConnectionError(
-        f"no answer from {settings.kafka.bootstrap}: {describe(last_error) if last_error else '?'}"
+        f"no answer from {kafka.bootstrap}: {describe(last_error) if last_error else '?'}"
     )
 
 
 async def connect_patiently(
-    settings: Settings, connect: Callable[[], Awaitable[None]], stop: asyncio.Event
+    kafka: KafkaSettings,
+    retry: RetrySettings,
+    connect: Callable[[], Awaitable[None]],
+    stop: asyncio.Event,
 ) -> bool:
     """Reaches the broker (a probe, then `connect`), waiting for it with the stages' capped,
     jittered backoff as long as it is unreachable. True once connected, False if `stop` came
     first. A configuration error is raised at once (BrokerMisconfigured)."""
 
     async def connect_once() -> None:
-        await probe_broker(settings)
+        await probe_broker(kafka)
         await connect()
 
     return await wait_until_reached(
-        f"broker {settings.kafka.bootstrap}",
+        f"broker {kafka.bootstrap}",
         connect_once,
         lambda _error: True,
         stop,
-        settings.worker.retry_base_seconds,
-        settings.worker.retry_max_seconds,
+        retry.base_seconds,
+        retry.max_seconds,
     )

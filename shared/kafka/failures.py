@@ -34,7 +34,7 @@ from shared.events import SCHEMA_VERSION, AnyEvent, Event, Stage, StageFailed, d
 from shared.kafka.producer import EventProducer
 from shared.kafka.topics import dead_letter_topic
 from shared.retry import describe, retrying
-from shared.settings import Settings
+from shared.settings import RetrySettings
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class FailureHandling:
 
     worker: str
     stage: Stage | None
-    settings: Settings
+    retry: RetrySettings
     producer: EventProducer
 
     async def decoded(self, record: ConsumerRecord[bytes, bytes]) -> AnyEvent | None:
@@ -82,9 +82,9 @@ class FailureHandling:
         report_retry = functools.partial(self._report_retry, event, settle_start)
         try:
             async for attempt in retrying(
-                self.settings.worker.max_attempts,
-                self.settings.worker.retry_base_seconds,
-                self.settings.worker.retry_max_seconds,
+                self.retry.max_attempts,
+                self.retry.base_seconds,
+                self.retry.max_seconds,
                 report_retry,
             ):
                 with attempt:

@@ -14,7 +14,7 @@ from shared.events import Event, StageFailed, StageStarted, encode, stage_status
 from shared.kafka.connection import client_options, connect_patiently
 from shared.kafka.tansu_workarounds import broker_supports_idempotence
 from shared.kafka.topics import ensure_topics
-from shared.settings import Settings
+from shared.settings import KafkaSettings, RetrySettings
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +24,11 @@ def traceparent(correlation_id: str) -> bytes:
     return f"00-{trace_id}-{secrets.token_hex(8)}-01".encode()
 
 
-async def use_idempotence(settings: Settings) -> bool:
+async def use_idempotence(kafka: KafkaSettings) -> bool:
     """The idempotent-producer setting resolved: `auto` asks the broker."""
-    choice = settings.kafka.idempotent_producer
+    choice = kafka.idempotent_producer
     if choice == "auto":
-        return await broker_supports_idempotence(settings)
+        return await broker_supports_idempotence(kafka)
     return choice
 
 
@@ -36,17 +36,17 @@ class EventProducer:
     """Publishes events keyed by call SID, waiting for acks=all. Created in the event loop.
     `linger_ms`: how long a send waits for others to share its produce request."""
 
-    def __init__(self, settings: Settings, linger_ms: int = 2) -> None:
-        self._settings = settings
+    def __init__(self, kafka: KafkaSettings, linger_ms: int = 2) -> None:
+        self._kafka = kafka
         self._linger_ms = linger_ms
         self._producer: AIOKafkaProducer | None = None
         self.idempotent = False
 
     async def start(self) -> None:
-        self.idempotent = await use_idempotence(self._settings)
+        self.idempotent = await use_idempotence(self._kafka)
         log.info("producer: acks=all, idempotent %s", "on" if self.idempotent else "off")
         self._producer = AIOKafkaProducer(
-            **client_options(self._settings),
+            **client_options(self._kafka),
             acks="all",
             enable_idempotence=self.idempotent,
             linger_ms=self._linger_ms,
@@ -85,7 +85,12 @@ class EventProducer:
 
 
 async def start_producer_patiently(
-    settings: Settings, producer: EventProducer, stop: asyncio.Event, *, create_topics: bool
+    kafka: KafkaSettings,
+    retry: RetrySettings,
+    producer: EventProducer,
+    stop: asyncio.Event,
+    *,
+    create_topics: bool,
 ) -> bool:
     """Starts `producer` (after creating the topics that are missing, if asked) once the
     broker is reachable: connect_patiently's answer."""
@@ -93,10 +98,10 @@ async def start_producer_patiently(
     async def connect() -> None:
         try:
             if create_topics:
-                await ensure_topics(settings)
+                await ensure_topics(kafka)
             await producer.start()
         except Exception:
             await producer.stop()
             raise
 
-    return await connect_patiently(settings, connect, stop)
+    return await connect_patiently(kafka, retry, connect, stop)

@@ -26,7 +26,7 @@ from aiokafka.protocol.transaction import InitProducerIdRequest
 
 from shared import metrics
 from shared.kafka.connection import client_options
-from shared.settings import Settings
+from shared.settings import KafkaSettings, RetrySettings
 
 log = logging.getLogger(__name__)
 
@@ -199,12 +199,12 @@ class TopicMetadataWatch:
         self,
         worker: str,
         topics: Sequence[str],
-        settings: Settings,
+        retry: RetrySettings,
         commit: Callable[[], Awaitable[None]],
     ) -> None:
         self._worker = worker
         self._topics = topics
-        self._settings = settings
+        self._retry = retry
         self._commit = commit
         self._watching: asyncio.Task[None] | None = None
 
@@ -231,10 +231,10 @@ class TopicMetadataWatch:
             self._worker,
             ", ".join(self._topics_without_metadata(consumer)),
         )
-        pause = self._settings.worker.retry_base_seconds
+        pause = self._retry.base_seconds
         while not await self._metadata_known(consumer, led):
             await asyncio.sleep(pause)
-            pause = min(pause * 2, self._settings.worker.retry_max_seconds)
+            pause = min(pause * 2, self._retry.max_seconds)
         if not led:
             log.info("%s: metadata of every topic it consumes known again", self._worker)
             return
@@ -276,13 +276,13 @@ def grants_producer_ids(error_code: int) -> bool:
     return error is kafka_errors.NoError or bool(error.retriable)
 
 
-async def broker_supports_idempotence(settings: Settings) -> bool:
+async def broker_supports_idempotence(kafka: KafkaSettings) -> bool:
     """Asks the broker for a producer id, the idempotent producer's first request.
 
     Works around: Tansu 0.6 lists InitProducerId among its API versions yet answers it with an
     unknown server error, so the version list alone cannot tell, and an idempotent producer
     would fail to start (decision 1005)."""
-    client = AIOKafkaClient(**client_options(settings))
+    client = AIOKafkaClient(**client_options(kafka))
     try:
         await client.bootstrap()
         answer = await client.send(

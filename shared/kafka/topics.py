@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from shared.events import AnyEvent, Stage, Topic, decode
 from shared.kafka.connection import client_options
 from shared.kafka.tansu_workarounds import end_offsets_confirmed
-from shared.settings import Settings
+from shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +31,17 @@ def all_topics() -> list[str]:
     return [t.value for t in Topic] + [dead_letter_topic(w) for w in WORKERS]
 
 
-def partitions_of(topic: str, settings: Settings) -> int:
+def partitions_of(topic: str, kafka: KafkaSettings) -> int:
     """`kafka_partitions`, but `stage.status` has at least one partition per stage (0918)."""
     if topic == Topic.STAGE_STATUS.value:
-        return max(settings.kafka.partitions, len(Stage))
-    return settings.kafka.partitions
+        return max(kafka.partitions, len(Stage))
+    return kafka.partitions
 
 
-async def ensure_topics(settings: Settings) -> None:
+async def ensure_topics(kafka: KafkaSettings) -> None:
     """Creates every topic callpipe uses that does not exist yet."""
     topics = all_topics()
-    admin = AIOKafkaAdminClient(**client_options(settings))
+    admin = AIOKafkaAdminClient(**client_options(kafka))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -49,7 +49,7 @@ async def ensure_topics(settings: Settings) -> None:
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
-                    [NewTopic(t, partitions_of(t, settings), 1) for t in missing]
+                    [NewTopic(t, partitions_of(t, kafka), 1) for t in missing]
                 )
     finally:
         await admin.close()
@@ -73,11 +73,11 @@ async def records_to_end(
             return
 
 
-async def replay(settings: Settings, topics: Sequence[str]) -> AsyncIterator[AnyEvent]:
+async def replay(kafka: KafkaSettings, topics: Sequence[str]) -> AsyncIterator[AnyEvent]:
     """Every event on `topics` from the beginning to the end (no consumer group, nothing
     committed); in order within a partition. Undecodable messages are skipped: they are in
     the dead-letter topics already."""
-    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
         await consumer.topics()  # loads the metadata of every topic

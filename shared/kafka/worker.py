@@ -44,7 +44,13 @@ from shared.kafka.offsets import Commits, HandledInputs, OffsetTracker
 from shared.kafka.producer import EventProducer
 from shared.kafka.tansu_workarounds import OffsetHoleGuard, TopicMetadataWatch
 from shared.logs import call_context
-from shared.settings import Settings
+from shared.settings import (
+    KafkaSettings,
+    RetrySettings,
+    Settings,
+    ShutdownSettings,
+    WorkerSettings,
+)
 from shared.shutdown import Shutdown
 
 log = logging.getLogger(__name__)
@@ -55,6 +61,20 @@ BatchHandler = Callable[[Sequence[AnyEvent]], Awaitable[Sequence[Event]]]
 Records = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 
 
+@dataclass(frozen=True)
+class StageWorkerSettings:
+    """The slices a stage worker runs with."""
+
+    kafka: KafkaSettings
+    worker: WorkerSettings
+    retry: RetrySettings
+    shutdown: ShutdownSettings
+
+    @classmethod
+    def of(cls, settings: Settings) -> StageWorkerSettings:
+        return cls(settings.kafka, settings.worker, settings.retry, settings.shutdown)
+
+
 @dataclass
 class StageWorker:
     """Consumes `topics` as consumer group `name` and hands each event to `handle`, or the
@@ -63,7 +83,7 @@ class StageWorker:
     name: str
     topics: Sequence[str]
     handle: Handler
-    settings: Settings
+    settings: StageWorkerSettings
     producer: EventProducer
     stage: Stage | None = None
     wants: Callable[[AnyEvent], bool] = lambda event: True
@@ -75,7 +95,7 @@ class StageWorker:
             # A stage reports started/failed per event, around its own retries.
             raise ValueError("a batch handler is for workers without a stage")
         self._tracker = OffsetTracker()
-        self._failures = FailureHandling(self.name, self.stage, self.settings, self.producer)
+        self._failures = FailureHandling(self.name, self.stage, self.settings.retry, self.producer)
         self._failure = WorkerFailure()
         self._commits = Commits(
             self._tracker, self._failure, self.settings.kafka.commit_interval_ms
@@ -84,7 +104,7 @@ class StageWorker:
             self.name, self.settings.kafka.offset_hole_patience_seconds
         )
         self._metadata_watch = TopicMetadataWatch(
-            self.name, self.topics, self.settings, self._commit
+            self.name, self.topics, self.settings.retry, self._commit
         )
         self._in_flight = InFlight(self._failure)
         self._consumer: AIOKafkaConsumer | None = None
@@ -106,9 +126,9 @@ class StageWorker:
     async def run(self, stop: asyncio.Event, shutdown: Shutdown | None = None) -> None:
         """Consumes until `stop` is set, then stops within `shutdown`'s bound: in-flight
         messages get the grace, committing and closing the consumer the rest."""
-        shutdown = shutdown or Shutdown(self.name, self.settings)
+        shutdown = shutdown or Shutdown(self.name, self.settings.shutdown)
         consumer = AIOKafkaConsumer(
-            **client_options(self.settings),
+            **client_options(self.settings.kafka),
             group_id=self.name,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

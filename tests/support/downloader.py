@@ -49,7 +49,7 @@ def base_settings(data_dir: Path) -> Settings:
         kafka={"bootstrap": f"127.0.0.1:{22092 + _OFFSET}"},
         local={"simulator_port": SIMULATOR_PORT},
         downloader={"media_allowed_origins": f"http://127.0.0.1:{SIMULATOR_PORT}"},
-        worker={"retry_base_seconds": 0.2, "retry_max_seconds": 2.0},
+        retry={"base_seconds": 0.2, "max_seconds": 2.0},
     )
 
 
@@ -154,7 +154,7 @@ async def running_downloader(settings: Settings) -> AsyncIterator[ObjectStore]:
 
 
 async def publish(settings: Settings, *events: RecordingCompleted) -> None:
-    producer = EventProducer(settings)
+    producer = EventProducer(settings.kafka)
     await producer.start()
     try:
         for event in events:

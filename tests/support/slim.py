@@ -75,7 +75,7 @@ async def build_factories() -> dict[str, object]:
     }
     async with AsyncExitStack() as stack:
         for name in ("downloader", "extractor"):
-            store, producer = ObjectStore(settings), EventProducer(settings)
+            store, producer = ObjectStore(settings.s3), EventProducer(settings.kafka)
             worker = await bootstrap.build_stage_worker(name, settings, store, producer, stack)
             built[name] = list(worker.topics)
         database = create_engine(settings.database_url)
@@ -84,10 +84,10 @@ async def build_factories() -> dict[str, object]:
         stack.push_async_callback(twilio.close)
         reconciler = Reconciler(
             CallRepository(database),
-            EventProducer(settings),
+            EventProducer(settings.kafka),
             twilio,
             settings.twilio.account_sid,
-            deadlines(settings),
+            deadlines(settings.reconcile),
         )
         built["reconciler"] = type(reconciler).__name__
     return built

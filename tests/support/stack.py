@@ -145,7 +145,7 @@ class RunningStack:
         Signed on a thread of its own: Playwright's sync API owns the test thread's loop."""
 
         async def sign() -> str:
-            store = ObjectStore(self.settings)
+            store = ObjectStore(self.settings.s3)
             await store.start()
             try:
                 return await store.presigned_get(key, expires_in=1, content_type="audio/wav")

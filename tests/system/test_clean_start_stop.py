@@ -38,8 +38,8 @@ from shared.events import (
 )
 from shared.kafka.producer import EventProducer
 from shared.kafka.topics import replay
-from shared.kafka.worker import StageWorker
-from shared.settings import Settings
+from shared.kafka.worker import StageWorker, StageWorkerSettings
+from shared.settings import Settings, ShutdownSettings
 from shared.shutdown import Shutdown
 from shared.storage import ObjectStore, transcript_key
 from shared.transcript import Transcript
@@ -285,7 +285,7 @@ def transcript_ready(settings: Settings, call_sid: str) -> TranscriptReady:
     )
 
     async def store() -> None:
-        objects = ObjectStore(settings)
+        objects = ObjectStore(settings.s3)
         await objects.start()
         try:
             await objects.put(key, transcript.model_dump_json().encode(), "application/json")
@@ -298,7 +298,7 @@ def transcript_ready(settings: Settings, call_sid: str) -> TranscriptReady:
 
 def publish(settings: Settings, event: TranscriptReady) -> None:
     async def send() -> None:
-        producer = EventProducer(settings)
+        producer = EventProducer(settings.kafka)
         await producer.start()
         try:
             await producer.publish(event)
@@ -314,7 +314,7 @@ def on_topic(settings: Settings, topic: str, kind: type[E], wanted: Callable[[E]
     async def read() -> list[E]:
         return [
             event
-            async for event in replay(settings, [topic])
+            async for event in replay(settings.kafka, [topic])
             if isinstance(event, kind) and wanted(event)
         ]
 
@@ -695,7 +695,7 @@ def test_analytics_waiting_for_the_broker_says_so_and_stops_at_once(tmp_path: Pa
 
 
 async def test_a_stop_step_that_gets_no_answer_is_abandoned_at_the_bound_and_named() -> None:
-    shutdown = Shutdown("unit", Settings(shutdown={"grace_seconds": 0.2, "close_seconds": 0.3}))
+    shutdown = Shutdown("unit", ShutdownSettings(grace_seconds=0.2, close_seconds=0.3))
     shutdown.begin(last_resort=False)
     began = time.monotonic()
     assert await shutdown.within_bound("closing the producer", asyncio.sleep(0))
@@ -743,9 +743,13 @@ async def test_an_output_the_broker_did_not_take_is_not_dead_lettered() -> None:
         ]
 
     producer = BrokerAwayOnce()
-    settings = Settings(worker={"retry_base_seconds": 0.01, "retry_max_seconds": 0.01})
+    settings = Settings(retry={"base_seconds": 0.01, "max_seconds": 0.01})
     worker = StageWorker(
-        "unit", ["transcript.ready"], handle, settings, cast(EventProducer, producer)
+        "unit",
+        ["transcript.ready"],
+        handle,
+        StageWorkerSettings.of(settings),
+        cast(EventProducer, producer),
     )
     record = ConsumerRecord(
         topic="transcript.ready",

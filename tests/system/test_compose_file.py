@@ -417,12 +417,12 @@ OBSERVABILITY = {
     "observability.traces_exporter",
     "observability.otlp_traces_endpoint",
 }
-RETRIES = {"worker.retry_base_seconds", "worker.retry_max_seconds", "shutdown.grace_seconds"}
+RETRIES = {"retry.base_seconds", "retry.max_seconds", "shutdown.grace_seconds"}
 STAGE_CONSUMER = RETRIES | {
     "kafka.fetch_max_wait_ms",
     "kafka.commit_interval_ms",
     "kafka.offset_hole_patience_seconds",
-    "worker.max_attempts",
+    "retry.max_attempts",
     "worker.max_in_flight",
     "worker.stage_started_after_ms",
     "shutdown.close_seconds",

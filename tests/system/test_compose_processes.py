@@ -410,7 +410,7 @@ class ComposeProcesses:
         )
 
         async def check() -> bool:
-            store = ObjectStore(settings)
+            store = ObjectStore(settings.s3)
             await store.start()
             try:
                 return await store.head_bucket()

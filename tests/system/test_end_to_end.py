@@ -143,7 +143,7 @@ def call_sids_on_the_call_started_topic(stack: RunningStack) -> list[str]:
     before another is published, and projected, before it."""
 
     async def read() -> list[str]:
-        consumer = AIOKafkaConsumer(**client_options(stack.settings))
+        consumer = AIOKafkaConsumer(**client_options(stack.settings.kafka))
         await consumer.start()
         try:
             await consumer.topics()  # loads the metadata of every topic
@@ -151,7 +151,7 @@ def call_sids_on_the_call_started_topic(stack: RunningStack) -> list[str]:
         finally:
             await consumer.stop()
         assert partitions == {0}
-        return [e.call_sid async for e in replay(stack.settings, [Topic.CALL_STARTED.value])]
+        return [e.call_sid async for e in replay(stack.settings.kafka, [Topic.CALL_STARTED.value])]
 
     return asyncio.run(read())
 

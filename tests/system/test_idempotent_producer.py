@@ -42,9 +42,9 @@ async def test_auto_turns_idempotence_off_on_tansu_and_publishes_with_acks_all(
     stack: RunningStack,
 ) -> None:
     bootstrap = PORTS["CALLPIPE_KAFKA_BOOTSTRAP"]
-    assert await broker_supports_idempotence(_settings("auto")) is False
+    assert await broker_supports_idempotence(_settings("auto").kafka) is False
     topic = f"probe.{uuid.uuid4().hex}"
-    producer = EventProducer(_settings("auto"))
+    producer = EventProducer(_settings("auto").kafka)
     await producer.start()
     try:
         assert producer.idempotent is False
@@ -64,7 +64,7 @@ async def test_auto_turns_idempotence_off_on_tansu_and_publishes_with_acks_all(
 async def test_forcing_idempotence_on_tansu_fails_at_start_as_the_probe_predicts(
     stack: RunningStack,
 ) -> None:
-    producer = EventProducer(_settings(True))
+    producer = EventProducer(_settings(True).kafka)
     with pytest.raises(kafka_errors.UnknownError):
         await producer.start()
     await producer.stop()

@@ -38,6 +38,6 @@ async def test_the_players_members_share_the_projected_partitions_out(stack: Run
     assert all(shares), "a member got no partition"
     projected = set().union(*shares)
     assert len(projected) == sum(len(share) for share in shares)  # each partition once
-    status_partitions = partitions_of(Topic.STAGE_STATUS.value, Settings())
+    status_partitions = partitions_of(Topic.STAGE_STATUS.value, Settings().kafka)
     assert {f"stage.status:{p}" for p in range(status_partitions)} <= projected
     assert max(len(s) for s in shares) - min(len(s) for s in shares) <= 1  # round robin

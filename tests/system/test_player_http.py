@@ -288,7 +288,7 @@ def objects_naming(stack: RunningStack, call: dict[str, Any]) -> list[str]:
     """The keys of every object in the bucket, under the call's business, that name the call."""
 
     async def keys() -> list[str]:
-        store = ObjectStore(stack.settings)
+        store = ObjectStore(stack.settings.s3)
         await store.start()
         try:
             return await store.keys(f"{call['business_id']}/")
@@ -308,7 +308,7 @@ def last_event_of_the_call(
     there is one."""
 
     async def read() -> tuple[TopicPartition, int, AnyEvent] | None:
-        consumer = AIOKafkaConsumer(**client_options(stack.settings), group_id=None)
+        consumer = AIOKafkaConsumer(**client_options(stack.settings.kafka), group_id=None)
         await consumer.start()
         try:
             await consumer.topics()  # loads the metadata of every topic
@@ -339,7 +339,7 @@ def wait_until_the_player_read(
     has committed past it: the player has projected it (or ignored it)."""
 
     async def committed_by_the_player(partition: TopicPartition) -> int:
-        consumer = AIOKafkaConsumer(**client_options(stack.settings), group_id="player")
+        consumer = AIOKafkaConsumer(**client_options(stack.settings.kafka), group_id="player")
         await consumer.start()
         try:
             return int(await consumer.committed(partition) or 0)

@@ -203,7 +203,7 @@ def test_hebrew_text_reads_right_to_left(page: Page, stack: RunningStack) -> Non
     settings = Settings(kafka={"bootstrap": stack.env["CALLPIPE_KAFKA_BOOTSTRAP"]})
 
     async def publish() -> None:
-        producer = EventProducer(settings)
+        producer = EventProducer(settings.kafka)
         await producer.start()
         try:
             for event in (started, summary):

@@ -22,7 +22,7 @@ from callpipe.dlq import list_dead_letters
 from shared.events import AnyEvent, encode
 from shared.kafka.producer import EventProducer
 from shared.kafka.topics import dead_letter_topic
-from shared.kafka.worker import StageWorker
+from shared.kafka.worker import StageWorker, StageWorkerSettings
 from shared.retry import TerminalError
 from shared.settings import Settings
 from shared.storage import ObjectStore
@@ -49,7 +49,7 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_partition_kee
     await admin.create_topics([NewTopic(topic, 1, 1), NewTopic(dead_letter_topic(name), 1, 1)])
     await admin.close()
 
-    producer = EventProducer(settings)
+    producer = EventProducer(settings.kafka)
     await producer.start()
     key = b"CApoison"  # one key: everything lands on the one partition, in this order
     poison = [
@@ -71,7 +71,7 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_partition_kee
             healthy_seen.set()
         return []
 
-    worker = StageWorker(name, [topic], handle, settings, producer)
+    worker = StageWorker(name, [topic], handle, StageWorkerSettings.of(settings), producer)
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
     with contextlib.suppress(TimeoutError):
@@ -107,7 +107,7 @@ async def test_a_second_copy_of_a_handled_event_is_absorbed_and_a_retry_is_not(
     settings = stack.settings.updated(kafka={"partitions": 1})
     name = f"copies-{secrets.token_hex(4)}"
     topic = await one_partition_topic(settings, name)
-    producer = EventProducer(settings)
+    producer = EventProducer(settings.kafka)
     await producer.start()
     first = factories.call_started("CAcopy", "reliability")
     retry = first.model_copy(update={"event_id": uuid.uuid4(), "attempt": 2})
@@ -124,7 +124,7 @@ async def test_a_second_copy_of_a_handled_event_is_absorbed_and_a_retry_is_not(
             last_seen.set()
         return []
 
-    worker = StageWorker(name, [topic], handle, settings, producer)
+    worker = StageWorker(name, [topic], handle, StageWorkerSettings.of(settings), producer)
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
     with contextlib.suppress(TimeoutError):
@@ -143,7 +143,7 @@ async def test_on_sigterm_a_worker_commits_what_it_finished_and_hands_back_the_r
     settings = stack.settings.updated(shutdown={"grace_seconds": 1.0})
     name = f"shutdown-{secrets.token_hex(4)}"
     topic = await one_partition_topic(settings, name)
-    producer = EventProducer(settings)
+    producer = EventProducer(settings.kafka)
     await producer.start()
     sids = ["CAfirst", "CAstuck", "CAthird"]
     for sid in sids:
@@ -160,7 +160,7 @@ async def test_on_sigterm_a_worker_commits_what_it_finished_and_hands_back_the_r
             third_done.set()
         return []
 
-    worker = StageWorker(name, [topic], handle, settings, producer)
+    worker = StageWorker(name, [topic], handle, StageWorkerSettings.of(settings), producer)
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
     await asyncio.wait_for(third_done.wait(), 60)
@@ -182,7 +182,9 @@ async def test_on_sigterm_a_worker_commits_what_it_finished_and_hands_back_the_r
 
     stop = asyncio.Event()
     running = asyncio.create_task(
-        StageWorker(name, [topic], handle_again, settings, producer).run(stop)
+        StageWorker(name, [topic], handle_again, StageWorkerSettings.of(settings), producer).run(
+            stop
+        )
     )
     await asyncio.wait_for(all_again.wait(), 60)
     stop.set()
@@ -241,9 +243,11 @@ async def test_a_poison_event_in_a_batch_is_dead_lettered_and_the_rest_applied(
         applied.append(event.call_sid)
         return []
 
-    producer = EventProducer(settings)
+    producer = EventProducer(settings.kafka)
     await producer.start()
-    worker = StageWorker(name, [topic], handle, settings, producer, handle_batch=handle_batch)
+    worker = StageWorker(
+        name, [topic], handle, StageWorkerSettings.of(settings), producer, handle_batch=handle_batch
+    )
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
     try:
@@ -269,7 +273,7 @@ async def test_a_batch_worker_killed_before_its_transaction_commits_commits_no_o
     topic = await one_partition_topic(settings, name)
     sids = ["CAcrash1", "CAcrash2", "CAcrash3"]
     await _publish_together(settings, topic, sids)
-    producer = EventProducer(settings)
+    producer = EventProducer(settings.kafka)
     await producer.start()
 
     in_transaction = asyncio.Event()
@@ -283,7 +287,12 @@ async def test_a_batch_worker_killed_before_its_transaction_commits_commits_no_o
         raise AssertionError("a batch that did not fail is not handled one by one")
 
     worker = StageWorker(
-        name, [topic], handle, settings, producer, handle_batch=hang_in_transaction
+        name,
+        [topic],
+        handle,
+        StageWorkerSettings.of(settings),
+        producer,
+        handle_batch=hang_in_transaction,
     )
     running = asyncio.create_task(worker.run(asyncio.Event()))
     await asyncio.wait_for(in_transaction.wait(), 60)
@@ -302,7 +311,9 @@ async def test_a_batch_worker_killed_before_its_transaction_commits_commits_no_o
         return []
 
     stop = asyncio.Event()
-    restarted = StageWorker(name, [topic], handle, settings, producer, handle_batch=apply_again)
+    restarted = StageWorker(
+        name, [topic], handle, StageWorkerSettings.of(settings), producer, handle_batch=apply_again
+    )
     running = asyncio.create_task(restarted.run(stop))
     try:
         await asyncio.wait_for(all_again.wait(), 60)
@@ -320,7 +331,7 @@ async def test_a_running_worker_commits_at_most_once_per_interval_and_everything
     settings = stack.settings.updated(kafka={"commit_interval_ms": 3_600_000})
     name = f"interval-{secrets.token_hex(4)}"
     topic = await one_partition_topic(settings, name)
-    producer = EventProducer(settings)
+    producer = EventProducer(settings.kafka)
     await producer.start()
     handled: list[str] = []
     later_done = asyncio.Event()
@@ -332,7 +343,9 @@ async def test_a_running_worker_commits_at_most_once_per_interval_and_everything
         return []
 
     stop = asyncio.Event()
-    running = asyncio.create_task(StageWorker(name, [topic], handle, settings, producer).run(stop))
+    running = asyncio.create_task(
+        StageWorker(name, [topic], handle, StageWorkerSettings.of(settings), producer).run(stop)
+    )
     await producer.publish_raw(topic, call_started("CAfirst"), b"CAfirst", [])
     deadline = time.monotonic() + 60
     while await committed(settings, name, topic) != 1:  # the first commit is not held back
@@ -353,7 +366,7 @@ async def test_a_running_worker_commits_at_most_once_per_interval_and_everything
 
 
 async def _objects_of(stack: RunningStack, call: dict[str, Any]) -> list[str]:
-    store = ObjectStore(stack.settings)
+    store = ObjectStore(stack.settings.s3)
     await store.start()
     try:
         return [key for key in await store.keys("") if call["call_sid"] in key]

@@ -22,7 +22,7 @@ from shared.events import (
 )
 from shared.kafka.producer import EventProducer
 from shared.kafka.topics import records_to_end
-from shared.kafka.worker import StageWorker
+from shared.kafka.worker import StageWorker, StageWorkerSettings
 from shared.settings import Settings
 from tests.support import events as factories
 from tests.support.kafka import one_partition_topic
@@ -58,7 +58,7 @@ async def test_the_producer_sends_each_stages_status_to_that_stages_partition(
 ) -> None:
     settings = Settings(kafka={"bootstrap": PORTS["CALLPIPE_KAFKA_BOOTSTRAP"]})
     call_sid = f"CA{uuid.uuid4().hex}"
-    producer = EventProducer(settings)
+    producer = EventProducer(settings.kafka)
     await producer.start()
     try:
         for stage in STAGES:
@@ -96,7 +96,7 @@ async def test_a_stage_announces_only_the_work_that_outlasts_the_delay(
     name = f"announce-{uuid.uuid4().hex[:8]}"
     topic = await one_partition_topic(settings, name)
     quick, slow = f"CA{uuid.uuid4().hex}", f"CA{uuid.uuid4().hex}"
-    producer = EventProducer(settings)
+    producer = EventProducer(settings.kafka)
     await producer.start()
     handled: set[str] = set()
     both_handled = asyncio.Event()
@@ -109,7 +109,9 @@ async def test_a_stage_announces_only_the_work_that_outlasts_the_delay(
             both_handled.set()
         return []
 
-    worker = StageWorker(name, [topic], handle, settings, producer, stage=Stage.TRANSCRIPT)
+    worker = StageWorker(
+        name, [topic], handle, StageWorkerSettings.of(settings), producer, stage=Stage.TRANSCRIPT
+    )
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
     try:

@@ -27,7 +27,7 @@ def lifespan(state: IngressState) -> Callable[[FastAPI], AbstractAsyncContextMan
             if not database_unreachable(error):
                 raise
         with contextlib.suppress(KafkaError, OSError):
-            await probe_broker(state.settings)
+            await probe_broker(state.settings.kafka)
         starting = asyncio.create_task(relay_once_the_database_is_there(state))
         state.recording_starter = state.resources.open_recording_starter()
         try:
@@ -51,8 +51,8 @@ async def relay_once_the_database_is_there(state: IngressState) -> None:
             settings.ingress_database_url,
             lambda: prepare_database(state),
             asyncio.Event(),
-            settings.worker.retry_base_seconds,
-            settings.worker.retry_max_seconds,
+            settings.retry.base_seconds,
+            settings.retry.max_seconds,
         )
     state.resources.relay.start()
 
@@ -60,7 +60,7 @@ async def relay_once_the_database_is_there(state: IngressState) -> None:
 async def stop(state: IngressState, starting: asyncio.Task[None]) -> None:
     # uvicorn handles the signals: the stop is bounded here, without the last resort.
     resources = state.resources
-    shutdown = Shutdown("ingress", state.settings)
+    shutdown = Shutdown("ingress", state.settings.shutdown)
     shutdown.begin(last_resort=False)
     starting.cancel()
     await asyncio.gather(starting, return_exceptions=True)

@@ -23,7 +23,7 @@ def lifespan(state: PlayerState) -> Callable[[FastAPI], AbstractAsyncContextMana
     @asynccontextmanager
     async def running(_app: FastAPI) -> AsyncIterator[None]:
         settings, resources = state.settings, state.resources
-        shutdown = Shutdown("player", settings)
+        shutdown = Shutdown("player", settings.shutdown)
         try:
             await prepare_database(state)
         except Exception as error:
@@ -31,7 +31,7 @@ def lifespan(state: PlayerState) -> Callable[[FastAPI], AbstractAsyncContextMana
                 raise
         await resources.store.start()
         with contextlib.suppress(KafkaError, OSError):
-            await probe_broker(settings)
+            await probe_broker(settings.kafka)
         consuming = asyncio.create_task(consume(state, shutdown))
         try:
             yield
@@ -61,12 +61,12 @@ async def consume(state: PlayerState, shutdown: Shutdown) -> None:
         settings.database_url,
         lambda: prepare_database(state),
         shutdown.stop,
-        settings.worker.retry_base_seconds,
-        settings.worker.retry_max_seconds,
+        settings.retry.base_seconds,
+        settings.retry.max_seconds,
     ):
         return
     if await start_producer_patiently(
-        settings, resources.producer, shutdown.stop, create_topics=True
+        settings.kafka, settings.retry, resources.producer, shutdown.stop, create_topics=True
     ):
         await asyncio.gather(*(worker.run(shutdown.stop, shutdown) for worker in resources.workers))
 

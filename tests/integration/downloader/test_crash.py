@@ -95,7 +95,7 @@ async def test_a_download_cut_by_a_crash_is_redone_once_and_its_slot_comes_back(
     statuses = [r["status"] for r in media_requests(settings, event.recording_sid)]
     assert statuses == [200, 200]  # the cut download, then the complete one
     assert {d["event_id"] for d in downloaded(seen)} == {downloaded(seen)[0]["event_id"]}
-    store = ObjectStore(settings)
+    store = ObjectStore(settings.s3)
     await store.start()
     try:
         [result] = {d["object_key"] for d in downloaded(seen)}

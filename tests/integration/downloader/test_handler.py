@@ -37,7 +37,7 @@ from tests.support.downloader import (
 
 @pytest.fixture
 async def store(settings: Settings) -> AsyncIterator[ObjectStore]:
-    store = ObjectStore(settings)
+    store = ObjectStore(settings.s3)
     await store.start()
     await store.ensure_bucket()
     yield store

@@ -59,7 +59,7 @@ async def test_media_missing_for_5_seconds_is_stored_once_with_the_right_bytes(
 async def test_media_that_never_appears_fails_after_bounded_tries_and_others_flow(
     settings: Settings,
 ) -> None:
-    settings = settings.updated(worker={"max_attempts": 3})
+    settings = settings.updated(retry={"max_attempts": 3})
     missing = recording_event(add_recording(settings, media_delay_seconds=10**6))
     present = recording_event(add_recording(settings))
     while _partition(present.call_sid, settings) != _partition(missing.call_sid, settings):

@@ -33,7 +33,7 @@ def s3_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 @pytest.fixture
 async def store(s3_settings: Settings) -> AsyncIterator[ObjectStore]:
-    store = ObjectStore(s3_settings)
+    store = ObjectStore(s3_settings.s3)
     await store.start()
     yield store
     await store.stop()

@@ -28,7 +28,7 @@ from lab.bench.s3_proxy import Forward, Refuse, start_proxy
 from shared import metrics
 from shared.events import AnyEvent, encode
 from shared.kafka.producer import EventProducer
-from shared.kafka.worker import StageWorker
+from shared.kafka.worker import StageWorker, StageWorkerSettings
 from shared.settings import Settings
 from tests.support import events as factories
 from tests.support.kafka import committed, one_partition_topic
@@ -150,11 +150,11 @@ async def test_a_record_written_late_is_handled_before_the_later_one_and_not_ski
     topic = await one_partition_topic(broker, name)
     slow_writes.topic, slow_writes.refuse = topic, False
     slow_writes.met.clear()
-    first, second = EventProducer(broker), EventProducer(broker)
+    first, second = EventProducer(broker.kafka), EventProducer(broker.kafka)
     await first.start()
     await second.start()
     recorder = Recorder(expected=2)
-    worker = StageWorker(name, [topic], recorder.handle, broker, first)
+    worker = StageWorker(name, [topic], recorder.handle, StageWorkerSettings.of(broker), first)
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
     await asyncio.wait_for(worker.ready.wait(), 30)
@@ -189,10 +189,10 @@ async def test_a_hole_that_never_fills_is_gone_past_after_the_patience(
     slow_writes.topic, slow_writes.refuse = topic, True
     slow_writes.met.clear()
     settings = broker.updated(kafka={"offset_hole_patience_seconds": 1.0})
-    producer = EventProducer(settings)
+    producer = EventProducer(settings.kafka)
     await producer.start()
     recorder = Recorder(expected=1)
-    worker = StageWorker(name, [topic], recorder.handle, settings, producer)
+    worker = StageWorker(name, [topic], recorder.handle, StageWorkerSettings.of(settings), producer)
     skipped_before = holes(name, "skipped")
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))

@@ -27,7 +27,7 @@ from shared.events import AnyEvent, Event, encode
 from shared.kafka.connection import client_options
 from shared.kafka.producer import EventProducer
 from shared.kafka.topics import ensure_topics
-from shared.kafka.worker import StageWorker
+from shared.kafka.worker import StageWorker, StageWorkerSettings
 from shared.settings import Settings
 from shared.storage import transcript_key
 from tests.support import events as factories
@@ -121,7 +121,7 @@ async def servers(tmp_path: Path) -> AsyncIterator[Servers]:
 
 
 async def all_partitions(settings: Settings, topics: list[str]) -> set[TopicPartition]:
-    producer = AIOKafkaProducer(**client_options(settings))
+    producer = AIOKafkaProducer(**client_options(settings.kafka))
     await producer.start()
     try:
         return {
@@ -148,7 +148,7 @@ async def test_after_a_broker_restart_every_partition_is_assigned_and_handled_in
     servers: Servers, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = servers.settings
-    await ensure_topics(settings)
+    await ensure_topics(settings.kafka)
     topics = projected_topics()
     partitions = await all_partitions(settings, topics)
     assert TopicPartition(FAILING_TOPIC, 0) in partitions
@@ -171,9 +171,12 @@ async def test_after_a_broker_restart_every_partition_is_assigned_and_handled_in
         handled.add(event.call_sid)
         return []
 
-    producer = EventProducer(settings)
+    producer = EventProducer(settings.kafka)
     await producer.start()
-    workers = [StageWorker(GROUP, topics, handle, settings, producer) for _ in range(MEMBERS)]
+    workers = [
+        StageWorker(GROUP, topics, handle, StageWorkerSettings.of(settings), producer)
+        for _ in range(MEMBERS)
+    ]
     stop = asyncio.Event()
     running = [asyncio.create_task(worker.run(stop)) for worker in workers]
 
@@ -227,7 +230,7 @@ async def test_after_a_broker_restart_every_partition_is_assigned_and_handled_in
 
 async def publish_one_to_each(settings: Settings, partitions: set[TopicPartition]) -> set[str]:
     """A transcript.ready on every partition (the workers here take any event): their SIDs."""
-    producer = AIOKafkaProducer(**client_options(settings))
+    producer = AIOKafkaProducer(**client_options(settings.kafka))
     await producer.start()
     sent = set()
     try:

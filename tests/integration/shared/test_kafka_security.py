@@ -81,7 +81,7 @@ async def test_the_sasl_login_and_tls_reach_the_aiokafka_client(mechanism: str) 
             "sasl_password": "s3cret",
         }
     )
-    producer = AIOKafkaProducer(**client_options(settings))
+    producer = AIOKafkaProducer(**client_options(settings.kafka))
     client = producer.client
     assert client._security_protocol == "SASL_SSL"
     assert client._sasl_mechanism == mechanism
@@ -91,7 +91,7 @@ async def test_the_sasl_login_and_tls_reach_the_aiokafka_client(mechanism: str) 
 
 
 def test_plaintext_is_the_default_and_carries_no_tls_or_login() -> None:
-    assert client_options(Settings()) == {
+    assert client_options(Settings().kafka) == {
         "bootstrap_servers": Settings().kafka.bootstrap,
         "security_protocol": "PLAINTEXT",
     }
@@ -203,14 +203,14 @@ async def test_events_go_to_the_broker_and_back_over_tls_with_a_client_certifica
     settings = _tls_settings(certificates)
     event = factories.call_started(CALL_SID, "tls")
     async with tls_proxy(certificates):
-        await ensure_topics(settings)
-        producer = EventProducer(settings)
+        await ensure_topics(settings.kafka)
+        producer = EventProducer(settings.kafka)
         await producer.start()
         try:
             await producer.publish(event)
         finally:
             await producer.stop()
-        seen = [e async for e in replay(settings, ["call.started"])]
+        seen = [e async for e in replay(settings.kafka, ["call.started"])]
     assert event in seen
 
 
@@ -236,7 +236,7 @@ async def test_a_client_without_the_trust_or_the_certificate_is_not_connected(
 ) -> None:
     await _broker_listening()
     settings = _tls_settings(certificates, **changes)
-    producer = AIOKafkaProducer(**client_options(settings), request_timeout_ms=5000)
+    producer = AIOKafkaProducer(**client_options(settings.kafka), request_timeout_ms=5000)
     async with tls_proxy(certificates):
         with pytest.raises(KafkaConnectionError, match="Unable to bootstrap"):
             await producer.start()

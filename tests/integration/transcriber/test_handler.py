@@ -35,7 +35,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 @pytest.fixture
 async def store(settings: Settings) -> AsyncIterator[ObjectStore]:
-    store = ObjectStore(settings)
+    store = ObjectStore(settings.s3)
     await store.start()
     yield store
     await store.stop()
