@@ -122,20 +122,22 @@ def run_analytics(settings: Settings) -> None:
 
 def ingress_app(settings: Settings) -> FastAPI:
     """The ingress's application on its resources, built here and started by its lifespan."""
+    from services.ingress.config import IngressConfig
     from services.ingress.deliveries import Deliveries
     from services.ingress.http.main import create_app
     from services.ingress.http.state import IngressResources
     from services.ingress.relay import OutboxRelay
     from shared.twilio_rest import RecordingStarter
 
+    config = IngressConfig.of(settings)
     producer = EventProducer(settings.kafka, linger_ms=settings.ingress.outbox_linger_ms)
-    engine = create_engine(settings.ingress_database_url)
+    engine = create_engine(config.database_url)
     deliveries = Deliveries(engine, lease=timedelta(seconds=settings.ingress.outbox_lease_seconds))
     resources = IngressResources(
         engine=engine,
         deliveries=deliveries,
         producer=producer,
-        relay=OutboxRelay(deliveries, producer, settings),
+        relay=OutboxRelay(deliveries, producer, config),
         open_recording_starter=partial(
             RecordingStarter,
             settings.twilio.account_sid,
@@ -143,11 +145,12 @@ def ingress_app(settings: Settings) -> FastAPI:
             settings.twilio.api_base_url,
         ),
     )
-    return create_app(settings, resources)
+    return create_app(config, resources)
 
 
 def player_app(settings: Settings) -> FastAPI:
     """The player's application on its resources, built here and started by its lifespan."""
+    from services.player.config import PlayerConfig
     from services.player.http.main import create_app
     from services.player.http.state import PlayerResources
     from services.player.projector import Projector, projected_topics
@@ -168,7 +171,8 @@ def player_app(settings: Settings) -> FastAPI:
         )
         for _ in range(settings.player.consumers)
     ]
-    return create_app(settings, PlayerResources(engine, repository, store, producer, workers))
+    resources = PlayerResources(engine, repository, store, producer, workers)
+    return create_app(PlayerConfig.of(settings), resources)
 
 
 @asynccontextmanager

@@ -24,12 +24,12 @@ from collections.abc import Sequence
 from sqlalchemy.exc import SQLAlchemyError
 from tenacity import AsyncRetrying, RetryCallState
 
+from services.ingress.config import IngressConfig
 from services.ingress.deliveries import Deliveries
 from shared.events import Event
 from shared.kafka.producer import EventProducer, start_producer_patiently
 from shared.logs import call_context
 from shared.retry import describe, retrying
-from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 # Sends of handed-over events at once; past that, events wait in SQL for a sweep.
@@ -43,7 +43,9 @@ class NotAllPublished(Exception):
 
 
 class OutboxRelay:
-    def __init__(self, deliveries: Deliveries, producer: EventProducer, settings: Settings) -> None:
+    def __init__(
+        self, deliveries: Deliveries, producer: EventProducer, settings: IngressConfig
+    ) -> None:
         self._deliveries = deliveries
         self._producer = producer
         self._settings = settings

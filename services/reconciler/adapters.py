@@ -156,9 +156,7 @@ class Reconciler:
 def deadlines(settings: ReconcileSettings) -> core.Deadlines:
     return core.Deadlines(
         recording_after=timedelta(seconds=settings.recording_after_seconds),
-        recording_give_up_after=timedelta(
-            seconds=settings.recording_give_up_after_seconds
-        ),
+        recording_give_up_after=timedelta(seconds=settings.recording_give_up_after_seconds),
         stuck_after=timedelta(seconds=settings.stuck_after_seconds),
         stuck_give_up_after=timedelta(seconds=settings.stuck_give_up_after_seconds),
     )

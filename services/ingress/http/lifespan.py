@@ -48,7 +48,7 @@ async def relay_once_the_database_is_there(state: IngressState) -> None:
     settings = state.settings
     if not state.database_ready.is_set():
         await wait_for_database(
-            settings.ingress_database_url,
+            settings.database_url,
             lambda: prepare_database(state),
             asyncio.Event(),
             settings.retry.base_seconds,

@@ -5,15 +5,15 @@ from __future__ import annotations
 from fastapi import FastAPI
 from twilio.request_validator import RequestValidator
 
+from services.ingress.config import IngressConfig
 from services.ingress.http.delivery import NotStored, not_stored
 from services.ingress.http.lifespan import lifespan
 from services.ingress.http.routers import health, webhooks
 from services.ingress.http.state import IngressResources, IngressState
 from shared.body_limit import BodyLimit
-from shared.settings import Settings
 
 
-def create_app(settings: Settings, resources: IngressResources) -> FastAPI:
+def create_app(settings: IngressConfig, resources: IngressResources) -> FastAPI:
     state = IngressState(
         settings,
         resources,

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine
 from twilio.request_validator import RequestValidator
 
+from services.ingress.config import IngressConfig
 from services.ingress.deliveries import Deliveries
 from services.ingress.relay import OutboxRelay
 from shared.kafka.producer import EventProducer
-from shared.settings import Settings
 from shared.twilio_rest import RecordingStarter
 
 
@@ -31,7 +31,7 @@ class IngressResources:
 
 @dataclass
 class IngressState:
-    settings: Settings
+    settings: IngressConfig
     resources: IngressResources
     validator: RequestValidator
     # The configured public URL: Twilio signs the URL it was given, never Host or X-Forwarded-*.

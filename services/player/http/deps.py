@@ -8,11 +8,11 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.player import origins
+from services.player.config import PlayerConfig
 from services.player.http.state import PlayerState
 from services.player.repository import CallRepository
 from shared.call_state import CallState
 from shared.kafka.producer import EventProducer
-from shared.settings import Settings
 from shared.storage import ObjectStore
 
 RETRY_AFTER_SECONDS = 2
@@ -25,7 +25,7 @@ def player_state(request: Request) -> PlayerState:
 State = Annotated[PlayerState, Depends(player_state)]
 
 
-def settings(state: State) -> Settings:
+def settings(state: State) -> PlayerConfig:
     return state.settings
 
 
@@ -41,7 +41,7 @@ def producer(state: State) -> EventProducer:
     return state.resources.producer
 
 
-AppSettings = Annotated[Settings, Depends(settings)]
+AppSettings = Annotated[PlayerConfig, Depends(settings)]
 Repository = Annotated[CallRepository, Depends(repository)]
 Store = Annotated[ObjectStore, Depends(store)]
 Producer = Annotated[EventProducer, Depends(producer)]

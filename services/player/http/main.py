@@ -9,16 +9,16 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from services.player import origins
+from services.player.config import PlayerConfig
 from services.player.http.deps import database_prepared, from_own_pages
 from services.player.http.lifespan import lifespan
 from services.player.http.routers import calls, health, pages, recordings
 from services.player.http.routers.pages import STATIC
 from services.player.http.state import KnownKeys, PlayerResources, PlayerState
 from shared.body_limit import BodyLimit
-from shared.settings import Settings
 
 
-def create_app(settings: Settings, resources: PlayerResources) -> FastAPI:
+def create_app(settings: PlayerConfig, resources: PlayerResources) -> FastAPI:
     own_origin = origins.origin_of(settings.player.browser_url)
     if own_origin is None:
         raise ValueError("CALLPIPE_PLAYER_PUBLIC_URL must be an http(s) URL")

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from cachetools import TTLCache
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.player.config import PlayerConfig
 from services.player.repository import CallRepository, key_digest
 from shared.kafka.producer import EventProducer
 from shared.kafka.worker import StageWorker
-from shared.settings import Settings
 from shared.storage import ObjectStore
 
 
@@ -48,7 +48,7 @@ class KnownKeys:
 
 @dataclass(frozen=True)
 class PlayerState:
-    settings: Settings
+    settings: PlayerConfig
     resources: PlayerResources
     own_origin: str
     known_keys: KnownKeys
