@@ -48,8 +48,8 @@ async def store(settings: Settings) -> AsyncIterator[ObjectStore]:
 async def handler_for(settings: Settings, store: ObjectStore) -> AsyncIterator[Any]:
     async with AsyncExitStack() as stack:
 
-        async def build(**overrides: Any) -> DownloadHandler:
-            return await downloader_handler(settings.model_copy(update=overrides), store, stack)
+        async def build(**downloader: Any) -> DownloadHandler:
+            return await downloader_handler(settings.updated(downloader=downloader), store, stack)
 
         yield build
 
@@ -161,7 +161,7 @@ async def test_a_rate_limited_fetch_is_asked_for_again_no_sooner_than_retry_afte
 async def test_a_recording_over_the_size_limit_is_refused_and_not_stored(
     settings: Settings, handler_for: Any, store: ObjectStore
 ) -> None:
-    handler = await handler_for(download_max_bytes=10_000)
+    handler = await handler_for(max_bytes=10_000)
     event = recording_event(add_recording(settings))
     with pytest.raises(TerminalError, match="over the limit"):
         await handler(event)
@@ -182,7 +182,7 @@ async def test_a_large_recording_goes_up_in_parts_and_is_stored_exactly(
     settings: Settings, handler_for: Any, store: ObjectStore, tmp_path: Path
 ) -> None:
     audio = _noise_wav(tmp_path / "long.wav", seconds=75)  # ~13 MB: three 5 MiB parts
-    handler = await handler_for(download_part_bytes=5 * 1024**2)
+    handler = await handler_for(part_bytes=5 * 1024**2)
     [result] = await handler(recording_event(add_recording(settings, audio=str(audio))))
     expected = audio.read_bytes()
     assert result.size_bytes == len(expected)
