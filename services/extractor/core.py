@@ -1,4 +1,6 @@
-"""Extractor core: a transcript in, a summary and a lead with its evidence out. No I/O.
+"""Extractor core: a transcript in, a summary and a lead with its evidence out; and every
+retry-or-give-up decision of the extractor, returned as a value (`shared.decisions`) for the
+handler and the LLM backend to carry out. No I/O.
 
 The offline backend: rules over the business's service catalogue, a gazetteer of real place
 names in the call's language, and a few phrase lists (name, callback number, urgency, spam,
@@ -15,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.decisions import GiveUp, Retry
 from shared.events import Evidence, Lead, LeadKind
 from shared.transcript import Transcript, Utterance
 
@@ -577,3 +580,37 @@ def rules_extraction(
 ) -> Extraction:
     lead = extract(transcript, profile, gazetteer)
     return Extraction(summarise(lead, gazetteer.language, profile), lead, EXTRACTOR_NAME)
+
+
+# The chat API's refusals that no retry can change: a malformed request, credentials it
+# rejects, a model it does not have. Any other failure (429, 5xx, ...) is retried.
+REFUSED_LLM_STATUSES = frozenset({400, 401, 403, 404})
+
+
+@dataclass(frozen=True)
+class AskAgain:
+    """The model's answer was not valid: ask it once more."""
+
+    reason: str
+
+
+def unhandled_event(event_type: str) -> GiveUp:
+    return GiveUp(f"extractor cannot handle {event_type}")
+
+
+def llm_failure(status_code: int | None, message: str) -> Retry | GiveUp:
+    """What to do when the chat API gave no completion, its client's own retries spent:
+    `status_code` is its answer's, None when no answer came (a timeout, a lost connection)."""
+    if status_code is None:
+        return Retry(f"LLM did not answer: {message}")
+    if status_code in REFUSED_LLM_STATUSES:
+        return GiveUp(f"LLM request refused: {message}")
+    return Retry(f"LLM request failed for now: {message}")
+
+
+def invalid_answer(reason: str, attempt: int, attempts: int) -> AskAgain | GiveUp:
+    """The `attempt`th answer of at most `attempts` was invalid for `reason`: nothing unchecked
+    reaches the status table, so the last one fails the call with the reason."""
+    if attempt < attempts:
+        return AskAgain(reason)
+    return GiveUp(f"LLM answer invalid after {attempt} tries: {reason}"[:2000])

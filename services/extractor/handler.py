@@ -12,7 +12,7 @@ from typing import Protocol
 from services.extractor import core
 from services.extractor.gazetteer import gazetteer
 from shared.events import AnyEvent, Event, Lead, SummaryReady, TranscriptReady
-from shared.retry import TerminalError
+from shared.retry import carry_out
 from shared.storage import ObjectStore
 from shared.transcript import Transcript
 
@@ -64,7 +64,7 @@ class ExtractHandler:
 
     async def __call__(self, event: AnyEvent) -> Sequence[Event]:
         if not isinstance(event, TranscriptReady):
-            raise TerminalError(f"extractor cannot handle {event.event_type}")
+            carry_out(core.unhandled_event(event.event_type))
         if event.outcome == "no_speech":
             return [self._nothing(event, "No speech in the recording.")]
         transcript = Transcript.model_validate_json(await self._store.get(event.transcript_key))

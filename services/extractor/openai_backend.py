@@ -8,9 +8,10 @@ import logging
 import openai
 from openai.types.shared_params import ResponseFormatJSONSchema
 
-from services.extractor import answer
+from services.extractor import answer, core
 from services.extractor.core import BusinessProfile, Extraction
-from shared.retry import TerminalError
+from shared.decisions import GiveUp
+from shared.retry import carry_out, describe
 from shared.transcript import Transcript
 
 log = logging.getLogger(__name__)
@@ -23,9 +24,9 @@ RESPONSE_FORMAT: ResponseFormatJSONSchema = {
 
 class OpenAIExtractor:
     """Rate limits (429) and server errors are retried by the client, honouring
-    `Retry-After`; past that they propagate as transient errors for the stage's own backoff.
-    An invalid answer is asked again up to `answer_attempts` times, then the call fails with
-    the reason: nothing unchecked reaches the status table."""
+    `Retry-After`; past that the core decides (`core.llm_failure`) whether the stage tries
+    again. An invalid answer is asked again up to `answer_attempts` times, then the call
+    fails with the reason (`core.invalid_answer`)."""
 
     def __init__(self, client: openai.AsyncOpenAI, model: str, answer_attempts: int) -> None:
         self._client = client
@@ -34,8 +35,9 @@ class OpenAIExtractor:
 
     async def extract(self, transcript: Transcript, profile: BusinessProfile) -> Extraction:
         system, user = answer.prompt(transcript, profile)
-        reason = ""
-        for attempt in range(1, self._answer_attempts + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 completion = await self._client.chat.completions.create(
                     model=self._model,
@@ -46,9 +48,10 @@ class OpenAIExtractor:
                     response_format=RESPONSE_FORMAT,
                     temperature=0,
                 )
-            except (openai.BadRequestError, openai.AuthenticationError,
-                    openai.PermissionDeniedError, openai.NotFoundError) as error:  # fmt: skip
-                raise TerminalError(f"LLM request refused: {error}") from error
+            except openai.APIStatusError as error:
+                carry_out(core.llm_failure(error.status_code, error.message))
+            except openai.APIConnectionError as error:  # a timeout is one too
+                carry_out(core.llm_failure(None, describe(error)))
             choice = completion.choices[0] if completion.choices else None
             content = choice.message.content if choice else None
             if choice and choice.message.refusal:
@@ -66,9 +69,13 @@ class OpenAIExtractor:
                         model=completion.model or self._model,
                         prompt_version=answer.PROMPT_VERSION,
                     )
-            log.warning(
-                "invalid LLM answer (try %d of %d): %s", attempt, self._answer_attempts, reason
-            )
-        raise TerminalError(
-            f"LLM answer invalid after {self._answer_attempts} tries: {reason}"[:2000]
-        )
+            match core.invalid_answer(reason, attempt, self._answer_attempts):
+                case core.AskAgain(reason):
+                    log.warning(
+                        "invalid LLM answer (try %d of %d), asking again: %s",
+                        attempt,
+                        self._answer_attempts,
+                        reason,
+                    )
+                case GiveUp() as give_up:
+                    carry_out(give_up)

@@ -26,7 +26,7 @@ VAD_OPTIONS = VadOptions(min_silence_duration_ms=500, speech_pad_ms=200)
 
 
 class UndecodableAudio(Exception):
-    pass
+    """The file does not decode; the message says why."""
 
 
 class TranscriptionBackend(Protocol):
@@ -49,10 +49,10 @@ def decode(path: Path, channels: int) -> list[Samples]:
     try:
         decoded = decode_audio(str(path), sampling_rate=SAMPLE_RATE, split_stereo=channels == 2)
     except Exception as error:  # PyAV raises many types for a corrupt file
-        raise UndecodableAudio(f"cannot decode audio: {error}") from error
+        raise UndecodableAudio(str(error)) from error
     tracks = list(decoded) if channels == 2 else [decoded]
     if not any(len(track) for track in tracks):
-        raise UndecodableAudio("cannot decode audio: no samples")
+        raise UndecodableAudio("no samples")
     return tracks
 
 

@@ -1,4 +1,6 @@
-"""Transcriber core: what each channel said in, a transcript by speaker out. No I/O."""
+"""Transcriber core: what each channel said in, a transcript by speaker out; and every
+retry-or-give-up decision of the transcriber, returned as a value (`shared.decisions`) for
+the handler and the backends to carry out. No I/O."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
 
+from shared.decisions import GiveUp, Retry
 from shared.transcript import Segment, Utterance, Word
 
 # A pause longer than this between one speaker's segments starts a new turn.
@@ -19,6 +22,8 @@ PREVIEW_CHARS = 280
 NO_SPEECH_THRESHOLD = 0.6
 LOGPROB_THRESHOLD = -1.0
 COMPRESSION_RATIO_THRESHOLD = 2.4
+# The transcription API's refusals that another try can change; any other 4xx cannot.
+RETRYABLE_API_STATUSES = frozenset({408, 409, 429})
 
 
 @dataclass(frozen=True)
@@ -214,3 +219,23 @@ def plan_chunks(total: int, speech: Sequence[SpeechSpan], limit: int) -> list[tu
         start = cut
     chunks.append((start, total))
     return [(a, b) for a, b in chunks if any(s.start < b and s.end > a for s in speech)]
+
+
+def unhandled_event(event_type: str) -> GiveUp:
+    return GiveUp(f"transcriber cannot handle {event_type}")
+
+
+def undecodable(problem: str) -> GiveUp:
+    """A recording that does not decode (not audio, corrupt, no samples) never will."""
+    return GiveUp(f"cannot decode audio: {problem}")
+
+
+def api_failure(status_code: int | None, message: str) -> Retry | GiveUp:
+    """What to do when the transcription API did not transcribe, its client's own retries
+    spent: `status_code` is its answer's, None when no answer came (a timeout, a lost
+    connection)."""
+    if status_code is None:
+        return Retry(f"transcription API did not answer: {message}")
+    if status_code < 500 and status_code not in RETRYABLE_API_STATUSES:
+        return GiveUp(f"transcription API refused the audio: {message}")
+    return Retry(f"transcription API failed for now: {message}")

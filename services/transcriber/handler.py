@@ -19,7 +19,7 @@ from services.transcriber.audio import (
 )
 from shared import metrics
 from shared.events import AnyEvent, Event, RecordingDownloaded, TranscriptReady
-from shared.retry import TerminalError
+from shared.retry import carry_out
 from shared.storage import ObjectStore, transcript_key
 from shared.transcript import Transcript
 
@@ -47,7 +47,7 @@ class TranscribeHandler:
 
     async def __call__(self, event: AnyEvent) -> Sequence[Event]:
         if not isinstance(event, RecordingDownloaded):
-            raise TerminalError(f"transcriber cannot handle {event.event_type}")
+            carry_out(core.unhandled_event(event.event_type))
         with tempfile.TemporaryDirectory(prefix="callpipe-") as folder:
             path = Path(folder) / Path(event.object_key).name
             await self._download(event.object_key, path)
@@ -58,7 +58,7 @@ class TranscribeHandler:
                     self._pool, self._transcribe, self._backend, path, event.channels
                 )
             except UndecodableAudio as error:
-                raise TerminalError(str(error)) from error
+                carry_out(core.undecodable(str(error)))
             elapsed = time.perf_counter() - started
         metrics.observe_transcription(self._backend.name, result.duration_seconds, elapsed)
         labels = self._speakers.labels(len(result.channels), event.direction)

@@ -17,15 +17,13 @@ import openai
 from services.transcriber import core
 from services.transcriber.audio import SAMPLE_RATE, Samples
 from services.transcriber.core import ChannelResult, RecognisedSegment, SpeechSpan
-from shared.retry import TerminalError
+from shared.retry import carry_out, describe
 from shared.transcript import Word
 
 log = logging.getLogger(__name__)
 
 WAV_HEADER_BYTES = 44
 BYTES_PER_SAMPLE = 2
-# Answers that another try cannot change; anything else (429, 5xx, timeouts) is retried.
-RETRYABLE_STATUSES = {408, 409, 429}
 
 
 def wav_bytes(audio: Samples) -> bytes:
@@ -77,11 +75,9 @@ class OpenAIBackend:
                 **optional,
             )
         except openai.APIStatusError as error:
-            if error.status_code < 500 and error.status_code not in RETRYABLE_STATUSES:
-                raise TerminalError(
-                    f"transcription API refused the audio: {error.message}"
-                ) from error
-            raise
+            carry_out(core.api_failure(error.status_code, error.message))
+        except openai.APIConnectionError as error:  # a timeout is one too
+            carry_out(core.api_failure(None, describe(error)))
         words = answer.words or []
         # The API gives no per-word probability: words carry their segment's confidence.
         return ChannelResult(

@@ -15,7 +15,7 @@ from callpipe.openai_chat_simulator import OpenAISimulator, Reply, serve
 from services.extractor import answer
 from services.extractor.handler import ExtractHandler, RulesExtractor, load_catalogue
 from services.extractor.openai_backend import OpenAIExtractor
-from shared.events import SummaryReady, TranscriptReady
+from shared.events import CallStatusChanged, SummaryReady, TranscriptReady
 from shared.retry import TerminalError
 from shared.settings import Settings
 from shared.storage import ObjectStore, transcript_key
@@ -139,3 +139,15 @@ async def test_llm_backend_records_model_and_prompt_version_or_fails_with_the_re
         with pytest.raises(TerminalError, match="not in the catalogue"):
             await handler(event)
         await client.close()
+
+
+async def test_an_event_of_another_stage_fails_for_good(store: ObjectStore) -> None:
+    handler = ExtractHandler(store, RulesExtractor("en"), load_catalogue(None))
+    misrouted = CallStatusChanged(
+        call_sid="CAroof9",
+        business_id="roofers-co",
+        correlation_id="c" * 32,
+        call_status="ringing",
+    )
+    with pytest.raises(TerminalError, match=r"extractor cannot handle call\.status"):
+        await handler(misrouted)

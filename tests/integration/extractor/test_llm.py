@@ -5,6 +5,7 @@ transcript, invalid answers are asked again then fail with the reason, a 429 is 
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +16,7 @@ from callpipe.openai_chat_simulator import OpenAISimulator, Reply, serve
 from services.extractor import answer
 from services.extractor.core import DEFAULT_PROFILE, BusinessProfile
 from services.extractor.openai_backend import OpenAIExtractor
-from shared.retry import TerminalError
+from shared.retry import RetryLater, TerminalError
 from shared.transcript import Transcript, Utterance
 
 MODEL = "gpt-test-mini"
@@ -160,9 +161,19 @@ async def test_a_429_that_persists_is_left_to_the_stage_retry_not_a_terminal_fai
 ) -> None:
     sim, client = simulator
     sim.then(*[Reply(status=429, retry_after="0") for _ in range(3)])
-    with pytest.raises(openai.RateLimitError):
+    with pytest.raises(RetryLater, match="LLM request failed for now: Error code: 429"):
         await OpenAIExtractor(client, MODEL, answer_attempts=3).extract(TRANSCRIPT, PROFILE)
     assert len(sim.requests) == 3  # the first try and the client's two retries
+
+
+async def test_a_chat_api_that_does_not_answer_is_left_to_the_stage_retry() -> None:
+    with socket.socket() as probe:  # bound, never listening: every connection is refused
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
+        client = openai.AsyncOpenAI(api_key="sk-test", base_url=nowhere, max_retries=0)
+        with pytest.raises(RetryLater, match="LLM did not answer"):
+            await OpenAIExtractor(client, MODEL, answer_attempts=3).extract(TRANSCRIPT, PROFILE)
+        await client.close()
 
 
 async def test_a_refused_request_fails_at_once(

@@ -18,7 +18,7 @@ from services.transcriber.audio import Samples
 from services.transcriber.core import ChannelResult, SpeakerMapping, SpeechSpan
 from services.transcriber.handler import TranscribeHandler
 from services.transcriber.whisper import LocalWhisperBackend
-from shared.events import RecordingDownloaded, TranscriptReady
+from shared.events import CallStatusChanged, RecordingDownloaded, TranscriptReady
 from shared.retry import TerminalError
 from shared.settings import Settings
 from shared.storage import ObjectStore
@@ -129,6 +129,19 @@ async def test_a_corrupt_file_fails_for_good_with_the_reason(
     event = await downloaded(store, audio, "CAhandler04")
     with pytest.raises(TerminalError, match="cannot decode audio"):
         await handler(local_backend, store, pool)(event)
+
+
+async def test_an_event_of_another_stage_fails_for_good(
+    local_backend: LocalWhisperBackend, store: ObjectStore, pool: ThreadPoolExecutor
+) -> None:
+    misrouted = CallStatusChanged(
+        call_sid="CAhandler06",
+        business_id="biz-1",
+        correlation_id="c" * 32,
+        call_status="ringing",
+    )
+    with pytest.raises(TerminalError, match=r"transcriber cannot handle call\.status"):
+        await handler(local_backend, store, pool)(misrouted)
 
 
 class GatedBackend:

@@ -94,7 +94,7 @@ def test_a_corrupt_file_cannot_be_decoded(
 ) -> None:
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF\x00\x10\x00\x00WAVEfmt " + bytes(range(256)) * 16)
-    with pytest.raises(UndecodableAudio, match="cannot decode audio"):
+    with pytest.raises(UndecodableAudio):
         transcribe_file(local_backend, corrupt, 2)
 
 

@@ -21,7 +21,7 @@ from callpipe.twilio_simulator import sample_path
 from services.transcriber import core
 from services.transcriber.audio import SAMPLE_RATE, transcribe_file
 from services.transcriber.openai_api import BYTES_PER_SAMPLE, OpenAIBackend
-from shared.retry import TerminalError
+from shared.retry import RetryLater, TerminalError
 from shared.settings import Settings
 from tests.support.transcriber import sample, word_error_rate
 
@@ -132,10 +132,20 @@ def test_server_errors_beyond_the_clients_retries_are_transient_for_the_stage(
     served: tuple[OpenAISimulator, str], simulator: OpenAISimulator
 ) -> None:
     simulator.faults.extend([503, 503])
-    with pytest.raises(openai.InternalServerError) as raised:
+    with pytest.raises(RetryLater, match=r"failed for now: Error code: 503") as raised:
         transcribe_file(backend(served, max_retries=1), PLUMBER.path, 2)
-    assert not isinstance(raised.value, TerminalError)
+    assert isinstance(raised.value.__context__, openai.InternalServerError)
     assert len(simulator.received) == 2
+
+
+def test_an_api_that_does_not_answer_is_transient_for_the_stage() -> None:
+    with socket.socket() as probe:  # bound, never listening: every connection is refused
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
+        client = openai.OpenAI(api_key=API_KEY, base_url=nowhere, max_retries=0)
+        unreachable = OpenAIBackend(client, "whisper-1", "en", 25 * 1024 * 1024)
+        with pytest.raises(RetryLater, match="transcription API did not answer"):
+            transcribe_file(unreachable, PLUMBER.path, 2)
 
 
 def test_a_refused_upload_ends_the_stage_with_the_reason(

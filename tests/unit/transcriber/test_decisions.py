@@ -1,0 +1,60 @@
+"""The transcriber's retry-or-give-up decisions: what the transcription API's failures, an
+undecodable recording and an event of another stage lead to."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.transcriber import core
+from shared.decisions import GiveUp, Retry
+
+
+@pytest.mark.parametrize(
+    ("status_code", "expected"),
+    [
+        (400, GiveUp),  # malformed or undecodable upload
+        (401, GiveUp),  # the key is rejected
+        (403, GiveUp),
+        (404, GiveUp),  # no such model
+        (413, GiveUp),  # over the upload limit
+        (415, GiveUp),
+        (422, GiveUp),
+        (408, Retry),  # the server timed out waiting for the upload
+        (409, Retry),
+        (429, Retry),  # rate limited past the client's own retries
+        (500, Retry),
+        (502, Retry),
+        (503, Retry),
+        (None, Retry),  # a timeout or a lost connection: no answer at all
+    ],
+)
+def test_a_failure_of_the_transcription_api_is_retried_unless_another_try_cannot_help(
+    status_code: int | None, expected: type[Retry | GiveUp]
+) -> None:
+    decision = core.api_failure(status_code, "Error code: n - the API's words")
+    assert type(decision) is expected
+    assert decision.reason.endswith("the API's words")
+
+
+def test_the_reasons_say_what_the_api_did() -> None:
+    refused = "Error code: 413 - {'error': {'message': 'Maximum content size limit exceeded'}}"
+    assert core.api_failure(413, refused) == GiveUp(
+        f"transcription API refused the audio: {refused}"
+    )
+    assert core.api_failure(None, "APITimeoutError: Request timed out.") == Retry(
+        "transcription API did not answer: APITimeoutError: Request timed out."
+    )
+    # No lower bound of its own: the client already waited what Retry-After asked.
+    assert core.api_failure(503, "Error code: 503") == Retry(
+        "transcription API failed for now: Error code: 503", after_seconds=0.0
+    )
+
+
+def test_an_undecodable_recording_is_given_up_with_the_reason() -> None:
+    assert core.undecodable("no samples") == GiveUp("cannot decode audio: no samples")
+
+
+def test_an_event_of_another_stage_is_given_up() -> None:
+    assert core.unhandled_event("transcript.ready") == GiveUp(
+        "transcriber cannot handle transcript.ready"
+    )
