@@ -38,6 +38,9 @@ REDACTED = [
     # A card with a digit dropped fails Luhn and is still redacted
     ("my card is 4580 1234 678 9015 thanks", "my card is [number] thanks"),
     ("four five eight zero one two three four six seven eight nine zero one five", "[number]"),
+    # A card misheard: no stretch of it is named a card by chance
+    ("four, five, eight, zero, one, two, three, four, five, six, seven, eight, nine, zero, "
+     "one, two", "[number]"),
     # Phone numbers
     ("call me at 054-765-4321.", "call me at [phone]."),
     ("+972 54 765 4321", "[phone]"),
@@ -68,6 +71,7 @@ REDACTED = [
     ("המייל יוסי נקודה כהן שטרודל gmail נקודה com", "המייל [email]"),
     # A long number no check names
     ("my account number is 12345678901", "my account number is [number]"),
+    ("4,111, 111, 1111", "[number]"),
     ("reference 7 7 7, 1 2 3 4", "reference [number]"),
 ]  # fmt: skip
 
