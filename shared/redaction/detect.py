@@ -25,6 +25,7 @@ from shared.redaction.checks import name_digits
 from shared.redaction.email import email_spans
 from shared.redaction.kinds import EntityKind, Span, TextSpan
 from shared.redaction.spoken import (
+    MIN_LONG_RUN,
     DigitRun,
     Group,
     Token,
@@ -33,7 +34,6 @@ from shared.redaction.spoken import (
     tokens_of_text,
 )
 
-MIN_REDACTED_DIGITS = 7
 MAX_AMOUNT_DIGITS = 12
 _YEARS = range(1900, 2100)
 UNITS = frozenset(
@@ -89,7 +89,7 @@ def find_in_text(text: str) -> list[TextSpan]:
 def find(tokens: Sequence[Token]) -> list[Found]:
     found = []
     for run in digit_runs(tokens):
-        if len(run.digits) < MIN_REDACTED_DIGITS or _is_amount(run, tokens) or _is_years(run):
+        if len(run.digits) < MIN_LONG_RUN or _is_amount(run, tokens) or _is_years(run):
             continue
         found.extend(_named_parts(run))
     found.extend(Found(EntityKind.EMAIL, first, last) for first, last in email_spans(tokens))
@@ -146,7 +146,7 @@ def _named_parts(run: DigitRun) -> list[Found]:
             first = _start_token(run, part.kind)
         digits = sum(len(g.digits) for g in groups[part.first_group : part.last_group + 1])
         kind = part.kind
-        if kind is None and digits >= MIN_REDACTED_DIGITS:
+        if kind is None and digits >= MIN_LONG_RUN:
             kind = EntityKind.NUMBER
         found.append((kind, first, groups[part.last_group].last_token))
     # A few digits no check names go with the part beside them: the CVV said after a card.

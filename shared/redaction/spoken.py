@@ -70,6 +70,7 @@ FILLERS = frozenset(
 )
 PLUS_WORDS = frozenset({"+", "plus", "פלוס"})
 CURRENCY_SIGNS = "$₪€£"
+MIN_LONG_RUN = 7  # digits
 # Punctuation Whisper writes between groups of digits; a token of these alone joins.
 _JOINERS = frozenset("-–—־,.…")
 _HEBREW_PREFIX = re.compile(
@@ -77,6 +78,8 @@ _HEBREW_PREFIX = re.compile(
 )
 _NUMERAL = re.compile(r"^\(?\d[\d()\-–־.,]*$")
 _DATE = re.compile(r"^(\d{1,2})[.\-–/](\d{1,2})[.\-–/](\d{2}|\d{4})$")
+_ISO_DATE = re.compile(r"^(?:19|20)\d\d[.\-–/](0?[1-9]|1[0-2])[.\-–/](0?[1-9]|[12]\d|3[01])$")
+_GLUED_NUMBER = re.compile(r"\d+(?:[-–־.,()]\d+)*")
 _IBAN_START = re.compile(r"^(?P<letters>[A-Z]{2})(?P<digits>\d{2}[\d\-]*)?$")
 _SPELLED_LETTER = re.compile(r"^(?P<letter>[A-Z])\.?$")
 
@@ -93,8 +96,7 @@ class Role(Enum):
 @dataclass(frozen=True)
 class Reading:
     role: Role
-    digits: str = ""
-    groups: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()  # the digits, as written or said in pieces
     # False when the token starts a new run even right after digits (a Hebrew prefix such as
     # ל־ "to": "ל-052..."; ו־ "and" continues).
     joins: bool = True
@@ -104,6 +106,10 @@ class Reading:
     open_tens: bool = False  # "seventy" that the next digit word completes ("seventy eight")
     letters: str = ""
     times: int = 1
+
+    @property
+    def digits(self) -> str:
+        return "".join(self.groups)
 
 
 def spoken_digits(word: str) -> tuple[str, bool] | None:
@@ -131,6 +137,8 @@ def spoken_digits(word: str) -> tuple[str, bool] | None:
 
 
 def _is_date(numeral: str) -> bool:
+    if _ISO_DATE.match(numeral):
+        return True
     match = _DATE.match(numeral)
     if not match:
         return False
@@ -157,12 +165,12 @@ def read(token: Token) -> Reading:
         digits, bare_tens = said
         # "seventy, eight" is two numbers; "seventy eight" one.
         open_tens = bare_tens and token.core_end == len(token.text.rstrip())
-        return Reading(Role.DIGITS, digits, (digits,), spoken=True, open_tens=open_tens)
+        return Reading(Role.DIGITS, (digits,), spoken=True, open_tens=open_tens)
     if mixed := _mixed_digits(core):
         return mixed
     if iban_start := _IBAN_START.match(core):
         digits = re.sub(r"\D", "", iban_start["digits"] or "")
-        return Reading(Role.LETTERS, digits, (digits,) if digits else (), letters=iban_start[1])
+        return Reading(Role.LETTERS, (digits,) if digits else (), letters=iban_start[1])
     if spelled := _SPELLED_LETTER.match(core):
         return Reading(Role.LETTERS, letters=spelled["letter"])
     return _read_numeral(core)
@@ -179,7 +187,7 @@ def _mixed_digits(core: str) -> Reading | None:
         if said is None and not part.isdigit():
             return None
         groups.append(said[0] if said else part)
-    return Reading(Role.DIGITS, "".join(groups), tuple(groups), spoken=True)
+    return Reading(Role.DIGITS, tuple(groups), spoken=True)
 
 
 def _read_numeral(core: str) -> Reading:
@@ -191,10 +199,26 @@ def _read_numeral(core: str) -> Reading:
     core = core.strip(CURRENCY_SIGNS)
     plus = core.startswith(("+", "(+"))
     numeral = core.replace("+", "", 1) if plus else core
-    if not _NUMERAL.match(numeral) or _is_date(numeral):
+    if _is_date(numeral):
         return Reading(Role.BREAK)
+    if not _NUMERAL.match(numeral):
+        return _glued(numeral)
     groups = tuple(re.findall(r"\d+", numeral))
-    return Reading(Role.DIGITS, "".join(groups), groups, joins, plus, currency)
+    return Reading(Role.DIGITS, groups, joins, plus, currency)
+
+
+def _glued(core: str) -> Reading:
+    """A long number glued to other text ("Phone:054-765-4321", "ID#123456782") is a run of
+    its own; shorter ones ("5pm", "12th", "10:30") are words."""
+    long_numbers = [
+        number
+        for number in _GLUED_NUMBER.findall(core)
+        if len(re.sub(r"\D", "", number)) >= MIN_LONG_RUN
+    ]
+    if not long_numbers:
+        return Reading(Role.BREAK)
+    groups = tuple(group for number in long_numbers for group in re.findall(r"\d+", number))
+    return Reading(Role.DIGITS, groups, joins=False)
 
 
 @dataclass(frozen=True)
@@ -316,7 +340,7 @@ def _multiplied(multiplier: Reading, following: Reading | None) -> Reading:
     if following is None or following.role is not Role.DIGITS or not following.digits:
         return Reading(Role.BREAK)
     repeated = following.digits[0] * (multiplier.times - 1)
-    return Reading(Role.DIGITS, repeated, (repeated,), spoken=True)
+    return Reading(Role.DIGITS, (repeated,), spoken=True)
 
 
 def _next_meaningful(readings: Sequence[Reading], start: int) -> Reading | None:

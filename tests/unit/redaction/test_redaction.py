@@ -72,6 +72,9 @@ REDACTED = [
     # A long number no check names
     ("my account number is 12345678901", "my account number is [number]"),
     ("4,111, 111, 1111", "[number]"),
+    # Glued to a label, as a summary may write it
+    ("Phone:054-765-4321, ID#123456782", "[phone], [national_id]"),
+    ("טלפון:0547654321", "[phone]"),
     ("reference 7 7 7, 1 2 3 4", "reference [number]"),
 ]  # fmt: skip
 
@@ -94,6 +97,8 @@ STAYS = [
     "12.05.2024 at 10:30",
     "May 12th 2024",
     "on May 12, 2024",
+    "on 2024-05-12 at 10:30",
+    "from 10:30-12:30 or 5pm",
     "ב-12.05.2024",
     "since 2019",
     "2019, 2020, 2021",
