@@ -84,11 +84,6 @@ class CallState:
     lead_json: str | None = None  # the whole lead with its evidence, as the extractor sent it
     extractor: str | None = None
 
-    def __post_init__(self) -> None:
-        # Rows read back from the status table carry the statuses as plain strings.
-        for field in STATUS_FIELDS:
-            object.__setattr__(self, field, StageStatus(getattr(self, field)))
-
     @classmethod
     def new(cls, event: AnyEvent) -> CallState:
         return cls(
@@ -104,7 +99,8 @@ class CallState:
         return overall_status(_stage_statuses(self))
 
     def stage_status(self, stage: Stage) -> StageStatus:
-        return StageStatus(getattr(self, f"{stage.value}_status"))
+        status: StageStatus = getattr(self, f"{stage.value}_status")
+        return status
 
     @property
     def last_error(self) -> str | None:

@@ -44,7 +44,7 @@ from services.player.tables import (
     player_sessions,
     stage_inputs,
 )
-from shared.call_state import STAGES, TERMINAL, CallState, StageStatus
+from shared.call_state import STAGES, STATUS_FIELDS, TERMINAL, CallState, StageStatus
 from shared.db import WriteTransactions, write_lock
 from shared.events import (
     AnyEvent,
@@ -113,7 +113,13 @@ def _row_values(keys: tuple[str, ...], row: Any) -> dict[str, Any]:
 
 
 def _state(row: Any) -> CallState:
-    return CallState(**_row_values(tuple(row._fields), row))
+    return _call_state(_row_values(tuple(row._fields), row))
+
+
+def _call_state(values: dict[str, Any]) -> CallState:
+    """A call's state from its row's values: the stages' statuses, stored as text, as enums."""
+    statuses = {field: StageStatus(values[field]) for field in STATUS_FIELDS}
+    return CallState(**{**values, **statuses})
 
 
 def key_digest(api_key: str) -> str:
@@ -478,7 +484,7 @@ class CallRepository:
     ) -> tuple[list[CallState], int]:
         """One page of calls, newest first, and how many match in all."""
         rows, total = await self.page_rows(limit, offset, business_id, where)
-        return [CallState(**values) for values in rows], total
+        return [_call_state(values) for values in rows], total
 
     async def unfinished(self, created_before: datetime) -> list[CallState]:
         """Every call created before `created_before` whose pipeline is still pending or

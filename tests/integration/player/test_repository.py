@@ -25,6 +25,7 @@ from services.player.repository import (
     migrate,
 )
 from services.player.tables import call_events, calls, deleted_calls, player_sessions
+from shared.call_state import StageStatus
 from shared.db import create_engine
 from shared.events import (
     AnyEvent,
@@ -257,6 +258,19 @@ async def test_datetimes_come_back_timezone_aware(repo: CallRepository) -> None:
     assert row.updated_at == at(2)
     # Comparable with aware datetimes (a naive value would raise TypeError here).
     assert row.created_at < datetime.now(UTC)
+
+
+async def test_statuses_come_back_as_stage_statuses(repo: CallRepository) -> None:
+    for event in pipeline("CA-enum")[:4]:
+        await repo.apply(event)
+
+    row = await repo.get("CA-enum")
+    listed, _ = await repo.page(10, 0)
+
+    assert row is not None
+    for state in (row, listed[0]):
+        statuses = (state.recording_status, state.transcript_status, state.summary_status)
+        assert all(type(status) is StageStatus for status in statuses)
 
 
 async def test_an_offset_timestamp_keeps_its_instant(

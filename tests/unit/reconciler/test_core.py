@@ -106,7 +106,9 @@ def test_a_stage_without_progress_gets_its_input_again_then_fails() -> None:
 
 def test_a_stage_still_queued_is_never_failed_for_waiting() -> None:
     queued = call(
-        recording_status=StageStatus.COMPLETED, transcript_status="pending", transcript_attempt=1
+        recording_status=StageStatus.COMPLETED,
+        transcript_status=StageStatus.PENDING,
+        transcript_attempt=1,
     )
     assert core.decide(queued, True, T0 + timedelta(hours=5), DEADLINES) == core.ReEmit(
         Stage.TRANSCRIPT
