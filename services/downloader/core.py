@@ -84,10 +84,11 @@ def url_allowed(url: str, allowed_origins: tuple[str, ...]) -> bool:
     )
 
 
-def retry_after_seconds(header: str | None, now: datetime) -> float | None:
-    """HTTP Retry-After (seconds or an HTTP date), bounded to [0, MAX_RETRY_AFTER_SECONDS]."""
+def retry_after_seconds(header: str | None, now: datetime) -> float:
+    """HTTP Retry-After (seconds or an HTTP date), bounded to [0, MAX_RETRY_AFTER_SECONDS];
+    0 (at once) when the header is absent or unreadable."""
     if not header:
-        return None
+        return 0.0
     header = header.strip()
     if header.isdigit():
         seconds = float(header)
@@ -95,7 +96,7 @@ def retry_after_seconds(header: str | None, now: datetime) -> float | None:
         try:
             seconds = (parsedate_to_datetime(header) - now).total_seconds()
         except (TypeError, ValueError):
-            return None
+            return 0.0
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
@@ -174,7 +175,7 @@ def media_answer(
         case FetchVerdict.NOT_READY:
             return Retry(f"media not ready yet (404) at {url}", NOT_READY_WAIT_SECONDS)
         case FetchVerdict.RETRY:
-            after = retry_after_seconds(retry_after, now) or 0.0
+            after = retry_after_seconds(retry_after, now)
             return Retry(f"provider answered {status_code} for {url}", after)
         case FetchVerdict.GIVE_UP:
             return GiveUp(f"provider answered {status_code} for {url}")
@@ -194,7 +195,7 @@ def delete_answer(
     if status_code in (200, 204, 404):
         return Deleted()
     if verdict(status_code) is FetchVerdict.RETRY:
-        after = retry_after_seconds(retry_after, now) or 0.0
+        after = retry_after_seconds(retry_after, now)
         return Retry(f"provider answered {status_code} to the delete of {url}", after)
     return LeaveThere(f"provider refused to delete {url} ({status_code})")
 

@@ -109,12 +109,12 @@ def test_a_manifest_survives_its_round_trip() -> None:
         ("Tue, 24 Nov 2026 12:00:30 GMT", 30.0),
         ("Tue, 24 Nov 2026 11:00:00 GMT", 0.0),  # in the past: at once
         ("86400", MAX_RETRY_AFTER_SECONDS),
-        ("soon", None),
-        (None, None),
+        ("soon", 0.0),  # unreadable: at once
+        (None, 0.0),
     ],
 )
 def test_retry_after_is_read_as_seconds_or_a_date_and_bounded(
-    header: str | None, seconds: float | None
+    header: str | None, seconds: float
 ) -> None:
     assert retry_after_seconds(header, NOW) == seconds
 
