@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from callpipe.stack import local_api_key
-from callpipe.twilio_simulator import sample_path
+from callpipe.twilio_simulator.samples import sample_path
 from shared.settings import Settings
 
 FINAL_STATUSES = {"completed", "failed"}

@@ -51,7 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callpipe.bootstrap import SERVICES, open_reconciler
 from callpipe.stack import START_TIMEOUT_SECONDS, STOP_TIMEOUT_SECONDS, Child, Stack
-from callpipe.twilio_simulator import sample_path
+from callpipe.twilio_simulator.samples import sample_path
 from lab.bench.drain import wait_until_drained
 from lab.counting_s3_proxy import CountingS3Proxy
 from services.player.tables import call_events, calls

@@ -138,7 +138,7 @@ def bench_transcriber(
 ) -> None:
     """Real-time factor of the local Whisper backend: direct call vs the running pipeline
     (start it first with `callpipe up`)."""
-    from callpipe.twilio_simulator import sample_path
+    from callpipe.twilio_simulator.samples import sample_path
     from lab.bench.transcriber import compare, report
 
     paths = [sample_path(name) for name in sample or ["plumber_boston", "electrician_denver"]]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from callpipe.simulate import place_call, wait_for_call
-from callpipe.twilio_simulator import audio_facts
+from callpipe.twilio_simulator.samples import audio_facts
 from services.transcriber.audio import transcribe_file
 from services.transcriber.whisper import LocalWhisperBackend
 from shared.events import Stage

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 import aiohttp
 from twilio.request_validator import RequestValidator
 
-from callpipe.twilio_simulator import sample_path
+from callpipe.twilio_simulator.samples import sample_path
 from shared.settings import Settings
 
 REGISTER_CONCURRENCY = 16

@@ -5,7 +5,7 @@ switched to the local model for this part."""
 from __future__ import annotations
 
 from callpipe.stack import Stack
-from callpipe.twilio_simulator import sample_path
+from callpipe.twilio_simulator.samples import sample_path
 from lab.bench.transcriber import compare
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
-from callpipe.twilio_simulator import sample_path
+from callpipe.twilio_simulator.samples import sample_path
 
 # Twilio's media answers 404 this long after the call: the downloader is mid-call, retrying.
 MEDIA_DELAY_SECONDS = 10.0

@@ -20,7 +20,7 @@ import pytest
 
 from callpipe.local_secrets import with_local_secrets
 from callpipe.stack import Child, Stack
-from callpipe.twilio_simulator import sample_path
+from callpipe.twilio_simulator.samples import sample_path
 from shared.settings import Settings
 from shared.storage import ObjectStore
 

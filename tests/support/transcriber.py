@@ -7,7 +7,7 @@ from pathlib import Path
 
 import jiwer
 
-from callpipe.twilio_simulator import SAMPLES
+from callpipe.twilio_simulator.samples import SAMPLES
 
 _NORMALISE = jiwer.Compose(
     [

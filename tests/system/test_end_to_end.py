@@ -18,7 +18,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from twilio.request_validator import RequestValidator
 
-from callpipe.twilio_simulator import sample_path
+from callpipe.twilio_simulator.samples import sample_path
 from shared.events import Topic
 from shared.kafka.connection import client_options
 from shared.kafka.topics import replay

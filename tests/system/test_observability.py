@@ -18,7 +18,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from callpipe.twilio_simulator import sample_path
+from callpipe.twilio_simulator.samples import sample_path
 from shared.events import call_correlation_id
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
 from tests.support.stack import PORTS, RunningStack

@@ -19,7 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import Executable, func, select, update
 
-from callpipe.twilio_simulator import sample_path
+from callpipe.twilio_simulator.samples import sample_path
 from services.player.repository import CallRepository
 from services.player.tables import player_sessions
 from shared.call_state import CallState

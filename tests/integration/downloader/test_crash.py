@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from callpipe.stack import settings_env
-from callpipe.twilio_simulator import sample_path
+from callpipe.twilio_simulator.samples import sample_path
 from shared.settings import Settings
 from shared.storage import ObjectStore
 from tests.support.downloader import (

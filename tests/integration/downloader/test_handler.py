@@ -19,7 +19,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ClientError
 
 from callpipe.bootstrap import downloader_handler
-from callpipe.twilio_simulator import sample_path
+from callpipe.twilio_simulator.samples import sample_path
 from services.downloader.handler import DownloadHandler
 from shared.events import RecordingDownloaded
 from shared.retry import RetryLater, TerminalError

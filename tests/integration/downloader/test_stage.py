@@ -12,7 +12,7 @@ from itertools import pairwise
 from aiokafka.partitioner import DefaultPartitioner
 
 from callpipe.bootstrap import downloader_handler
-from callpipe.twilio_simulator import sample_path
+from callpipe.twilio_simulator.samples import sample_path
 from shared.events import RecordingCompleted, derived_event_id
 from shared.settings import Settings
 from tests.support.downloader import (

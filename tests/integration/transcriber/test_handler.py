@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from callpipe.twilio_simulator import sample_path
+from callpipe.twilio_simulator.samples import sample_path
 from services.transcriber.audio import Samples
 from services.transcriber.core import ChannelResult, SpeakerMapping, SpeechSpan
 from services.transcriber.handler import TranscribeHandler

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from callpipe.twilio_simulator import sample_path
+from callpipe.twilio_simulator.samples import sample_path
 from services.transcriber import core
 from services.transcriber.audio import UndecodableAudio, transcribe_file
 from services.transcriber.whisper import LocalWhisperBackend

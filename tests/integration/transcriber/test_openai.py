@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from callpipe.bootstrap import transcription_backend
 from callpipe.openai_audio_simulator import OpenAISimulator, create_app
-from callpipe.twilio_simulator import sample_path
+from callpipe.twilio_simulator.samples import sample_path
 from services.transcriber import core
 from services.transcriber.audio import SAMPLE_RATE, transcribe_file
 from services.transcriber.openai_api import BYTES_PER_SAMPLE, OpenAIBackend

@@ -1,75 +1,27 @@
-"""LOCAL TWILIO SIMULATOR: for tests and the demo only, never used in production.
-
-It plays the parts of Twilio that callpipe talks to, over real HTTP:
-- places a call, inbound or outbound, in one of two recording modes: `twiml` POSTs the signed
-  voice webhook to the ingress and reads its TwiML, which must start a recording
-  (`<Start><Recording>`) before anything else; `rest` (the business's own app answered) POSTs
-  the call status callback `in-progress` and waits for the ingress to start the recording
-  over the REST API (`POST …/Calls/{CallSid}/Recordings.json`, which answers error 21220 to
-  a second start on a call already recording);
-- posts the call status callbacks (`in-progress`, `completed`, or `busy` / `no-answer` for a
-  call never answered) and the recording status callbacks the recording subscribed to
-  (`in-progress`, then `completed`, `absent` or `failed`), each with an
-  `I-Twilio-Idempotency-Token`, retrying like Twilio when the ingress answers 5xx or not at
-  all, and delivering each webhook several times on request (Twilio's retries);
-- serves the recording media under Twilio's URL shape with basic auth, answering 404 for the
-  first moments after `completed`, as Twilio does, and deletes a recording on DELETE;
-- for tests of the downloader: registers recordings directly, answers 429 with Retry-After
-  or another error status for a recording's first tries, streams media at a set rate, and
-  reports every media request it got (with when each download started and ended), and the
-  call of every REST request to start a recording;
-- keeps a log of every REST API request (what it asked for, for which call, the status
-  answered), so a run can count what callpipe asked of Twilio per call.
-Signatures are made with twilio's own RequestValidator and the shared auth token.
-"""
+"""The simulated Twilio: the calls it places, the webhooks it delivers, the recordings it
+keeps, and its log of the REST requests it answered."""
 
 import asyncio
-import dataclasses
 import logging
 import math
 import secrets
 import time
-import wave
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import httpx
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, Field
 from twilio.request_validator import RequestValidator
 
+from callpipe.twilio_simulator.samples import audio_facts, sample_path
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SAMPLES = Path(__file__).parent / "samples"
 API_VERSION = "2010-04-01"
-
-
-def sample_path(name_or_path: str) -> Path:
-    """A bundled sample by name (`plumber_boston`) or any audio file by path."""
-    candidate = Path(name_or_path)
-    if candidate.is_file():
-        return candidate.resolve()
-    bundled = SAMPLES / f"{name_or_path.removesuffix('.wav')}.wav"
-    if bundled.is_file():
-        return bundled
-    names = ", ".join(sorted(p.stem for p in SAMPLES.glob("*.wav")))
-    raise FileNotFoundError(f"no audio file or sample {name_or_path!r} (samples: {names})")
-
-
-def audio_facts(path: Path) -> tuple[int, float]:
-    """Channels and duration of a WAV file; other formats count as dual-channel, 0 s."""
-    try:
-        with wave.open(str(path)) as audio:
-            return audio.getnchannels(), audio.getnframes() / audio.getframerate()
-    except (wave.Error, EOFError):
-        return 2, 0.0
 
 
 class CallRequest(BaseModel):
@@ -194,6 +146,12 @@ class TwilioSimulator:
         account = self._settings.twilio.account_sid
         url = f"{self._base}/{API_VERSION}/Accounts/{account}/Recordings/{recording_sid}"
         return {"recording_sid": recording_sid, "recording_url": url}
+
+    def authenticates(self, username: str, password: str) -> bool:
+        """Whether the REST API's basic auth names this account with its auth token."""
+        account_named = secrets.compare_digest(username, self._settings.twilio.account_sid)
+        token = self._settings.twilio.auth_token.get_secret_value()
+        return account_named and secrets.compare_digest(password, token)
 
     def log_rest(self, kind: str, call_sid: str, status: int) -> None:
         self.rest_requests.append(RestRequest(kind, call_sid, status))
@@ -365,220 +323,3 @@ class TwilioSimulator:
             RecordingDuration=str(round(duration)),
             **({"ErrorCode": "13617"} if request.recording_status != "completed" else {}),
         )
-
-
-def twilio_error(status: int, code: int, message: str) -> JSONResponse:
-    """An error as Twilio's REST API answers it (the twilio client reads `code`)."""
-    return JSONResponse(
-        {"code": code, "message": message, "status": status, "more_info": ""},
-        status_code=status,
-    )
-
-
-def create_app(settings: Settings) -> FastAPI:
-    http = httpx.AsyncClient(timeout=15)
-    simulator = TwilioSimulator(settings, http)
-    basic = HTTPBasic(realm="Twilio API")
-    app = FastAPI(title="LOCAL TWILIO SIMULATOR (tests and demo only)")
-
-    def account(credentials: Annotated[HTTPBasicCredentials, Depends(basic)]) -> str:
-        token = settings.twilio.auth_token.get_secret_value()
-        if not (
-            secrets.compare_digest(credentials.username, settings.twilio.account_sid)
-            and secrets.compare_digest(credentials.password, token)
-        ):
-            raise HTTPException(status_code=401, detail="Authenticate")
-        return credentials.username
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.post("/simulator/calls", status_code=201)
-    async def place_call(request: CallRequest) -> dict[str, str]:
-        try:
-            return simulator.place_call(request)
-        except FileNotFoundError as error:
-            raise HTTPException(status_code=400, detail=str(error)) from error
-
-    @app.post("/simulator/recordings", status_code=201)
-    async def add_recording(request: RecordingRequest) -> dict[str, str]:
-        try:
-            return simulator.add_recording(request)
-        except FileNotFoundError as error:
-            raise HTTPException(status_code=400, detail=str(error)) from error
-
-    @app.get("/simulator/media-requests")
-    async def media_requests() -> list[dict[str, object]]:
-        return [dataclasses.asdict(r) for r in simulator.media_requests]
-
-    @app.get("/simulator/rest-requests")
-    async def rest_requests() -> list[dict[str, object]]:
-        return [dataclasses.asdict(r) for r in simulator.rest_requests]
-
-    @app.get("/simulator/recording-start-requests")
-    async def recording_start_requests() -> list[str]:
-        return simulator.recording_start_requests
-
-    def not_found() -> JSONResponse:
-        return twilio_error(404, 20404, "The requested resource was not found")
-
-    @app.post(
-        f"/{API_VERSION}/Accounts/{{account_sid}}/Calls/{{call_sid}}/Recordings.json",
-        status_code=201,
-    )
-    async def start_recording(
-        account_sid: str,
-        call_sid: str,
-        request: Request,
-        caller: Annotated[str, Depends(account)],
-    ) -> object:
-        """Twilio's REST API: start recording a live call."""
-        simulator.recording_start_requests.append(call_sid)
-        form = await request.form()
-        start = RecordingStart(
-            callback=str(form.get("RecordingStatusCallback", "")),
-            events=tuple(
-                event
-                for value in form.getlist("RecordingStatusCallbackEvent")
-                for event in str(value).split()
-            ),
-            dual=form.get("RecordingChannels") == "dual",
-        )
-        live = simulator.live_calls.get(call_sid)
-        if account_sid != caller or live is None:
-            simulator.log_rest("recording-start", call_sid, 404)
-            return twilio_error(404, 20404, "The requested resource was not found")
-        if not simulator.start_recording_over_rest(call_sid, start):
-            simulator.log_rest("recording-start", call_sid, 400)
-            return twilio_error(400, 21220, "Call is already being recorded")
-        simulator.log_rest("recording-start", call_sid, 201)
-        recording_sid = "RE" + secrets.token_hex(16)
-        return {
-            "sid": recording_sid,
-            "account_sid": account_sid,
-            "call_sid": call_sid,
-            "status": "in-progress",
-            "channels": 2 if start.dual else 1,
-            "source": "StartCallRecordingAPI",
-            "uri": f"/{API_VERSION}/Accounts/{account_sid}/Calls/{call_sid}"
-            f"/Recordings/{recording_sid}.json",
-        }
-
-    @app.get(f"/{API_VERSION}/Accounts/{{account_sid}}/Recordings.json")
-    async def list_recordings(
-        account_sid: str, caller: Annotated[str, Depends(account)], CallSid: str = ""
-    ) -> object:
-        """Twilio's REST API: the account's recordings, filtered by call."""
-        if account_sid != caller:
-            simulator.log_rest("recording-list", CallSid, 404)
-            return not_found()
-        simulator.log_rest("recording-list", CallSid, 200)
-        uri = f"/{API_VERSION}/Accounts/{account_sid}/Recordings.json"
-        found = [
-            {
-                "sid": sid,
-                "account_sid": account_sid,
-                "call_sid": recording.call_sid,
-                "status": recording.status,
-                "channels": recording.channels,
-                "duration": str(round(recording.duration_seconds)),
-                "error_code": None if recording.status == "completed" else 13617,
-                "uri": f"/{API_VERSION}/Accounts/{account_sid}/Recordings/{sid}.json",
-            }
-            for sid, recording in simulator.recordings.items()
-            if recording.call_sid and (not CallSid or recording.call_sid == CallSid)
-        ]
-        return {
-            "recordings": found,
-            "page": 0,
-            "page_size": 50,
-            "start": 0,
-            "end": max(0, len(found) - 1),
-            "uri": uri,
-            "first_page_uri": uri,
-            "next_page_uri": None,
-            "previous_page_uri": None,
-        }
-
-    @app.get(f"/{API_VERSION}/Accounts/{{account_sid}}/Recordings/{{recording_file}}")
-    async def recording_media(
-        account_sid: str, recording_file: str, caller: Annotated[str, Depends(account)]
-    ) -> object:
-        recording_sid, _, extension = recording_file.partition(".")
-        recording = simulator.recordings.get(recording_sid)
-        media_request = MediaRequest(recording_sid, 404, time.monotonic())
-        simulator.media_requests.append(media_request)
-        try:
-            return media_answer(account_sid, caller, recording, extension, media_request)
-        finally:
-            simulator.log_rest(
-                "media", recording.call_sid if recording else "", media_request.status
-            )
-
-    def media_answer(
-        account_sid: str,
-        caller: str,
-        recording: SimulatedRecording | None,
-        extension: str,
-        media_request: MediaRequest,
-    ) -> Response:
-        if (
-            account_sid != caller
-            or recording is None
-            or recording.deleted
-            or extension not in ("", "wav")
-            or time.monotonic() < recording.ready_at  # Twilio: not available right after
-        ):
-            return not_found()
-        if recording.error_status is not None and recording.errors_left > 0:
-            recording.errors_left -= 1
-            media_request.status = recording.error_status
-            return JSONResponse({"status": recording.error_status}, recording.error_status)
-        if recording.rate_limited_tries > 0:
-            recording.rate_limited_tries -= 1
-            media_request.status = 429
-            return JSONResponse(
-                {"code": 20429, "message": "Too Many Requests", "status": 429},
-                status_code=429,
-                headers={"Retry-After": str(recording.retry_after_seconds)},
-            )
-        if recording.redirect_to:
-            media_request.status = 302
-            return Response(status_code=302, headers={"Location": recording.redirect_to})
-        media_request.status = 200
-        return StreamingResponse(
-            _stream(recording, media_request),
-            media_type="audio/x-wav",
-            headers={"Content-Length": str(recording.path.stat().st_size)},
-        )
-
-    @app.delete(f"/{API_VERSION}/Accounts/{{account_sid}}/Recordings/{{recording_file}}")
-    async def delete_recording(
-        account_sid: str, recording_file: str, caller: Annotated[str, Depends(account)]
-    ) -> Response:
-        recording = simulator.recordings.get(recording_file.partition(".")[0])
-        if account_sid != caller or recording is None or recording.deleted:
-            simulator.log_rest("recording-delete", recording.call_sid if recording else "", 404)
-            return not_found()
-        recording.deleted = True
-        simulator.log_rest("recording-delete", recording.call_sid, 204)
-        return Response(status_code=204)
-
-    return app
-
-
-CHUNK_BYTES = 64 * 1024
-
-
-async def _stream(
-    recording: SimulatedRecording, media_request: MediaRequest
-) -> AsyncIterator[bytes]:
-    try:
-        with recording.path.open("rb") as audio:
-            while chunk := await asyncio.to_thread(audio.read, CHUNK_BYTES):
-                if recording.bytes_per_second:
-                    await asyncio.sleep(len(chunk) / recording.bytes_per_second)
-                yield chunk
-    finally:
-        media_request.ended = time.monotonic()
