@@ -13,7 +13,7 @@ outside observer:
 
 - outcomes from the status table (read over SQL, SQLite or PostgreSQL);
 - object writes per key, from a counting proxy in front of the S3 server that the services
-  use (lab/counting_s3_proxy.py), and the objects in the bucket;
+  use (lab/s3_proxy.py), and the objects in the bucket;
 - `summary.ready` messages per call and attempt, read from the topic by a consumer: two
   messages are a duplicate even when they carry one event id (a consumer downstream sees
   both); distinct event ids of `recording.downloaded` and `transcript.ready`;
@@ -53,7 +53,7 @@ from callpipe.bootstrap import SERVICES, open_reconciler
 from callpipe.stack import START_TIMEOUT_SECONDS, STOP_TIMEOUT_SECONDS, Child, Stack
 from callpipe.twilio_simulator.samples import sample_path
 from lab.bench.drain import wait_until_drained
-from lab.counting_s3_proxy import CountingS3Proxy
+from lab.s3_proxy import S3Proxy
 from services.player.tables import call_events, calls
 from shared.call_state import (
     ERROR_FIELDS,
@@ -508,7 +508,7 @@ def _tally(
 async def _observe(
     settings: Settings,
     engine: AsyncEngine,
-    proxy: CountingS3Proxy,
+    proxy: S3Proxy,
     call_sids: set[str],
     completed: set[str],
 ) -> Observed:
@@ -553,7 +553,7 @@ async def run_chaos(settings: Settings, plan: ChaosPlan) -> dict[str, Any]:
     stop = asyncio.Event()
     havoc = Havoc(stack, rng)
     s3 = urlsplit(settings.s3.endpoint_url)
-    proxy = CountingS3Proxy(s3.hostname or "127.0.0.1", s3.port or 80)
+    proxy = S3Proxy(s3.hostname or "127.0.0.1", s3.port or 80)
     async with contextlib.AsyncExitStack() as resources:
         await proxy.start()
         resources.push_async_callback(proxy.stop)

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from callpipe.stack import Stack
-from lab.bench.s3_proxy import Forward, Refuse, start_proxy
+from lab.s3_proxy import Forward, Refuse, S3Proxy
 from shared import metrics
 from shared.events import AnyEvent, encode
 from shared.kafka.producer import EventProducer
@@ -70,12 +70,13 @@ class SlowWrites:
 def slow_writes() -> Iterator[SlowWrites]:
     """The proxy runs in a thread of its own: the broker uses it between tests too."""
     writes = SlowWrites()
+    proxy = S3Proxy("127.0.0.1", S3_PORT, writes.on_request)
     loop = asyncio.new_event_loop()
-    server = loop.run_until_complete(start_proxy(PROXY_PORT, S3_PORT, writes.on_request))
+    loop.run_until_complete(proxy.start(port=PROXY_PORT))
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     yield writes
-    loop.call_soon_threadsafe(server.close)
+    asyncio.run_coroutine_threadsafe(proxy.stop(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
 

@@ -1,15 +1,17 @@
-"""The chaos run's counting proxy: relays S3 requests unchanged and counts accepted object
-writes per key (against a small HTTP server standing in for the S3 server)."""
+"""The lab's S3 proxy: relays S3 requests unchanged, counts accepted object writes per key, and
+holds or refuses the requests it is told to (against a small HTTP server standing in for the
+S3 server)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from lab.counting_s3_proxy import CountingS3Proxy, object_write
+from lab.s3_proxy import Forward, Refuse, S3Proxy, object_write
 
 
 @pytest.mark.parametrize(
@@ -72,7 +74,7 @@ async def test_the_proxy_relays_requests_unchanged_and_counts_accepted_writes(
     upstream: tuple[StandInS3, int],
 ) -> None:
     stand_in, port = upstream
-    proxy = CountingS3Proxy("127.0.0.1", port)
+    proxy = S3Proxy("127.0.0.1", port)
     await proxy.start()
     try:
         async with httpx.AsyncClient(base_url=proxy.url) as client:  # one kept-alive connection
@@ -95,7 +97,7 @@ async def test_with_the_s3_server_away_the_proxy_closes_the_connection() -> None
     port = vacant.sockets[0].getsockname()[1]
     vacant.close()
     await vacant.wait_closed()
-    proxy = CountingS3Proxy("127.0.0.1", port)
+    proxy = S3Proxy("127.0.0.1", port)
     await proxy.start()
     try:
         async with httpx.AsyncClient(base_url=proxy.url) as client:
@@ -104,3 +106,28 @@ async def test_with_the_s3_server_away_the_proxy_closes_the_connection() -> None
     finally:
         await proxy.stop()
     assert proxy.writes == {}
+
+
+async def test_a_request_told_to_wait_is_held_and_one_refused_never_reaches_the_s3_server(
+    upstream: tuple[StandInS3, int],
+) -> None:
+    stand_in, port = upstream
+
+    def on_request(method: str, target: str) -> Forward | Refuse:
+        if target.endswith("/refuse.json"):
+            return Refuse()
+        return Forward(hold_seconds=0.5 if target.endswith("/slow.wav") else 0.0)
+
+    proxy = S3Proxy("127.0.0.1", port, on_request)
+    await proxy.start()
+    try:
+        async with httpx.AsyncClient(base_url=proxy.url) as client:  # one kept-alive connection
+            assert (await client.put("/media/refuse.json", content=b"{}")).status_code == 403
+            began = time.monotonic()
+            assert (await client.put("/media/slow.wav", content=b"audio")).status_code == 200
+            assert time.monotonic() - began >= 0.5
+            assert (await client.put("/media/fast.wav", content=b"audio")).status_code == 200
+    finally:
+        await proxy.stop()
+    assert [target for target, _, _ in stand_in.received] == ["/media/slow.wav", "/media/fast.wav"]
+    assert proxy.writes == {("media", "slow.wav"): 1, ("media", "fast.wav"): 1}

@@ -1,10 +1,13 @@
-"""A counting HTTP proxy in front of an S3 server: the object writes the world sees, per key.
+"""An HTTP proxy in front of an S3 server, for the lab and tests; not for production.
 
-`callpipe chaos` points the services at it instead of the S3 server. It relays each request
-and its answer byte for byte (the Host header too, so SigV4 signatures still verify) and counts
-every object write the S3 server accepted: a `PUT` of an object (not of a multipart part) and
-a `POST …?uploadId=` (CompleteMultipartUpload), answered 200, by bucket and key. While the S3
-server is away it closes the connections it cannot relay, as a refused connection would.
+It relays each request and its answer byte for byte (the Host header too, so SigV4 signatures
+still verify) and counts every object write the S3 server accepted: a `PUT` of an object (not
+of a multipart part) and a `POST …?uploadId=` (CompleteMultipartUpload), answered 200, by
+bucket and key; `callpipe chaos` points the services at it to count them. Told each request's
+method and target first, `on_request` can have it held for some seconds before it goes on, or
+refused with 403 (a terminal error, which S3 clients do not retry): the broker's offset-hole
+tests make a slow or lost write that way. While the S3 server is away the proxy closes the
+connections it cannot relay, as a refused connection would.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 log = logging.getLogger(__name__)
@@ -21,6 +27,40 @@ HEADERS_END = b"\r\n\r\n"
 MAX_HEAD_BYTES = 64 * 1024
 RELAY_CHUNK_BYTES = 64 * 1024
 BODY_AFTER_ANSWER_SECONDS = 10.0
+REFUSED = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"
+
+
+@dataclass(frozen=True)
+class Forward:
+    hold_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Refuse:
+    pass
+
+
+OnRequest = Callable[[str, str], Forward | Refuse]
+
+
+def forward_all(_method: str, _target: str) -> Forward:
+    return Forward()
+
+
+class BodySink(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+
+class Discard:
+    """Where a refused request's body goes, so that the connection can carry the next one."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    async def drain(self) -> None:
+        pass
 
 
 class HttpHead:
@@ -71,9 +111,7 @@ async def _read_head(reader: asyncio.StreamReader) -> HttpHead | None:
         return None
 
 
-async def _relay_exactly(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int
-) -> None:
+async def _relay_exactly(reader: asyncio.StreamReader, writer: BodySink, n: int) -> None:
     while n > 0:
         chunk = await reader.read(min(n, RELAY_CHUNK_BYTES))
         if not chunk:
@@ -83,7 +121,7 @@ async def _relay_exactly(
         n -= len(chunk)
 
 
-async def _relay_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _relay_chunked(reader: asyncio.StreamReader, writer: BodySink) -> None:
     while True:
         size_line = await reader.readuntil(b"\r\n")
         writer.write(size_line)
@@ -97,18 +135,19 @@ async def _relay_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWri
         await _relay_exactly(reader, writer, size + 2)  # the chunk and its CRLF
 
 
-async def _relay_body(
-    head: HttpHead, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
+async def _relay_body(head: HttpHead, reader: asyncio.StreamReader, writer: BodySink) -> None:
     if head.chunked:
         await _relay_chunked(reader, writer)
     elif head.content_length:
         await _relay_exactly(reader, writer, head.content_length)
 
 
-class CountingS3Proxy:
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+class S3Proxy:
+    def __init__(
+        self, upstream_host: str, upstream_port: int, on_request: OnRequest = forward_all
+    ) -> None:
         self._upstream = (upstream_host, upstream_port)
+        self._on_request = on_request
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.url = ""
@@ -168,6 +207,14 @@ class CountingS3Proxy:
         if request is None:
             return False
         method, target = request.start_line.split(" ")[:2]
+        action = self._on_request(method, target)
+        if isinstance(action, Refuse):
+            await _relay_body(request, client_in, Discard())
+            client_out.write(REFUSED)
+            await client_out.drain()
+            return not request.closes
+        if action.hold_seconds:
+            await asyncio.sleep(action.hold_seconds)
         upstream_out.write(request.raw)
         await upstream_out.drain()
         # Concurrently with the answer: a client that sent `Expect: 100-continue` sends the
