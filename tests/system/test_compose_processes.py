@@ -77,16 +77,23 @@ from tests.support.call_scenarios import (
     a_call_completes,
     a_downloader_killed_mid_call_loses_nothing,
 )
-from tests.support.compose import ROOT, filled_env, image, resolved_services
+from tests.support.compose import (
+    HOST_PORT_SHIFT,
+    ROOT,
+    ComposeCalls,
+    env_lines,
+    filled_env,
+    image,
+    reachable_env,
+    resolved_services,
+)
 from tests.support.postgres import PG_ADMIN_DSN, new_database_name, pg_admin
 from tests.support.stack import start_child
 
 pytestmark = [pytest.mark.stack, pytest.mark.postgres]
 
-_OFFSET = int(os.environ.get("CALLPIPE_TEST_PORT_OFFSET", "0"))
-# A published port P is P + HOST_PORT_SHIFT here (test_compose_stack.py's convention); a
-# container port that compose does not publish gets its own, REPLICA_PORT_STEP apart per replica.
-HOST_PORT_SHIFT = 20000 + _OFFSET
+# A container port that compose does not publish gets a host port of its own (HOST_PORT_SHIFT
+# above it), REPLICA_PORT_STEP apart per replica.
 REPLICA_PORT_STEP = 100
 WORKERS = ("downloader", "transcriber", "extractor")
 WORKER_REPLICAS = 2
@@ -535,49 +542,17 @@ class ComposeProcesses:
             await pg_admin(f'DROP ROLE IF EXISTS "{self.postgres_user}"')
 
 
-class ComposeProcessStack:
+class ComposeProcessStack(ComposeCalls):
     """The CallStack adapter: the simulator's and the player's published ports, and the
     engine's restart policy as the supervisor that brings a killed worker back."""
 
     def __init__(self, running: ComposeProcesses) -> None:
-        self.running = running
-        self.killed: list[Replica] = []
         [simulator] = running.replicas["twilio-simulator"]
         [simulator_port] = simulator.ports.values()
-        self._simulator = f"http://127.0.0.1:{simulator_port}"
         player_port = running.published("player", 8080)
-        self._api = httpx.Client(
-            base_url=f"http://127.0.0.1:{player_port}",
-            headers={"Authorization": f"Bearer {running.api_key}"},
-            timeout=10,
-            follow_redirects=True,  # playback answers 307 to the S3 server, as a browser follows
-        )
-
-    def place_call(self, audio: str, **options: Any) -> str:
-        response = httpx.post(
-            f"{self._simulator}/simulator/calls", json={"audio": audio, **options}, timeout=10
-        )
-        response.raise_for_status()
-        return str(response.json()["call_sid"])
-
-    def call(self, call_sid: str) -> dict[str, Any] | None:
-        response = self._api.get(f"/api/calls/{call_sid}")
-        return response.json() if response.status_code == 200 else None
-
-    def wait_for_call(self, call_sid: str) -> dict[str, Any]:
-        deadline = time.monotonic() + CALL_TIMEOUT_SECONDS
-        call = None
-        while time.monotonic() < deadline:
-            call = self.call(call_sid)
-            if call is not None and call["status"] in ("completed", "failed"):
-                return call
-            time.sleep(0.5)
-        pytest.fail(f"call {call_sid} not final in {CALL_TIMEOUT_SECONDS:.0f} s: {call}")
-
-    def recording(self, call_sid: str) -> bytes:
-        response = self._api.get(f"/api/recordings/{call_sid}/file")
-        assert response.status_code == 200, response.text
-        return response.content
+        super().__init__(simulator_port, player_port, running.api_key, CALL_TIMEOUT_SECONDS)
+        self.running = running
+        self.killed: list[Replica] = []
 
     def kill_worker(self, name: str) -> None:
         """SIGKILLs the replica of `name` that is handling a message (the first if none is)."""
@@ -601,16 +576,7 @@ def _in_flight(replica: Replica, worker: str) -> float:
 def _operator_env(directory: Path, api_key: str) -> Path:
     """The example env file as an operator fills it in, with the published ports moved clear
     of other stacks and the public addresses the test reaches things on."""
-    minio = SERVERS["minio"] + HOST_PORT_SHIFT
-    return filled_env(
-        directory,
-        f"CALLPIPE_PUBLIC_BASE_URL=http://ingress:8000\n"
-        f"CALLPIPE_API_KEY={api_key}\n"
-        f"CALLPIPE_INGRESS_PUBLISHED_PORT={8000 + HOST_PORT_SHIFT}\n"
-        f"CALLPIPE_PLAYER_PUBLISHED_PORT={8080 + HOST_PORT_SHIFT}\n"
-        f"MINIO_PUBLISHED_PORT={minio}\n"
-        f"CALLPIPE_S3_PUBLIC_ENDPOINT_URL=http://127.0.0.1:{minio}\n",
-    )
+    return filled_env(directory, env_lines(reachable_env(api_key)))
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,12 @@ CI run against the local-process stack (test_call_scenarios.py).
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import docker
-import httpx
 import pytest
 from testcontainers.compose import DockerCompose
 
@@ -25,9 +22,8 @@ from tests.support.call_scenarios import (
     a_call_completes,
     a_downloader_killed_mid_call_loses_nothing,
 )
+from tests.support.compose import ROOT, ComposeCalls, env_lines, reachable_env
 
-ROOT = Path(__file__).resolve().parents[2]
-_OFFSET = int(os.environ.get("CALLPIPE_TEST_PORT_OFFSET", "0"))
 UP_TIMEOUT_SECONDS = 300
 CALL_TIMEOUT_SECONDS = 180
 
@@ -51,46 +47,17 @@ pytestmark = [
 ]
 
 
-class ComposeStack:
+class ComposeStack(ComposeCalls):
     """The CallStack adapter for docker compose; Docker is the supervisor that restarts."""
 
     def __init__(self, compose: DockerCompose, api_key: str) -> None:
+        super().__init__(
+            compose.get_service_port("twilio-simulator", 8090),
+            compose.get_service_port("player", 8080),
+            api_key,
+            CALL_TIMEOUT_SECONDS,
+        )
         self._compose = compose
-        simulator_port = compose.get_service_port("twilio-simulator", 8090)
-        player_port = compose.get_service_port("player", 8080)
-        self._simulator = f"http://127.0.0.1:{simulator_port}"
-        self._api = httpx.Client(
-            base_url=f"http://127.0.0.1:{player_port}",
-            headers={"Authorization": f"Bearer {api_key}"},
-            timeout=10,
-            follow_redirects=True,  # playback answers 307 to MinIO, as a browser follows
-        )
-
-    def place_call(self, audio: str, **options: Any) -> str:
-        response = httpx.post(
-            f"{self._simulator}/simulator/calls", json={"audio": audio, **options}, timeout=10
-        )
-        response.raise_for_status()
-        return str(response.json()["call_sid"])
-
-    def call(self, call_sid: str) -> dict[str, Any] | None:
-        response = self._api.get(f"/api/calls/{call_sid}")
-        return response.json() if response.status_code == 200 else None
-
-    def wait_for_call(self, call_sid: str) -> dict[str, Any]:
-        deadline = time.monotonic() + CALL_TIMEOUT_SECONDS
-        call = None
-        while time.monotonic() < deadline:
-            call = self.call(call_sid)
-            if call is not None and call["status"] in ("completed", "failed"):
-                return call
-            time.sleep(0.5)
-        pytest.fail(f"call {call_sid} not final in {CALL_TIMEOUT_SECONDS} s: {call}")
-
-    def recording(self, call_sid: str) -> bytes:
-        response = self._api.get(f"/api/recordings/{call_sid}/file")
-        assert response.status_code == 200, response.text
-        return response.content
 
     def kill_worker(self, name: str) -> None:
         # `docker kill` counts as a deliberate stop, which a restart policy respects: start it
@@ -109,15 +76,10 @@ def _write_env(path: Path, api_key: str) -> Path:
         "CALLPIPE_S3_SECRET_KEY": secrets.token_hex(12),
         "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
         "TWILIO_AUTH_TOKEN": secrets.token_hex(16),
-        "CALLPIPE_PUBLIC_BASE_URL": "http://ingress:8000",
         "CALLPIPE_SESSION_SECRET": secrets.token_hex(16),
-        "CALLPIPE_API_KEY": api_key,
-        "CALLPIPE_INGRESS_PUBLISHED_PORT": str(28000 + _OFFSET),
-        "CALLPIPE_PLAYER_PUBLISHED_PORT": str(28080 + _OFFSET),
-        "MINIO_PUBLISHED_PORT": str(29000 + _OFFSET),
-        "CALLPIPE_S3_PUBLIC_ENDPOINT_URL": f"http://127.0.0.1:{29000 + _OFFSET}",
+        **reachable_env(api_key),
     }
-    path.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
+    path.write_text(env_lines(values))
     return path
 
 

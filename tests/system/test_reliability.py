@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -38,6 +38,39 @@ def call_started(call_sid: str, **changes: Any) -> bytes:
     return encode(event.model_copy(update=changes))
 
 
+@contextlib.asynccontextmanager
+async def working(worker: StageWorker) -> AsyncIterator[None]:
+    """The worker running while the block runs, then stopped as SIGTERM stops it."""
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await running
+
+
+async def handled_until(
+    settings: Settings, name: str, topic: str, producer: EventProducer, last_call_sid: str
+) -> list[AnyEvent]:
+    """What a worker of group `name` handles of `topic` until it has handled `last_call_sid`
+    (60 s at the most)."""
+    handled: list[AnyEvent] = []
+    last_seen = asyncio.Event()
+
+    async def handle(event: AnyEvent) -> list[Any]:
+        handled.append(event)
+        if event.call_sid == last_call_sid:
+            last_seen.set()
+        return []
+
+    worker = StageWorker(name, [topic], handle, StageWorkerSettings.of(settings), producer)
+    async with working(worker):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(last_seen.wait(), 60)
+    return handled
+
+
 async def test_poison_messages_go_to_the_dead_letter_topic_and_the_partition_keeps_flowing(
     stack: RunningStack,
 ) -> None:
@@ -62,22 +95,8 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_partition_kee
     for value in [*poison, call_started("CAhealthy")]:
         await producer.publish_raw(topic, value, key, [])
 
-    handled: list[str] = []
-    healthy_seen = asyncio.Event()
-
-    async def handle(event: AnyEvent) -> list[Any]:
-        handled.append(event.call_sid)
-        if event.call_sid == "CAhealthy":
-            healthy_seen.set()
-        return []
-
-    worker = StageWorker(name, [topic], handle, StageWorkerSettings.of(settings), producer)
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop))
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(healthy_seen.wait(), 60)
-    stop.set()
-    await running
+    events = await handled_until(settings, name, topic, producer, "CAhealthy")
+    handled = [event.call_sid for event in events]
 
     assert handled == ["CAhealthy"]
     letters = await list_dead_letters(settings, [name])
@@ -115,22 +134,8 @@ async def test_a_second_copy_of_a_handled_event_is_absorbed_and_a_retry_is_not(
     for value in [encode(first), encode(first), encode(retry), last]:
         await producer.publish_raw(topic, value, b"CAcopy", [])
 
-    handled: list[tuple[str, int]] = []
-    last_seen = asyncio.Event()
-
-    async def handle(event: AnyEvent) -> list[Any]:
-        handled.append((event.call_sid, event.attempt))
-        if event.call_sid == "CAlast":
-            last_seen.set()
-        return []
-
-    worker = StageWorker(name, [topic], handle, StageWorkerSettings.of(settings), producer)
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop))
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(last_seen.wait(), 60)
-    stop.set()
-    await running
+    events = await handled_until(settings, name, topic, producer, "CAlast")
+    handled = [(event.call_sid, event.attempt) for event in events]
     await producer.stop()
 
     assert handled == [("CAcopy", 1), ("CAcopy", 2), ("CAlast", 1)]
@@ -171,24 +176,8 @@ async def test_on_sigterm_a_worker_commits_what_it_finished_and_hands_back_the_r
     # Offset 0 is done; 1 was handed back, so 2 waits behind it: both come again.
     assert await committed(settings, name, topic) == 1
 
-    again: list[str] = []
-    all_again = asyncio.Event()
-
-    async def handle_again(event: AnyEvent) -> list[Any]:
-        again.append(event.call_sid)
-        if len(again) == 2:
-            all_again.set()
-        return []
-
-    stop = asyncio.Event()
-    running = asyncio.create_task(
-        StageWorker(name, [topic], handle_again, StageWorkerSettings.of(settings), producer).run(
-            stop
-        )
-    )
-    await asyncio.wait_for(all_again.wait(), 60)
-    stop.set()
-    await running
+    events = await handled_until(settings, name, topic, producer, "CAthird")
+    again = [event.call_sid for event in events]
     await producer.stop()
     assert again == ["CAstuck", "CAthird"]
     assert await committed(settings, name, topic) == 3
@@ -248,13 +237,8 @@ async def test_a_poison_event_in_a_batch_is_dead_lettered_and_the_rest_applied(
     worker = StageWorker(
         name, [topic], handle, StageWorkerSettings.of(settings), producer, handle_batch=handle_batch
     )
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop))
-    try:
+    async with working(worker):
         await _wait_for_commit(settings, name, topic, 3)
-    finally:
-        stop.set()
-        await running
     letters = await list_dead_letters(settings, [name])
     await producer.stop()
 
@@ -310,17 +294,12 @@ async def test_a_batch_worker_killed_before_its_transaction_commits_commits_no_o
             all_again.set()
         return []
 
-    stop = asyncio.Event()
     restarted = StageWorker(
         name, [topic], handle, StageWorkerSettings.of(settings), producer, handle_batch=apply_again
     )
-    running = asyncio.create_task(restarted.run(stop))
-    try:
+    async with working(restarted):
         await asyncio.wait_for(all_again.wait(), 60)
         await _wait_for_commit(settings, name, topic, 3)
-    finally:
-        stop.set()
-        await running
     await producer.stop()
     assert again == sids
 
