@@ -556,7 +556,7 @@ def test_the_ingress_started_before_its_database_answers_503_then_stores_and_pub
         tmp_path / "ingress.log",
         "ingress",
         CALLPIPE_DATABASE_URL=through(late_database, postgres_database_url),
-        CALLPIPE_TWILIO_AUTH_TOKEN=auth_token,
+        TWILIO_AUTH_TOKEN=auth_token,
         CALLPIPE_PUBLIC_BASE_URL=public,
     ) as ingress:
         # Its relay starts once it can read its outbox.

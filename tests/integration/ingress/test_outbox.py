@@ -106,8 +106,8 @@ def ingress_process(settings: Settings, log_file: Path) -> subprocess.Popen[byte
         "CALLPIPE_DATABASE_URL": settings.database.url,
         "CALLPIPE_KAFKA_BOOTSTRAP": settings.kafka.bootstrap,
         "CALLPIPE_KAFKA_PARTITIONS": str(settings.kafka.partitions),
-        "CALLPIPE_TWILIO_AUTH_TOKEN": settings.twilio.auth_token.get_secret_value(),
-        "CALLPIPE_TWILIO_ACCOUNT_SID": settings.twilio.account_sid,
+        "TWILIO_AUTH_TOKEN": settings.twilio.auth_token.get_secret_value(),
+        "TWILIO_ACCOUNT_SID": settings.twilio.account_sid,
         "CALLPIPE_PUBLIC_BASE_URL": f"http://127.0.0.1:{SECOND_INGRESS_PORT}",
         "CALLPIPE_INGRESS_PORT": str(SECOND_INGRESS_PORT),
         # Short, so that the instance taking over does not wait long for the lease to run out.
