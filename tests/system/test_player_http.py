@@ -584,6 +584,7 @@ def test_openapi_is_published(stack: RunningStack) -> None:
         "/api/recordings/{call_sid}/file",
         "/api/recordings/{call_sid}/prepare",
         "/api/calls/{call_sid}/retry/{stage}",
+        "/api/settings",
     ):
         assert path in paths
 
