@@ -235,6 +235,7 @@ DEFAULT_DATA_SETTINGS = {
 def test_the_data_settings_are_shown_and_saved_from_the_page(
     page: Page, stack: RunningStack
 ) -> None:
+    stack.api.put("/api/settings", json=DEFAULT_DATA_SETTINGS)  # whatever earlier tests saved
     page.click("a:has-text('Data settings')")
     expect(page).to_have_url(f"{stack.player}/settings")
     card = page.locator("input[value=card]")
