@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
 import secrets
 from collections.abc import Collection, Sequence
@@ -31,13 +32,16 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.player import core
+from services.player.data_settings import DEFAULT_DATA_SETTINGS, DataSettings
 from services.player.tables import (
     api_keys,
     business_call_counts,
+    business_data_settings,
     call_events,
     calls,
     deleted_calls,
@@ -55,6 +59,7 @@ from shared.events import (
     input_of_stage,
     utc_now,
 )
+from shared.redaction.kinds import EntityKind
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -242,11 +247,17 @@ _BUSINESS_PAGE = _page_query([calls.c.business_id == bindparam("business_id")]).
 )
 
 
+def _upsert_insert(dialect: Dialect) -> Any:
+    """The dialect's INSERT, whose ON CONFLICT DO UPDATE both databases have."""
+    return (postgresql if dialect.name == "postgresql" else sqlite).insert
+
+
 def count_calls(connection: Connection, business_id: str, added: int) -> None:
     """Adds `added` (negative: removes) to the business's call count, in the caller's
     transaction."""
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    upsert = dialect.insert(business_call_counts).values(business_id=business_id, calls=added)
+    upsert = _upsert_insert(connection.dialect)(business_call_counts).values(
+        business_id=business_id, calls=added
+    )
     connection.execute(
         upsert.on_conflict_do_update(
             index_elements=[business_call_counts.c.business_id],
@@ -680,3 +691,39 @@ class CallRepository:
         session = player_sessions.c.session_sha256 == key_digest(session_id)
         async with self._engine.begin() as connection:
             await connection.execute(delete(player_sessions).where(session))
+
+    async def data_settings(self, business_id: str) -> DataSettings:
+        """The business's data settings; the defaults if it never saved any."""
+        query = select(business_data_settings).where(
+            business_data_settings.c.business_id == business_id
+        )
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(query)).first()
+        if row is None:
+            return DEFAULT_DATA_SETTINGS
+        return DataSettings(
+            redact=json.loads(row.redact),
+            audio_retention_days=row.audio_retention_days,
+            call_retention_days=row.call_retention_days,
+        )
+
+    async def save_data_settings(self, business_id: str, settings: DataSettings) -> None:
+        """Replaces the business's data settings."""
+        values = {
+            "redact": json.dumps(settings.redact),
+            "audio_retention_days": settings.audio_retention_days,
+            "call_retention_days": settings.call_retention_days,
+            "updated_at": utc_now(),
+        }
+        upsert = _upsert_insert(self._engine.dialect)(business_data_settings)
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                upsert.values(business_id=business_id, **values).on_conflict_do_update(
+                    index_elements=[business_data_settings.c.business_id], set_=values
+                )
+            )
+
+    async def redaction_kinds(self, business_id: str) -> frozenset[EntityKind]:
+        """Every kind the business's transcripts and summaries are redacted of: its choice,
+        and always cards and long numbers."""
+        return (await self.data_settings(business_id)).redacted

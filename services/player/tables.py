@@ -118,3 +118,15 @@ business_call_counts = Table(
     Column("business_id", String(64), primary_key=True),
     Column("calls", Integer, nullable=False),
 )
+
+# What each business chose about its calls' personal data (services/player/data_settings.py);
+# a business without a row has the defaults.
+business_data_settings = Table(
+    "business_data_settings",
+    metadata,
+    Column("business_id", String(64), primary_key=True),
+    Column("redact", Text, nullable=False),  # JSON: a list of kinds
+    Column("audio_retention_days", Integer),  # NULL: kept
+    Column("call_retention_days", Integer),  # NULL: kept
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

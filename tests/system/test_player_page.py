@@ -225,6 +225,54 @@ def test_hebrew_text_reads_right_to_left(page: Page, stack: RunningStack) -> Non
     screenshot(page, "call-hebrew")
 
 
+DEFAULT_DATA_SETTINGS = {
+    "redact": ["card"],
+    "audio_retention_days": None,
+    "call_retention_days": None,
+}
+
+
+def test_the_data_settings_are_shown_and_saved_from_the_page(
+    page: Page, stack: RunningStack
+) -> None:
+    stack.api.put("/api/settings", json=DEFAULT_DATA_SETTINGS)  # whatever earlier tests saved
+    page.click("a:has-text('Data settings')")
+    expect(page).to_have_url(f"{stack.player}/settings")
+    card = page.locator("input[value=card]")
+    expect(card).to_be_checked()
+    expect(card).to_be_disabled()
+    save = page.locator("#data-settings button[type=submit]")
+    try:
+        page.check("input[value=phone]")
+        page.fill("#audio_retention_days", "90")
+        page.fill("#call_retention_days", "30")
+        save.click()
+        expect(page.locator("#problems")).to_contain_text(
+            "calls cannot be kept for less time than their audio"
+        )
+        assert stack.api.get("/api/settings").json() == DEFAULT_DATA_SETTINGS
+        screenshot(page, "data-settings-refused")
+
+        page.fill("#call_retention_days", "365")
+        save.click()
+        expect(page.locator("#saved")).to_have_text("Saved.")
+        expect(page.locator("#problems")).to_be_empty()
+        saved = {
+            "redact": ["card", "phone"],
+            "audio_retention_days": 90,
+            "call_retention_days": 365,
+        }
+        assert stack.api.get("/api/settings").json() == saved
+        page.reload()
+        expect(page.locator("input[value=phone]")).to_be_checked()
+        expect(page.locator("input[value=email]")).not_to_be_checked()
+        expect(page.locator("#audio_retention_days")).to_have_value("90")
+        expect(page.locator("#call_retention_days")).to_have_value("365")
+        screenshot(page, "data-settings-saved")
+    finally:  # the stack's other tests run with the demo business's defaults
+        stack.api.put("/api/settings", json=DEFAULT_DATA_SETTINGS)
+
+
 def test_signing_out_ends_the_session_for_every_copy_of_its_cookie(
     page: Page, stack: RunningStack
 ) -> None:

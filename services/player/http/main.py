@@ -13,6 +13,7 @@ from services.player.config import PlayerConfig
 from services.player.http.deps import database_prepared, from_own_pages
 from services.player.http.lifespan import lifespan
 from services.player.http.routers import calls, health, pages, recordings
+from services.player.http.routers import settings as data_settings
 from services.player.http.routers.pages import STATIC
 from services.player.http.state import KnownKeys, PlayerResources, PlayerState
 from shared.body_limit import BodyLimit
@@ -45,6 +46,12 @@ def create_app(settings: PlayerConfig, resources: PlayerResources) -> FastAPI:
         https_only=own_origin.startswith("https:"),
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for router in (health.router, calls.router, recordings.router, pages.router):
+    for router in (
+        health.router,
+        calls.router,
+        recordings.router,
+        data_settings.router,
+        pages.router,
+    ):
         app.include_router(router)
     return app

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
 
+from services.player.data_settings import DEFAULT_DATA_SETTINGS, DataSettings
 from services.player.repository import (
     AmbiguousKey,
     CallFilter,
@@ -34,6 +35,7 @@ from shared.events import (
     Stage,
     StageFailed,
 )
+from shared.redaction.kinds import EntityKind
 from tests.support import events as factories
 from tests.support.events import T0, at
 
@@ -613,3 +615,43 @@ async def test_a_key_is_listed_and_revoked_by_its_id_never_shown(repo: CallRepos
     assert revoked is not None and revoked.key.business_id == "acme"
     assert await repo.business_of_key(acme) is None
     assert [k.revoked_at is None for k in await repo.api_keys()] == [False, True]
+
+
+# --- data settings ------------------------------------------------------------------------
+
+
+async def test_a_business_that_saved_no_data_settings_has_the_defaults(
+    repo: CallRepository,
+) -> None:
+    assert await repo.data_settings("acme") == DEFAULT_DATA_SETTINGS
+    assert await repo.redaction_kinds("acme") == {EntityKind.CARD, EntityKind.NUMBER}
+
+
+async def test_data_settings_are_saved_replaced_and_each_businesss_own(
+    repo: CallRepository,
+) -> None:
+    chosen = DataSettings(
+        redact=["card", "phone", "iban"], audio_retention_days=30, call_retention_days=365
+    )
+    await repo.save_data_settings("acme", chosen)
+    assert await repo.data_settings("acme") == chosen
+    assert await repo.redaction_kinds("acme") == {
+        EntityKind.CARD,
+        EntityKind.PHONE,
+        EntityKind.IBAN,
+        EntityKind.NUMBER,
+    }
+    assert await repo.data_settings("other") == DEFAULT_DATA_SETTINGS
+
+    replaced = DataSettings(
+        redact=["card", "email"], audio_retention_days=None, call_retention_days=None
+    )
+    await repo.save_data_settings("acme", replaced)
+    await repo.save_data_settings("other", chosen)
+    assert await repo.data_settings("acme") == replaced
+    assert await repo.redaction_kinds("acme") == {
+        EntityKind.CARD,
+        EntityKind.EMAIL,
+        EntityKind.NUMBER,
+    }
+    assert await repo.data_settings("other") == chosen

@@ -25,6 +25,13 @@ async def page(request: Request, repository: Repository) -> Response:
     return FileResponse(STATIC / "index.html")
 
 
+@router.get("/settings")
+async def settings_page(request: Request, repository: Repository) -> Response:
+    if not await session_business(request, repository):
+        return RedirectResponse("/login", status_code=303)
+    return FileResponse(STATIC / "settings.html")
+
+
 @router.get("/login")
 async def login_page() -> Response:
     return FileResponse(STATIC / "login.html")
