@@ -64,7 +64,7 @@ class RunningStack:
         """The SQLAlchemy URL of the database the stack's services share."""
         return Settings(
             data_dir=self.data_dir, database={"url": self.env["CALLPIPE_DATABASE_URL"]}
-        ).effective_database_url
+        ).database_url
 
     @property
     def settings(self) -> Settings:

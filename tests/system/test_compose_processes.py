@@ -300,9 +300,11 @@ class ComposeProcesses:
             if value is not None:
                 env[key] = self.rewrite(str(value).replace("$$", "$"), name, ports)
         if listening is not None:
-            variable = f"CALLPIPE_{listening.upper()}"
-            assert variable not in env, f"compose sets {variable}: map it as a container port"
-            env[variable] = str(ports[int(setting(listening).field.default)])
+            port = setting(listening)
+            assert port.variable not in env, (
+                f"compose sets {port.variable}: map it as a container port"
+            )
+            env[port.variable] = str(ports[int(port.field.default)])
         argv = [*(service.get("entrypoint") or entrypoint), *(service.get("command") or [])]
         argv = [self._command_argument(arg, name, ports) for arg in argv]
         executable = shutil.which(argv[0], path=env["PATH"])
