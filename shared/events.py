@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from shared.redaction.kinds import ALWAYS_REDACTED, EntityKind
+
 SCHEMA_VERSION = 1
 EventT = TypeVar("EventT", bound="Event")
 
@@ -205,6 +207,21 @@ class RecordingDownloaded(Event):
     direction: str | None = Field(
         None, description="Twilio's call direction (`inbound`, `outbound-api`…), when known."
     )
+    redact: list[EntityKind] = Field(
+        default=sorted(ALWAYS_REDACTED),
+        description="The kinds of personal data the later stages redact from what they store "
+        "and publish (the business's choice, always with `card` and `number`).",
+    )
+
+
+class RedactionSummary(BaseModel):
+    """What was redacted from a transcript: the kinds redacted and how many of each were
+    found. Never the values."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kinds: list[EntityKind]
+    counts: dict[EntityKind, int] = Field(default_factory=dict)
 
 
 class TranscriptReady(Event):
@@ -215,6 +232,15 @@ class TranscriptReady(Event):
     duration_seconds: float = 0.0
     speakers: list[str] = Field(default_factory=list)
     preview: str = Field("", max_length=500)
+    redact: list[EntityKind] = Field(
+        default=sorted(ALWAYS_REDACTED),
+        description="The kinds of personal data redacted from the transcript, which the "
+        "extractor redacts from its outputs too.",
+    )
+    redaction: RedactionSummary | None = Field(
+        None,
+        description="What the transcriber redacted from the transcript; null when not reported.",
+    )
 
 
 class Evidence(BaseModel):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.redaction.kinds import EntityKind
+
 
 class Word(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -43,6 +45,31 @@ class Utterance(BaseModel):
     words: list[Word]
 
 
+class RedactedSpan(BaseModel):
+    """Where personal data was redacted: when, and who said it. Never what."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: EntityKind
+    start: float
+    end: float
+    speaker: str
+    channel: int = Field(ge=0)
+
+
+class Redaction(BaseModel):
+    """What was redacted from the transcript: each span became a marker word (`[card]`,
+    `[phone]`, ...) in the words and texts of its utterance and segments."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kinds: list[EntityKind] = Field(description="The kinds redacted.")
+    counts: dict[EntityKind, int] = Field(
+        default_factory=dict, description="How many of each kind were found."
+    )
+    spans: list[RedactedSpan] = Field(default_factory=list, description="By start time.")
+
+
 class Transcript(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -55,6 +82,9 @@ class Transcript(BaseModel):
     model: str
     backend: str = Field("", description="`local` (faster-whisper) or `openai`.")
     segments: list[Segment] = Field(default_factory=list, description="By start time.")
+    redaction: Redaction | None = Field(
+        None, description="What was redacted from the utterances and segments."
+    )
 
     @property
     def has_speech(self) -> bool:

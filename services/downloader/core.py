@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from shared.decisions import GiveUp, Retry
 from shared.events import AnyEvent, RecordingCompleted
+from shared.redaction.kinds import EntityKind, redacted_kinds
 
 MEDIA_FORMATS = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 # Twilio answers 404 for a few seconds after `completed`: never ask again sooner than this.
@@ -33,6 +34,12 @@ class FetchVerdict(Enum):
 
 def wants(event: AnyEvent) -> bool:
     return isinstance(event, RecordingCompleted) and event.recording_status == "completed"
+
+
+def redact(kinds: frozenset[EntityKind]) -> list[EntityKind]:
+    """What the call's later stages redact, as `recording.downloaded` carries it: the kinds
+    the business chose, and always cards and long numbers."""
+    return sorted(redacted_kinds(kinds))
 
 
 def media_url(recording_url: str, media_format: str) -> str:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import httpx
 
 from services.downloader import core
+from services.downloader.policies import RedactionPolicies
 from services.downloader.slots import DownloadSlots
 from shared import metrics
 from shared.decisions import Retry
@@ -47,12 +48,14 @@ class DownloadHandler:
         store: ObjectStore,
         slots: DownloadSlots,
         policy: DownloadPolicy,
+        redaction: RedactionPolicies,
     ) -> None:
         self._http = http
         self._auth = httpx.BasicAuth(*credentials)
         self._store = store
         self._slots = slots
         self._policy = policy
+        self._redaction = redaction
 
     async def __call__(self, event: AnyEvent) -> Sequence[Event]:
         if not isinstance(event, RecordingCompleted):
@@ -76,6 +79,7 @@ class DownloadHandler:
             log.info("already archived as %s, not fetched again", key)
         if policy.delete_after_archive:
             await self._delete_at_provider(core.resource_url(event.recording_url))
+        redact = core.redact(await self._redaction.redaction_kinds(event.business_id))
         return [
             event.caused(
                 RecordingDownloaded,
@@ -87,6 +91,7 @@ class DownloadHandler:
                 sha256=manifest.sha256,
                 channels=event.channels,
                 direction=event.direction,
+                redact=redact,
             )
         ]
 

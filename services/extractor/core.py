@@ -12,13 +12,15 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.decisions import GiveUp, Retry
 from shared.events import Evidence, Lead, LeadKind
+from shared.redaction.apply import redact_text
+from shared.redaction.kinds import EntityKind
 from shared.transcript import Transcript, Utterance
 
 EXTRACTOR_NAME = "rules-v2"
@@ -573,6 +575,38 @@ class Extraction:
     extractor: str
     model: str | None = None
     prompt_version: str | None = None
+
+
+def redacted(extraction: Extraction, kinds: frozenset[EntityKind]) -> Extraction:
+    """The extraction with the personal data of `kinds` (and always cards and long numbers)
+    replaced by markers in every text it carries: the summary, the lead's free-text fields
+    and each quote. The transcript is redacted already; this catches what a backend puts
+    together (digits said in separate turns, a model's own writing) and a transcript stored
+    unredacted."""
+
+    def clean(text: str) -> str:
+        return redact_text(text, kinds)[0]
+
+    def cleaned(text: str | None) -> str | None:
+        return None if text is None else clean(text)
+
+    lead = extraction.lead
+    return replace(
+        extraction,
+        summary=clean(extraction.summary),
+        lead=lead.model_copy(
+            update={
+                "city": cleaned(lead.city),
+                "caller_name": cleaned(lead.caller_name),
+                "callback_number": cleaned(lead.callback_number),
+                "evidence": {
+                    # A marker may be longer than what it stands for.
+                    name: evidence.model_copy(update={"quote": clean(evidence.quote)[:500]})
+                    for name, evidence in lead.evidence.items()
+                },
+            }
+        ),
+    )
 
 
 def rules_extraction(

@@ -1,5 +1,6 @@
 """Extractor: transcript.ready → summary.ready, through one of two backends behind one port:
-the offline rules (default) or an LLM over the OpenAI chat API."""
+the offline rules (default) or an LLM over the OpenAI chat API. What either answers is
+redacted as the call's policy says before it is published."""
 
 from __future__ import annotations
 
@@ -71,7 +72,9 @@ class ExtractHandler:
         if not core.has_words(transcript):
             return [self._nothing(event, "The transcript has no words.")]
         profile = self._catalogue.profile(event.business_id)
-        result = await self._extractor.extract(transcript, profile)
+        result = core.redacted(
+            await self._extractor.extract(transcript, profile), frozenset(event.redact)
+        )
         lead = result.lead
         log.info(
             "extracted by %s: %s, service %s, city %s",

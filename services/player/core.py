@@ -34,6 +34,7 @@ from shared.events import (
     RecordingCompleted,
     RecordingDownloaded,
     RecordingStarted,
+    RedactionSummary,
     Stage,
     StageFailed,
     StageStarted,
@@ -233,10 +234,18 @@ def timeline_detail(event: AnyEvent) -> str:
         case CallStatusChanged():
             return f"call {event.call_status}"
         case TranscriptReady():
-            return f"transcript {event.outcome}"
+            return f"transcript {event.outcome}" + _redaction_detail(event.redaction)
         case SummaryReady():
             return f"summary {event.outcome}"
     return event.event_type
+
+
+def _redaction_detail(redaction: RedactionSummary | None) -> str:
+    """What was redacted, by kind and count: "; redacting card, number: 1 card"."""
+    if redaction is None:
+        return ""
+    found = ", ".join(f"{count} {kind}" for kind, count in sorted(redaction.counts.items()))
+    return f"; redacting {', '.join(redaction.kinds)}: {found or 'none found'}"
 
 
 def timeline_stage(event: AnyEvent) -> str | None:

@@ -1,16 +1,22 @@
-"""Transcriber core: what each channel said in, a transcript by speaker out; and every
-retry-or-give-up decision of the transcriber, returned as a value (`shared.decisions`) for
-the handler and the backends to carry out. No I/O."""
+"""Transcriber core: what each channel said in, a transcript by speaker out, with the personal
+data the call's policy names redacted; and every retry-or-give-up decision of the
+transcriber, returned as a value (`shared.decisions`) for the handler and the backends to
+carry out. No I/O."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
 
 from shared.decisions import GiveUp, Retry
-from shared.transcript import Segment, Utterance, Word
+from shared.events import RedactionSummary
+from shared.redaction.apply import Marker, redact_text, redact_words, select
+from shared.redaction.detect import find_in_words
+from shared.redaction.kinds import EntityKind, Span, redacted_kinds
+from shared.transcript import RedactedSpan, Redaction, Segment, Utterance, Word
 
 # A pause longer than this between one speaker's segments starts a new turn.
 TURN_GAP_SECONDS = 2.0
@@ -155,6 +161,10 @@ def labelled_segments(results: Sequence[ChannelResult], labels: Sequence[str]) -
 
 
 def turns(segments: Sequence[Segment]) -> list[Utterance]:
+    return [_turn(group) for group in _turn_groups(segments)]
+
+
+def _turn_groups(segments: Sequence[Segment]) -> list[list[Segment]]:
     """Consecutive segments of one speaker, close in time, make one turn."""
     groups: list[list[Segment]] = []
     for segment in segments:
@@ -167,7 +177,7 @@ def turns(segments: Sequence[Segment]) -> list[Utterance]:
             groups[-1].append(segment)
         else:
             groups.append([segment])
-    return [_turn(group) for group in groups]
+    return groups
 
 
 def _turn(group: Sequence[Segment]) -> Utterance:
@@ -197,6 +207,122 @@ def language(configured: str | None, results: Sequence[ChannelResult]) -> str | 
 def preview(utterances: Sequence[Utterance]) -> str:
     text = " ".join(f"{u.speaker.capitalize()}: {u.text}" for u in utterances)
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+
+
+def kinds_to_redact(requested: Iterable[EntityKind]) -> frozenset[EntityKind]:
+    """The kinds the call's policy names (`recording.downloaded`'s `redact`), and always
+    cards and long numbers."""
+    return redacted_kinds(frozenset(requested))
+
+
+@dataclass(frozen=True)
+class RedactedSpeech:
+    segments: list[Segment]
+    utterances: list[Utterance]
+    redaction: Redaction
+
+    @property
+    def summary(self) -> RedactionSummary:
+        """What `transcript.ready` says of it: kinds and counts."""
+        return RedactionSummary(kinds=self.redaction.kinds, counts=self.redaction.counts)
+
+
+def redacted(segments: Sequence[Segment], kinds: frozenset[EntityKind]) -> RedactedSpeech:
+    """The segments and their turns with the personal data of `kinds` replaced by markers.
+
+    Spans are found on each turn's words, so a number read across a pause (over two segments)
+    is one run and one marker in the turn; each segment gets a marker for its own words of
+    it. A text a span touched is rebuilt from its redacted words, and every segment's text is
+    redacted as text too (a segment without words has only that)."""
+    redacted_segments: list[Segment] = []
+    utterances: list[Utterance] = []
+    found: list[RedactedSpan] = []
+    for group in _turn_groups(segments):
+        words = [word for segment in group for word in segment.words]
+        spans = select(find_in_words(words), kinds)
+        firsts = list(_first_word_indices(group))
+        clean_group = []
+        for segment, first in zip(group, firsts, strict=True):
+            pieces = [piece for span in spans if (piece := _piece(span, first, segment))]
+            clean, counts = _redacted_segment(segment, pieces, kinds)
+            clean_group.append(clean)
+            found += [
+                _where(kind, segment.start, segment.end, segment)
+                for kind, count in counts.items()
+                for _ in range(count)
+            ]
+        found += [
+            _where(span.kind, span.start, span.end, _segment_of(group, firsts, span.first_word))
+            for span in spans
+        ]
+        utterance = _turn(clean_group)
+        if spans and all(segment.words for segment in group):
+            marked = _marked(words, spans)
+            text = "".join(word.text for word in marked).strip()
+            utterance = utterance.model_copy(update={"words": marked, "text": text})
+        redacted_segments += clean_group
+        utterances.append(utterance)
+    redaction = Redaction(
+        kinds=sorted(kinds),
+        counts=dict(Counter(span.kind for span in found)),
+        spans=sorted(found, key=lambda span: (span.start, span.channel)),
+    )
+    return RedactedSpeech(redacted_segments, utterances, redaction)
+
+
+def _first_word_indices(group: Sequence[Segment]) -> Iterable[int]:
+    """Where each segment's words start in its turn's words."""
+    first = 0
+    for segment in group:
+        yield first
+        first += len(segment.words)
+
+
+def _segment_of(group: Sequence[Segment], firsts: Sequence[int], word: int) -> Segment:
+    """The segment holding word `word` of its turn's words."""
+    holders = zip(reversed(group), reversed(firsts), strict=True)
+    return next(segment for segment, first in holders if first <= word)
+
+
+def _piece(span: Span, first: int, segment: Segment) -> Span | None:
+    """The part of a span of the turn's words that lies in the segment, in its own words."""
+    lo, hi = max(span.first_word, first), min(span.last_word, first + len(segment.words) - 1)
+    if lo > hi:
+        return None
+    words = segment.words
+    return Span(span.kind, lo - first, hi - first, words[lo - first].start, words[hi - first].end)
+
+
+def _marked(words: Sequence[Word], spans: Sequence[Span]) -> list[Word]:
+    """The words with each span replaced by its marker word, as sure as the least sure word
+    it stands for."""
+    probabilities = iter(
+        min(w.probability for w in words[s.first_word : s.last_word + 1])
+        for s in sorted(spans, key=lambda s: s.first_word)
+    )
+    return [
+        Word(start=p.start, end=p.end, text=p.text, probability=next(probabilities))
+        if isinstance(p, Marker)
+        else p
+        for p in redact_words(words, spans)
+    ]
+
+
+def _redacted_segment(
+    segment: Segment, spans: Sequence[Span], kinds: frozenset[EntityKind]
+) -> tuple[Segment, dict[EntityKind, int]]:
+    """The segment with its spans replaced by markers, and what redacting its text as text
+    found besides."""
+    words = _marked(segment.words, spans) if spans else segment.words
+    text = "".join(word.text for word in words).strip() if spans else segment.text
+    text, counts = redact_text(text, kinds)
+    return segment.model_copy(update={"words": words, "text": text}), counts
+
+
+def _where(kind: EntityKind, start: float, end: float, segment: Segment) -> RedactedSpan:
+    return RedactedSpan(
+        kind=kind, start=start, end=end, speaker=segment.speaker, channel=segment.channel
+    )
 
 
 def plan_chunks(total: int, speech: Sequence[SpeechSpan], limit: int) -> list[tuple[int, int]]:

@@ -1,4 +1,5 @@
-"""Transcriber: recording in the object store → transcript JSON under its call, transcript.ready."""
+"""Transcriber: recording in the object store → transcript JSON under its call, with the
+personal data the call's policy names redacted before anything is stored, transcript.ready."""
 
 from __future__ import annotations
 
@@ -62,17 +63,19 @@ class TranscribeHandler:
             elapsed = time.perf_counter() - started
         metrics.observe_transcription(self._backend.name, result.duration_seconds, elapsed)
         labels = self._speakers.labels(len(result.channels), event.direction)
-        segments = core.labelled_segments(result.channels, labels)
+        kinds = core.kinds_to_redact(event.redact)
+        speech = core.redacted(core.labelled_segments(result.channels, labels), kinds)
         transcript = Transcript(
             call_sid=event.call_sid,
             recording_sid=event.recording_sid,
             language=core.language(self._language, result.channels),
             duration_seconds=round(result.duration_seconds, 3),
             speakers=labels,
-            utterances=core.turns(segments),
+            utterances=speech.utterances,
             model=self._backend.model,
             backend=self._backend.name,
-            segments=segments,
+            segments=speech.segments,
+            redaction=speech.redaction,
         )
         key = transcript_key(event.business_id, event.call_sid, event.recording_sid)
         await self._store.put(key, transcript.model_dump_json().encode(), "application/json")
@@ -93,6 +96,8 @@ class TranscribeHandler:
                 duration_seconds=transcript.duration_seconds,
                 speakers=labels,
                 preview=core.preview(transcript.utterances),
+                redact=sorted(kinds),
+                redaction=speech.summary,
             )
         ]
 

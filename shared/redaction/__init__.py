@@ -9,5 +9,5 @@ Pure: no I/O. One concern a module (import from the module itself):
   phone numbers by `phonenumbers`.
 - `email`: written and spoken e-mail addresses.
 - `detect`: the spans in a list of words or in a text.
-- `apply`: redacting them, and the summary of what was redacted.
+- `apply`: redacting them.
 """

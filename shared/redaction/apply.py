@@ -1,6 +1,5 @@
-"""Redacting what `detect` found: in words (each span becomes one marker word, "[card]"), in
-text, and the summary of what was redacted, stored with a transcript (kinds, counts, times;
-never the values)."""
+"""Redacting what `detect` found: in words (each span becomes one marker word, "[card]") and
+in text."""
 
 from __future__ import annotations
 
@@ -8,8 +7,6 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
-
-from pydantic import BaseModel, ConfigDict
 
 from shared.redaction.detect import WordLike, find_in_text
 from shared.redaction.kinds import EntityKind, Span, TextSpan, redacted_kinds
@@ -67,32 +64,3 @@ def redact_text(text: str, kinds: frozenset[EntityKind]) -> tuple[str, dict[Enti
         position = span.end
     pieces.append(text[position:])
     return "".join(pieces), dict(Counter(span.kind for span in spans))
-
-
-class RedactedSpan(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    kind: EntityKind
-    start: float
-    end: float
-
-
-class RedactionSummary(BaseModel):
-    """What was redacted from a transcript: the kinds redacted, how many of each, and when
-    (seconds into the recording)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    kinds: tuple[EntityKind, ...]
-    counts: dict[EntityKind, int]
-    spans: tuple[RedactedSpan, ...]
-
-
-def summarise(spans: Sequence[Span], kinds: frozenset[EntityKind]) -> RedactionSummary:
-    """The summary of redacting `spans` (the ones `select` kept) for a business redacting
-    `kinds`."""
-    return RedactionSummary(
-        kinds=tuple(sorted(redacted_kinds(kinds))),
-        counts=dict(Counter(span.kind for span in spans)),
-        spans=tuple(RedactedSpan(kind=s.kind, start=s.start, end=s.end) for s in spans),
-    )

@@ -22,6 +22,7 @@ from callpipe.bootstrap import downloader_handler
 from callpipe.twilio_simulator.samples import sample_path
 from services.downloader.handler import DownloadHandler
 from shared.events import RecordingDownloaded
+from shared.redaction.kinds import EntityKind
 from shared.retry import RetryLater, TerminalError
 from shared.settings import Settings
 from shared.storage import ObjectStore
@@ -82,6 +83,7 @@ async def test_a_redirect_within_the_allowed_origins_is_followed(
     [result] = await handler(event)
     assert isinstance(result, RecordingDownloaded)
     assert result.size_bytes > 0
+    assert result.redact == [EntityKind.CARD, EntityKind.NUMBER]
     assert [r["status"] for r in media_requests(settings, target["recording_sid"])] == [200]
 
 

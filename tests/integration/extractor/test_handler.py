@@ -15,7 +15,8 @@ from callpipe.openai_chat_simulator import OpenAISimulator, Reply, serve
 from services.extractor import answer
 from services.extractor.handler import ExtractHandler, RulesExtractor, load_catalogue
 from services.extractor.openai_backend import OpenAIExtractor
-from shared.events import CallStatusChanged, SummaryReady, TranscriptReady
+from shared.events import CallStatusChanged, SummaryReady, TranscriptReady, encode
+from shared.redaction.kinds import EntityKind
 from shared.retry import TerminalError
 from shared.settings import Settings
 from shared.storage import ObjectStore, transcript_key
@@ -138,6 +139,39 @@ async def test_llm_backend_records_model_and_prompt_version_or_fails_with_the_re
         simulator.then(Reply("not json"), Reply(good.replace("roofing", "plumbing")))
         with pytest.raises(TerminalError, match="not in the catalogue"):
             await handler(event)
+        await client.close()
+
+
+async def test_what_either_backend_answers_is_redacted_as_the_call_says(
+    store: ObjectStore, catalogue_file: Path
+) -> None:
+    """The transcript holds what the transcriber was told to keep (a phone number here);
+    this call redacts phone numbers as well, and the backends' answers come out without it."""
+    event = await transcript_ready(
+        store, "CAroof3", "My roof leaks, I'm in Cambridge.", "Call me back at 054-765-4321."
+    )
+    event = event.model_copy(update={"redact": [EntityKind.CARD, EntityKind.PHONE]})
+    simulator = OpenAISimulator()
+    simulator.then(
+        Reply(
+            '{"summary": "Roof leak in Cambridge; call back on 054-765-4321.", '
+            '"kind": {"value": "lead", "confidence": 0.9, "utterance": 0, "quote": "roof leaks"},'
+            '"service": {"value": "roofing", "confidence": 0.9, "utterance": 0, "quote": "roof"},'
+            '"city": null, "caller_name": null, "callback_number": {"value": "054-765-4321", '
+            '"confidence": 0.9, "utterance": 1, "quote": "054-765-4321"}, "urgency": null}'
+        )
+    )
+    async with serve(simulator) as base_url:
+        client = openai.AsyncOpenAI(api_key="sk-test", base_url=base_url, max_retries=0)
+        catalogue = load_catalogue(catalogue_file)
+        backends = [RulesExtractor("en"), OpenAIExtractor(client, "gpt-x", 1)]
+        for backend in backends:
+            (summary,) = await ExtractHandler(store, backend, catalogue)(event)
+            assert isinstance(summary, SummaryReady)
+            assert summary.lead.callback_number == "[phone]"
+            assert summary.lead.evidence["callback_number"].quote == "[phone]"
+            assert "call back on [phone]." in summary.summary
+            assert "4321" not in encode(summary).decode()
         await client.close()
 
 

@@ -7,22 +7,27 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from callpipe.twilio_simulator.samples import sample_path
-from services.transcriber.audio import Samples
-from services.transcriber.core import ChannelResult, SpeakerMapping, SpeechSpan
+from services.transcriber.audio import FileTranscription, Samples, TranscriptionBackend
+from services.transcriber.core import ChannelResult, RecognisedSegment, SpeakerMapping, SpeechSpan
 from services.transcriber.handler import TranscribeHandler
+from services.transcriber.instant import InstantBackend
 from services.transcriber.whisper import LocalWhisperBackend
-from shared.events import CallStatusChanged, RecordingDownloaded, TranscriptReady
+from shared.events import CallStatusChanged, RecordingDownloaded, TranscriptReady, encode
+from shared.redaction.kinds import EntityKind
 from shared.retry import TerminalError
 from shared.settings import Settings
 from shared.storage import ObjectStore
-from shared.transcript import Transcript
+from shared.transcript import Transcript, Word
 from tests.support.stack import module_s3_server
 from tests.support.transcriber import sample
 
@@ -48,7 +53,7 @@ def pool() -> Iterator[ThreadPoolExecutor]:
 
 
 async def downloaded(
-    store: ObjectStore, audio: bytes, call_sid: str, channels: int = 2, **fields: str
+    store: ObjectStore, audio: bytes, call_sid: str, channels: int = 2, **fields: Any
 ) -> RecordingDownloaded:
     key = f"biz-1/2026-11-24/{call_sid}/RE{call_sid[2:]}.wav"
     await store.put(key, audio, "audio/wav")
@@ -173,3 +178,55 @@ async def test_transcription_leaves_the_event_loop_free(
     gated.released.set()  # run by the event loop while the backend is mid-call
     [ready] = await task
     assert isinstance(ready, TranscriptReady) and ready.outcome == "transcribed"
+
+
+CARD = "4580 1234 5678 9015"  # Luhn-valid
+
+
+def whisper_words(text: str, start: float) -> RecognisedSegment:
+    words = tuple(
+        Word(start=start + i * 0.5, end=start + i * 0.5 + 0.4, text=" " + piece, probability=0.9)
+        for i, piece in enumerate(text.split())
+    )
+    return RecognisedSegment(start, words[-1].end, " " + text, avg_logprob=-0.1, words=words)
+
+
+def caller_reads_out_a_card(
+    backend: TranscriptionBackend, path: Path, channels: int
+) -> FileTranscription:
+    """Stands in for decoding and recognition: the caller reads a card number out, the
+    agent's channel says nothing."""
+    caller = ChannelResult(
+        (
+            whisper_words(f"My card is {CARD}, and call me on 054-765-4321.", 0.0),
+            whisper_words("כרטיס 4580-1234-5678-9015 בבקשה", 8.0),
+        ),
+        "en",
+    )
+    return FileTranscription([caller, ChannelResult()], duration_seconds=12.0)
+
+
+async def test_a_card_read_out_is_neither_stored_nor_published(
+    store: ObjectStore, pool: ThreadPoolExecutor
+) -> None:
+    event = await downloaded(store, b"RIFF audio", "CAhandler07", redact=[EntityKind.PHONE])
+    redacting = TranscribeHandler(
+        InstantBackend(), store, pool, SpeakerMapping(), "en", caller_reads_out_a_card
+    )
+    [ready] = await redacting(event)
+    assert isinstance(ready, TranscriptReady)
+
+    stored_bytes = await store.get(ready.transcript_key)
+    published = encode(ready).decode()
+    for text in (stored_bytes.decode(), published):
+        numbers = set(re.findall(r"(?<![\w.])\d+(?![\w.])", text))  # not times, not ids
+        assert not numbers & {"4580", "1234", "5678", "9015", "054", "765", "4321"}
+    stored = Transcript.model_validate_json(stored_bytes)
+    assert stored.utterances[0].text.startswith("My card is [card], and call me on [phone].")
+    assert stored.redaction is not None
+    assert stored.redaction.counts == {EntityKind.CARD: 2, EntityKind.PHONE: 1}
+    assert {(s.speaker, s.channel) for s in stored.redaction.spans} == {("caller", 0)}
+    assert ready.redact == [EntityKind.CARD, EntityKind.NUMBER, EntityKind.PHONE]
+    assert ready.redaction is not None
+    assert ready.redaction.counts == {EntityKind.CARD: 2, EntityKind.PHONE: 1}
+    assert ready.preview.startswith("Caller: My card is [card], and call me on [phone].")

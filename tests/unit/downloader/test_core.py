@@ -26,6 +26,7 @@ from services.downloader.core import (
     media_url,
     object_key,
     parse_origins,
+    redact,
     resource_url,
     retry_after_seconds,
     size_allowed,
@@ -35,6 +36,7 @@ from services.downloader.core import (
     wants,
 )
 from shared.decisions import GiveUp, Retry
+from shared.redaction.kinds import EntityKind
 from shared.retry import RetryLater, retrying
 from tests.support import events as factories
 
@@ -256,3 +258,12 @@ async def test_the_stage_waits_at_least_what_the_handler_asks_above_its_own_back
     assert tries == 4
     assert len(waits) == 3
     assert min(waits) >= asked, waits
+
+
+def test_a_call_carries_the_kinds_its_business_redacts_and_always_cards_and_numbers() -> None:
+    assert redact(frozenset()) == [EntityKind.CARD, EntityKind.NUMBER]
+    assert redact(frozenset({EntityKind.EMAIL, EntityKind.CARD})) == [
+        EntityKind.CARD,
+        EntityKind.EMAIL,
+        EntityKind.NUMBER,
+    ]

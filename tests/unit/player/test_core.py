@@ -6,19 +6,21 @@ import dataclasses
 import itertools
 from typing import Any
 
-from services.player.core import apply
+from services.player.core import apply, timeline_detail
 from shared.call_state import CallState
 from shared.events import (
     AnyEvent,
     CallStarted,
     RecordingCompleted,
     RecordingDownloaded,
+    RedactionSummary,
     Stage,
     StageFailed,
     StageStarted,
     SummaryReady,
     TranscriptReady,
 )
+from shared.redaction.kinds import EntityKind
 from tests.support import events as factories
 from tests.support.events import CALL_SID, at
 
@@ -393,3 +395,17 @@ def test_no_speech_transcript() -> None:
     assert state.transcript_key == f"biz-1/{CALL_SID}/RE1.transcript.json"
     assert state.status != "failed"
     assert project([*events, started(Stage.TRANSCRIPT, 6)]).transcript_status == "no_speech"
+
+
+def test_the_timeline_says_what_was_redacted_from_the_transcript() -> None:
+    kinds = [EntityKind.CARD, EntityKind.NUMBER, EntityKind.PHONE]
+    found = RedactionSummary(kinds=kinds, counts={EntityKind.PHONE: 1, EntityKind.CARD: 2})
+    assert (
+        timeline_detail(factories.transcript_ready(redaction=found))
+        == "transcript transcribed; redacting card, number, phone: 2 card, 1 phone"
+    )
+    assert (
+        timeline_detail(factories.transcript_ready(redaction=RedactionSummary(kinds=kinds)))
+        == "transcript transcribed; redacting card, number, phone: none found"
+    )
+    assert timeline_detail(factories.transcript_ready()) == "transcript transcribed"

@@ -27,6 +27,7 @@ from shared.events import (
     RecordingCompleted,
     RecordingDownloaded,
     RecordingStarted,
+    RedactionSummary,
     Stage,
     StageFailed,
     StageStarted,
@@ -37,7 +38,8 @@ from shared.events import (
     encode,
 )
 from shared.kafka.topics import WORKERS, dead_letter_topic
-from shared.transcript import Transcript, Utterance, Word
+from shared.redaction.kinds import EntityKind
+from shared.transcript import RedactedSpan, Redaction, Transcript, Utterance, Word
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "events"
 
@@ -96,7 +98,12 @@ SAMPLES: list[Event] = [
         language="en",
         duration_seconds=42.5,
         speakers=["caller", "agent"],
-        preview="Hi, my sink is leaking",
+        preview="Hi, my sink is leaking, my card is [card]",
+        redact=[EntityKind.CARD, EntityKind.NUMBER, EntityKind.PHONE],
+        redaction=RedactionSummary(
+            kinds=[EntityKind.CARD, EntityKind.NUMBER, EntityKind.PHONE],
+            counts={EntityKind.CARD: 1},
+        ),
     ),
     SummaryReady(
         **ENVELOPE,
@@ -305,6 +312,13 @@ def test_stored_transcript_validates_against_checked_in_schema() -> None:
             )
         ],
         model="tiny.en",
+        redaction=Redaction(
+            kinds=[EntityKind.CARD, EntityKind.NUMBER],
+            counts={EntityKind.CARD: 1},
+            spans=[
+                RedactedSpan(kind=EntityKind.CARD, start=2.0, end=2.9, speaker="caller", channel=0)
+            ],
+        ),
     )
     validator = _validator(schemas.TRANSCRIPT_SCHEMA_FILE)
     instance = json.loads(transcript.model_dump_json())
