@@ -25,7 +25,6 @@ from fastapi import FastAPI
 
 from services.downloader import core as downloader_core
 from services.downloader.handler import DownloadHandler, DownloadPolicy
-from services.downloader.policies import AlwaysRedacted
 from services.downloader.slots import DownloadSlots
 from services.extractor.handler import ExtractHandler, Extractor, RulesExtractor, load_catalogue
 from services.extractor.instant import InstantExtractor
@@ -446,7 +445,9 @@ async def downloader_handler(
         delete_after_archive=settings.downloader.delete_recording_after_archive,
     )
     credentials = (settings.twilio.account_sid, settings.twilio.auth_token.get_secret_value())
-    return DownloadHandler(http, credentials, store, slots, policy, AlwaysRedacted())
+    # Each business's choice, from the data settings the player keeps.
+    redaction = CallRepository(database)
+    return DownloadHandler(http, credentials, store, slots, policy, redaction)
 
 
 async def open_reconciler(

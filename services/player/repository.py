@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import re
 import secrets
 from collections.abc import Collection, Sequence
@@ -33,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.player import core
@@ -60,6 +61,8 @@ from shared.events import (
     utc_now,
 )
 from shared.redaction.kinds import EntityKind
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -725,5 +728,24 @@ class CallRepository:
 
     async def redaction_kinds(self, business_id: str) -> frozenset[EntityKind]:
         """Every kind the business's transcripts and summaries are redacted of: its choice,
-        and always cards and long numbers."""
-        return (await self.data_settings(business_id)).redacted
+        and always cards and long numbers. Before the player's first migration made the
+        settings table (a stage can start first), no business has chosen: the defaults."""
+        try:
+            settings = await self.data_settings(business_id)
+        except DBAPIError as error:
+            if not _no_such_table(error):
+                raise
+            log.warning("no data settings table yet: the defaults for %s", business_id)
+            settings = DEFAULT_DATA_SETTINGS
+        return settings.redacted
+
+
+def _no_such_table(error: DBAPIError) -> bool:
+    """SQLite's "no such table", PostgreSQL's undefined_table (SQLSTATE 42P01)."""
+    message = str(error.orig)
+    table = business_data_settings.name
+    return (
+        f"no such table: {table}" in message
+        or getattr(error.orig, "sqlstate", None) == "42P01"
+        or f'relation "{table}" does not exist' in message
+    )

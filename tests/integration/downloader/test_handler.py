@@ -3,6 +3,7 @@ safety (allowed origins, redirects, size limit), multipart uploads, delete after
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -21,6 +22,9 @@ from botocore.exceptions import ClientError
 from callpipe.bootstrap import downloader_handler
 from callpipe.twilio_simulator.samples import sample_path
 from services.downloader.handler import DownloadHandler
+from services.player.data_settings import DataSettings
+from services.player.repository import CallRepository, migrate
+from shared.db import create_engine
 from shared.events import RecordingDownloaded
 from shared.redaction.kinds import EntityKind
 from shared.retry import RetryLater, TerminalError
@@ -255,3 +259,25 @@ async def test_the_recording_is_deleted_at_the_provider_only_once_archived(
         first.object_key,
         first.sha256,
     )
+
+
+async def test_the_business_s_redaction_choice_travels_with_the_recording(
+    settings: Settings, handler_for: Any
+) -> None:
+    """Before the player made its tables every business has the defaults; once the business
+    chose phone numbers too, its next recording carries that choice to the transcriber."""
+    handler = await handler_for()
+    [before] = await handler(recording_event(add_recording(settings)))
+    assert set(before.redact) == {EntityKind.CARD, EntityKind.NUMBER}
+    await asyncio.to_thread(migrate, settings.database_url)
+    engine = create_engine(settings.database_url)
+    try:
+        choice = DataSettings.model_validate_json(
+            '{"redact": ["card", "phone"], "audio_retention_days": null,'
+            ' "call_retention_days": null}'
+        )
+        await CallRepository(engine).save_data_settings("acme", choice)
+    finally:
+        await engine.dispose()
+    [after] = await handler(recording_event(add_recording(settings)))
+    assert set(after.redact) == {EntityKind.CARD, EntityKind.NUMBER, EntityKind.PHONE}

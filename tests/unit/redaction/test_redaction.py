@@ -204,7 +204,8 @@ def said_digits(draw: st.DrawFn) -> tuple[str, str]:
 
 def said_in_a_sentence(said: tuple[str, str], english: bool) -> str:
     digits, written = said
-    assume(not re.search(r"\d{1,2}-\d{1,2}-\d{2,4}", written))  # written as a date
+    # written as a date: day-month-year, or year-month-day
+    assume(not re.search(r"\d{1,2}-\d{1,2}-\d{2,4}|\d{4}-\d{1,2}-\d{1,2}", written))
     (run,) = digit_runs(tokens_of_text(written))
     assume(not all(len(g.digits) == 4 and 1900 <= int(g.digits) < 2100 for g in run.groups))
     assert run.digits == digits
