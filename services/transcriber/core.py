@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
 
-from shared.decisions import GiveUp, Retry
+from shared.decisions import Discard, GiveUp, Retry, for_deleted_call
 from shared.transcript import Segment, Utterance, Word
 
 # A pause longer than this between one speaker's segments starts a new turn.
@@ -239,3 +239,9 @@ def api_failure(status_code: int | None, message: str) -> Retry | GiveUp:
     if status_code < 500 and status_code not in RETRYABLE_API_STATUSES:
         return GiveUp(f"transcription API refused the audio: {message}")
     return Retry(f"transcription API failed for now: {message}")
+
+
+def deleted_call(deleted: bool, stored_transcript: str | None = None) -> Discard | None:
+    """A deleted call's recording is not transcribed; a transcript stored while the call was
+    deleted is deleted again and not announced."""
+    return for_deleted_call(deleted, (stored_transcript,) if stored_transcript else ())

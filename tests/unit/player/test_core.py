@@ -6,7 +6,7 @@ import dataclasses
 import itertools
 from typing import Any
 
-from services.player.core import apply
+from services.player.core import apply, recording_folder
 from shared.call_state import CallState
 from shared.events import (
     AnyEvent,
@@ -393,3 +393,18 @@ def test_no_speech_transcript() -> None:
     assert state.transcript_key == f"biz-1/{CALL_SID}/RE1.transcript.json"
     assert state.status != "failed"
     assert project([*events, started(Stage.TRANSCRIPT, 6)]).transcript_status == "no_speech"
+
+
+def test_the_recording_folder_a_deletion_empties_is_the_calls_own() -> None:
+    state = project([call_started(0), downloaded(3)])
+    dated = f"biz-1/2026-11-24/{CALL_SID}/RE1.wav"
+    assert recording_folder(dataclasses.replace(state, recording_key=dated)) == (
+        f"biz-1/2026-11-24/{CALL_SID}/"
+    )
+    for not_its_own in (
+        f"biz-2/2026-11-24/{CALL_SID}/RE1.wav",  # another business's
+        "biz-1/2026-11-24/RE1.wav",  # a folder of the whole day
+        f"biz-1/{CALL_SID}-other/RE1.wav",
+        None,
+    ):
+        assert recording_folder(dataclasses.replace(state, recording_key=not_its_own)) is None
