@@ -10,6 +10,7 @@ import hashlib
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 
 import pytest
 
@@ -21,10 +22,13 @@ from services.transcriber.whisper import LocalWhisperBackend
 from shared.events import CallStatusChanged, RecordingDownloaded, TranscriptReady
 from shared.retry import TerminalError
 from shared.settings import Settings
-from shared.storage import ObjectStore
+from shared.storage import ObjectStore, call_prefixes
+from shared.tombstones import delete_call_objects
 from shared.transcript import Transcript
 from tests.support.stack import module_s3_server
 from tests.support.transcriber import sample
+
+RECORDED_ON = date(2026, 11, 24)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +54,7 @@ def pool() -> Iterator[ThreadPoolExecutor]:
 async def downloaded(
     store: ObjectStore, audio: bytes, call_sid: str, channels: int = 2, **fields: str
 ) -> RecordingDownloaded:
-    key = f"biz-1/2026-11-24/{call_sid}/RE{call_sid[2:]}.wav"
+    key = f"biz-1/{RECORDED_ON.isoformat()}/{call_sid}/RE{call_sid[2:]}.wav"
     await store.put(key, audio, "audio/wav")
     return RecordingDownloaded(
         call_sid=call_sid,
@@ -173,3 +177,36 @@ async def test_transcription_leaves_the_event_loop_free(
     gated.released.set()  # run by the event loop while the backend is mid-call
     [ready] = await task
     assert isinstance(ready, TranscriptReady) and ready.outcome == "transcribed"
+
+
+async def delete_call(store: ObjectStore, event: RecordingDownloaded) -> None:
+    """What the player's delete does to the objects: the tombstone, then the call's folders."""
+    folders = call_prefixes(event.business_id, event.call_sid, [RECORDED_ON])
+    await delete_call_objects(store, event.business_id, event.call_sid, folders)
+
+
+async def test_a_transcription_finishing_after_its_call_was_deleted_leaves_no_transcript(
+    local_backend: LocalWhisperBackend, store: ObjectStore, pool: ThreadPoolExecutor
+) -> None:
+    gated = GatedBackend(local_backend)
+    event = await downloaded(store, sample_path("plumber_boston").read_bytes(), "CAhandler07")
+    task = asyncio.create_task(handler(gated, store, pool)(event))
+    await asyncio.to_thread(gated.entered.wait, 30)
+    await delete_call(store, event)  # while the backend is mid-call
+    gated.released.set()
+
+    assert await task == []  # no transcript.ready
+    assert await store.keys("biz-1/CAhandler07/") == []
+    assert await store.keys("biz-1/2026-11-24/CAhandler07/") == []
+
+
+async def test_a_recording_of_a_call_deleted_before_it_was_transcribed_is_not_read(
+    local_backend: LocalWhisperBackend, store: ObjectStore, pool: ThreadPoolExecutor
+) -> None:
+    gated = GatedBackend(local_backend)
+    event = await downloaded(store, sample_path("plumber_boston").read_bytes(), "CAhandler08")
+    await delete_call(store, event)
+
+    assert await handler(gated, store, pool)(event) == []
+    assert not gated.entered.is_set()
+    assert await store.keys("biz-1/CAhandler08/") == []
