@@ -1,9 +1,11 @@
 """What a core can decide about a piece of work that did not succeed, as values: its handler
 carries the decision out (`shared.retry.carry_out`) and the stage worker's retry policy does
-the rest. No I/O."""
+the rest; and about work whose call was deleted (`Discard`), which its handler carries out
+with `shared.tombstones.discard`. No I/O."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -20,3 +22,22 @@ class GiveUp:
     """No retry can help: the input is invalid or the resource is gone for good."""
 
     reason: str
+
+
+@dataclass(frozen=True)
+class Discard:
+    """The call was deleted: the objects the work stored for it (`objects`) are deleted and
+    nothing is published. Not a failure: the input is done with."""
+
+    reason: str
+    objects: tuple[str, ...] = ()
+
+
+def for_deleted_call(deleted: bool, stored: Sequence[str] = ()) -> Discard | None:
+    """Work on a call found deleted is discarded with what it `stored` (nothing before it
+    began); None when the call is not deleted."""
+    if not deleted:
+        return None
+    if not stored:
+        return Discard("the call was deleted: nothing of its work is published")
+    return Discard("the call was deleted while its work ran", tuple(stored))

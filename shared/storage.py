@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from aiobotocore.config import AioConfig
@@ -20,6 +21,14 @@ from shared.settings import S3Settings
 
 def transcript_key(business_id: str, call_sid: str, recording_sid: str) -> str:
     return f"{business_id}/{call_sid}/{recording_sid}.transcript.json"
+
+
+def call_prefixes(business_id: str, call_sid: str, recording_days: Iterable[date]) -> list[str]:
+    """The folders every object of the call is under: its own (transcripts) and, for each
+    UTC day a recording of it completed on, the dated folder the downloader archives that
+    recording under (`services.downloader.core.object_key`)."""
+    dated = sorted({f"{business_id}/{day.isoformat()}/{call_sid}/" for day in recording_days})
+    return [f"{business_id}/{call_sid}/", *dated]
 
 
 # SeaweedFS, the local stack's S3 server, gzips an object stored as audio/wav or audio/x-wav
@@ -179,6 +188,31 @@ class ObjectStore:
         if stored is None or stored.size != size:
             raise OSError(f"stored {key} does not have the {size} bytes uploaded")
         return size
+
+    async def delete_prefix(self, prefix: str, page_size: int = 1000) -> int:
+        """Deletes every object under the folder `prefix` (ending in "/", so that `acme/CA1/`
+        does not reach `acme/CA10/`), listed a page of at most `page_size` keys at a time,
+        each page deleted in one request (S3 takes at most 1000 keys in one); how many
+        objects were deleted."""
+        if not prefix.strip("/") or not prefix.endswith("/"):
+            raise ValueError(f"not a folder to delete: {prefix!r}")
+        paginator = self._client.get_paginator("list_objects_v2")
+        deleted = 0
+        pages = paginator.paginate(
+            Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}
+        )
+        async for page in pages:
+            objects = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if not objects:
+                continue
+            response = await self._client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}
+            )
+            if errors := response.get("Errors"):
+                failed = ", ".join(f"{e.get('Key')} ({e.get('Code')})" for e in errors)
+                raise OSError(f"could not delete {failed}")
+            deleted += len(objects)
+        return deleted
 
     async def keys(self, prefix: str) -> list[str]:
         paginator = self._client.get_paginator("list_objects_v2")

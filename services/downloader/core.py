@@ -12,7 +12,7 @@ from email.utils import parsedate_to_datetime
 from enum import Enum
 from urllib.parse import urlsplit
 
-from shared.decisions import GiveUp, Retry
+from shared.decisions import Discard, GiveUp, Retry, for_deleted_call
 from shared.events import AnyEvent, RecordingCompleted
 from shared.redaction.kinds import EntityKind, redacted_kinds
 
@@ -66,6 +66,13 @@ def object_key(
 def manifest_key(key: str) -> str:
     """Written last, once the audio object is verified: its presence means "archived"."""
     return f"{key}.manifest.json"
+
+
+def deleted_call(deleted: bool, archived_key: str | None = None) -> Discard | None:
+    """A deleted call's recording is not fetched; one archived while the call was deleted
+    is deleted again, audio and manifest, and not announced."""
+    stored = (archived_key, manifest_key(archived_key)) if archived_key else ()
+    return for_deleted_call(deleted, stored)
 
 
 def parse_origins(configured: str) -> tuple[str, ...]:

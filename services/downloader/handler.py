@@ -3,7 +3,9 @@
 The audio object's key is deterministic and a manifest (size, SHA-256, content type) is
 written beside it only once the stored object is verified, so a redelivered or retried job
 finds the work done and only publishes the event again. Downloads hold one of the
-business's slots (`slots.py`); waiting for the media to exist does not hold a slot.
+business's slots (`slots.py`); waiting for the media to exist does not hold a slot. A call
+deleted before its recording is archived is skipped; one deleted while it was archived has
+its archive deleted again (`shared.tombstones`): nothing is announced for either.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from shared.decisions import Retry
 from shared.events import AnyEvent, Event, RecordingCompleted, RecordingDownloaded
 from shared.retry import TerminalError, carry_out
 from shared.storage import ObjectStore
+from shared.tombstones import discard, is_deleted
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,8 @@ class DownloadHandler:
         fetch = core.source(event.recording_url, policy.media_format, policy.allowed_origins)
         if not isinstance(fetch, core.Fetch):
             carry_out(fetch)
+        if skip := core.deleted_call(await self._deleted(event)):
+            return await discard(self._store, skip)
         key = core.object_key(
             event.business_id,
             event.occurred_at.date(),
@@ -77,6 +82,8 @@ class DownloadHandler:
                 manifest = await self._archive(fetch.url, key)
         else:
             log.info("already archived as %s, not fetched again", key)
+        if deleted_meanwhile := core.deleted_call(await self._deleted(event), key):
+            return await discard(self._store, deleted_meanwhile)
         if policy.delete_after_archive:
             await self._delete_at_provider(core.resource_url(event.recording_url))
         redact = core.redact(await self._redaction.redaction_kinds(event.business_id))
@@ -94,6 +101,9 @@ class DownloadHandler:
                 redact=redact,
             )
         ]
+
+    async def _deleted(self, event: RecordingCompleted) -> bool:
+        return await is_deleted(self._store, event.business_id, event.call_sid)
 
     async def _archived(self, key: str) -> core.Manifest | None:
         """The manifest, when it and the object it describes are both in the store."""

@@ -12,9 +12,11 @@ from typing import Protocol
 
 from services.extractor import core
 from services.extractor.gazetteer import gazetteer
+from shared.decisions import for_deleted_call
 from shared.events import AnyEvent, Event, Lead, SummaryReady, TranscriptReady
 from shared.retry import carry_out
 from shared.storage import ObjectStore
+from shared.tombstones import discard, is_deleted
 from shared.transcript import Transcript
 
 log = logging.getLogger(__name__)
@@ -66,15 +68,18 @@ class ExtractHandler:
     async def __call__(self, event: AnyEvent) -> Sequence[Event]:
         if not isinstance(event, TranscriptReady):
             carry_out(core.unhandled_event(event.event_type))
+        if skip := for_deleted_call(await self._deleted(event)):
+            return await discard(self._store, skip)
         if event.outcome == "no_speech":
             return [self._nothing(event, "No speech in the recording.")]
         transcript = Transcript.model_validate_json(await self._store.get(event.transcript_key))
         if not core.has_words(transcript):
             return [self._nothing(event, "The transcript has no words.")]
         profile = self._catalogue.profile(event.business_id)
-        result = core.redacted(
-            await self._extractor.extract(transcript, profile), frozenset(event.redact)
-        )
+        result = await self._extractor.extract(transcript, profile)
+        if deleted_meanwhile := for_deleted_call(await self._deleted(event)):
+            return await discard(self._store, deleted_meanwhile)
+        result = core.redacted(result, frozenset(event.redact))
         lead = result.lead
         log.info(
             "extracted by %s: %s, service %s, city %s",
@@ -95,6 +100,9 @@ class ExtractHandler:
                 prompt_version=result.prompt_version,
             )
         ]
+
+    async def _deleted(self, event: TranscriptReady) -> bool:
+        return await is_deleted(self._store, event.business_id, event.call_sid)
 
     @staticmethod
     def _nothing(event: TranscriptReady, summary: str) -> SummaryReady:

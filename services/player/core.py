@@ -314,6 +314,14 @@ def own_key(call: CallState, key: str | None) -> str | None:
     return key if key and key_of_business(key, call.business_id) else None
 
 
+def recording_folder(call: CallState) -> str | None:
+    """The folder of the recording the row names, when it is this call's own (its last
+    segment the call SID) under the call's business."""
+    key = own_key(call, call.recording_key)
+    folder = key.rpartition("/")[0] if key else ""
+    return f"{folder}/" if folder.endswith(f"/{call.call_sid}") else None
+
+
 def stored_objects(event: AnyEvent) -> list[str]:
     """The keys of the objects the event announces as stored."""
     match event:

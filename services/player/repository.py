@@ -13,7 +13,7 @@ import re
 import secrets
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -474,6 +474,16 @@ class CallRepository:
     def _delete_for_good(self, call_sid: str, connection: Connection) -> None:
         if not self._is_deleted(connection, call_sid):
             self._forget(connection, call_sid)
+
+    async def recording_days(self, call_sid: str) -> set[date]:
+        """The UTC days the call's `recording.completed` events happened on, from its
+        timeline: the downloader files each recording under the day of its event."""
+        query = select(call_events.c.occurred_at).where(
+            call_events.c.call_sid == call_sid, call_events.c.event_type == "recording.completed"
+        )
+        async with self._engine.connect() as connection:
+            times = (await connection.execute(query)).scalars()
+            return {_aware(occurred_at).astimezone(UTC).date() for occurred_at in times}
 
     async def deleted_among(self, call_sids: Collection[str]) -> set[str]:
         """Those of the calls that were deleted."""

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
 
-from shared.decisions import GiveUp, Retry
+from shared.decisions import Discard, GiveUp, Retry, for_deleted_call
 from shared.events import RedactionSummary
 from shared.redaction.apply import Marker, redact_text, redact_words, select
 from shared.redaction.detect import find_in_words
@@ -365,3 +365,9 @@ def api_failure(status_code: int | None, message: str) -> Retry | GiveUp:
     if status_code < 500 and status_code not in RETRYABLE_API_STATUSES:
         return GiveUp(f"transcription API refused the audio: {message}")
     return Retry(f"transcription API failed for now: {message}")
+
+
+def deleted_call(deleted: bool, stored_transcript: str | None = None) -> Discard | None:
+    """A deleted call's recording is not transcribed; a transcript stored while the call was
+    deleted is deleted again and not announced."""
+    return for_deleted_call(deleted, (stored_transcript,) if stored_transcript else ())

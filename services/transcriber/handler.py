@@ -22,6 +22,7 @@ from shared import metrics
 from shared.events import AnyEvent, Event, RecordingDownloaded, TranscriptReady
 from shared.retry import carry_out
 from shared.storage import ObjectStore, transcript_key
+from shared.tombstones import discard, is_deleted
 from shared.transcript import Transcript
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class TranscribeHandler:
     async def __call__(self, event: AnyEvent) -> Sequence[Event]:
         if not isinstance(event, RecordingDownloaded):
             carry_out(core.unhandled_event(event.event_type))
+        if skip := core.deleted_call(await self._deleted(event)):
+            return await discard(self._store, skip)
         with tempfile.TemporaryDirectory(prefix="callpipe-") as folder:
             path = Path(folder) / Path(event.object_key).name
             await self._download(event.object_key, path)
@@ -79,6 +82,8 @@ class TranscribeHandler:
         )
         key = transcript_key(event.business_id, event.call_sid, event.recording_sid)
         await self._store.put(key, transcript.model_dump_json().encode(), "application/json")
+        if deleted_meanwhile := core.deleted_call(await self._deleted(event), key):
+            return await discard(self._store, deleted_meanwhile)
         log.info(
             "%d turns, %.1f s of audio transcribed in %.2f s, stored as %s",
             len(transcript.utterances),
@@ -100,6 +105,9 @@ class TranscribeHandler:
                 redaction=speech.summary,
             )
         ]
+
+    async def _deleted(self, event: RecordingDownloaded) -> bool:
+        return await is_deleted(self._store, event.business_id, event.call_sid)
 
     async def _download(self, key: str, path: Path) -> None:
         """Chunk by chunk to a local file: a long recording is never whole in memory here."""

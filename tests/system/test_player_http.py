@@ -29,7 +29,6 @@ from shared.events import (
     CallDeleted,
     CallStarted,
     RecordingDownloaded,
-    StageFailed,
     Topic,
     TranscriptReady,
     call_correlation_id,
@@ -38,6 +37,7 @@ from shared.events import (
 from shared.kafka.connection import client_options
 from shared.kafka.topics import records_to_end
 from shared.storage import ObjectStore
+from shared.tombstones import tombstone_key
 from tests.support.postgres import fresh_database
 from tests.support.stack import RunningStack
 
@@ -329,17 +329,18 @@ def last_event_of_the_call(
     return asyncio.run(read())
 
 
-def wait_until_the_player_read(
+def wait_until_read(
     stack: RunningStack,
+    group: str,
     topic: Topic,
     call_sid: str,
     matches: Callable[[AnyEvent], bool] = lambda event: True,
 ) -> AnyEvent:
-    """The call's last event on `topic` (that `matches`), once the player's consumer group
-    has committed past it: the player has projected it (or ignored it)."""
+    """The call's last event on `topic` (that `matches`), once consumer group `group` has
+    committed past it: the service has handled it (or ignored it)."""
 
-    async def committed_by_the_player(partition: TopicPartition) -> int:
-        consumer = AIOKafkaConsumer(**client_options(stack.settings.kafka), group_id="player")
+    async def committed_by_the_group(partition: TopicPartition) -> int:
+        consumer = AIOKafkaConsumer(**client_options(stack.settings.kafka), group_id=group)
         await consumer.start()
         try:
             return int(await consumer.committed(partition) or 0)
@@ -351,14 +352,50 @@ def wait_until_the_player_read(
         assert time.monotonic() < deadline, f"no {topic} of {call_sid}"
         time.sleep(0.5)
     partition, offset, event = found
-    while asyncio.run(committed_by_the_player(partition)) <= offset:
-        assert time.monotonic() < deadline, f"the player did not read {topic} of {call_sid}"
+    while asyncio.run(committed_by_the_group(partition)) <= offset:
+        assert time.monotonic() < deadline, f"{group} did not read {topic} of {call_sid}"
         time.sleep(0.5)
     return event
 
 
-def test_deleting_a_call_removes_its_objects_and_row_and_publishes_a_tombstone(
+def wait_until_the_player_read(
     stack: RunningStack,
+    topic: Topic,
+    call_sid: str,
+    matches: Callable[[AnyEvent], bool] = lambda event: True,
+) -> AnyEvent:
+    return wait_until_read(stack, "player", topic, call_sid, matches)
+
+
+def stored_objects(stack: RunningStack, *keys: str) -> list[str]:
+    """Those of `keys` that are in the bucket."""
+
+    async def heads() -> list[str]:
+        store = ObjectStore(stack.settings.s3)
+        await store.start()
+        try:
+            return [key for key in keys if await store.head(key) is not None]
+        finally:
+            await store.stop()
+
+    return asyncio.run(heads())
+
+
+def put_objects(stack: RunningStack, *keys: str) -> None:
+    async def put() -> None:
+        store = ObjectStore(stack.settings.s3)
+        await store.start()
+        try:
+            for key in keys:
+                await store.put(key, b"{}", "application/json")
+        finally:
+            await store.stop()
+
+    asyncio.run(put())
+
+
+def test_deleting_a_call_removes_its_objects_and_row_and_publishes_a_tombstone(
+    stack: RunningStack, other_business: httpx.Client
 ) -> None:
     sid = stack.place_call("plumber_boston")
     call = stack.wait_for_call(sid)
@@ -366,10 +403,24 @@ def test_deleting_a_call_removes_its_objects_and_row_and_publishes_a_tombstone(
     recording = call["recording_key"]
     stored = [recording, f"{recording}.manifest.json", call["transcript_key"]]
     assert sorted(objects_naming(stack, call)) == sorted(stored)
+    # What earlier recordings or attempts of the call left in its folders, which the row no
+    # longer names; and a neighbour whose SID begins with this one's, which is not the call's.
+    business, folder = call["business_id"], recording.rpartition("/")[0]
+    earlier = [f"{folder}/REearlier.wav", f"{business}/{sid}/REearlier.transcript.json"]
+    neighbour = f"{business}/{sid}0/RE1.transcript.json"
+    put_objects(stack, *earlier, neighbour)
+
+    assert other_business.delete(f"/api/calls/{sid}").status_code == 404
+    assert sorted(objects_naming(stack, call)) == sorted(stored + earlier)
 
     assert stack.api.delete(f"/api/calls/{sid}").status_code == 204
     assert objects_naming(stack, call) == []
+    assert stored_objects(stack, neighbour, tombstone_key(business, sid)) == [
+        neighbour,
+        tombstone_key(business, sid),
+    ]
     assert stack.api.get(f"/api/calls/{sid}").status_code == 404
+    assert stack.api.delete(f"/api/calls/{sid}").status_code == 404  # once deleted, unknown
     tombstone = wait_until_the_player_read(stack, Topic.CALL_DELETED, sid)
     assert isinstance(tombstone, CallDeleted)
     assert tombstone.business_id == call["business_id"]
@@ -384,8 +435,9 @@ def test_deleting_a_call_removes_its_objects_and_row_and_publishes_a_tombstone(
 def test_a_call_deleted_on_its_way_stays_deleted_and_leaves_no_object(
     stack: RunningStack,
 ) -> None:
-    """The stages go on with a call deleted before its recording was downloaded: the events
-    they publish afterwards bring the call back in no way."""
+    """A call deleted while its recording is not ready yet at Twilio: the downloader's next
+    try finds the call's tombstone and stops, storing and announcing nothing, and the stage
+    events it published meanwhile bring the call back in no way."""
     sid = stack.place_call("plumber_boston", media_delay_seconds=6)
     deadline = time.monotonic() + 15
     while (found := stack.api.get(f"/api/calls/{sid}")).status_code == 404:
@@ -395,24 +447,10 @@ def test_a_call_deleted_on_its_way_stays_deleted_and_leaves_no_object(
     assert call["recording_status"] in ("pending", "processing")
     assert stack.api.delete(f"/api/calls/{sid}").status_code == 204
 
-    wait_until_the_player_read(stack, Topic.RECORDING_DOWNLOADED, sid)
-
-    # The player removes the audio of the call it no longer has: the transcriber either read
-    # it first (transcript.ready, then summary.ready) or found it gone (its stage failed).
-    def failed_for_good(event: AnyEvent) -> bool:
-        return isinstance(event, StageFailed) and event.terminal
-
-    deadline = time.monotonic() + 90
-    while True:
-        if last_event_of_the_call(stack, Topic.SUMMARY_READY, sid) is not None:
-            wait_until_the_player_read(stack, Topic.TRANSCRIPT_READY, sid)
-            wait_until_the_player_read(stack, Topic.SUMMARY_READY, sid)
-            break
-        if last_event_of_the_call(stack, Topic.STAGE_STATUS, sid, failed_for_good) is not None:
-            wait_until_the_player_read(stack, Topic.STAGE_STATUS, sid, failed_for_good)
-            break
-        assert time.monotonic() < deadline, "the deleted call's stages never ended"
-        time.sleep(0.5)
+    wait_until_read(stack, "downloader", Topic.RECORDING_COMPLETED, sid)
+    assert last_event_of_the_call(stack, Topic.RECORDING_DOWNLOADED, sid) is None
+    if last_event_of_the_call(stack, Topic.STAGE_STATUS, sid) is not None:
+        wait_until_the_player_read(stack, Topic.STAGE_STATUS, sid)
     assert stack.api.get(f"/api/calls/{sid}").status_code == 404
     listed = stack.api.get("/api/calls", params={"limit": 500}).json()["calls"]
     assert sid not in [c["call_sid"] for c in listed]

@@ -11,6 +11,7 @@ import secrets
 import wave
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,12 @@ from services.downloader.handler import DownloadHandler
 from services.player.data_settings import DataSettings
 from services.player.repository import CallRepository, migrate
 from shared.db import create_engine
-from shared.events import RecordingDownloaded
+from shared.events import RecordingCompleted, RecordingDownloaded
 from shared.redaction.kinds import EntityKind
 from shared.retry import RetryLater, TerminalError
 from shared.settings import Settings
-from shared.storage import ObjectStore
+from shared.storage import ObjectStore, call_prefixes
+from shared.tombstones import delete_call_objects, tombstone_key
 from tests.support.downloader import (
     MEDIA_ORIGIN_PORTS,
     MediaOrigin,
@@ -281,3 +283,61 @@ async def test_the_business_s_redaction_choice_travels_with_the_recording(
         await engine.dispose()
     [after] = await handler(recording_event(add_recording(settings)))
     assert set(after.redact) == {EntityKind.CARD, EntityKind.NUMBER, EntityKind.PHONE}
+
+
+@dataclass
+class StreamingOrigin(MediaOrigin):
+    """A media server that sends the first half of `body`, then holds the rest until
+    `release` is set: a download still streaming when the test acts."""
+
+    streaming: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-type", b"audio/x-wav")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        half = len(self.body) // 2
+        await send({"type": "http.response.body", "body": self.body[:half], "more_body": True})
+        self.streaming.set()
+        await self.release.wait()
+        await send({"type": "http.response.body", "body": self.body[half:]})
+
+
+async def delete_call(store: ObjectStore, event: RecordingCompleted) -> None:
+    """What the player's delete does to the objects: the tombstone, then the call's folders."""
+    folders = call_prefixes(event.business_id, event.call_sid, [event.occurred_at.date()])
+    await delete_call_objects(store, event.business_id, event.call_sid, folders)
+
+
+async def test_a_download_finishing_after_its_call_was_deleted_leaves_nothing_and_announces_nothing(
+    settings: Settings, handler_for: Any, store: ObjectStore
+) -> None:
+    audio = sample_path("plumber_boston").read_bytes()
+    origin = StreamingOrigin(MEDIA_ORIGIN_PORTS[0], body=audio)
+    handler = await handler_for(media_allowed_origins=origin.origin)
+    event = recording_event(_recording_at(origin, settings))
+    async with serving_media(origin):
+        downloading = asyncio.create_task(handler(event))
+        await asyncio.wait_for(origin.streaming.wait(), 30)
+        await delete_call(store, event)
+        origin.release.set()
+        outputs = await asyncio.wait_for(downloading, 30)
+
+    assert outputs == []  # no recording.downloaded; the offset is committed as for any output
+    for folder in call_prefixes(event.business_id, event.call_sid, [event.occurred_at.date()]):
+        assert await store.keys(folder) == []
+    assert await store.head(tombstone_key(event.business_id, event.call_sid)) is not None
+
+
+async def test_a_recording_of_a_call_deleted_before_its_download_is_never_fetched(
+    settings: Settings, handler_for: Any, store: ObjectStore
+) -> None:
+    handler = await handler_for()
+    event = recording_event(add_recording(settings))
+    await delete_call(store, event)
+
+    assert await handler(event) == []
+    assert media_requests(settings, event.recording_sid) == []
+    assert await store.keys(f"acme/{event.occurred_at.date().isoformat()}/{event.call_sid}") == []

@@ -12,14 +12,15 @@ import openai
 import pytest
 
 from callpipe.openai_chat_simulator import OpenAISimulator, Reply, serve
-from services.extractor import answer
+from services.extractor import answer, core
 from services.extractor.handler import ExtractHandler, RulesExtractor, load_catalogue
 from services.extractor.openai_backend import OpenAIExtractor
 from shared.events import CallStatusChanged, SummaryReady, TranscriptReady, encode
 from shared.redaction.kinds import EntityKind
 from shared.retry import TerminalError
 from shared.settings import Settings
-from shared.storage import ObjectStore, transcript_key
+from shared.storage import ObjectStore, call_prefixes, transcript_key
+from shared.tombstones import delete_call_objects
 from shared.transcript import Transcript, Utterance
 from tests.support.stack import module_s3_server
 
@@ -185,3 +186,32 @@ async def test_an_event_of_another_stage_fails_for_good(store: ObjectStore) -> N
     )
     with pytest.raises(TerminalError, match=r"extractor cannot handle call\.status"):
         await handler(misrouted)
+
+
+class DeletingMidway:
+    """The rules backend, with the call deleted while it extracts."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self._store = store
+        self._rules = RulesExtractor("en")
+
+    async def extract(
+        self, transcript: Transcript, profile: core.BusinessProfile
+    ) -> core.Extraction:
+        folders = call_prefixes("roofers-co", transcript.call_sid, [])
+        await delete_call_objects(self._store, "roofers-co", transcript.call_sid, folders)
+        return await self._rules.extract(transcript, profile)
+
+
+async def test_no_summary_is_published_for_a_call_deleted_before_or_while_it_is_extracted(
+    store: ObjectStore, catalogue_file: Path
+) -> None:
+    catalogue = load_catalogue(catalogue_file)
+    meanwhile = await transcript_ready(store, "CAroof4", "My roof leaks, I'm in Cambridge.")
+    assert await ExtractHandler(store, DeletingMidway(store), catalogue)(meanwhile) == []
+
+    before = await transcript_ready(store, "CAroof5", "My roof leaks, I'm in Cambridge.")
+    folders = call_prefixes("roofers-co", "CAroof5", [])
+    await delete_call_objects(store, "roofers-co", "CAroof5", folders)
+    # Its transcript is gone: not read (which would fail the stage), skipped at once.
+    assert await ExtractHandler(store, RulesExtractor("en"), catalogue)(before) == []

@@ -8,8 +8,9 @@ error out; they are never skipped.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -409,6 +410,41 @@ async def test_events_after_a_deletion_in_the_same_batch_are_ignored(
     assert await repo.apply_batch([deleted, events[0]]) == [False, False]
     _, total = await repo.page(10, 0, business_id="biz-1")
     assert total == 1
+
+
+async def test_late_events_of_every_kind_after_a_deletion_bring_the_call_back_in_no_way(
+    repo: CallRepository,
+) -> None:
+    """The stages went on with a call deleted mid-way: each event they publish afterwards,
+    alone or in a batch, is ignored, and the call counts no more."""
+    events = pipeline("CA-late")
+    for event in events[:3]:
+        await repo.apply(event)
+    await repo.delete_call("CA-late")
+
+    for event in events[3:]:
+        assert await repo.apply(event) is False
+    retried = [e.model_copy(update={"event_id": uuid.uuid4(), "attempt": 2}) for e in events]
+    assert await repo.apply_batch(retried) == [False] * len(retried)
+
+    assert await repo.get("CA-late") is None
+    assert await repo.timeline("CA-late") == []
+    assert await repo.stage_input("CA-late", Stage.TRANSCRIPT) is None
+    assert (await repo.page(10, 0, business_id="biz-1"))[1] == 0
+
+
+async def test_the_days_a_calls_recordings_completed_on_are_read_from_its_timeline(
+    repo: CallRepository,
+) -> None:
+    """Where the downloader filed each recording of the call: under its event's UTC day."""
+    late_evening = datetime(2026, 11, 24, 23, 30, tzinfo=timezone(timedelta(hours=-5)))
+    await repo.apply(call_started("CA-days"))
+    await repo.apply(factories.recording_completed("CA-days", occurred_at=at(1)))
+    await repo.apply(factories.recording_completed("CA-days", occurred_at=late_evening))
+    await repo.apply(factories.recording_downloaded("CA-days", occurred_at=at(86400 * 3)))
+
+    assert await repo.recording_days("CA-days") == {T0.date(), date(2026, 11, 25)}
+    assert await repo.recording_days("CA-none") == set()
 
 
 async def test_a_batch_that_fails_at_its_commit_leaves_nothing_behind(

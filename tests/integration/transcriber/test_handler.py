@@ -11,6 +11,7 @@ import re
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,13 @@ from shared.events import CallStatusChanged, RecordingDownloaded, TranscriptRead
 from shared.redaction.kinds import EntityKind
 from shared.retry import TerminalError
 from shared.settings import Settings
-from shared.storage import ObjectStore
+from shared.storage import ObjectStore, call_prefixes
+from shared.tombstones import delete_call_objects
 from shared.transcript import Transcript, Word
 from tests.support.stack import module_s3_server
 from tests.support.transcriber import sample
+
+RECORDED_ON = date(2026, 11, 24)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +59,7 @@ def pool() -> Iterator[ThreadPoolExecutor]:
 async def downloaded(
     store: ObjectStore, audio: bytes, call_sid: str, channels: int = 2, **fields: Any
 ) -> RecordingDownloaded:
-    key = f"biz-1/2026-11-24/{call_sid}/RE{call_sid[2:]}.wav"
+    key = f"biz-1/{RECORDED_ON.isoformat()}/{call_sid}/RE{call_sid[2:]}.wav"
     await store.put(key, audio, "audio/wav")
     return RecordingDownloaded(
         call_sid=call_sid,
@@ -230,3 +234,36 @@ async def test_a_card_read_out_is_neither_stored_nor_published(
     assert ready.redaction is not None
     assert ready.redaction.counts == {EntityKind.CARD: 2, EntityKind.PHONE: 1}
     assert ready.preview.startswith("Caller: My card is [card], and call me on [phone].")
+
+
+async def delete_call(store: ObjectStore, event: RecordingDownloaded) -> None:
+    """What the player's delete does to the objects: the tombstone, then the call's folders."""
+    folders = call_prefixes(event.business_id, event.call_sid, [RECORDED_ON])
+    await delete_call_objects(store, event.business_id, event.call_sid, folders)
+
+
+async def test_a_transcription_finishing_after_its_call_was_deleted_leaves_no_transcript(
+    local_backend: LocalWhisperBackend, store: ObjectStore, pool: ThreadPoolExecutor
+) -> None:
+    gated = GatedBackend(local_backend)
+    event = await downloaded(store, sample_path("plumber_boston").read_bytes(), "CAhandler07")
+    task = asyncio.create_task(handler(gated, store, pool)(event))
+    await asyncio.to_thread(gated.entered.wait, 30)
+    await delete_call(store, event)  # while the backend is mid-call
+    gated.released.set()
+
+    assert await task == []  # no transcript.ready
+    assert await store.keys("biz-1/CAhandler07/") == []
+    assert await store.keys("biz-1/2026-11-24/CAhandler07/") == []
+
+
+async def test_a_recording_of_a_call_deleted_before_it_was_transcribed_is_not_read(
+    local_backend: LocalWhisperBackend, store: ObjectStore, pool: ThreadPoolExecutor
+) -> None:
+    gated = GatedBackend(local_backend)
+    event = await downloaded(store, sample_path("plumber_boston").read_bytes(), "CAhandler08")
+    await delete_call(store, event)
+
+    assert await handler(gated, store, pool)(event) == []
+    assert not gated.entered.is_set()
+    assert await store.keys("biz-1/CAhandler08/") == []

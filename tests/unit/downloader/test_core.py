@@ -21,6 +21,7 @@ from services.downloader.core import (
     Manifest,
     Store,
     delete_answer,
+    deleted_call,
     manifest_key,
     media_answer,
     media_url,
@@ -35,9 +36,10 @@ from services.downloader.core import (
     verdict,
     wants,
 )
-from shared.decisions import GiveUp, Retry
+from shared.decisions import Discard, GiveUp, Retry
 from shared.redaction.kinds import EntityKind
 from shared.retry import RetryLater, retrying
+from shared.storage import call_prefixes
 from tests.support import events as factories
 
 BASE = "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1"
@@ -267,3 +269,18 @@ def test_a_call_carries_the_kinds_its_business_redacts_and_always_cards_and_numb
         EntityKind.EMAIL,
         EntityKind.NUMBER,
     ]
+
+
+def test_a_deleted_calls_recording_is_not_fetched_and_one_archived_meanwhile_is_deleted() -> None:
+    key = object_key("acme", date(2026, 11, 24), "CA1", "RE1", "wav")
+    assert deleted_call(False) is None
+    assert deleted_call(False, key) is None
+    assert deleted_call(True) == Discard("the call was deleted: nothing of its work is published")
+    meanwhile = deleted_call(True, key)
+    assert meanwhile is not None and meanwhile.objects == (key, manifest_key(key))
+
+
+def test_every_archived_object_lies_under_a_folder_a_deletion_empties() -> None:
+    key = object_key("acme", date(2026, 11, 24), "CA1", "RE1", "wav")
+    folders = call_prefixes("acme", "CA1", [date(2026, 11, 24)])
+    assert [f for f in folders if key.startswith(f) and manifest_key(key).startswith(f)]

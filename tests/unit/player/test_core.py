@@ -6,7 +6,7 @@ import dataclasses
 import itertools
 from typing import Any
 
-from services.player.core import apply, timeline_detail
+from services.player.core import apply, recording_folder, timeline_detail
 from shared.call_state import CallState
 from shared.events import (
     AnyEvent,
@@ -409,3 +409,18 @@ def test_the_timeline_says_what_was_redacted_from_the_transcript() -> None:
         == "transcript transcribed; redacting card, number, phone: none found"
     )
     assert timeline_detail(factories.transcript_ready()) == "transcript transcribed"
+
+
+def test_the_recording_folder_a_deletion_empties_is_the_calls_own() -> None:
+    state = project([call_started(0), downloaded(3)])
+    dated = f"biz-1/2026-11-24/{CALL_SID}/RE1.wav"
+    assert recording_folder(dataclasses.replace(state, recording_key=dated)) == (
+        f"biz-1/2026-11-24/{CALL_SID}/"
+    )
+    for not_its_own in (
+        f"biz-2/2026-11-24/{CALL_SID}/RE1.wav",  # another business's
+        "biz-1/2026-11-24/RE1.wav",  # a folder of the whole day
+        f"biz-1/{CALL_SID}-other/RE1.wav",
+        None,
+    ):
+        assert recording_folder(dataclasses.replace(state, recording_key=not_its_own)) is None

@@ -7,6 +7,7 @@ import pytest
 
 from services.transcriber import core
 from shared.decisions import GiveUp, Retry
+from shared.storage import call_prefixes, transcript_key
 
 
 @pytest.mark.parametrize(
@@ -58,3 +59,14 @@ def test_an_event_of_another_stage_is_given_up() -> None:
     assert core.unhandled_event("transcript.ready") == GiveUp(
         "transcriber cannot handle transcript.ready"
     )
+
+
+def test_a_deleted_calls_audio_is_not_transcribed_and_a_transcript_stored_meanwhile_goes() -> None:
+    key = transcript_key("biz-1", "CA1", "RE1")
+    assert core.deleted_call(False) is None
+    assert core.deleted_call(False, key) is None
+    skipped = core.deleted_call(True)
+    assert skipped is not None and skipped.objects == ()
+    meanwhile = core.deleted_call(True, key)
+    assert meanwhile is not None and meanwhile.objects == (key,)
+    assert key.startswith(call_prefixes("biz-1", "CA1", [])[0])

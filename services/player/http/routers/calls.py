@@ -6,11 +6,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
 
-from services.player.core import call_view, own_key, recording_objects
+from services.player.core import call_view, own_key, recording_folder
 from services.player.http.deps import Business, Call, Producer, Repository, Store
 from services.player.http.stage_retry import retry_failed_stage
 from services.player.repository import CallFilter
 from shared.events import TWILIO_NAMESPACE, CallDeleted, Stage, call_correlation_id
+from shared.storage import call_prefixes
+from shared.tombstones import delete_call_objects
 from shared.transcript import Transcript
 
 router = APIRouter(prefix="/api/calls")
@@ -75,13 +77,15 @@ async def retry_stage(
 async def delete_call(
     call: Call, repository: Repository, store: Store, producer: Producer
 ) -> Response:
-    """Deletes the audio and transcript objects and the row; downstream consumers get a
-    `call.deleted` tombstone."""
-    keys = [own_key(call, call.transcript_key)]
-    if recording := own_key(call, call.recording_key):
-        keys += recording_objects(recording)
-    for key in filter(None, keys):
-        await store.delete(key)
+    """Records the call's tombstone, which the stages look for; deletes every object under
+    the call's folders (audio of every attempt, manifests, transcripts), then the row, its
+    timeline and retry inputs; downstream consumers get a `call.deleted` event."""
+    prefixes = call_prefixes(
+        call.business_id, call.call_sid, await repository.recording_days(call.call_sid)
+    )
+    if (folder := recording_folder(call)) and folder not in prefixes:
+        prefixes.append(folder)
+    await delete_call_objects(store, call.business_id, call.call_sid, prefixes)
     await repository.delete_call(call.call_sid)
     await producer.publish(
         CallDeleted(
