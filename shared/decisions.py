@@ -33,6 +33,17 @@ class Discard:
     objects: tuple[str, ...] = ()
 
 
+# The 4xx answers a later try can change: a timeout, a conflict, a rate limit. Any other 4xx
+# refuses the request itself (malformed, too large, unprocessable, unauthorised, no such model),
+# so every stage gives up on it; 5xx and no answer at all are retried.
+RETRYABLE_CLIENT_ERRORS = frozenset({408, 409, 429})
+
+
+def refused(status_code: int) -> bool:
+    """Whether an HTTP API's answer refuses the request for good rather than failing for now."""
+    return 400 <= status_code < 500 and status_code not in RETRYABLE_CLIENT_ERRORS
+
+
 def for_deleted_call(deleted: bool, stored: Sequence[str] = ()) -> Discard | None:
     """Work on a call found deleted is discarded with what it `stored` (nothing before it
     began); None when the call is not deleted."""

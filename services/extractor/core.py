@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.decisions import GiveUp, Retry
+from shared.decisions import GiveUp, Retry, refused
 from shared.events import Evidence, Lead, LeadKind
 from shared.redaction.apply import redact_text
 from shared.redaction.kinds import EntityKind
@@ -616,11 +616,6 @@ def rules_extraction(
     return Extraction(summarise(lead, gazetteer.language, profile), lead, EXTRACTOR_NAME)
 
 
-# The chat API's refusals that no retry can change: a malformed request, credentials it
-# rejects, a model it does not have. Any other failure (429, 5xx, ...) is retried.
-REFUSED_LLM_STATUSES = frozenset({400, 401, 403, 404})
-
-
 @dataclass(frozen=True)
 class AskAgain:
     """The model's answer was not valid: ask it once more."""
@@ -637,7 +632,7 @@ def llm_failure(status_code: int | None, message: str) -> Retry | GiveUp:
     `status_code` is its answer's, None when no answer came (a timeout, a lost connection)."""
     if status_code is None:
         return Retry(f"LLM did not answer: {message}")
-    if status_code in REFUSED_LLM_STATUSES:
+    if refused(status_code):
         return GiveUp(f"LLM request refused: {message}")
     return Retry(f"LLM request failed for now: {message}")
 

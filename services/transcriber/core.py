@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
 
-from shared.decisions import Discard, GiveUp, Retry, for_deleted_call
+from shared.decisions import Discard, GiveUp, Retry, for_deleted_call, refused
 from shared.events import RedactionSummary
 from shared.redaction.apply import Marker, redact_text, redact_words, select
 from shared.redaction.detect import find_in_words
@@ -28,8 +28,6 @@ PREVIEW_CHARS = 280
 NO_SPEECH_THRESHOLD = 0.6
 LOGPROB_THRESHOLD = -1.0
 COMPRESSION_RATIO_THRESHOLD = 2.4
-# The transcription API's refusals that another try can change; any other 4xx cannot.
-RETRYABLE_API_STATUSES = frozenset({408, 409, 429})
 
 
 @dataclass(frozen=True)
@@ -362,7 +360,7 @@ def api_failure(status_code: int | None, message: str) -> Retry | GiveUp:
     connection)."""
     if status_code is None:
         return Retry(f"transcription API did not answer: {message}")
-    if status_code < 500 and status_code not in RETRYABLE_API_STATUSES:
+    if refused(status_code):
         return GiveUp(f"transcription API refused the audio: {message}")
     return Retry(f"transcription API failed for now: {message}")
 

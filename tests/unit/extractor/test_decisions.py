@@ -18,8 +18,8 @@ from shared.decisions import GiveUp, Retry
         (404, GiveUp),  # no such model
         (408, Retry),
         (409, Retry),
-        (413, Retry),
-        (422, Retry),
+        (413, GiveUp),  # the prompt is over the model's context or the upload limit
+        (422, GiveUp),  # a request the server cannot process, however often sent
         (429, Retry),  # rate limited past the client's own retries
         (500, Retry),
         (502, Retry),
