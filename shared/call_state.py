@@ -129,8 +129,14 @@ def overall_status(statuses: Sequence[str]) -> StageStatus:
 
 
 def last_error(statuses: Sequence[str], errors: Sequence[str | None]) -> str | None:
-    """The failed stage's error, else the latest stage's (a retried transient one)."""
-    for status, error in zip(statuses, errors, strict=True):
+    """The failed stage's error, else the latest unfinished or ended stage's (a retried
+    transient one, or why there is no recording). A completed stage's error is history: a
+    retry that later succeeded."""
+    stages = list(zip(statuses, errors, strict=True))
+    for status, error in stages:
         if status == StageStatus.FAILED and error:
             return error
-    return next((error for error in reversed(errors) if error), None)
+    return next(
+        (error for status, error in reversed(stages) if error and status != StageStatus.COMPLETED),
+        None,
+    )

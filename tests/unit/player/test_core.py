@@ -312,6 +312,19 @@ def test_non_terminal_failure_keeps_processing_and_counts_tries() -> None:
     assert project([*events, downloaded(5)]).recording_status == "completed"
 
 
+def test_a_retried_error_stops_being_the_last_error_once_its_stage_completes() -> None:
+    retried = [
+        call_started(0),
+        recording_completed(1),
+        failed(Stage.RECORDING, 2, terminal=False, error="HTTP 404: not ready yet", tries=1),
+    ]
+    completed = project([*retried, downloaded(3)])
+
+    assert completed.recording_status == "completed"
+    assert completed.last_error is None
+    assert completed.recording_error == "HTTP 404: not ready yet"  # kept, as history
+
+
 def test_tries_count_never_goes_down_on_a_late_retry_report() -> None:
     events = [
         started(Stage.RECORDING, 2),
