@@ -43,15 +43,6 @@ from tests.support.downloader import (
 
 
 @pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[ObjectStore]:
-    store = ObjectStore(settings.s3)
-    await store.start()
-    await store.ensure_bucket()
-    yield store
-    await store.stop()
-
-
-@pytest.fixture
 async def handler_for(settings: Settings, store: ObjectStore) -> AsyncIterator[Any]:
     async with AsyncExitStack() as stack:
 
