@@ -154,6 +154,7 @@ def player_app(settings: Settings) -> FastAPI:
     from services.player.http.main import create_app
     from services.player.http.state import PlayerResources
     from services.player.projector import Projector, projected_topics
+    from shared.twilio_rest import RecordingDeleter
 
     engine = create_engine(settings.database_url)
     repository = CallRepository(engine)
@@ -171,7 +172,13 @@ def player_app(settings: Settings) -> FastAPI:
         )
         for _ in range(settings.player.consumers)
     ]
-    resources = PlayerResources(engine, repository, store, producer, workers)
+    open_twilio = partial(
+        RecordingDeleter,
+        settings.twilio.account_sid,
+        settings.twilio.auth_token.get_secret_value(),
+        settings.twilio.api_base_url,
+    )
+    resources = PlayerResources(engine, repository, store, producer, workers, open_twilio)
     return create_app(PlayerConfig.of(settings), resources)
 
 
