@@ -267,7 +267,7 @@ async def test_the_business_s_redaction_choice_travels_with_the_recording(
     try:
         choice = DataSettings.model_validate_json(
             '{"redact": ["card", "phone"], "audio_retention_days": null,'
-            ' "call_retention_days": null}'
+            ' "call_retention_days": null, "delete_from_twilio": false}'
         )
         await CallRepository(engine).save_data_settings("acme", choice)
     finally:

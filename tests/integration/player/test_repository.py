@@ -667,7 +667,10 @@ async def test_data_settings_are_saved_replaced_and_each_businesss_own(
     repo: CallRepository,
 ) -> None:
     chosen = DataSettings(
-        redact=["card", "phone", "iban"], audio_retention_days=30, call_retention_days=365
+        redact=["card", "phone", "iban"],
+        audio_retention_days=30,
+        call_retention_days=365,
+        delete_from_twilio=True,
     )
     await repo.save_data_settings("acme", chosen)
     assert await repo.data_settings("acme") == chosen
@@ -680,7 +683,10 @@ async def test_data_settings_are_saved_replaced_and_each_businesss_own(
     assert await repo.data_settings("other") == DEFAULT_DATA_SETTINGS
 
     replaced = DataSettings(
-        redact=["card", "email"], audio_retention_days=None, call_retention_days=None
+        redact=["card", "email"],
+        audio_retention_days=None,
+        call_retention_days=None,
+        delete_from_twilio=False,
     )
     await repo.save_data_settings("acme", replaced)
     await repo.save_data_settings("other", chosen)
