@@ -46,6 +46,7 @@ from shared.shutdown import Shutdown
 from shared.storage import ObjectStore, s3_unreachable
 
 if TYPE_CHECKING:
+    from services.player.deletion import Deleter
     from services.transcriber.audio import TranscriptionBackend
     from services.transcriber.handler import TranscribeHandler
 
@@ -154,6 +155,7 @@ def player_app(settings: Settings) -> FastAPI:
     from services.player.http.main import create_app
     from services.player.http.state import PlayerResources
     from services.player.projector import Projector, projected_topics
+    from shared.twilio_rest import RecordingDeleter
 
     engine = create_engine(settings.database_url)
     repository = CallRepository(engine)
@@ -171,7 +173,13 @@ def player_app(settings: Settings) -> FastAPI:
         )
         for _ in range(settings.player.consumers)
     ]
-    resources = PlayerResources(engine, repository, store, producer, workers)
+    open_twilio = partial(
+        RecordingDeleter,
+        settings.twilio.account_sid,
+        settings.twilio.auth_token.get_secret_value(),
+        settings.twilio.api_base_url,
+    )
+    resources = PlayerResources(engine, repository, store, producer, workers, open_twilio)
     return create_app(PlayerConfig.of(settings), resources)
 
 
@@ -481,6 +489,41 @@ async def open_reconciler(
         settings.twilio.account_sid,
         reconcile_deadlines(settings.reconcile),
     )
+
+
+async def open_deleter(
+    settings: Settings, stack: AsyncExitStack, shutdown: Shutdown | None = None
+) -> Deleter:
+    """The player's deletion (`services/player/deletion.py`) on its own database (migrated
+    first), object store, producer and Twilio, closed by `stack`: what `callpipe business
+    delete` runs. Waits for the broker while it is unreachable (raising
+    StoppedWhileConnecting if the stop comes first)."""
+    from services.player.deletion import Deleter
+    from services.player.repository import migrate
+    from shared.twilio_rest import RecordingDeleter
+
+    shutdown = shutdown or Shutdown("business-delete", settings.shutdown)
+    await asyncio.to_thread(migrate, settings.database_url)
+    database = create_engine(settings.database_url)
+    stack.push_async_callback(shutdown.closing("the database", database.dispose))
+    repository = CallRepository(database)
+    stack.callback(repository.close)
+    store = ObjectStore(settings.s3)
+    await store.start()
+    stack.push_async_callback(shutdown.closing("the object store client", store.stop))
+    producer = EventProducer(settings.kafka)
+    if not await start_producer_patiently(
+        settings.kafka, settings.retry, producer, shutdown.stop, create_topics=False
+    ):
+        raise StoppedWhileConnecting("broker")
+    stack.push_async_callback(shutdown.closing("the producer", producer.stop))
+    open_twilio = partial(
+        RecordingDeleter,
+        settings.twilio.account_sid,
+        settings.twilio.auth_token.get_secret_value(),
+        settings.twilio.api_base_url,
+    )
+    return Deleter(repository, store, producer, open_twilio)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import signal
 from importlib.metadata import entry_points
@@ -299,6 +300,43 @@ def api_key_revoke(
         f"revoked {revoked.key.key_id} ({revoked.key.label}, business {revoked.key.business_id}); "
         f"{revoked.sessions_ended} status page session(s) ended"
     )
+
+
+business = typer.Typer(help="A business as a whole: delete it.")
+app.add_typer(business, name="business")
+
+
+@business.command("delete")
+def business_delete(
+    business_id: Annotated[str, typer.Argument(help="The business to delete.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a business: every call as `DELETE /api/calls/{call_sid}` does (its objects,
+    rows, `call.deleted`; its recordings at Twilio if it chose so), then its data settings,
+    sessions and API keys. Interrupted, run it again: it finishes what is left. Remove the
+    business's numbers from CALLPIPE_BUSINESS_NUMBERS first, or new calls keep coming."""
+    from callpipe.bootstrap import StoppedWhileConnecting, open_deleter
+    from shared.shutdown import Shutdown
+
+    if not yes:
+        typer.confirm(f"Delete business {business_id!r} and everything it holds?", abort=True)
+    logs.configure("business-delete")
+    settings = local_settings()
+
+    async def main() -> None:
+        shutdown = Shutdown("business-delete", settings.shutdown)
+        shutdown.on_signals()
+        async with contextlib.AsyncExitStack() as resources:
+            try:
+                deleter = await open_deleter(settings, resources, shutdown)
+            except StoppedWhileConnecting as stopped:
+                typer.echo(f"business delete {stopped}", err=True)
+                raise typer.Exit(1) from stopped
+            deleted = await deleter.delete_business(business_id)
+            typer.echo(json.dumps(dataclasses.asdict(deleted)))
+        shutdown.finished()
+
+    asyncio.run(main())
 
 
 @app.command("rebuild-status")

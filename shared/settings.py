@@ -331,6 +331,13 @@ class PlayerSettings(BaseSettings):
         description="a request body (the login form, JSON) over this is refused with 413 before "
         "it is read",
     )
+    twilio_delete_retry_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="how often the player tries again to delete at Twilio the recordings of "
+        "deleted calls whose business chose `delete_from_twilio` and whose first try failed "
+        "(decision 1207)",
+    )
 
     @property
     def browser_url(self) -> str:

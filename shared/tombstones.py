@@ -39,8 +39,9 @@ async def delete_call_objects(
     return deleted
 
 
-async def is_deleted(store: ObjectStore, business_id: str, call_sid: str) -> bool:
-    return await store.head(tombstone_key(business_id, call_sid)) is not None
+async def is_deleted(store: ObjectStore, event: Event) -> bool:
+    """Whether the call of `event` was deleted: its tombstone is in the store."""
+    return await store.head(tombstone_key(event.business_id, event.call_sid)) is not None
 
 
 async def discard(store: ObjectStore, decision: Discard) -> list[Event]:

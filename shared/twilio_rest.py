@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 TWILIO_API = "https://api.twilio.com"
 # Twilio's "the call is already being recorded": a second start is not a failure.
 ALREADY_RECORDING = 21220
+NOT_FOUND = 404
 
 
 class BaseUrlHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
@@ -52,6 +53,34 @@ class RecordingStarter:
             raise
         log.info("started recording %s over the REST API", recording.sid)
         return str(recording.sid)
+
+    async def close(self) -> None:
+        await self._http.close()
+
+
+class RecordingDeleter:
+    """Deletes a call's recordings at Twilio (`DELETE …/Recordings/{RecordingSid}.json`).
+    Created inside the event loop."""
+
+    def __init__(self, account_sid: str, auth_token: str, api_base_url: str) -> None:
+        self._http = BaseUrlHttpClient(api_base_url, timeout=10)
+        self._client = Client(account_sid, auth_token, http_client=self._http)
+
+    async def delete_of_call(self, call_sid: str) -> int:
+        """Deletes every recording Twilio lists for the call; how many it deleted. One
+        Twilio no longer has (404) is deleted already; any other refusal raises
+        TwilioRestException, and a network failure its own error."""
+        deleted = 0
+        for recording in await self._client.recordings.list_async(call_sid=call_sid):
+            try:
+                await self._client.recordings(recording.sid).delete_async()
+            except TwilioRestException as error:
+                if error.status != NOT_FOUND:
+                    raise
+                continue
+            deleted += 1
+        log.info("deleted %d recording(s) of %s at Twilio", deleted, call_sid)
+        return deleted
 
     async def close(self) -> None:
         await self._http.close()

@@ -50,7 +50,12 @@ class Secret(StrEnum):
 
 SECRETS_OF_SERVICE: dict[str, tuple[Secret, ...]] = {
     "ingress": (Secret.TWILIO_AUTH_TOKEN, Secret.DATABASE_PASSWORD),
-    "player": (Secret.SESSION, Secret.S3_SECRET_KEY, Secret.DATABASE_PASSWORD),
+    "player": (
+        Secret.SESSION,
+        Secret.S3_SECRET_KEY,
+        Secret.TWILIO_AUTH_TOKEN,
+        Secret.DATABASE_PASSWORD,
+    ),
     "downloader": (Secret.TWILIO_AUTH_TOKEN, Secret.S3_SECRET_KEY, Secret.DATABASE_PASSWORD),
     "transcriber": (Secret.S3_SECRET_KEY,),
     "extractor": (Secret.S3_SECRET_KEY,),

@@ -8,6 +8,7 @@ import pytest
 
 from tests.support.databases import DATABASES
 from tests.support.postgres import fresh_database
+from tests.support.storage import store  # noqa: F401  (the `store` fixture of every test)
 
 STACK_TEST_RERUNS = 1
 

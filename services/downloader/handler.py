@@ -67,7 +67,7 @@ class DownloadHandler:
         fetch = core.source(event.recording_url, policy.media_format, policy.allowed_origins)
         if not isinstance(fetch, core.Fetch):
             carry_out(fetch)
-        if skip := core.deleted_call(await self._deleted(event)):
+        if skip := core.deleted_call(await is_deleted(self._store, event)):
             return await discard(self._store, skip)
         key = core.object_key(
             event.business_id,
@@ -82,7 +82,7 @@ class DownloadHandler:
                 manifest = await self._archive(fetch.url, key)
         else:
             log.info("already archived as %s, not fetched again", key)
-        if deleted_meanwhile := core.deleted_call(await self._deleted(event), key):
+        if deleted_meanwhile := core.deleted_call(await is_deleted(self._store, event), key):
             return await discard(self._store, deleted_meanwhile)
         if policy.delete_after_archive:
             await self._delete_at_provider(core.resource_url(event.recording_url))
@@ -101,9 +101,6 @@ class DownloadHandler:
                 redact=redact,
             )
         ]
-
-    async def _deleted(self, event: RecordingCompleted) -> bool:
-        return await is_deleted(self._store, event.business_id, event.call_sid)
 
     async def _archived(self, key: str) -> core.Manifest | None:
         """The manifest, when it and the object it describes are both in the store."""

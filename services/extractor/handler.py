@@ -68,7 +68,7 @@ class ExtractHandler:
     async def __call__(self, event: AnyEvent) -> Sequence[Event]:
         if not isinstance(event, TranscriptReady):
             carry_out(core.unhandled_event(event.event_type))
-        if skip := for_deleted_call(await self._deleted(event)):
+        if skip := for_deleted_call(await is_deleted(self._store, event)):
             return await discard(self._store, skip)
         if event.outcome == "no_speech":
             return [self._nothing(event, "No speech in the recording.")]
@@ -77,7 +77,7 @@ class ExtractHandler:
             return [self._nothing(event, "The transcript has no words.")]
         profile = self._catalogue.profile(event.business_id)
         result = await self._extractor.extract(transcript, profile)
-        if deleted_meanwhile := for_deleted_call(await self._deleted(event)):
+        if deleted_meanwhile := for_deleted_call(await is_deleted(self._store, event)):
             return await discard(self._store, deleted_meanwhile)
         result = core.redacted(result, frozenset(event.redact))
         lead = result.lead
@@ -100,9 +100,6 @@ class ExtractHandler:
                 prompt_version=result.prompt_version,
             )
         ]
-
-    async def _deleted(self, event: TranscriptReady) -> bool:
-        return await is_deleted(self._store, event.business_id, event.call_sid)
 
     @staticmethod
     def _nothing(event: TranscriptReady, summary: str) -> SummaryReady:

@@ -45,6 +45,11 @@ class DataSettings(BaseModel):
         "not less than `audio_retention_days`; null: kept until it is deleted.",
         examples=[365],
     )
+    delete_from_twilio: bool = Field(
+        description="Whether deleting a call (or the whole business) also deletes its "
+        "recordings from Twilio. False: Twilio's copy is left as it is.",
+        examples=[True],
+    )
 
     @field_validator("redact", mode="before")
     @classmethod
@@ -96,5 +101,37 @@ class DataSettings(BaseModel):
 
 
 DEFAULT_DATA_SETTINGS = DataSettings(
-    redact=["card"], audio_retention_days=None, call_retention_days=None
+    redact=["card"], audio_retention_days=None, call_retention_days=None, delete_from_twilio=False
 )
+
+
+def _kept(days: int | None) -> str:
+    return "until deleted" if days is None else f"{days} days"
+
+
+def change_detail(before: DataSettings, after: DataSettings, redaction_applies: bool) -> str | None:
+    """The timeline line a change of the data settings leaves on a call still on its way:
+    the redaction and retentions that changed, and whether the new redaction reaches this
+    call (its recording not fetched yet: the choice travels with the recording, decision
+    1202). None when neither changed: nothing different happens to the call."""
+    changes = []
+    if after.redact != before.redact:
+        reach = (
+            "applies to this call"
+            if redaction_applies
+            else "not to this call, whose recording was fetched under the earlier choice"
+        )
+        changes.append(
+            f"redacting {', '.join(after.redact)} (was {', '.join(before.redact)}; {reach})"
+        )
+    if after.audio_retention_days != before.audio_retention_days:
+        changes.append(
+            f"audio kept {_kept(after.audio_retention_days)}"
+            f" (was {_kept(before.audio_retention_days)})"
+        )
+    if after.call_retention_days != before.call_retention_days:
+        changes.append(
+            f"call kept {_kept(after.call_retention_days)}"
+            f" (was {_kept(before.call_retention_days)})"
+        )
+    return f"data settings changed: {'; '.join(changes)}" if changes else None

@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import secrets
+import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -38,7 +39,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.player import core
-from services.player.data_settings import DEFAULT_DATA_SETTINGS, DataSettings
+from services.player.data_settings import DEFAULT_DATA_SETTINGS, DataSettings, change_detail
 from services.player.tables import (
     api_keys,
     business_call_counts,
@@ -48,10 +49,12 @@ from services.player.tables import (
     deleted_calls,
     player_sessions,
     stage_inputs,
+    twilio_deletions,
 )
 from shared.call_state import STAGES, STATUS_FIELDS, TERMINAL, CallState, StageStatus
 from shared.db import WriteTransactions, write_lock
 from shared.events import (
+    TWILIO_NAMESPACE,
     AnyEvent,
     CallDeleted,
     Stage,
@@ -136,6 +139,8 @@ def key_digest(api_key: str) -> str:
 
 
 UNFINISHED_PAGE = 500
+# The timeline entry of a change of the business's data settings (not an event on a topic).
+SETTINGS_CHANGED = "settings.changed"
 KEY_ID_LENGTH = 12  # of the digest's hex: how `callpipe api-key list` names a key
 KEY_ID_PATTERN = re.compile(r"[0-9a-fA-F]{8,64}")  # a key id, or a longer digest prefix
 
@@ -707,47 +712,153 @@ class CallRepository:
 
     async def data_settings(self, business_id: str) -> DataSettings:
         """The business's data settings; the defaults if it never saved any."""
+        async with self._engine.connect() as connection:
+            return await connection.run_sync(self._data_settings, business_id)
+
+    @staticmethod
+    def _data_settings(connection: Connection, business_id: str) -> DataSettings:
         query = select(business_data_settings).where(
             business_data_settings.c.business_id == business_id
         )
-        async with self._engine.connect() as connection:
-            row = (await connection.execute(query)).first()
+        row = connection.execute(query).first()
         if row is None:
             return DEFAULT_DATA_SETTINGS
         return DataSettings(
             redact=json.loads(row.redact),
             audio_retention_days=row.audio_retention_days,
             call_retention_days=row.call_retention_days,
+            delete_from_twilio=bool(row.delete_from_twilio),
         )
 
-    async def save_data_settings(self, business_id: str, settings: DataSettings) -> None:
-        """Replaces the business's data settings."""
+    async def save_data_settings(self, business_id: str, settings: DataSettings) -> int:
+        """Replaces the business's data settings. When the redaction or a retention changed,
+        each of its calls still on its way (not summarised yet) gets a timeline entry saying
+        what changed for it, in the same transaction; how many did."""
+        return await self._transactions.run(
+            partial(self._save_data_settings, business_id, settings)
+        )
+
+    def _save_data_settings(
+        self, business_id: str, settings: DataSettings, connection: Connection
+    ) -> int:
+        before = self._data_settings(connection, business_id)
+        now = utc_now()
         values = {
             "redact": json.dumps(settings.redact),
             "audio_retention_days": settings.audio_retention_days,
             "call_retention_days": settings.call_retention_days,
-            "updated_at": utc_now(),
+            "delete_from_twilio": settings.delete_from_twilio,
+            "updated_at": now,
         }
-        upsert = _upsert_insert(self._engine.dialect)(business_data_settings)
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                upsert.values(business_id=business_id, **values).on_conflict_do_update(
-                    index_elements=[business_data_settings.c.business_id], set_=values
-                )
+        upsert = _upsert_insert(connection.dialect)(business_data_settings)
+        connection.execute(
+            upsert.values(business_id=business_id, **values).on_conflict_do_update(
+                index_elements=[business_data_settings.c.business_id], set_=values
             )
+        )
+        if change_detail(before, settings, redaction_applies=True) is None:
+            return 0
+        on_their_way = select(
+            calls.c.call_sid, calls.c.recording_status, calls.c.summary_attempt
+        ).where(calls.c.business_id == business_id, calls.c.summary_status.notin_(TERMINAL))
+        entries = []
+        for call_sid, recording_status, attempt in connection.execute(on_their_way):
+            fetching = recording_status in (StageStatus.PENDING, StageStatus.PROCESSING)
+            entries.append(
+                {
+                    "event_id": str(
+                        uuid.uuid5(TWILIO_NAMESPACE, f"{call_sid}:settings:{now.isoformat()}")
+                    ),
+                    "call_sid": call_sid,
+                    "event_type": SETTINGS_CHANGED,
+                    "stage": None,
+                    "attempt": attempt,
+                    "occurred_at": now,
+                    "detail": change_detail(before, settings, fetching),
+                }
+            )
+        if entries:
+            connection.execute(insert(call_events), entries)
+        return len(entries)
 
     async def redaction_kinds(self, business_id: str) -> frozenset[EntityKind]:
         """Every kind the business's transcripts and summaries are redacted of: its choice,
-        and always cards and long numbers. Before the player's first migration made the
-        settings table (a stage can start first), no business has chosen: the defaults."""
+        and always cards and long numbers. Only the `redact` column is read, so a stage
+        reading a table the player has not migrated to its newest columns yet is not in the
+        way. Before the player's first migration made the settings table (a stage can start
+        first), no business has chosen: the defaults."""
+        query = select(business_data_settings.c.redact).where(
+            business_data_settings.c.business_id == business_id
+        )
         try:
-            settings = await self.data_settings(business_id)
+            async with self._engine.connect() as connection:
+                redact = (await connection.execute(query)).scalar_one_or_none()
         except DBAPIError as error:
             if not _no_such_table(error):
                 raise
             log.warning("no data settings table yet: the defaults for %s", business_id)
-            settings = DEFAULT_DATA_SETTINGS
-        return settings.redacted
+            redact = None
+        if redact is None:
+            return DEFAULT_DATA_SETTINGS.redacted
+        return DEFAULT_DATA_SETTINGS.model_copy(update={"redact": json.loads(redact)}).redacted
+
+    async def queue_twilio_deletion(self, call_sid: str, business_id: str) -> None:
+        """Remembers that the call's recordings are to be deleted at Twilio (once only)."""
+        row = {"call_sid": call_sid, "business_id": business_id}
+        add = self._dialect().insert(twilio_deletions).on_conflict_do_nothing()
+        async with self._engine.begin() as connection:
+            await connection.execute(add.values(**row, queued_at=utc_now(), attempts=0))
+
+    async def twilio_deletion_done(self, call_sid: str) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                delete(twilio_deletions).where(twilio_deletions.c.call_sid == call_sid)
+            )
+
+    async def twilio_deletion_failed(self, call_sid: str, error: str) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(twilio_deletions)
+                .where(twilio_deletions.c.call_sid == call_sid)
+                .values(attempts=twilio_deletions.c.attempts + 1, last_error=error)
+            )
+
+    async def pending_twilio_deletions(self, limit: int) -> list[tuple[str, str, str | None]]:
+        """Up to `limit` calls whose recordings are still to be deleted at Twilio, the
+        longest waiting first: (call SID, business, the last attempt's error)."""
+        query = (
+            select(
+                twilio_deletions.c.call_sid,
+                twilio_deletions.c.business_id,
+                twilio_deletions.c.last_error,
+            )
+            .order_by(twilio_deletions.c.queued_at, twilio_deletions.c.call_sid)
+            .limit(limit)
+        )
+        async with self._engine.connect() as connection:
+            return [tuple(row) for row in await connection.execute(query)]
+
+    async def business_calls(self, business_id: str, limit: int) -> list[CallState]:
+        """Up to `limit` of the business's calls (in call SID order)."""
+        query = (
+            select(calls)
+            .where(calls.c.business_id == business_id)
+            .order_by(calls.c.call_sid)
+            .limit(limit)
+        )
+        async with self._engine.connect() as connection:
+            return [_state(row) for row in await connection.execute(query)]
+
+    async def forget_business(self, business_id: str) -> int:
+        """Deletes the business's data settings, sessions, API keys and call count, in one
+        transaction; how many API keys it had."""
+        async with self._engine.begin() as connection:
+            for table in (business_data_settings, player_sessions, business_call_counts):
+                await connection.execute(delete(table).where(table.c.business_id == business_id))
+            keys = await connection.execute(
+                delete(api_keys).where(api_keys.c.business_id == business_id)
+            )
+        return int(keys.rowcount)
 
 
 def _no_such_table(error: DBAPIError) -> bool:

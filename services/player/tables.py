@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -129,4 +130,17 @@ business_data_settings = Table(
     Column("audio_retention_days", Integer),  # NULL: kept
     Column("call_retention_days", Integer),  # NULL: kept
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("delete_from_twilio", Boolean, nullable=False),
+)
+
+# Deleted calls whose recordings are still to be deleted at Twilio (the business opted in):
+# queued before the local deletion, removed once Twilio holds none of them, retried until then.
+twilio_deletions = Table(
+    "twilio_deletions",
+    metadata,
+    Column("call_sid", String(64), primary_key=True),
+    Column("business_id", String(64), nullable=False, index=True),
+    Column("queued_at", DateTime(timezone=True), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text),
 )

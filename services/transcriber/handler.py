@@ -50,7 +50,7 @@ class TranscribeHandler:
     async def __call__(self, event: AnyEvent) -> Sequence[Event]:
         if not isinstance(event, RecordingDownloaded):
             carry_out(core.unhandled_event(event.event_type))
-        if skip := core.deleted_call(await self._deleted(event)):
+        if skip := core.deleted_call(await is_deleted(self._store, event)):
             return await discard(self._store, skip)
         with tempfile.TemporaryDirectory(prefix="callpipe-") as folder:
             path = Path(folder) / Path(event.object_key).name
@@ -82,7 +82,7 @@ class TranscribeHandler:
         )
         key = transcript_key(event.business_id, event.call_sid, event.recording_sid)
         await self._store.put(key, transcript.model_dump_json().encode(), "application/json")
-        if deleted_meanwhile := core.deleted_call(await self._deleted(event), key):
+        if deleted_meanwhile := core.deleted_call(await is_deleted(self._store, event), key):
             return await discard(self._store, deleted_meanwhile)
         log.info(
             "%d turns, %.1f s of audio transcribed in %.2f s, stored as %s",
@@ -105,9 +105,6 @@ class TranscribeHandler:
                 redaction=speech.summary,
             )
         ]
-
-    async def _deleted(self, event: RecordingDownloaded) -> bool:
-        return await is_deleted(self._store, event.business_id, event.call_sid)
 
     async def _download(self, key: str, path: Path) -> None:
         """Chunk by chunk to a local file: a long recording is never whole in memory here."""

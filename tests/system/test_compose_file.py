@@ -361,8 +361,10 @@ SECRETS_SEEN = {
     "downloader": {"POSTGRES_PASSWORD", "TWILIO_AUTH_TOKEN", "CALLPIPE_S3_SECRET_KEY"},
     "transcriber": {"CALLPIPE_S3_SECRET_KEY", "OPENAI_API_KEY"},
     "extractor": {"CALLPIPE_S3_SECRET_KEY", "OPENAI_API_KEY"},
+    # Deletes at Twilio the recordings of deleted calls whose business chose so.
     "player": {
         "POSTGRES_PASSWORD",
+        "TWILIO_AUTH_TOKEN",
         "CALLPIPE_S3_SECRET_KEY",
         "CALLPIPE_SESSION_SECRET",
         "CALLPIPE_API_KEY",
@@ -493,7 +495,10 @@ SETTINGS_READ = {
     | OBSERVABILITY
     | STAGE_CONSUMER
     | OBJECT_STORE
+    | TWILIO
     | {
+        "twilio.api_base_url",
+        "player.twilio_delete_retry_seconds",
         "s3.public_endpoint_url",
         "player.playback_url_seconds",
         "database.url",

@@ -622,14 +622,17 @@ def test_openapi_is_published(stack: RunningStack) -> None:
         "/api/recordings/{call_sid}/file",
         "/api/recordings/{call_sid}/prepare",
         "/api/calls/{call_sid}/retry/{stage}",
+        "/api/calls/{call_sid}/export",
         "/api/settings",
+        "/api/business",
     ):
         assert path in paths
 
 
 def test_schemathesis_finds_no_server_error(stack: RunningStack) -> None:
     """Generated requests from the published OpenAPI document: never a 5xx. The data
-    settings it may save are put back as they were, for the tests that follow."""
+    settings it may save are put back as they were, for the tests that follow; the whole
+    business's deletion is left out (a generated `confirm` could be the business's id)."""
     key = stack.api.headers["Authorization"]
     before = stack.api.get("/api/settings").json()
     try:
@@ -644,6 +647,8 @@ def test_schemathesis_finds_no_server_error(stack: RunningStack) -> None:
                 "not_a_server_error",
                 "--max-examples",
                 "30",
+                "--exclude-path",
+                "/api/business",
             ],
             capture_output=True,
             text=True,

@@ -229,6 +229,7 @@ DEFAULT_DATA_SETTINGS = {
     "redact": ["card"],
     "audio_retention_days": None,
     "call_retention_days": None,
+    "delete_from_twilio": False,
 }
 
 
@@ -254,6 +255,7 @@ def test_the_data_settings_are_shown_and_saved_from_the_page(
         screenshot(page, "data-settings-refused")
 
         page.fill("#call_retention_days", "365")
+        page.check("#delete_from_twilio")
         save.click()
         expect(page.locator("#saved")).to_have_text("Saved.")
         expect(page.locator("#problems")).to_be_empty()
@@ -261,6 +263,7 @@ def test_the_data_settings_are_shown_and_saved_from_the_page(
             "redact": ["card", "phone"],
             "audio_retention_days": 90,
             "call_retention_days": 365,
+            "delete_from_twilio": True,
         }
         assert stack.api.get("/api/settings").json() == saved
         page.reload()
@@ -268,6 +271,7 @@ def test_the_data_settings_are_shown_and_saved_from_the_page(
         expect(page.locator("input[value=email]")).not_to_be_checked()
         expect(page.locator("#audio_retention_days")).to_have_value("90")
         expect(page.locator("#call_retention_days")).to_have_value("365")
+        expect(page.locator("#delete_from_twilio")).to_be_checked()
         screenshot(page, "data-settings-saved")
     finally:  # the stack's other tests run with the demo business's defaults
         stack.api.put("/api/settings", json=DEFAULT_DATA_SETTINGS)

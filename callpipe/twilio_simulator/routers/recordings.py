@@ -20,7 +20,7 @@ CHUNK_BYTES = 64 * 1024
 async def list_recordings(
     account_sid: str, caller: Caller, simulator: Simulator, CallSid: str = ""
 ) -> object:
-    """Twilio's REST API: the account's recordings, filtered by call."""
+    """Twilio's REST API: the account's recordings (not those deleted), filtered by call."""
     if account_sid != caller:
         simulator.log_rest("recording-list", CallSid, 404)
         return not_found()
@@ -38,7 +38,9 @@ async def list_recordings(
             "uri": f"/{API_VERSION}/Accounts/{account_sid}/Recordings/{sid}.json",
         }
         for sid, recording in simulator.recordings.items()
-        if recording.call_sid and (not CallSid or recording.call_sid == CallSid)
+        if recording.call_sid
+        and not recording.deleted  # Twilio lists no deleted recording
+        and (not CallSid or recording.call_sid == CallSid)
     ]
     return {
         "recordings": found,

@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.player import origins
 from services.player.config import PlayerConfig
+from services.player.deletion import Deleter as CallDeleter
 from services.player.http.state import PlayerState
 from services.player.repository import CallRepository
 from shared.call_state import CallState
@@ -41,10 +42,15 @@ def producer(state: State) -> EventProducer:
     return state.resources.producer
 
 
+def deleter(state: State) -> CallDeleter:
+    return state.deleter
+
+
 AppSettings = Annotated[PlayerConfig, Depends(settings)]
 Repository = Annotated[CallRepository, Depends(repository)]
 Store = Annotated[ObjectStore, Depends(store)]
 Producer = Annotated[EventProducer, Depends(producer)]
+Deleter = Annotated[CallDeleter, Depends(deleter)]
 
 
 async def database_prepared(request: Request, state: State) -> None:

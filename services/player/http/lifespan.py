@@ -68,7 +68,12 @@ async def consume(state: PlayerState, shutdown: Shutdown) -> None:
     if await start_producer_patiently(
         settings.kafka, settings.retry, resources.producer, shutdown.stop, create_topics=True
     ):
-        await asyncio.gather(*(worker.run(shutdown.stop, shutdown) for worker in resources.workers))
+        await asyncio.gather(
+            *(worker.run(shutdown.stop, shutdown) for worker in resources.workers),
+            state.deleter.retry_twilio_periodically(
+                settings.player.twilio_delete_retry_seconds, shutdown.stop
+            ),
+        )
 
 
 async def close(state: PlayerState, shutdown: Shutdown) -> None:

@@ -12,7 +12,7 @@ from services.player import origins
 from services.player.config import PlayerConfig
 from services.player.http.deps import database_prepared, from_own_pages
 from services.player.http.lifespan import lifespan
-from services.player.http.routers import calls, health, pages, recordings
+from services.player.http.routers import business, calls, export, health, pages, recordings
 from services.player.http.routers import settings as data_settings
 from services.player.http.routers.pages import STATIC
 from services.player.http.state import KnownKeys, PlayerResources, PlayerState
@@ -49,8 +49,10 @@ def create_app(settings: PlayerConfig, resources: PlayerResources) -> FastAPI:
     for router in (
         health.router,
         calls.router,
+        export.router,
         recordings.router,
         data_settings.router,
+        business.router,
         pages.router,
     ):
         app.include_router(router)

@@ -4,17 +4,19 @@ builds and hands in, and what the application keeps while it serves (`app.state.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from cachetools import TTLCache
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.player.config import PlayerConfig
+from services.player.deletion import Deleter
 from services.player.repository import CallRepository, key_digest
 from shared.kafka.producer import EventProducer
 from shared.kafka.worker import StageWorker
 from shared.storage import ObjectStore
+from shared.twilio_rest import RecordingDeleter
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,8 @@ class PlayerResources:
     store: ObjectStore
     producer: EventProducer
     workers: Sequence[StageWorker]
+    # Opened for each round of deletions at Twilio, inside the event loop.
+    open_twilio: Callable[[], RecordingDeleter]
 
 
 class KnownKeys:
@@ -45,6 +49,12 @@ class KnownKeys:
                 self._businesses[digest] = business
         return business
 
+    def forget_business(self, business_id: str) -> None:
+        """The business was deleted: its keys are not taken from memory any more."""
+        for digest, business in list(self._businesses.items()):
+            if business == business_id:
+                self._businesses.pop(digest, None)
+
 
 @dataclass(frozen=True)
 class PlayerState:
@@ -55,3 +65,10 @@ class PlayerState:
     # Set once the schema is migrated and the configured API key stored: until then the
     # routes answer 503 and /healthz says `connecting`.
     database_ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def deleter(self) -> Deleter:
+        resources = self.resources
+        return Deleter(
+            resources.repository, resources.store, resources.producer, resources.open_twilio
+        )

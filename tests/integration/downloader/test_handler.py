@@ -43,15 +43,6 @@ from tests.support.downloader import (
 
 
 @pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[ObjectStore]:
-    store = ObjectStore(settings.s3)
-    await store.start()
-    await store.ensure_bucket()
-    yield store
-    await store.stop()
-
-
-@pytest.fixture
 async def handler_for(settings: Settings, store: ObjectStore) -> AsyncIterator[Any]:
     async with AsyncExitStack() as stack:
 
@@ -276,7 +267,7 @@ async def test_the_business_s_redaction_choice_travels_with_the_recording(
     try:
         choice = DataSettings.model_validate_json(
             '{"redact": ["card", "phone"], "audio_retention_days": null,'
-            ' "call_retention_days": null}'
+            ' "call_retention_days": null, "delete_from_twilio": false}'
         )
         await CallRepository(engine).save_data_settings("acme", choice)
     finally:

@@ -5,7 +5,7 @@ stage with its reason instead of producing a summary."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import openai
@@ -28,17 +28,9 @@ pytestmark = pytest.mark.stack
 
 
 @pytest.fixture(scope="module")
-def s3_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     with module_s3_server(tmp_path_factory.mktemp("extractor-s3")) as settings:
         yield settings
-
-
-@pytest.fixture
-async def store(s3_settings: Settings) -> AsyncIterator[ObjectStore]:
-    store = ObjectStore(s3_settings.s3)
-    await store.start()
-    yield store
-    await store.stop()
 
 
 async def transcript_ready(store: ObjectStore, call_sid: str, *lines: str) -> TranscriptReady:

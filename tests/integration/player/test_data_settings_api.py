@@ -22,11 +22,17 @@ from shared.settings import Settings
 OWN = "http://player.example"
 EVIL = "https://evil.example"
 MAX_BODY_BYTES = 4096
-DEFAULTS = {"redact": ["card"], "audio_retention_days": None, "call_retention_days": None}
+DEFAULTS = {
+    "redact": ["card"],
+    "audio_retention_days": None,
+    "call_retention_days": None,
+    "delete_from_twilio": False,
+}
 CHOSEN = {
     "redact": ["card", "phone", "email"],
     "audio_retention_days": 30,
     "call_retention_days": 90,
+    "delete_from_twilio": True,
 }
 
 
@@ -85,6 +91,7 @@ async def test_what_is_put_is_what_is_got(player: Player) -> None:
         assert (await api.get("/api/settings")).json() == CHOSEN
         reordered = {**CHOSEN, "redact": ["email", "card"], "audio_retention_days": None}
         reordered["call_retention_days"] = None
+        reordered["delete_from_twilio"] = False
         assert (await api.put("/api/settings", json=reordered)).json()["redact"] == [
             "card",
             "email",
@@ -113,6 +120,7 @@ async def test_what_is_put_is_what_is_got(player: Player) -> None:
         ),
         ({**CHOSEN, "keep_forever": True}, ["body", "keep_forever"], "not permitted"),
         ({"redact": ["card"]}, ["body", "audio_retention_days"], "required"),
+        ({**CHOSEN, "delete_from_twilio": "true"}, ["body", "delete_from_twilio"], "boolean"),
         (["card"], ["body"], "valid dictionary"),
     ],
 )

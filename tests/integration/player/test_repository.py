@@ -667,7 +667,10 @@ async def test_data_settings_are_saved_replaced_and_each_businesss_own(
     repo: CallRepository,
 ) -> None:
     chosen = DataSettings(
-        redact=["card", "phone", "iban"], audio_retention_days=30, call_retention_days=365
+        redact=["card", "phone", "iban"],
+        audio_retention_days=30,
+        call_retention_days=365,
+        delete_from_twilio=True,
     )
     await repo.save_data_settings("acme", chosen)
     assert await repo.data_settings("acme") == chosen
@@ -680,7 +683,10 @@ async def test_data_settings_are_saved_replaced_and_each_businesss_own(
     assert await repo.data_settings("other") == DEFAULT_DATA_SETTINGS
 
     replaced = DataSettings(
-        redact=["card", "email"], audio_retention_days=None, call_retention_days=None
+        redact=["card", "email"],
+        audio_retention_days=None,
+        call_retention_days=None,
+        delete_from_twilio=False,
     )
     await repo.save_data_settings("acme", replaced)
     await repo.save_data_settings("other", chosen)
@@ -691,3 +697,63 @@ async def test_data_settings_are_saved_replaced_and_each_businesss_own(
         EntityKind.NUMBER,
     }
     assert await repo.data_settings("other") == chosen
+
+
+async def test_a_settings_change_is_on_the_timeline_of_the_calls_on_their_way_only(
+    repo: CallRepository,
+) -> None:
+    await repo.apply(factories.call_started("CA1", "acme"))
+    await repo.apply_batch(
+        [factories.call_started("CA2", "acme"), factories.summary_ready("CA2", "acme")]
+    )
+    await repo.apply(factories.call_started("CA3", "other"))
+    phones = DEFAULT_DATA_SETTINGS.model_copy(update={"redact": ["card", "phone"]})
+    assert await repo.save_data_settings("acme", phones) == 1
+    [change] = [e for e in await repo.timeline("CA1") if e["event_type"] == "settings.changed"]
+    assert change["detail"].startswith("data settings changed: redacting card, phone")
+    assert datetime.fromisoformat(change["occurred_at"]).tzinfo is not None
+    assert [e["event_type"] for e in await repo.timeline("CA2")] == [
+        "call.started",
+        "summary.ready",
+    ]
+    assert [e["event_type"] for e in await repo.timeline("CA3")] == ["call.started"]
+    assert await repo.save_data_settings("acme", phones) == 0
+    twilio = phones.model_copy(update={"delete_from_twilio": True})
+    assert await repo.save_data_settings("acme", twilio) == 0
+    assert await repo.data_settings("acme") == twilio
+
+
+async def test_a_business_s_calls_by_batch_and_what_it_leaves_when_forgotten(
+    repo: CallRepository,
+) -> None:
+    for call_sid in ("CA3", "CA1", "CA2"):
+        await repo.apply(factories.call_started(call_sid, "acme"))
+    await repo.apply(factories.call_started("CA9", "other"))
+    assert [c.call_sid for c in await repo.business_calls("acme", 2)] == ["CA1", "CA2"]
+    await repo.create_api_key("acme", "one")
+    await repo.create_api_key("acme", "two")
+    other_key = await repo.create_api_key("other", "its own")
+    acme_session = await repo.open_session(await repo.create_api_key("acme", "page"), timedelta(1))
+    await repo.save_data_settings(
+        "acme", DEFAULT_DATA_SETTINGS.model_copy(update={"redact": ["card", "iban"]})
+    )
+    assert acme_session is not None
+    assert await repo.forget_business("acme") == 3
+    assert await repo.api_keys("acme") == []
+    assert await repo.session_business(acme_session) is None
+    assert await repo.data_settings("acme") == DEFAULT_DATA_SETTINGS
+    assert await repo.business_of_key(other_key) == "other"
+    assert await repo.forget_business("acme") == 0
+
+
+async def test_twilio_deletions_are_queued_once_and_go_when_done(repo: CallRepository) -> None:
+    await repo.queue_twilio_deletion("CA1", "acme")
+    await repo.queue_twilio_deletion("CA2", "acme")
+    await repo.queue_twilio_deletion("CA1", "acme")  # a deletion run again
+    await repo.twilio_deletion_failed("CA1", "ClientConnectorError: refused")
+    assert await repo.pending_twilio_deletions(10) == [
+        ("CA1", "acme", "ClientConnectorError: refused"),
+        ("CA2", "acme", None),
+    ]
+    await repo.twilio_deletion_done("CA1")
+    assert await repo.pending_twilio_deletions(10) == [("CA2", "acme", None)]

@@ -3,7 +3,7 @@ object under the folder, over several pages, and nothing beside it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,15 +17,6 @@ from tests.support.stack import module_s3_server
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     with module_s3_server(tmp_path_factory.mktemp("storage-s3")) as settings:
         yield settings
-
-
-@pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[ObjectStore]:
-    store = ObjectStore(settings.s3)
-    await store.start()
-    await store.ensure_bucket()
-    yield store
-    await store.stop()
 
 
 async def test_a_folder_is_emptied_page_by_page_and_its_neighbours_stay(

@@ -9,7 +9,7 @@ import asyncio
 import hashlib
 import re
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
@@ -40,14 +40,6 @@ RECORDED_ON = date(2026, 11, 24)
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     with module_s3_server(tmp_path_factory.mktemp("transcriber-s3")) as settings:
         yield settings
-
-
-@pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[ObjectStore]:
-    store = ObjectStore(settings.s3)
-    await store.start()
-    yield store
-    await store.stop()
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,15 @@ from services.player.data_settings import (
     DEFAULT_DATA_SETTINGS,
     DataSettings,
     RedactableKind,
+    change_detail,
 )
 from shared.redaction.kinds import ALL_KINDS, EntityKind
 
-KEEP: dict[str, Any] = {"audio_retention_days": None, "call_retention_days": None}
+KEEP: dict[str, Any] = {
+    "audio_retention_days": None,
+    "call_retention_days": None,
+    "delete_from_twilio": False,
+}
 
 
 def document(**changes: Any) -> dict[str, Any]:
@@ -69,7 +74,31 @@ def test_a_valid_document_is_taken(given: dict[str, Any], taken: dict[str, Any] 
             "(audio kept for good)",
         ),
         (document(colour="blue"), "extra_forbidden", ("colour",), "not permitted"),
-        ({"redact": ["card"], "audio_retention_days": 3}, "missing", ("call_retention_days",), ""),
+        (
+            {"redact": ["card"], "audio_retention_days": 3, "delete_from_twilio": False},
+            "missing",
+            ("call_retention_days",),
+            "",
+        ),
+        (document(delete_from_twilio=None), "bool_type", ("delete_from_twilio",), "boolean"),
+        (
+            {"redact": ["card"], "audio_retention_days": None, "call_retention_days": None},
+            "missing",
+            ("delete_from_twilio",),
+            "required",
+        ),
+        (
+            {**KEEP, "redact": ["card"], "delete_from_twilio": "yes"},
+            "bool_type",
+            ("delete_from_twilio",),
+            "boolean",
+        ),
+        (
+            {**KEEP, "redact": ["card"], "delete_from_twilio": 1},
+            "bool_type",
+            ("delete_from_twilio",),
+            "boolean",
+        ),
         ({**KEEP}, "missing", ("redact",), "required"),
     ],
 )
@@ -103,3 +132,29 @@ def test_every_kind_but_number_is_a_choice() -> None:
 def test_what_is_redacted_is_the_choice_cards_and_long_numbers() -> None:
     chosen = DataSettings.model_validate(document(redact=["email", "card"]))
     assert chosen.redacted == {EntityKind.CARD, EntityKind.EMAIL, EntityKind.NUMBER}
+
+
+def test_a_change_says_what_changed_for_a_call_and_whether_its_redaction_follows() -> None:
+    before = DataSettings.model_validate(document(audio_retention_days=30))
+    after = DataSettings.model_validate(
+        document(redact=["card", "phone"], call_retention_days=90, audio_retention_days=30)
+    )
+    assert change_detail(before, after, redaction_applies=True) == (
+        "data settings changed: redacting card, phone (was card; applies to this call); "
+        "call kept 90 days (was until deleted)"
+    )
+    assert change_detail(before, after, redaction_applies=False) == (
+        "data settings changed: redacting card, phone (was card; not to this call, whose "
+        "recording was fetched under the earlier choice); call kept 90 days (was until deleted)"
+    )
+    shorter = DataSettings.model_validate(document(audio_retention_days=7))
+    assert change_detail(before, shorter, redaction_applies=True) == (
+        "data settings changed: audio kept 7 days (was 30 days)"
+    )
+
+
+def test_a_change_of_nothing_that_happens_to_a_call_leaves_no_line() -> None:
+    before = DataSettings.model_validate(document())
+    assert change_detail(before, before, redaction_applies=True) is None
+    twilio = DataSettings.model_validate(document(delete_from_twilio=True))
+    assert change_detail(before, twilio, redaction_applies=True) is None

@@ -1,18 +1,15 @@
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
 
-from services.player.core import call_view, own_key, recording_folder
-from services.player.http.deps import Business, Call, Producer, Repository, Store
+from services.player.core import call_view, own_key
+from services.player.http.deps import Business, Call, Deleter, Producer, Repository, Store
 from services.player.http.stage_retry import retry_failed_stage
 from services.player.repository import CallFilter
-from shared.events import TWILIO_NAMESPACE, CallDeleted, Stage, call_correlation_id
-from shared.storage import call_prefixes
-from shared.tombstones import delete_call_objects
+from shared.events import Stage
 from shared.transcript import Transcript
 
 router = APIRouter(prefix="/api/calls")
@@ -74,25 +71,11 @@ async def retry_stage(
 
 
 @router.delete("/{call_sid}", status_code=204)
-async def delete_call(
-    call: Call, repository: Repository, store: Store, producer: Producer
-) -> Response:
+async def delete_call(call: Call, deleter: Deleter) -> Response:
     """Records the call's tombstone, which the stages look for; deletes every object under
-    the call's folders (audio of every attempt, manifests, transcripts), then the row, its
-    timeline and retry inputs; downstream consumers get a `call.deleted` event."""
-    prefixes = call_prefixes(
-        call.business_id, call.call_sid, await repository.recording_days(call.call_sid)
-    )
-    if (folder := recording_folder(call)) and folder not in prefixes:
-        prefixes.append(folder)
-    await delete_call_objects(store, call.business_id, call.call_sid, prefixes)
-    await repository.delete_call(call.call_sid)
-    await producer.publish(
-        CallDeleted(
-            event_id=uuid.uuid5(TWILIO_NAMESPACE, f"{call.call_sid}:deleted"),
-            call_sid=call.call_sid,
-            business_id=call.business_id,
-            correlation_id=call_correlation_id(call.call_sid),
-        )
-    )
+    the call's folders (audio of every attempt, manifests, transcripts); downstream consumers
+    get a `call.deleted` event; then the row, its timeline and retry inputs go. When the
+    business chose `delete_from_twilio`, its recordings are deleted at Twilio too (retried
+    later if Twilio cannot be reached)."""
+    await deleter.delete_call(call)
     return Response(status_code=204)
