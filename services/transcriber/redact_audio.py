@@ -19,7 +19,9 @@ from numpy.typing import NDArray
 
 from shared.transcript import AudioSpan
 
-TONE_HERTZ = 1000.0
+# Telephony's test tone: 1004 Hz rather than 1000, so at 8 kHz its samples do not repeat
+# every few (1000 Hz falls on zero every fourth sample, where silence would be unchanged).
+TONE_HERTZ = 1004.0
 # A tenth of full scale: plainly a beep, never louder than the speech around it.
 TONE_LEVEL = 0.1
 _PCM = 1
