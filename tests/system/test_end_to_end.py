@@ -141,7 +141,9 @@ def test_a_card_and_a_phone_number_read_out_are_redacted_wherever_the_call_is_sh
     shown = [
         call["transcript_preview"],
         call["summary"],
-        json.dumps(call["lead"]),
+        call["lead"]["callback_number"] or "",
+        call["lead"]["caller_name"] or "",
+        *(evidence["quote"] for evidence in call["lead"]["evidence"].values()),
         *(u["text"] for u in transcript["utterances"]),
         *(s["text"] for s in transcript["segments"]),
     ]
