@@ -11,8 +11,17 @@ import pytest
 
 from services.transcriber import core
 from services.transcriber.redact_audio import UnredactableAudio, redact_wav
+from shared.events import derived_event_id
 from shared.redaction.kinds import EntityKind
-from shared.transcript import AudioSpan, RedactedSpan, Redaction
+from shared.transcript import (
+    AudioRedaction,
+    AudioSpan,
+    RedactedSpan,
+    Redaction,
+    Transcript,
+    Utterance,
+)
+from tests.support import events as factories
 
 
 def redacted(start: float, end: float, channel: int = 0) -> RedactedSpan:
@@ -148,3 +157,40 @@ def test_a_span_on_a_channel_the_recording_lacks_is_refused(tmp_path: Path) -> N
     write_wav(path, speech_like(1.0, 1))
     with pytest.raises(UnredactableAudio, match="no channel 2"):
         redact_wav(path, [AudioSpan(channel=1, start=0.0, end=0.5)], "tone")
+
+
+def test_transcript_ready_says_what_the_stored_transcript_says() -> None:
+    source = factories.recording_downloaded(redact=[EntityKind.CARD, EntityKind.NUMBER])
+    audio = AudioRedaction(
+        object_key=source.object_key,
+        sound="tone",
+        padding_seconds=0.25,
+        spans=[AudioSpan(channel=0, start=0.75, end=2.25)],
+    )
+    transcript = Transcript(
+        call_sid=source.call_sid,
+        recording_sid=source.recording_sid,
+        language="en",
+        duration_seconds=3.0,
+        speakers=["caller", "agent"],
+        utterances=[
+            Utterance(
+                speaker="caller", start=1.0, end=2.0, text="My card is [card].", confidence=0.9,
+                words=[],
+            )
+        ],
+        model="tiny.en",
+        redaction=Redaction(
+            kinds=[EntityKind.CARD, EntityKind.NUMBER],
+            counts={EntityKind.CARD: 1},
+            spans=[redacted(1.0, 2.0)],
+            audio=audio,
+        ),
+    )  # fmt: skip
+    ready = core.transcript_ready(source, transcript, "biz-1/CA1/RE1.transcript.json")
+    assert ready.event_id == derived_event_id(source.event_id, "transcript.ready")
+    assert ready.outcome == "transcribed" and ready.preview == "Caller: My card is [card]."
+    assert ready.transcript_key == "biz-1/CA1/RE1.transcript.json"
+    assert ready.redaction is not None and ready.redaction.counts == {EntityKind.CARD: 1}
+    assert ready.redact == [EntityKind.CARD, EntityKind.NUMBER]
+    assert ready.audio_redaction == audio
