@@ -381,6 +381,8 @@ async def transcriber_handler(
         speakers,
         settings.transcriber.whisper_language,
         transcribe_instantly if isinstance(backend, InstantBackend) else transcribe_file,
+        settings.transcriber.audio_redaction_padding_seconds,
+        settings.transcriber.audio_redaction_sound,
     )
 
 

@@ -12,7 +12,7 @@ say() { espeak-ng -v "$1" -s 150 -w "$work/raw.wav" "$2"; sox "$work/raw.wav" -r
 # silence_like SRC DST: a silent track as long as SRC.
 silence_like() { sox "$1" "$2" vol 0; }
 
-# make NAME CALLER_LINE AGENT_LINE CALLER_LINE2 AGENT_LINE2
+# make_call NAME CALLER_LINE AGENT_LINE [CALLER_LINE AGENT_LINE ...]
 make_call() {
   local name=$1; shift
   local caller=() agent=() i=0
@@ -41,6 +41,15 @@ make_call electrician_denver \
   "Sorry to hear that. Which city are you in?" \
   "I am in Denver." \
   "An electrician can be there this afternoon."
+# Held out from the redaction detectors' tuning: the caller reads out a test card number
+# (Luhn-valid) and a phone number, digit by digit, among ordinary lead talk.
+make_call locksmith_chicago_card \
+  "Hi, I am locked out of my house and I need a locksmith." \
+  "We can help with that. Which city are you in?" \
+  "I am in Chicago. I can pay now, my card number is four two four two, four two four two, four two four two, four two four two." \
+  "Thank you. What number can we call you back on?" \
+  "Call me on zero five two, three eight one, six four zero seven." \
+  "A locksmith will be there within the hour."
 sox -n -r 8000 -c 2 -b 16 "$out/silence.wav" trim 0 4
 # A mono recording: one speaker, whoever it is (nothing is guessed).
 voicemail="Hi, this is Maria from Austin. My roof is leaking, please call me back."

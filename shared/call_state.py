@@ -73,6 +73,8 @@ class CallState:
     recording_key: str | None = None
     recording_content_type: str | None = None
     recording_bytes: int | None = None
+    # The recording as the transcriber wrote it back redacted: only then is it played.
+    redacted_recording_key: str | None = None
     duration_seconds: float | None = None
     transcript_key: str | None = None
     transcript_preview: str | None = None

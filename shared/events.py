@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from shared.redaction.kinds import ALWAYS_REDACTED, EntityKind
+from shared.transcript import AudioRedaction
 
 SCHEMA_VERSION = 1
 EventT = TypeVar("EventT", bound="Event")
@@ -81,8 +82,13 @@ def naming_problem(event: Event) -> str | None:
     recording_sid = getattr(event, "recording_sid", None)
     if recording_sid is not None and not re.fullmatch(RECORDING_SID_PATTERN, recording_sid):
         return "recording_sid is not a recording SID"
-    for field_name in ("object_key", "transcript_key"):
-        key = getattr(event, field_name, None)
+    audio_redaction = getattr(event, "audio_redaction", None)
+    keys = {
+        "object_key": getattr(event, "object_key", None),
+        "transcript_key": getattr(event, "transcript_key", None),
+        "audio_redaction.object_key": audio_redaction and audio_redaction.object_key,
+    }
+    for field_name, key in keys.items():
         if key is not None and not key_of_business(key, event.business_id):
             return f"{field_name} is not a key under the business's own prefix"
     return None
@@ -240,6 +246,11 @@ class TranscriptReady(Event):
     redaction: RedactionSummary | None = Field(
         None,
         description="What the transcriber redacted from the transcript; null when not reported.",
+    )
+    audio_redaction: AudioRedaction | None = Field(
+        None,
+        description="What the transcriber replaced in the stored recording (the same spans, "
+        "on the speaker's channel); null: the recording was not redacted, and is not played.",
     )
 
 

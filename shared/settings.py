@@ -498,6 +498,16 @@ class TranscriberSettings(BaseSettings):
         description="labels of a two-channel recording's first and second channel on inbound calls",
     )
     outbound_speakers: str = Field("callee,agent", description="the same on outbound calls")
+    audio_redaction_padding_seconds: float = Field(
+        0.25,
+        ge=0.0,
+        le=5.0,
+        description="seconds of the recording replaced before and after each redacted span "
+        "(word times are approximate)",
+    )
+    audio_redaction_sound: Literal["tone", "silence"] = Field(
+        "tone", description="what replaces a redacted span in the recording: `tone` or `silence`"
+    )
     health_port: int = Field(8102, description="the transcriber's `/healthz` and `/metrics`")
 
 

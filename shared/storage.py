@@ -123,7 +123,13 @@ class ObjectStore:
     async def delete(self, key: str) -> None:
         await self._client.delete_object(Bucket=self.bucket, Key=key)
 
-    async def put_parts(self, key: str, parts: AsyncIterator[bytes], content_type: str) -> int:
+    async def put_parts(
+        self,
+        key: str,
+        parts: AsyncIterator[bytes],
+        content_type: str,
+        metadata: dict[str, str] | None = None,
+    ) -> int:
         """Stores the parts as one object without holding more than one part, and returns
         its size once the stored object is known to hold exactly the parts' bytes.
 
@@ -142,6 +148,7 @@ class ObjectStore:
                 Body=first,
                 ContentType=_STORED_TYPE.get(content_type, content_type),
                 ContentMD5=await _content_md5(first),
+                Metadata=metadata or {},
             )
             return len(first)
         upload_id = (
@@ -149,6 +156,7 @@ class ObjectStore:
                 Bucket=self.bucket,
                 Key=key,
                 ContentType=_STORED_TYPE.get(content_type, content_type),
+                Metadata=metadata or {},
             )
         )["UploadId"]
         try:

@@ -3,6 +3,8 @@ read by the extractor, the player and outside consumers (its JSON Schema is in d
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.redaction.kinds import EntityKind
@@ -57,6 +59,30 @@ class RedactedSpan(BaseModel):
     channel: int = Field(ge=0)
 
 
+class AudioSpan(BaseModel):
+    """A stretch of one channel of the recording replaced by the redaction's sound."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    channel: int = Field(ge=0, description="0-based channel of the recording.")
+    start: float = Field(ge=0.0, description="Seconds from the start of the recording.")
+    end: float = Field(ge=0.0)
+
+
+class AudioRedaction(BaseModel):
+    """What was done to the stored recording: the redacted spans' times on their speaker's
+    channel, padded and merged, replaced by a tone or silence. Never what was said."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    object_key: str = Field(description="The recording rewritten, in place.")
+    sound: Literal["tone", "silence"] = Field(description="What replaced each span.")
+    padding_seconds: float = Field(ge=0.0, description="Added before and after each span.")
+    spans: list[AudioSpan] = Field(
+        default_factory=list, description="By channel, then start; empty: nothing to replace."
+    )
+
+
 class Redaction(BaseModel):
     """What was redacted from the transcript: each span became a marker word (`[card]`,
     `[phone]`, ...) in the words and texts of its utterance and segments."""
@@ -68,6 +94,9 @@ class Redaction(BaseModel):
         default_factory=dict, description="How many of each kind were found."
     )
     spans: list[RedactedSpan] = Field(default_factory=list, description="By start time.")
+    audio: AudioRedaction | None = Field(
+        None, description="The same spans replaced in the stored recording."
+    )
 
 
 class Transcript(BaseModel):

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import uuid
 from collections.abc import Mapping
+from enum import StrEnum
 from operator import itemgetter
 from typing import Any
 
@@ -42,6 +43,7 @@ from shared.events import (
     TranscriptReady,
     key_of_business,
 )
+from shared.transcript import AudioRedaction
 
 # Call statuses of a call that was never answered: no recording will ever come.
 UNANSWERED_CALL_STATUSES = {"busy", "no-answer", "canceled", "failed"}
@@ -195,6 +197,9 @@ def apply(state: CallState | None, event: AnyEvent) -> CallState:
                     "transcript_key": event.transcript_key,
                     "transcript_preview": event.preview,
                     "language": event.language,
+                    "redacted_recording_key": event.audio_redaction.object_key
+                    if event.audio_redaction
+                    else None,
                 },
             )
             return _count_try(moved, Stage.TRANSCRIPT, 1)
@@ -234,7 +239,11 @@ def timeline_detail(event: AnyEvent) -> str:
         case CallStatusChanged():
             return f"call {event.call_status}"
         case TranscriptReady():
-            return f"transcript {event.outcome}" + _redaction_detail(event.redaction)
+            return (
+                f"transcript {event.outcome}"
+                + _redaction_detail(event.redaction)
+                + _audio_redaction_detail(event.audio_redaction)
+            )
         case SummaryReady():
             return f"summary {event.outcome}"
     return event.event_type
@@ -246,6 +255,45 @@ def _redaction_detail(redaction: RedactionSummary | None) -> str:
         return ""
     found = ", ".join(f"{count} {kind}" for kind, count in sorted(redaction.counts.items()))
     return f"; redacting {', '.join(redaction.kinds)}: {found or 'none found'}"
+
+
+def _audio_redaction_detail(audio: AudioRedaction | None) -> str:
+    """Where the recording was redacted: "; audio: 2 spans replaced by a tone (channel 1
+    11.17-17.47 s, channel 1 21.43-24.83 s)", channels counted from 1 as Twilio does."""
+    if audio is None:
+        return "; audio not redacted"
+    if not audio.spans:
+        return "; audio: nothing to replace"
+    where = ", ".join(
+        f"channel {span.channel + 1} {span.start:.2f}-{span.end:.2f} s" for span in audio.spans
+    )
+    spans = "1 span" if len(audio.spans) == 1 else f"{len(audio.spans)} spans"
+    sound = "a tone" if audio.sound == "tone" else "silence"
+    return f"; audio: {spans} replaced by {sound} ({where})"
+
+
+class Playback(StrEnum):
+    """Whether a call's stored recording may be played."""
+
+    READY = "ready"
+    # Downloaded, not yet transcribed and written back redacted.
+    REDACTING = "redacting"
+    # Never redacted: its transcription failed for good, or it was stored before the
+    # recording was redacted at all.
+    NOT_REDACTED = "not_redacted"
+
+
+def playback(call: CallState, recording_key: str) -> Playback:
+    """A downloaded recording is played only once the transcriber announced it redacted
+    (`transcript.ready` of the transcript stage's current attempt naming this recording)."""
+    match call.transcript_status:
+        case StageStatus.PENDING | StageStatus.PROCESSING:
+            return Playback.REDACTING
+        case StageStatus.COMPLETED | StageStatus.NO_SPEECH if (
+            call.redacted_recording_key == recording_key
+        ):
+            return Playback.READY
+    return Playback.NOT_REDACTED
 
 
 def timeline_stage(event: AnyEvent) -> str | None:

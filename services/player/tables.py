@@ -44,6 +44,7 @@ calls = Table(
     Column("recording_key", String(512)),
     Column("recording_content_type", String(64)),
     Column("recording_bytes", Integer),
+    Column("redacted_recording_key", String(512)),
     Column("duration_seconds", Float),
     Column("transcript_key", String(512)),
     Column("transcript_preview", Text),

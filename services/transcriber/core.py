@@ -10,13 +10,23 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
+from typing import Literal
 
 from shared.decisions import Discard, GiveUp, Retry, for_deleted_call, refused
-from shared.events import RedactionSummary
+from shared.events import RecordingDownloaded, RedactionSummary, TranscriptReady
 from shared.redaction.apply import Marker, redact_text, redact_words, select
 from shared.redaction.detect import find_in_words
 from shared.redaction.kinds import EntityKind, Span, redacted_kinds
-from shared.transcript import RedactedSpan, Redaction, Segment, Utterance, Word
+from shared.transcript import (
+    AudioRedaction,
+    AudioSpan,
+    RedactedSpan,
+    Redaction,
+    Segment,
+    Transcript,
+    Utterance,
+    Word,
+)
 
 # A pause longer than this between one speaker's segments starts a new turn.
 TURN_GAP_SECONDS = 2.0
@@ -219,11 +229,6 @@ class RedactedSpeech:
     utterances: list[Utterance]
     redaction: Redaction
 
-    @property
-    def summary(self) -> RedactionSummary:
-        """What `transcript.ready` says of it: kinds and counts."""
-        return RedactionSummary(kinds=self.redaction.kinds, counts=self.redaction.counts)
-
 
 def redacted(segments: Sequence[Segment], kinds: frozenset[EntityKind]) -> RedactedSpeech:
     """The segments and their turns with the personal data of `kinds` replaced by markers.
@@ -323,6 +328,64 @@ def _where(kind: EntityKind, start: float, end: float, segment: Segment) -> Reda
     )
 
 
+def audio_spans(spans: Iterable[RedactedSpan], padding: float, duration: float) -> list[AudioSpan]:
+    """Where the recording is rewritten: each redacted span on its speaker's channel, widened
+    by `padding` on both sides within [0, duration], spans of one channel that overlap or
+    touch merged into one; by channel, then start."""
+    padded = sorted(
+        (s.channel, max(0.0, s.start - padding), min(duration, s.end + padding)) for s in spans
+    )
+    merged: list[AudioSpan] = []
+    for channel, start, end in padded:
+        if end <= start:
+            continue
+        last = merged[-1] if merged else None
+        if last is not None and last.channel == channel and start <= last.end:
+            merged[-1] = last.model_copy(update={"end": max(last.end, round(end, 3))})
+        else:
+            merged.append(AudioSpan(channel=channel, start=round(start, 3), end=round(end, 3)))
+    return merged
+
+
+def audio_redaction(
+    object_key: str,
+    redaction: Redaction,
+    sound: Literal["tone", "silence"],
+    padding: float,
+    duration: float,
+) -> AudioRedaction:
+    """What the stored recording gets: the transcript's redacted spans, replaced by `sound`."""
+    return AudioRedaction(
+        object_key=object_key,
+        sound=sound,
+        padding_seconds=padding,
+        spans=audio_spans(redaction.spans, padding, duration),
+    )
+
+
+def transcript_ready(
+    source: RecordingDownloaded, transcript: Transcript, transcript_key: str
+) -> TranscriptReady:
+    """The stage's output for a stored transcript: the same whether it was just made or is
+    read back on a redelivery that finds the work done."""
+    redaction = transcript.redaction
+    return source.caused(
+        TranscriptReady,
+        "transcript.ready",
+        outcome="transcribed" if transcript.has_speech else "no_speech",
+        transcript_key=transcript_key,
+        language=transcript.language,
+        duration_seconds=transcript.duration_seconds,
+        speakers=transcript.speakers,
+        preview=preview(transcript.utterances),
+        redact=redaction.kinds if redaction else sorted(kinds_to_redact(source.redact)),
+        redaction=RedactionSummary(kinds=redaction.kinds, counts=redaction.counts)
+        if redaction
+        else None,
+        audio_redaction=redaction.audio if redaction else None,
+    )
+
+
 def plan_chunks(total: int, speech: Sequence[SpeechSpan], limit: int) -> list[tuple[int, int]]:
     """Cuts [0, total) into pieces of at most `limit` samples, each cut inside the latest pause
     that fits (in its middle, or at its end when the piece starts inside it), so no word is
@@ -365,7 +428,21 @@ def api_failure(status_code: int | None, message: str) -> Retry | GiveUp:
     return Retry(f"transcription API failed for now: {message}")
 
 
-def deleted_call(deleted: bool, stored_transcript: str | None = None) -> Discard | None:
-    """A deleted call's recording is not transcribed; a transcript stored while the call was
-    deleted is deleted again and not announced."""
-    return for_deleted_call(deleted, (stored_transcript,) if stored_transcript else ())
+def unredactable(problem: str) -> GiveUp:
+    """A recording whose samples cannot be rewritten (not PCM WAV) never can: it is not
+    stored back, and not played."""
+    return GiveUp(f"cannot redact the audio: {problem}")
+
+
+def redacted_without_transcript(transcript_key: str) -> GiveUp:
+    """The recording was rewritten, so its transcript was stored before it; without the
+    transcript there is nothing to announce, and the audio's redacted words cannot be heard
+    again."""
+    return GiveUp(f"the recording is redacted but its transcript {transcript_key} is missing")
+
+
+def deleted_call(deleted: bool, *stored: str) -> Discard | None:
+    """A deleted call's recording is not transcribed; what was stored while the call was
+    deleted (the transcript, the recording written back) is deleted again and not
+    announced."""
+    return for_deleted_call(deleted, stored)

@@ -19,6 +19,7 @@ from shared.events import (
     TranscriptReady,
     call_correlation_id,
 )
+from shared.transcript import AudioRedaction
 
 CALL_SID = "CA0123456789abcdef0123456789abcdef"
 BUSINESS_ID = "biz-1"
@@ -111,6 +112,10 @@ def transcript_ready(
         | {
             "outcome": outcome,
             "transcript_key": f"{business_id}/{call_sid}/RE1.transcript.json",
+            # The recording of `recording_downloaded`, written back with nothing to replace.
+            "audio_redaction": AudioRedaction(
+                object_key=f"{business_id}/{call_sid}/RE1.wav", sound="tone", padding_seconds=0.25
+            ),
             **words,
             **fields,
         },

@@ -112,6 +112,24 @@ def test_a_call_completes_live_plays_and_seeks_from_the_transcript(
     screenshot(page, "call-playing")
 
 
+def test_the_page_waits_while_the_recording_is_redacted_then_plays_it(
+    page: Page, stack: RunningStack
+) -> None:
+    call_sid = stack.place_call("locksmith_chicago_card")  # half a minute to transcribe
+    row = page.locator(f"tr[data-call='{call_sid}']")
+    expect(row.locator("td[data-stage=recording] .badge")).to_have_attribute(
+        "data-status", "completed", timeout=30_000
+    )
+    row.click()
+    expect(page.locator("#audio-state")).to_have_text("Recording is being redacted…", timeout=5_000)
+    expect(row.locator("td[data-stage=transcript] .badge")).to_have_attribute(
+        "data-status", "completed", timeout=60_000
+    )
+    wait_for_audio_metadata(page)
+    expect(page.locator("#audio-state")).to_have_text("")
+    assert page.locator("audio").evaluate("a => a.duration") > 20
+
+
 def test_an_expired_playback_url_is_asked_for_again(page: Page, stack: RunningStack) -> None:
     """The player redirects the audio to a short-lived S3 URL. Here its first answer is a
     redirect to an expired one, which S3 refuses: the page asks the player again (once), is

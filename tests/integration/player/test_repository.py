@@ -136,6 +136,7 @@ async def test_events_project_onto_the_row(repo: CallRepository) -> None:
     assert row.recording_tries == 1
     assert row.last_error == "HTTP 404"  # the retry report stays visible
     assert row.transcript_key == "biz-1/CA-full/RE1.transcript.json"
+    assert row.redacted_recording_key == "biz-1/CA-full/RE1.wav"
     assert row.transcript_preview == (
         "Caller: my sink leaks. Agent: where are you? Caller: Denver."
     )

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import re
 import threading
+import wave
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from callpipe.twilio_simulator.samples import sample_path
@@ -29,7 +32,7 @@ from shared.retry import TerminalError
 from shared.settings import Settings
 from shared.storage import ObjectStore, call_prefixes
 from shared.tombstones import delete_call_objects
-from shared.transcript import Transcript, Word
+from shared.transcript import AudioSpan, Transcript, Word
 from tests.support.stack import module_s3_server
 from tests.support.transcriber import sample
 
@@ -205,7 +208,8 @@ def caller_reads_out_a_card(
 async def test_a_card_read_out_is_neither_stored_nor_published(
     store: ObjectStore, pool: ThreadPoolExecutor
 ) -> None:
-    event = await downloaded(store, b"RIFF audio", "CAhandler07", redact=[EntityKind.PHONE])
+    audio = sample_path("plumber_boston").read_bytes()
+    event = await downloaded(store, audio, "CAhandler07", redact=[EntityKind.PHONE])
     redacting = TranscribeHandler(
         InstantBackend(), store, pool, SpeakerMapping(), "en", caller_reads_out_a_card
     )
@@ -259,3 +263,177 @@ async def test_a_recording_of_a_call_deleted_before_it_was_transcribed_is_not_re
     assert await handler(gated, store, pool)(event) == []
     assert not gated.entered.is_set()
     assert await store.keys("biz-1/CAhandler08/") == []
+
+
+def samples(wav: bytes) -> np.ndarray:
+    with wave.open(io.BytesIO(wav), "rb") as recording:
+        frames = recording.readframes(recording.getnframes())
+        return np.frombuffer(frames, "<i2").reshape(-1, recording.getnchannels())
+
+
+def card_handler(store: ObjectStore, pool: ThreadPoolExecutor, **options: Any) -> TranscribeHandler:
+    return TranscribeHandler(
+        InstantBackend(), store, pool, SpeakerMapping(), "en", caller_reads_out_a_card, **options
+    )
+
+
+# What `caller_reads_out_a_card` says, with the policy `phone` too: the card, the phone
+# number, the card again, each padded by a quarter of a second, on the caller's channel.
+CARD_SPANS = [
+    AudioSpan(channel=0, start=1.25, end=3.65),
+    AudioSpan(channel=0, start=5.25, end=6.15),
+    AudioSpan(channel=0, start=8.25, end=9.15),
+]
+
+
+async def test_the_recording_is_rewritten_only_where_the_words_were_redacted(
+    store: ObjectStore, pool: ThreadPoolExecutor
+) -> None:
+    original = sample_path("plumber_boston").read_bytes()
+    event = await downloaded(store, original, "CAaudio01", redact=[EntityKind.PHONE])
+
+    [ready] = await card_handler(store, pool)(event)
+
+    assert isinstance(ready, TranscriptReady) and ready.audio_redaction is not None
+    assert ready.audio_redaction.object_key == event.object_key
+    assert ready.audio_redaction.spans == CARD_SPANS
+    stored = Transcript.model_validate_json(await store.get(ready.transcript_key))
+    assert stored.redaction is not None and stored.redaction.audio == ready.audio_redaction
+    rewritten = await store.get(event.object_key)
+    assert len(rewritten) == len(original)
+    before, after = samples(original), samples(rewritten)
+    assert np.array_equal(after[:, 1], before[:, 1])  # the agent's channel
+    inside = np.zeros(len(before), dtype=bool)
+    for span in CARD_SPANS:
+        piece = slice(int(span.start * 8000), int(np.ceil(span.end * 8000)))
+        inside[piece] = True
+        assert np.count_nonzero(after[piece, 0] != before[piece, 0]) > 0.9 * len(after[piece])
+    assert np.array_equal(after[~inside, 0], before[~inside, 0])
+    header = len(original) - len(before) * 4
+    assert rewritten[:header] == original[:header]
+
+
+async def test_silence_can_replace_the_spans(store: ObjectStore, pool: ThreadPoolExecutor) -> None:
+    original = sample_path("plumber_boston").read_bytes()
+    event = await downloaded(store, original, "CAaudio02")
+    [ready] = await card_handler(store, pool, audio_sound="silence", audio_padding_seconds=0)(event)
+    assert isinstance(ready, TranscriptReady) and ready.audio_redaction is not None
+    assert ready.audio_redaction.sound == "silence"
+    # Without `phone` in the policy the phone number stays, in the transcript and the audio.
+    [first, second] = ready.audio_redaction.spans
+    assert (first.start, first.end, second.start, second.end) == (1.5, 3.4, 8.5, 8.9)
+    after = samples(await store.get(event.object_key))
+    assert not after[int(1.5 * 8000) : int(3.4 * 8000), 0].any()
+    assert np.array_equal(
+        after[int(3.4 * 8000) + 1 :, 1], samples(original)[int(3.4 * 8000) + 1 :, 1]
+    )
+
+
+class CountingTranscriptions:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(
+        self, backend: TranscriptionBackend, path: Path, channels: int
+    ) -> FileTranscription:
+        self.count += 1
+        return caller_reads_out_a_card(backend, path, channels)
+
+
+async def test_a_redelivery_announces_the_same_without_transcribing_the_redacted_audio(
+    store: ObjectStore, pool: ThreadPoolExecutor
+) -> None:
+    event = await downloaded(store, sample_path("plumber_boston").read_bytes(), "CAaudio03")
+    transcribe = CountingTranscriptions()
+    redacting = TranscribeHandler(InstantBackend(), store, pool, SpeakerMapping(), "en", transcribe)
+    [ready] = await redacting(event)
+    redacted = await store.get(event.object_key)
+
+    [again] = await redacting(event)
+
+    assert again.model_copy(update={"occurred_at": ready.occurred_at}) == ready
+    assert transcribe.count == 1
+    assert await store.get(event.object_key) == redacted
+
+
+class CrashingStore(ObjectStore):
+    """Fails the first write-back of a recording, as a crash after the transcript was
+    stored would leave things; then works."""
+
+    crashes = 1
+
+    async def put_parts(self, *args: Any, **kwargs: Any) -> int:
+        if self.crashes:
+            self.crashes -= 1
+            raise ConnectionError("the process died here")
+        return await super().put_parts(*args, **kwargs)
+
+
+async def test_a_retry_after_a_crash_before_the_write_back_redacts_the_recording(
+    settings: Settings, pool: ThreadPoolExecutor
+) -> None:
+    store = CrashingStore(settings.s3)
+    await store.start()
+    try:
+        original = sample_path("plumber_boston").read_bytes()
+        event = await downloaded(store, original, "CAaudio04", redact=[EntityKind.PHONE])
+        with pytest.raises(ConnectionError):
+            await card_handler(store, pool)(event)
+        assert await store.get(event.object_key) == original  # nothing half-written
+
+        [ready] = await card_handler(store, pool)(event)
+
+        assert isinstance(ready, TranscriptReady) and ready.audio_redaction is not None
+        assert ready.audio_redaction.spans == CARD_SPANS
+        assert await store.get(event.object_key) != original
+    finally:
+        await store.stop()
+
+
+class DeletingStore(ObjectStore):
+    """Deletes the call (as the player does) right after the handler stored `after`."""
+
+    after = "put"
+    event: RecordingDownloaded
+
+    async def put(self, key: str, *args: Any, **kwargs: Any) -> None:
+        await super().put(key, *args, **kwargs)
+        if self.after == "put" and key.endswith(".transcript.json"):
+            await delete_call(self, self.event)
+
+    async def put_parts(self, *args: Any, **kwargs: Any) -> int:
+        if self.after == "put":
+            raise AssertionError("a deleted call's recording was written back")
+        size = await super().put_parts(*args, **kwargs)
+        await delete_call(self, self.event)
+        return size
+
+
+@pytest.mark.parametrize("after", ["put", "put_parts"], ids=["transcript", "write-back"])
+async def test_a_call_deleted_during_redaction_gets_nothing_written_back(
+    settings: Settings, pool: ThreadPoolExecutor, after: str
+) -> None:
+    store = DeletingStore(settings.s3)
+    store.after = after
+    await store.start()
+    try:
+        call = f"CAaudio05{after.replace('_', '')}"
+        store.event = await downloaded(store, sample_path("plumber_boston").read_bytes(), call)
+
+        assert await card_handler(store, pool)(store.event) == []
+
+        assert await store.keys(f"biz-1/{call}/") == []
+        assert await store.keys(f"biz-1/2026-11-24/{call}/") == []
+    finally:
+        await store.stop()
+
+
+async def test_audio_that_cannot_be_redacted_fails_for_good_and_nothing_is_stored(
+    store: ObjectStore, pool: ThreadPoolExecutor
+) -> None:
+    mp3 = b"ID3\x03\x00" + bytes(4000)
+    event = await downloaded(store, mp3, "CAaudio06")
+    with pytest.raises(TerminalError, match="cannot redact the audio: not a RIFF WAVE file"):
+        await card_handler(store, pool)(event)
+    assert await store.keys("biz-1/CAaudio06/") == []
+    assert await store.get(event.object_key) == mp3

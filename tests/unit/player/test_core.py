@@ -6,7 +6,7 @@ import dataclasses
 import itertools
 from typing import Any
 
-from services.player.core import apply, recording_folder, timeline_detail
+from services.player.core import Playback, apply, playback, recording_folder, timeline_detail
 from shared.call_state import CallState
 from shared.events import (
     AnyEvent,
@@ -21,6 +21,7 @@ from shared.events import (
     TranscriptReady,
 )
 from shared.redaction.kinds import EntityKind
+from shared.transcript import AudioRedaction, AudioSpan
 from tests.support import events as factories
 from tests.support.events import CALL_SID, at
 
@@ -416,12 +417,65 @@ def test_the_timeline_says_what_was_redacted_from_the_transcript() -> None:
     assert (
         timeline_detail(factories.transcript_ready(redaction=found))
         == "transcript transcribed; redacting card, number, phone: 2 card, 1 phone"
+        "; audio: nothing to replace"
     )
     assert (
         timeline_detail(factories.transcript_ready(redaction=RedactionSummary(kinds=kinds)))
         == "transcript transcribed; redacting card, number, phone: none found"
+        "; audio: nothing to replace"
     )
-    assert timeline_detail(factories.transcript_ready()) == "transcript transcribed"
+    assert (
+        timeline_detail(factories.transcript_ready())
+        == "transcript transcribed; audio: nothing to replace"
+    )
+
+
+def test_the_timeline_says_where_the_recording_was_redacted_and_never_what() -> None:
+    audio = AudioRedaction(
+        object_key=f"biz-1/{CALL_SID}/RE1.wav",
+        sound="tone",
+        padding_seconds=0.25,
+        spans=[AudioSpan(channel=0, start=11.17, end=17.47), AudioSpan(channel=1, start=2, end=3)],
+    )
+    assert timeline_detail(factories.transcript_ready(audio_redaction=audio)) == (
+        "transcript transcribed; audio: 2 spans replaced by a tone "
+        "(channel 1 11.17-17.47 s, channel 2 2.00-3.00 s)"
+    )
+    assert timeline_detail(factories.transcript_ready(audio_redaction=None)) == (
+        "transcript transcribed; audio not redacted"
+    )
+
+
+def test_a_recording_is_played_only_once_the_transcriber_announced_it_redacted() -> None:
+    key = f"biz-1/{CALL_SID}/RE1.wav"
+    downloaded_only = project([call_started(0), recording_completed(1), downloaded(3)])
+    assert playback(downloaded_only, key) == Playback.REDACTING
+    assert playback(project([*happy_path()[:5]]), key) == Playback.REDACTING
+    assert playback(project(happy_path()), key) == Playback.READY
+    silent = project(
+        [call_started(0), recording_completed(1), downloaded(3), transcript_ready(5, "no_speech")]
+    )
+    assert playback(silent, key) == Playback.READY
+    # Out of order: the transcript's news before the download's.
+    assert playback(project([transcript_ready(5), downloaded(3)]), key) == Playback.READY
+
+
+def test_a_recording_never_redacted_is_never_played() -> None:
+    key = f"biz-1/{CALL_SID}/RE1.wav"
+    given_up = [call_started(0), downloaded(3), failed(Stage.TRANSCRIPT, 4, terminal=True)]
+    assert playback(project(given_up), key) == Playback.NOT_REDACTED
+    retrying = [*given_up, failed(Stage.TRANSCRIPT, 6, terminal=False, attempt=2)]
+    assert playback(project(retrying), key) == Playback.REDACTING
+    unreported = factories.transcript_ready(occurred_at=at(5), audio_redaction=None)
+    assert playback(project([downloaded(3), unreported]), key) == Playback.NOT_REDACTED
+    # Another recording of the call (a newer download) is not the one redacted.
+    assert playback(project(happy_path()), f"biz-1/{CALL_SID}/RE2.wav") == Playback.NOT_REDACTED
+
+
+def test_a_newer_download_waits_for_its_own_redaction() -> None:
+    key = f"biz-1/{CALL_SID}/RE1.wav"
+    redownloaded = [*happy_path(), downloaded(9, attempt=2)]
+    assert playback(project(redownloaded), key) == Playback.REDACTING
 
 
 def test_the_recording_folder_a_deletion_empties_is_the_calls_own() -> None:

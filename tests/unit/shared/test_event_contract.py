@@ -39,7 +39,15 @@ from shared.events import (
 )
 from shared.kafka.topics import WORKERS, dead_letter_topic
 from shared.redaction.kinds import EntityKind
-from shared.transcript import RedactedSpan, Redaction, Transcript, Utterance, Word
+from shared.transcript import (
+    AudioRedaction,
+    AudioSpan,
+    RedactedSpan,
+    Redaction,
+    Transcript,
+    Utterance,
+    Word,
+)
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "events"
 
@@ -103,6 +111,12 @@ SAMPLES: list[Event] = [
         redaction=RedactionSummary(
             kinds=[EntityKind.CARD, EntityKind.NUMBER, EntityKind.PHONE],
             counts={EntityKind.CARD: 1},
+        ),
+        audio_redaction=AudioRedaction(
+            object_key="biz-42/2025-11-24/CA0123/RE0123.wav",
+            sound="tone",
+            padding_seconds=0.25,
+            spans=[AudioSpan(channel=0, start=11.75, end=17.5)],
         ),
     ),
     SummaryReady(
@@ -318,6 +332,12 @@ def test_stored_transcript_validates_against_checked_in_schema() -> None:
             spans=[
                 RedactedSpan(kind=EntityKind.CARD, start=2.0, end=2.9, speaker="caller", channel=0)
             ],
+            audio=AudioRedaction(
+                object_key="biz-42/2025-11-24/CA0123/RE0123.wav",
+                sound="silence",
+                padding_seconds=0.25,
+                spans=[AudioSpan(channel=0, start=1.75, end=3.0)],
+            ),
         ),
     )
     validator = _validator(schemas.TRANSCRIPT_SCHEMA_FILE)

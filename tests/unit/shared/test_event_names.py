@@ -60,6 +60,16 @@ def test_events_as_the_services_and_the_simulator_make_them_decode() -> None:
     [
         pytest.param(downloaded(object_key=f"electrician/{CALL}/x.wav"), id="other-audio"),
         pytest.param(transcript_ready(transcript_key="electrician/CA1/x.json"), id="other-text"),
+        pytest.param(
+            transcript_ready(
+                audio_redaction={
+                    "object_key": f"electrician/2026-11-24/{CALL}/x.wav",
+                    "sound": "tone",
+                    "padding_seconds": 0.25,
+                }
+            ),
+            id="other-redacted-audio",
+        ),
         pytest.param(downloaded(object_key="plumber/../electrician/x.wav"), id="dotdot"),
         pytest.param(downloaded(object_key="plumber/./x.wav"), id="dot"),
         pytest.param(downloaded(object_key="/plumber/x.wav"), id="leading-slash"),

@@ -70,3 +70,20 @@ def test_a_deleted_calls_audio_is_not_transcribed_and_a_transcript_stored_meanwh
     meanwhile = core.deleted_call(True, key)
     assert meanwhile is not None and meanwhile.objects == (key,)
     assert key.startswith(call_prefixes("biz-1", "CA1", [])[0])
+
+
+def test_a_recording_written_back_while_its_call_was_deleted_goes_too() -> None:
+    transcript, audio = transcript_key("biz-1", "CA1", "RE1"), "biz-1/2026-12-08/CA1/RE1.wav"
+    assert core.deleted_call(False, transcript, audio) is None
+    meanwhile = core.deleted_call(True, transcript, audio)
+    assert meanwhile is not None and meanwhile.objects == (transcript, audio)
+
+
+def test_audio_that_cannot_be_rewritten_and_a_redacted_one_without_transcript_fail_for_good() -> (
+    None
+):
+    unredactable = core.unredactable("not a RIFF WAVE file")
+    assert isinstance(unredactable, GiveUp)
+    assert unredactable.reason == "cannot redact the audio: not a RIFF WAVE file"
+    missing = core.redacted_without_transcript("biz-1/CA1/RE1.transcript.json")
+    assert isinstance(missing, GiveUp) and "biz-1/CA1/RE1.transcript.json" in missing.reason

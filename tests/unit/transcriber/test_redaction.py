@@ -164,7 +164,7 @@ def test_nothing_to_redact_leaves_the_speech_as_it_was() -> None:
     assert speech.segments == segments
     assert speech.utterances == core.turns(segments)
     assert speech.redaction.counts == {} and speech.redaction.spans == []
-    assert speech.summary.kinds == [EntityKind.CARD, EntityKind.NUMBER, EntityKind.PHONE]
+    assert speech.redaction.kinds == [EntityKind.CARD, EntityKind.NUMBER, EntityKind.PHONE]
 
 
 def test_the_transcript_stores_the_redaction() -> None:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
 from services.player import ranges
-from services.player.core import own_key
+from services.player.core import Playback, own_key, playback
 from services.player.http.deps import (
     RETRY_AFTER_SECONDS,
     AppSettings,
@@ -21,7 +21,7 @@ from services.player.http.deps import (
     Store,
 )
 from services.player.http.stage_retry import retry_failed_stage
-from shared.call_state import StageStatus
+from shared.call_state import CallState, StageStatus
 from shared.events import Stage
 from shared.storage import ObjectInfo, ObjectStore
 
@@ -55,17 +55,31 @@ async def prepare_recording(
         307: {"description": "GET of the whole recording or of one byte range: fetch "
               "it (same Range) from this short-lived presigned object-store URL"},
         206: {"description": "Several ranges (multipart/byteranges); HEAD of a range"},
+        409: {"description": "Not redacted: `status` `redacting` (with Retry-After) while "
+              "the transcriber redacts it, `not_redacted` when it never will be"},
     },
 )  # fmt: skip
 async def recording_file(
     call: Call, request: Request, store: Store, settings: AppSettings
 ) -> Response:
-    """200/206 with the audio, or 307 to a presigned object-store URL that serves it;
-    202 + Retry-After while it is on its way; 404 when the call has no recording; 410
-    with the reason when the download failed for good. Never enqueues work."""
+    """200/206 with the audio, or 307 to a presigned object-store URL that serves it, once
+    the recording is redacted; 202 + Retry-After while it is on its way; 409 + Retry-After
+    while it is being redacted, 409 without when it never was (its transcription failed);
+    404 when the call has no recording; 410 with the reason when the download failed for
+    good. Never enqueues work."""
     match call.recording_status:
         case StageStatus.COMPLETED if key := own_key(call, call.recording_key):
-            return await _audio(store, key, request, settings.player.playback_url_seconds)
+            match playback(call, key):
+                case Playback.READY:
+                    url_seconds = settings.player.playback_url_seconds
+                    return await _audio(store, key, request, url_seconds)
+                case Playback.REDACTING:
+                    return JSONResponse(
+                        {"status": Playback.REDACTING, "detail": "the recording is being redacted"},
+                        status_code=409,
+                        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                    )
+            return JSONResponse({"status": Playback.NOT_REDACTED, "detail": _unredacted(call)}, 409)
         case StageStatus.PENDING | StageStatus.PROCESSING:
             return JSONResponse(
                 {"status": call.recording_status, "detail": "recording is being prepared"},
@@ -75,6 +89,15 @@ async def recording_file(
         case StageStatus.FAILED:
             return JSONResponse({"status": "failed", "detail": call.last_error}, status_code=410)
     raise HTTPException(status_code=404, detail="no recording exists for this call")
+
+
+def _unredacted(call: CallState) -> str:
+    if call.transcript_status == StageStatus.FAILED:
+        return (
+            "the recording is not played: its transcription failed, so it was not redacted "
+            f"(retry the transcript stage): {call.transcript_error}"
+        )
+    return "the recording is not played: it was not redacted"
 
 
 async def _audio(store: ObjectStore, key: str, request: Request, url_seconds: int) -> Response:
