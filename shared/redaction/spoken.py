@@ -73,6 +73,7 @@ CURRENCY_SIGNS = "$₪€£"
 MIN_LONG_RUN = 7  # digits
 # Punctuation Whisper writes between groups of digits; a token of these alone joins.
 _JOINERS = frozenset("-–—־,.…")
+_SEPARATORS = ".,-–־"
 _HEBREW_PREFIX = re.compile(
     r"^(?P<prefix>[ובלמהשכ]{1,3})[-־–\"'׳״]?(?=[\d+(" + CURRENCY_SIGNS + "])"
 )
@@ -201,6 +202,8 @@ def _read_numeral(core: str) -> Reading:
     numeral = core.replace("+", "", 1) if plus else core
     if _is_date(numeral):
         return Reading(Role.BREAK)
+    if _NUMERAL.match(continued := numeral.lstrip(_SEPARATORS)):
+        numeral = continued  # ".523881640": the separator after the previous word's digit
     if not _NUMERAL.match(numeral):
         return _glued(numeral)
     groups = tuple(re.findall(r"\d+", numeral))

@@ -42,6 +42,9 @@ REDACTED = [
     ("oh five four, seven six five, double four, three two", "[phone]"),
     ("plus nine seven two, five four, seven six five, four three two one", "[phone]"),
     ("054, uh, 765, um, 4321", "[phone]"),
+    # A word may begin with the separator Whisper wrote after the previous digit
+    ("call me on 0 .523881640.", "call me on [phone]."),
+    ("054 -765 -4321", "[phone]"),
     ("the office is 03-123-4567", "the office is [phone]"),
     ("my US number is +1 415 555 2671", "my US number is [phone]"),
     ("054-765-4321, 052-456-7890", "[phone], [phone]"),
@@ -107,6 +110,8 @@ STAYS = [
     "four five",
     "one or two",
     "I'm 45, my son is 12",
+    "it is 0 .5 percent",
+    "minus 3 -4 degrees",
     # A website is not a mailbox
     "find us at callpipe dot com",
 ]
