@@ -33,6 +33,8 @@ HELD_OUT = sample("locksmith_chicago_card", 2)
 PADDING = 0.25
 # Three digits or more said together, whatever separates them: none may be left.
 DIGITS_TOGETHER = re.compile(r"\d(?:[\s,.-]*\d){2,}")
+# Nor a digit of a redacted number left beside its marker ("0[number]").
+DIGIT_BESIDE_MARKER = re.compile(r"\d[\s,.-]*\[[a-z_]+\]|\[[a-z_]+\][\s,.-]*\d")
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +108,7 @@ def test_neither_number_is_in_the_transcript_preview_summary_or_quotes(
     ]
     for text in texts:
         assert not DIGITS_TOGETHER.search(text), text
+        assert not DIGIT_BESIDE_MARKER.search(text), text
     assert "4242" not in "".join(re.findall(r"\d", " ".join(texts)))
 
 
