@@ -73,12 +73,13 @@ def _model_schema(model: type[BaseModel], name: str, version: int) -> dict[str, 
 def event_json_schema(model: type[Event]) -> dict[str, Any]:
     """The JSON Schema of an event as it appears on the wire.
 
-    Every field of the `Event` envelope (and `event_type`) is always serialised, so it is
-    marked required even where the model gives it a default.
+    Every field of the `Event` envelope (and `event_type`) but `sealed` is always serialised,
+    so it is marked required even where the model gives it a default; `sealed` is there when
+    the event's personal fields are (decision 1204).
     """
     version = schema_version_of(model)
     schema = _model_schema(model, event_type_of(model), version)
-    always_present = [*Event.model_fields, "event_type"]
+    always_present = [*(f for f in Event.model_fields if f != "sealed"), "event_type"]
     required = set(schema.get("required", [])) | set(always_present)
     schema["required"] = [f for f in schema["properties"] if f in required]
     return schema
