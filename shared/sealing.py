@@ -16,14 +16,16 @@ import os
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import ValidationError
 
 from shared.events import (
-    AnyEvent,
     CallStarted,
     CallStatusChanged,
     Event,
+    EventT,
     RecordingCompleted,
     RecordingStarted,
     Sealed,
@@ -64,6 +66,37 @@ def has_personal_fields(event: Event) -> bool:
 
 def new_data_key() -> bytes:
     return AESGCM.generate_key(bit_length=DATA_KEY_BYTES * 8)
+
+
+def key_encryption_key(wrapping_key: str) -> bytes:
+    """The AES-256 key that wraps every call's data key, derived from the wrapping key setting
+    (any string of enough entropy) with HKDF-SHA256."""
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"callpipe call keys v1"
+    ).derive(wrapping_key.encode())
+
+
+def _key_of_call(business_id: str, call_sid: str) -> bytes:
+    return f"callpipe.call-key.v{SEAL_VERSION}|{business_id}|{call_sid}".encode()
+
+
+def wrap_key(kek: bytes, data_key: bytes, business_id: str, call_sid: str) -> bytes:
+    """A call's data key as stored: nonce and AES-GCM ciphertext under the key-encryption
+    key, bound to its business and call (a wrapped key copied to another row does not open)."""
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(kek).encrypt(nonce, data_key, _key_of_call(business_id, call_sid))
+
+
+def unwrap_key(kek: bytes, wrapped: bytes, business_id: str, call_sid: str) -> bytes:
+    """The call's data key; raises Unopenable under another key-encryption key."""
+    try:
+        return AESGCM(kek).decrypt(
+            wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], _key_of_call(business_id, call_sid)
+        )
+    except InvalidTag as error:
+        raise Unopenable(
+            f"the key of call {call_sid} does not unwrap: another CALLPIPE_KEY_WRAPPING_KEY?"
+        ) from error
 
 
 def associated_data(event: Event) -> bytes:
@@ -108,7 +141,7 @@ def _matches(path: list[str], pattern: str) -> bool:
     )
 
 
-def seal(event: AnyEvent, data_key: bytes, nonce: bytes | None = None) -> AnyEvent:
+def seal(event: EventT, data_key: bytes, nonce: bytes | None = None) -> EventT:
     """The event with its personal fields blank and sealed under `data_key`; an event of a
     type without personal fields as it is."""
     blanks = PERSONAL_FIELDS.get(type(event))
@@ -131,7 +164,7 @@ def seal(event: AnyEvent, data_key: bytes, nonce: bytes | None = None) -> AnyEve
     return type(event).model_validate(document)
 
 
-def strip(event: AnyEvent) -> AnyEvent:
+def strip(event: EventT) -> EventT:
     """The event with its personal fields blank and nothing sealed: what is published of a
     call whose key was destroyed."""
     blanks = PERSONAL_FIELDS.get(type(event))
@@ -144,7 +177,7 @@ def strip(event: AnyEvent) -> AnyEvent:
     return type(event).model_validate(document)
 
 
-def open_sealed(event: AnyEvent, data_key: bytes) -> AnyEvent:
+def open_sealed(event: EventT, data_key: bytes) -> EventT:
     """The event with its sealed personal fields back in place and `sealed` empty; raises
     Unopenable when they do not open with `data_key` or are not this type's."""
     sealed = event.sealed

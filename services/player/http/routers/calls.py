@@ -79,14 +79,15 @@ async def delete_call(
 ) -> Response:
     """Records the call's tombstone, which the stages look for; deletes every object under
     the call's folders (audio of every attempt, manifests, transcripts), then the row, its
-    timeline and retry inputs; downstream consumers get a `call.deleted` event."""
+    timeline and retry inputs, and its key, so its events on Kafka no longer open;
+    downstream consumers get a `call.deleted` event."""
     prefixes = call_prefixes(
         call.business_id, call.call_sid, await repository.recording_days(call.call_sid)
     )
     if (folder := recording_folder(call)) and folder not in prefixes:
         prefixes.append(folder)
     await delete_call_objects(store, call.business_id, call.call_sid, prefixes)
-    await repository.delete_call(call.call_sid)
+    await repository.delete_call(call.business_id, call.call_sid)
     await producer.publish(
         CallDeleted(
             event_id=uuid.uuid5(TWILIO_NAMESPACE, f"{call.call_sid}:deleted"),
