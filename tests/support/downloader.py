@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from callpipe.bootstrap import open_stage_worker
+from shared.call_keys import Envelopes
 from shared.events import RecordingCompleted, decode
 from shared.kafka.producer import EventProducer
 from shared.kafka.topics import dead_letter_topic
@@ -154,7 +155,7 @@ async def running_downloader(settings: Settings) -> AsyncIterator[ObjectStore]:
 
 
 async def publish(settings: Settings, *events: RecordingCompleted) -> None:
-    producer = EventProducer(settings.kafka)
+    producer = EventProducer(settings.kafka, Envelopes.of(settings))
     await producer.start()
     try:
         for event in events:

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from twilio.request_validator import RequestValidator
 
 from callpipe.twilio_simulator.samples import sample_path
+from shared.call_keys import Envelopes
 from shared.events import Topic
 from shared.kafka.connection import client_options
 from shared.kafka.topics import replay
@@ -151,7 +152,12 @@ def call_sids_on_the_call_started_topic(stack: RunningStack) -> list[str]:
         finally:
             await consumer.stop()
         assert partitions == {0}
-        return [e.call_sid async for e in replay(stack.settings.kafka, [Topic.CALL_STARTED.value])]
+        return [
+            e.call_sid
+            async for e in replay(
+                stack.settings.kafka, [Topic.CALL_STARTED.value], Envelopes.of(stack.settings)
+            )
+        ]
 
     return asyncio.run(read())
 
