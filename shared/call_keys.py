@@ -118,7 +118,10 @@ class CallKeys:
     ) -> None:
         self._engine = engine
         self._kek = key_encryption_key(wrapping_key.get_secret_value())
-        self._cache: TTLCache[str, bytes | Destroyed] = TTLCache(CACHE_SIZE, cache_seconds)
+        # call SID → (its business, its key)
+        self._cache: TTLCache[str, tuple[str, bytes | Destroyed]] = TTLCache(
+            CACHE_SIZE, cache_seconds
+        )
         self._owns_engine = owns_engine
         self._table_ready = False
 
@@ -152,7 +155,7 @@ class CallKeys:
     async def get_or_create(self, business_id: str, call_sid: str) -> bytes | Destroyed:
         """The call's key, made if it has none: by one service only, however many ask at once
         (the insert does nothing when a row is there, then everyone reads the same row)."""
-        cached = self._cache.get(call_sid)
+        cached = self._cached(business_id, call_sid)
         if cached is not None:
             return cached
         found = await self._read([call_sid])
@@ -183,7 +186,7 @@ class CallKeys:
         keys: dict[str, bytes | Destroyed] = {}
         wanted: dict[str, str] = {}
         for business_id, call_sid in calls:
-            cached = self._cache.get(call_sid)
+            cached = self._cached(business_id, call_sid)
             if cached is None:
                 wanted[call_sid] = business_id
             else:
@@ -198,6 +201,8 @@ class CallKeys:
 
     async def destroy(self, business_id: str, call_sid: str) -> None:
         """Destroys the call's key in a transaction of its own."""
+        if not self._table_ready:
+            await self.create_table()
         async with self._engine.begin() as connection:
             await connection.run_sync(destroy_call_key, business_id, call_sid)
         self.forget(call_sid)
@@ -216,6 +221,15 @@ class CallKeys:
         self._table_ready = True
         return {row.call_sid: (row.business_id, row.wrapped_key) for row in rows}
 
+    def _cached(self, business_id: str, call_sid: str) -> bytes | Destroyed | None:
+        cached = self._cache.get(call_sid)
+        if cached is None:
+            return None
+        owner, key = cached
+        if owner != business_id:
+            raise KeyMissing(f"call {call_sid} is not of business {business_id}")
+        return key
+
     def _remember(
         self, call_sid: str, business_id: str, row: tuple[str, bytes | None]
     ) -> bytes | Destroyed:
@@ -223,7 +237,7 @@ class CallKeys:
         if owner != business_id:
             raise KeyMissing(f"call {call_sid} is not of business {business_id}")
         key = DESTROYED if wrapped is None else unwrap_key(self._kek, wrapped, owner, call_sid)
-        self._cache[call_sid] = key
+        self._cache[call_sid] = (owner, key)
         return key
 
 
