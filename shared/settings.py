@@ -152,15 +152,14 @@ class DatabaseSettings(BaseSettings):
 
 
 class KeysSettings(BaseSettings):
-    """The key that wraps each call's data key, with which events' personal fields travel
-    encrypted (decision 1204)."""
+    """The key that wraps each call's data key, which seals events' personal fields (1204)."""
 
     model_config = _config("KEY_")
 
     wrapping_key: SecretStr = Field(
         SecretStr("callpipe-local-wrapping-key"),
         description="wraps every call's data key in the database; every service that publishes "
-        "or reads events needs the same one, and losing it makes every event unreadable "
+        "or reads events needs the same one; lost, no event's personal fields open again "
         "(never logged; `callpipe up` makes one per data dir; at least 32 bytes when reachable)",
     )
 
