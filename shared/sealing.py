@@ -29,6 +29,7 @@ from shared.events import (
     RecordingCompleted,
     RecordingStarted,
     Sealed,
+    StageFailed,
     SummaryReady,
     TranscriptReady,
 )
@@ -52,6 +53,9 @@ PERSONAL_FIELDS: dict[type[Event], dict[str, Any]] = {
         "lead.callback_number": None,
         "lead.evidence.*.quote": "",
     },
+    # A stage's reason can quote the call: the extractor's names an LLM's quote it could not
+    # find in the transcript, or the model's refusal.
+    StageFailed: {"error": ""},
 }
 
 
