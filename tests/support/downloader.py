@@ -25,7 +25,7 @@ from starlette.responses import Response
 
 from callpipe.bootstrap import open_stage_worker
 from shared.call_keys import Envelopes
-from shared.events import RecordingCompleted, decode
+from shared.events import RecordingCompleted, decode, encode
 from shared.kafka.producer import EventProducer
 from shared.kafka.topics import dead_letter_topic
 from shared.settings import Settings
@@ -187,6 +187,7 @@ async def collect(
         auto_offset_reset="earliest",
     )
     await consumer.start()
+    envelopes = Envelopes.of(settings)
     seen: list[Seen] = []
     try:
         deadline = time.monotonic() + within_seconds
@@ -198,11 +199,15 @@ async def collect(
                 for record in records:
                     value = json.loads(record.value)
                     if record.topic != "downloader.dlq":
-                        decode(record.value)  # every output honours the contract
+                        # Every output honours the contract; seen as its consumers open it.
+                        event = await envelopes.open(decode(record.value))
+                        if event is not None:
+                            value = json.loads(encode(event))
                     if value.get("call_sid") in call_sids:
                         seen.append(Seen(record.topic, value, dict(record.headers)))
     finally:
         await consumer.stop()
+        await envelopes.close()
     return seen
 
 
