@@ -101,6 +101,18 @@ def destroy_call_key(connection: Connection, business_id: str, call_sid: str) ->
     )
 
 
+async def copy_call_keys(source: AsyncEngine, target: AsyncEngine) -> int:
+    """Copies every call's key row (destroyed ones too) from `source` to `target`, which has
+    the table and none of them: a status table rebuilt elsewhere must open the same events
+    and leave the deleted calls' shut. Returns how many rows it copied."""
+    async with source.connect() as connection:
+        rows = [dict(row._mapping) for row in await connection.execute(select(call_keys))]
+    if rows:
+        async with target.begin() as connection:
+            await connection.execute(call_keys.insert(), rows)
+    return len(rows)
+
+
 def _has_table(connection: Connection) -> bool:
     return inspect(connection).has_table(call_keys.name)
 
@@ -116,7 +128,7 @@ class CallKeys:
         *,
         owns_engine: bool = False,
     ) -> None:
-        self._engine = engine
+        self.engine = engine
         self._kek = key_encryption_key(wrapping_key.get_secret_value())
         # call SID → (its business, its key)
         self._cache: TTLCache[str, tuple[str, bytes | Destroyed]] = TTLCache(
@@ -134,17 +146,17 @@ class CallKeys:
 
     async def close(self) -> None:
         if self._owns_engine:
-            await self._engine.dispose()
+            await self.engine.dispose()
 
     async def create_table(self) -> None:
         """Creates `call_keys` if it is missing: whichever service meets a call first makes
         it (the player's migration 0009 makes the same table). Two services creating it at
         once on PostgreSQL: the second one's error only says that it exists now."""
         try:
-            async with self._engine.begin() as connection:
+            async with self.engine.begin() as connection:
                 await connection.run_sync(metadata.create_all)
         except DBAPIError:
-            async with self._engine.connect() as connection:
+            async with self.engine.connect() as connection:
                 if not await connection.run_sync(_has_table):
                     raise
         self._table_ready = True
@@ -163,7 +175,7 @@ class CallKeys:
             if not self._table_ready:
                 await self.create_table()
             wrapped = wrap_key(self._kek, new_data_key(), business_id, call_sid)
-            async with self._engine.begin() as connection:
+            async with self.engine.begin() as connection:
                 await connection.execute(
                     _insert(connection.dialect)(call_keys)
                     .values(
@@ -203,7 +215,7 @@ class CallKeys:
         """Destroys the call's key in a transaction of its own."""
         if not self._table_ready:
             await self.create_table()
-        async with self._engine.begin() as connection:
+        async with self.engine.begin() as connection:
             await connection.run_sync(destroy_call_key, business_id, call_sid)
         self.forget(call_sid)
 
@@ -211,7 +223,7 @@ class CallKeys:
         query = select(call_keys.c.call_sid, call_keys.c.business_id, call_keys.c.wrapped_key)
         query = query.where(call_keys.c.call_sid.in_(call_sids))
         try:
-            async with self._engine.connect() as connection:
+            async with self.engine.connect() as connection:
                 rows = (await connection.execute(query)).all()
         except DBAPIError:
             if self._table_ready:
