@@ -12,7 +12,7 @@ with on the way in, and the reader a downstream consumer holding the wrapping ke
 
 from __future__ import annotations
 
-import logging
+import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -49,8 +49,6 @@ from shared.sealing import (
     wrap_key,
 )
 from shared.settings import Settings
-
-log = logging.getLogger(__name__)
 
 CACHE_SECONDS = 60.0
 CACHE_SIZE = 20_000
@@ -136,6 +134,7 @@ class CallKeys:
         )
         self._owns_engine = owns_engine
         self._table_ready = False
+        self._pending: dict[str, asyncio.Future[bytes | Destroyed]] = {}
 
     @classmethod
     def of(cls, settings: Settings) -> CallKeys:
@@ -166,10 +165,21 @@ class CallKeys:
 
     async def get_or_create(self, business_id: str, call_sid: str) -> bytes | Destroyed:
         """The call's key, made if it has none: by one service only, however many ask at once
-        (the insert does nothing when a row is there, then everyone reads the same row)."""
+        (the insert does nothing when a row is there, then everyone reads the same row). The
+        events of one call published together in this process wait for one lookup."""
         cached = self._cached(business_id, call_sid)
         if cached is not None:
             return cached
+        pending = self._pending.get(call_sid)
+        if pending is None:
+            pending = asyncio.ensure_future(self._get_or_create(business_id, call_sid))
+            self._pending[call_sid] = pending
+            pending.add_done_callback(lambda _: self._pending.pop(call_sid, None))
+        await asyncio.shield(pending)
+        key = self._cached(business_id, call_sid)
+        return await pending if key is None else key
+
+    async def _get_or_create(self, business_id: str, call_sid: str) -> bytes | Destroyed:
         found = await self._read([call_sid])
         if call_sid not in found:
             if not self._table_ready:

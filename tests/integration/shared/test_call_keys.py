@@ -74,6 +74,14 @@ async def test_services_making_a_calls_first_key_at_once_end_with_one_key(
     assert len(await _rows(database_url)) == 1
 
 
+async def test_events_of_one_new_call_published_together_share_its_one_key(
+    keys: CallKeys, database_url: str
+) -> None:
+    made = await asyncio.gather(*(keys.get_or_create(BUSINESS_ID, CALL_SID) for _ in range(5)))
+    assert len(set(made)) == 1
+    assert len(await _rows(database_url)) == 1
+
+
 async def test_a_call_that_never_had_a_key_is_not_taken_for_a_deleted_one(
     keys: CallKeys,
 ) -> None:
