@@ -34,6 +34,7 @@ from services.reconciler.adapters import Reconciler, TwilioRecordings
 from services.reconciler.adapters import deadlines as reconcile_deadlines
 from services.transcriber.core import SpeakerMapping, parse_labels
 from shared import extras, logs, metrics, tracing
+from shared.call_keys import CallKeys, Envelopes
 from shared.db import create_engine, wait_for_database
 from shared.events import AnyEvent, Stage, Topic
 from shared.health import Health
@@ -131,7 +132,10 @@ def ingress_app(settings: Settings) -> FastAPI:
     from shared.twilio_rest import RecordingStarter
 
     config = IngressConfig.of(settings)
-    producer = EventProducer(settings.kafka, linger_ms=settings.ingress.outbox_linger_ms)
+    # The calls' keys are in the status database, not the ingress's own (decision 1204).
+    producer = EventProducer(
+        settings.kafka, Envelopes.of(settings), linger_ms=settings.ingress.outbox_linger_ms
+    )
     engine = create_engine(config.database_url)
     deliveries = Deliveries(engine, lease=timedelta(seconds=settings.ingress.outbox_lease_seconds))
     resources = IngressResources(
@@ -160,7 +164,9 @@ def player_app(settings: Settings) -> FastAPI:
     engine = create_engine(settings.database_url)
     repository = CallRepository(engine)
     store = ObjectStore(settings.s3)
-    producer = EventProducer(settings.kafka)
+    producer = EventProducer(
+        settings.kafka, Envelopes(CallKeys(engine, settings.keys.wrapping_key))
+    )
     projector = Projector(repository, store)
     workers = [
         StageWorker(
@@ -301,7 +307,7 @@ async def open_stage_worker(
     spec = STAGE_SPECS[name]
     if spec.check_installed is not None:
         await asyncio.to_thread(spec.check_installed, settings)
-    producer = EventProducer(settings.kafka)
+    producer = EventProducer(settings.kafka, Envelopes.of(settings))
     if not await start_producer_patiently(
         settings.kafka, settings.retry, producer, shutdown.stop, create_topics=True
     ):
@@ -472,7 +478,9 @@ async def open_reconciler(
     shutdown = shutdown or Shutdown("reconciler", settings.shutdown)
     database = create_engine(settings.database_url)
     stack.push_async_callback(shutdown.closing("the database", database.dispose))
-    producer = EventProducer(settings.kafka)
+    producer = EventProducer(
+        settings.kafka, Envelopes(CallKeys(database, settings.keys.wrapping_key))
+    )
     if not await start_producer_patiently(
         settings.kafka, settings.retry, producer, shutdown.stop, create_topics=False
     ):
@@ -513,7 +521,9 @@ async def open_deleter(
     store = ObjectStore(settings.s3)
     await store.start()
     stack.push_async_callback(shutdown.closing("the object store client", store.stop))
-    producer = EventProducer(settings.kafka)
+    producer = EventProducer(
+        settings.kafka, Envelopes(CallKeys(database, settings.keys.wrapping_key))
+    )
     if not await start_producer_patiently(
         settings.kafka, settings.retry, producer, shutdown.stop, create_topics=False
     ):

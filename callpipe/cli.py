@@ -349,7 +349,7 @@ def rebuild_status(
     from services.player.rebuild import NotEmpty, rebuild
 
     try:
-        applied = asyncio.run(rebuild(Settings(), database_url))
+        applied = asyncio.run(rebuild(local_settings(), database_url))
     except NotEmpty as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from error
@@ -362,7 +362,7 @@ def analytics() -> None:
     failures, stage durations) from the topics, at http://127.0.0.1:CALLPIPE_ANALYTICS_PORT/figures."""
     from callpipe.bootstrap import run_analytics
 
-    run_analytics(Settings())
+    run_analytics(local_settings())
 
 
 dlq = typer.Typer(help="Dead letters: list them, re-drive them after a fix.")
@@ -380,7 +380,7 @@ def dlq_list(
     from callpipe.dlq import list_dead_letters
     from shared.kafka.topics import WORKERS
 
-    letters = asyncio.run(list_dead_letters(Settings(), [worker] if worker else WORKERS))
+    letters = asyncio.run(list_dead_letters(local_settings(), [worker] if worker else WORKERS))
     for letter in letters:
         typer.echo(json.dumps(letter.describe()))
 
@@ -405,7 +405,7 @@ def dlq_redrive(
     if offset:
         wanted = [(int(p), int(o)) for p, _, o in (entry.partition(":") for entry in offset)]
     try:
-        letters = asyncio.run(redrive(Settings(), worker, wanted))
+        letters = asyncio.run(redrive(local_settings(), worker, wanted))
     except KeyError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from error

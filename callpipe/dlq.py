@@ -3,8 +3,10 @@
 A re-drive publishes a dead letter back to the topic it was read from (its `dlq.source`):
 a stage's dead letter that decodes goes back as the next attempt of the same event (the
 player's retry button does the same), so the status table reopens the stage and every event
-it causes gets fresh, deterministic ids; anything else (undecodable, unknown version, the
-player's own dead letters) goes back byte for byte. Each dead-letter topic has a consumer group
+it causes gets fresh, deterministic ids: it is opened with its call's key and sealed again for
+its new id (decision 1204); anything else (undecodable, unknown version, the player's own dead
+letters, an event whose call was deleted or that does not open) goes back byte for byte, its
+personal fields still sealed. Each dead-letter topic has a consumer group
 `<worker>.dlq.redrive` whose committed offset says how far `--all` got: a second `--all`
 re-drives nothing, and re-driving one entry twice yields the same event id, which every
 consumer already absorbs. See docs/reliability.md.
@@ -20,10 +22,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
 from services.player.core import as_retry
-from shared.events import AnyEvent, decode, encode
+from shared.call_keys import Envelopes, KeyMissing
+from shared.events import AnyEvent, decode
 from shared.kafka.connection import client_options
 from shared.kafka.producer import EventProducer
 from shared.kafka.topics import WORKERS, dead_letter_topic, records_to_end
+from shared.sealing import Unopenable
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -107,12 +111,19 @@ def dead_letter(worker: str, record: ConsumerRecord[bytes, bytes], committed: in
     )
 
 
-def redrive_value(letter: DeadLetter) -> bytes:
+async def redrive_value(letter: DeadLetter, producer: EventProducer) -> bytes:
     """What goes back to the source topic (see the module's docstring)."""
     event = _decoded(letter.value)
     if event is None or letter.worker not in STAGE_WORKERS:
         return letter.value
-    return encode(as_retry(event, event.attempt + 1))
+    try:
+        opened = await producer.envelopes.open(event)
+    except (KeyMissing, Unopenable) as error:
+        log.warning("re-driving %s as it is: %s", letter.describe()["dlq_offset"], error)
+        return letter.value
+    if opened is None:
+        return letter.value
+    return await producer.encoded(as_retry(opened, opened.attempt + 1))
 
 
 async def _read(
@@ -161,7 +172,7 @@ async def redrive(
     """Re-drives the dead letters of `worker` at `offsets` (partition, offset), or, when
     `offsets` is None, every one not re-driven yet; returns what it re-drove."""
     letters, consumer, committed = await _read(settings, worker)
-    producer = EventProducer(settings.kafka)
+    producer = EventProducer(settings.kafka, Envelopes.of(settings))
     await producer.start()
     try:
         if offsets is None:
@@ -183,7 +194,7 @@ async def redrive(
                 ),
             ]
             await producer.publish_raw(
-                letter.source_topic, redrive_value(letter), letter.key, headers
+                letter.source_topic, await redrive_value(letter, producer), letter.key, headers
             )
             log.info(
                 "re-drove %s:%s:%s (call %s) to %s",

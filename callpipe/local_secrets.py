@@ -23,6 +23,8 @@ MAKERS: dict[str, Callable[[], str]] = {
     # The embedded S3 server (SeaweedFS) takes its only identity from these at each start.
     "s3.access_key": lambda: f"callpipe-{secrets.token_hex(6)}",
     "s3.secret_key": lambda: secrets.token_urlsafe(32),
+    # Wraps every call's data key: each service of the stack seals and opens events with it.
+    "keys.wrapping_key": lambda: secrets.token_urlsafe(32),
 }
 
 

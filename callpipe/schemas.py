@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from shared.events import EVENT_TOPICS, SCHEMA_VERSION, Event, Topic
 from shared.kafka.topics import WORKERS, dead_letter_topic
+from shared.sealing import PERSONAL_FIELDS
 from shared.transcript import Transcript
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -73,12 +74,13 @@ def _model_schema(model: type[BaseModel], name: str, version: int) -> dict[str, 
 def event_json_schema(model: type[Event]) -> dict[str, Any]:
     """The JSON Schema of an event as it appears on the wire.
 
-    Every field of the `Event` envelope (and `event_type`) is always serialised, so it is
-    marked required even where the model gives it a default.
+    Every field of the `Event` envelope (and `event_type`) but `sealed` is always serialised,
+    so it is marked required even where the model gives it a default; `sealed` is there when
+    the event's personal fields are (decision 1204).
     """
     version = schema_version_of(model)
     schema = _model_schema(model, event_type_of(model), version)
-    always_present = [*Event.model_fields, "event_type"]
+    always_present = [*(f for f in Event.model_fields if f != "sealed"), "event_type"]
     required = set(schema.get("required", [])) | set(always_present)
     schema["required"] = [f for f in schema["properties"] if f in required]
     return schema
@@ -163,8 +165,16 @@ def _event_message(model: type[Event]) -> dict[str, Any]:
         "correlationId": {"location": "$message.payload#/correlation_id"},
         "bindings": _kafka_key("The call SID (UTF-8): one call's events stay in order."),
     }
-    if doc := _doc(model):
-        message["description"] = doc
+    description = [doc] if (doc := _doc(model)) else []
+    if blanks := PERSONAL_FIELDS.get(model):
+        fields = ", ".join(f"`{path}`" for path in blanks)
+        description.append(
+            f"Personal fields travel sealed: {fields} are blank in the clear and encrypted in "
+            "`sealed` with the call's key (AES-256-GCM); they open only while the call exists "
+            "(decision 1204; README.md beside this file)."
+        )
+    if description:
+        message["description"] = "\n\n".join(description)
     return message
 
 
@@ -174,9 +184,9 @@ def _dead_letter_message() -> dict[str, Any]:
         "title": "Dead letter",
         "contentType": "application/octet-stream",
         "description": (
-            "The original message's value, byte for byte (usually a callpipe event, but it "
-            "may be malformed: that can be why it is here), with the original key and "
-            "headers plus the dlq.* headers."
+            "The original message's value, byte for byte (usually a callpipe event, its "
+            "personal fields still sealed, but it may be malformed: that can be why it is "
+            "here), with the original key and headers plus the dlq.* headers."
         ),
         "headers": _dlq_headers(),
         "payload": {"description": "The original bytes, unchanged."},
@@ -250,7 +260,8 @@ def asyncapi_document() -> dict[str, Any]:
             "description": (
                 "Events of the callpipe call-recording pipeline. JSON values, key = call SID, "
                 "a W3C traceparent header on every message, at-least-once delivery "
-                "(deduplicate on event_id). See README.md beside this file."
+                "(deduplicate on event_id), personal fields sealed with each call's key and "
+                "unreadable once the call is deleted. See README.md beside this file."
             ),
         },
         "defaultContentType": "application/json",

@@ -55,6 +55,7 @@ from callpipe.twilio_simulator.samples import sample_path
 from lab.bench.drain import wait_until_drained
 from lab.s3_proxy import S3Proxy
 from services.player.tables import call_events, calls
+from shared.call_keys import CallKeys, Envelopes
 from shared.call_state import (
     ERROR_FIELDS,
     STATUS_FIELDS,
@@ -429,14 +430,20 @@ async def _count_messages(per_call: PerCall, settings: Settings, call_sids: set[
     """`summary.ready` messages per call and attempt, every copy counted; distinct event ids
     of the stages' hand-overs (a redelivered copy of those is absorbed by the next stage)."""
     event_ids: dict[tuple[str, str, int], set[str]] = {}
-    async for event in replay(settings.kafka, [t.value for t in MESSAGE_TOPICS]):
-        if event.call_sid not in call_sids:
-            continue
-        unit: tuple[str, str, int] = (event.event_type, event.call_sid, event.attempt)
-        if event.event_type == Topic.SUMMARY_READY.value:
-            per_call[unit] += 1
-        else:
-            event_ids.setdefault(unit, set()).add(str(event.event_id))
+    keys = CallKeys.of(settings)
+    try:
+        async for event in replay(
+            settings.kafka, [t.value for t in MESSAGE_TOPICS], Envelopes(keys)
+        ):
+            if event.call_sid not in call_sids:
+                continue
+            unit: tuple[str, str, int] = (event.event_type, event.call_sid, event.attempt)
+            if event.event_type == Topic.SUMMARY_READY.value:
+                per_call[unit] += 1
+            else:
+                event_ids.setdefault(unit, set()).add(str(event.event_id))
+    finally:
+        await keys.close()
     for hand_over, ids in event_ids.items():
         per_call[hand_over] = len(ids)
 

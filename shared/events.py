@@ -116,6 +116,20 @@ def derived_event_id(source_event_id: uuid.UUID, name: str) -> uuid.UUID:
     return uuid.uuid5(source_event_id, name)
 
 
+class Sealed(BaseModel):
+    """An event's personal fields, encrypted with its call's data key (decision 1204)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: int = Field(description="Version of the sealing: 1 is AES-256-GCM.")
+    nonce: str = Field(description="The 12-byte nonce, base64.")
+    ciphertext: str = Field(
+        description="The personal fields as a JSON object of path → value, encrypted with "
+        "the associated data `callpipe.sealed.v1|{event_id}|{event_type}|{business_id}|"
+        "{call_sid}`, base64 (tag included)."
+    )
+
+
 class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -131,6 +145,11 @@ class Event(BaseModel):
     attempt: int = Field(default=1, ge=1)
     correlation_id: str = Field(
         min_length=1, description="Same for every event of one call; W3C trace id when traced."
+    )
+    sealed: Sealed | None = Field(
+        None,
+        description="The event's personal fields, encrypted with its call's key; they travel "
+        "blank in the clear. Absent from events without personal fields.",
     )
 
     @model_validator(mode="after")
@@ -388,7 +407,7 @@ def input_of_stage(event: Event) -> Stage | None:
 
 
 def encode(event: Event) -> bytes:
-    return event.model_dump_json().encode()
+    return event.model_dump_json(exclude=None if event.sealed else {"sealed"}).encode()
 
 
 def decode(raw: bytes) -> AnyEvent:

@@ -151,6 +151,19 @@ class DatabaseSettings(BaseSettings):
     )
 
 
+class KeysSettings(BaseSettings):
+    """The key that wraps each call's data key, which seals events' personal fields (1204)."""
+
+    model_config = _config("KEY_")
+
+    wrapping_key: SecretStr = Field(
+        SecretStr("callpipe-local-wrapping-key"),
+        description="wraps every call's data key in the database; every service that publishes "
+        "or reads events needs the same one; lost, no event's personal fields open again "
+        "(never logged; `callpipe up` makes one per data dir; at least 32 bytes when reachable)",
+    )
+
+
 class TwilioSettings(BaseSettings):
     """The Twilio account whose calls are recorded."""
 
@@ -649,6 +662,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    keys: KeysSettings = Field(default_factory=KeysSettings)
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     business: BusinessSettings = Field(default_factory=BusinessSettings)
     ingress: IngressSettings = Field(default_factory=IngressSettings)

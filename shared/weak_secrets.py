@@ -28,6 +28,7 @@ KNOWN_VALUES = frozenset(
     {
         "local-simulator-auth-token",
         "callpipe-local-secret",
+        "callpipe-local-wrapping-key",
         "callpipe",
         "postgres",
         "password",
@@ -46,20 +47,29 @@ class Secret(StrEnum):
     TWILIO_AUTH_TOKEN = "twilio.auth_token"
     S3_SECRET_KEY = "s3.secret_key"
     DATABASE_PASSWORD = "database_password"
+    KEY_WRAPPING = "keys.wrapping_key"
 
 
+# Every service publishes or reads events: each seals or opens them with the calls' keys, in
+# the status database.
 SECRETS_OF_SERVICE: dict[str, tuple[Secret, ...]] = {
-    "ingress": (Secret.TWILIO_AUTH_TOKEN, Secret.DATABASE_PASSWORD),
+    "ingress": (Secret.TWILIO_AUTH_TOKEN, Secret.DATABASE_PASSWORD, Secret.KEY_WRAPPING),
     "player": (
         Secret.SESSION,
         Secret.S3_SECRET_KEY,
         Secret.TWILIO_AUTH_TOKEN,
         Secret.DATABASE_PASSWORD,
+        Secret.KEY_WRAPPING,
     ),
-    "downloader": (Secret.TWILIO_AUTH_TOKEN, Secret.S3_SECRET_KEY, Secret.DATABASE_PASSWORD),
-    "transcriber": (Secret.S3_SECRET_KEY,),
-    "extractor": (Secret.S3_SECRET_KEY,),
-    "reconciler": (Secret.TWILIO_AUTH_TOKEN, Secret.DATABASE_PASSWORD),
+    "downloader": (
+        Secret.TWILIO_AUTH_TOKEN,
+        Secret.S3_SECRET_KEY,
+        Secret.DATABASE_PASSWORD,
+        Secret.KEY_WRAPPING,
+    ),
+    "transcriber": (Secret.S3_SECRET_KEY, Secret.DATABASE_PASSWORD, Secret.KEY_WRAPPING),
+    "extractor": (Secret.S3_SECRET_KEY, Secret.DATABASE_PASSWORD, Secret.KEY_WRAPPING),
+    "reconciler": (Secret.TWILIO_AUTH_TOKEN, Secret.DATABASE_PASSWORD, Secret.KEY_WRAPPING),
 }
 
 
@@ -83,6 +93,11 @@ RULES = {
         "CALLPIPE_S3_SECRET_KEY",
         16,
         f"give the S3 user a new one, made with: {GENERATE}",
+    ),
+    Secret.KEY_WRAPPING: Rule(
+        "CALLPIPE_KEY_WRAPPING_KEY",
+        32,
+        f"set one shared by every service, kept as safely as the database, made with: {GENERATE}",
     ),
     Secret.DATABASE_PASSWORD: Rule(
         "the password in CALLPIPE_DATABASE_URL",

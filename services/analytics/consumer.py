@@ -6,6 +6,11 @@ so it reads every event independently of callpipe's workers and never slows them
 published event schemas (docs/events/) as the contract. It is loss-tolerant by design: figures
 live in memory and are rebuilt at start by reading the topics from the beginning, undecodable
 messages are skipped, and offsets are auto-committed only so that operators see its lag.
+
+It reads events as any consumer holding the wrapping key does (decision 1204): through
+`Envelopes.read`, which opens their personal fields with the call's key. Events of deleted
+calls (their keys destroyed) read as None and count nowhere; so the figures rebuilt after a
+deletion leave the deleted calls out.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from pydantic import ValidationError
 
 from services.analytics.core import Figures
 from shared import metrics
-from shared.events import Topic, decode, utc_now
+from shared.call_keys import Envelopes, KeyMissing
+from shared.events import Topic, utc_now
 from shared.health import Health
 from shared.kafka.connection import client_options, connect_patiently
+from shared.sealing import Unopenable
 from shared.settings import Settings
 from shared.shutdown import Shutdown
 
@@ -94,22 +101,27 @@ async def consume(
     consumer = link.consumer
     assert consumer is not None
     log.info("analytics consuming %s as group %s", ", ".join(TOPICS), GROUP)
+    envelopes = Envelopes.of(settings)
     try:
         while not shutdown.stop.is_set():
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 for record in records:
                     try:
-                        event = decode(record.value)
-                    except ValidationError:
-                        log.warning("skipped undecodable %s:%s", record.topic, record.offset)
+                        event = await envelopes.read(record.value)
+                    except (ValidationError, KeyMissing, Unopenable) as error:
+                        log.warning(
+                            "skipped unreadable %s:%s: %s", record.topic, record.offset, error
+                        )
                         continue
                     metrics.EVENTS_CONSUMED.labels("analytics", record.topic).inc()
-                    figures.apply(event)
+                    if event is not None:
+                        figures.apply(event)
             figures.forget_unfinished(utc_now())
             await metrics.observe_consumer("analytics", consumer, 0)
     finally:
         await shutdown.within_bound("closing the consumer", consumer.stop())
+        await envelopes.close()
 
 
 def http_app(figures: Figures, link: Link) -> web.Application:

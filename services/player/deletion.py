@@ -111,7 +111,7 @@ class Deleter:
                 correlation_id=call_correlation_id(call.call_sid),
             )
         )
-        await self.repository.delete_call(call.call_sid)
+        await self.repository.delete_call(call.business_id, call.call_sid)
         return queued
 
     async def _at_twilio(self, call_sids: Collection[str]) -> int:

@@ -51,6 +51,7 @@ from services.player.tables import (
     stage_inputs,
     twilio_deletions,
 )
+from shared.call_keys import destroy_call_key
 from shared.call_state import STAGES, STATUS_FIELDS, TERMINAL, CallState, StageStatus
 from shared.db import WriteTransactions, write_lock
 from shared.events import (
@@ -453,7 +454,7 @@ class CallRepository:
     def _delete_for(self, connection: Connection, event: CallDeleted) -> bool:
         if self._is_deleted(connection, event.call_sid):
             return False
-        self._forget(connection, event.call_sid)
+        self._forget(connection, event.business_id, event.call_sid)
         return True
 
     @staticmethod
@@ -462,23 +463,26 @@ class CallRepository:
         return (connection.execute(query)).first() is not None
 
     @staticmethod
-    def _forget(connection: Connection, call_sid: str) -> None:
+    def _forget(connection: Connection, business_id: str, call_sid: str) -> None:
+        """Removes the call's rows and destroys its key: its events on Kafka no longer open."""
         query = select(calls.c.business_id).where(calls.c.call_sid == call_sid)
-        business_id = (connection.execute(query)).scalar_one_or_none()
-        if business_id is not None:
+        row_business_id = (connection.execute(query)).scalar_one_or_none()
+        if row_business_id is not None:
             connection.execute(delete(calls).where(calls.c.call_sid == call_sid))
-            count_calls(connection, business_id, -1)
+            count_calls(connection, row_business_id, -1)
         connection.execute(delete(stage_inputs).where(stage_inputs.c.call_sid == call_sid))
         connection.execute(delete(call_events).where(call_events.c.call_sid == call_sid))
         connection.execute(insert(deleted_calls).values(call_sid=call_sid, deleted_at=utc_now()))
+        destroy_call_key(connection, row_business_id or business_id, call_sid)
 
-    async def delete_call(self, call_sid: str) -> None:
-        """Removes the row, its timeline and retry inputs, and remembers the call as deleted."""
-        await self._transactions.run(partial(self._delete_for_good, call_sid))
+    async def delete_call(self, business_id: str, call_sid: str) -> None:
+        """Removes the row, its timeline and retry inputs, destroys the call's key, and
+        remembers the call as deleted, in one transaction."""
+        await self._transactions.run(partial(self._delete_for_good, business_id, call_sid))
 
-    def _delete_for_good(self, call_sid: str, connection: Connection) -> None:
+    def _delete_for_good(self, business_id: str, call_sid: str, connection: Connection) -> None:
         if not self._is_deleted(connection, call_sid):
-            self._forget(connection, call_sid)
+            self._forget(connection, business_id, call_sid)
 
     async def recording_days(self, call_sid: str) -> set[date]:
         """The UTC days the call's `recording.completed` events happened on, from its

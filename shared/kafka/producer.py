@@ -1,5 +1,7 @@
 """Publishing events: keyed by call SID, acknowledged by every in-sync replica (acks=all),
-idempotent where the broker supports it (decision 1005), with the call's trace context."""
+idempotent where the broker supports it (decision 1005), with the call's trace context, and
+their personal fields sealed with the call's key (decision 1204): the one place events leave
+a service."""
 
 from __future__ import annotations
 
@@ -10,7 +12,15 @@ import secrets
 from aiokafka import AIOKafkaProducer
 
 from shared import metrics, tracing
-from shared.events import Event, StageFailed, StageStarted, encode, stage_status_partition, topic_of
+from shared.call_keys import Envelopes
+from shared.events import (
+    Event,
+    StageFailed,
+    StageStarted,
+    encode,
+    stage_status_partition,
+    topic_of,
+)
 from shared.kafka.connection import client_options, connect_patiently
 from shared.kafka.tansu_workarounds import broker_supports_idempotence
 from shared.kafka.topics import ensure_topics
@@ -33,11 +43,13 @@ async def use_idempotence(kafka: KafkaSettings) -> bool:
 
 
 class EventProducer:
-    """Publishes events keyed by call SID, waiting for acks=all. Created in the event loop.
+    """Publishes events keyed by call SID, waiting for acks=all, sealed by `envelopes`; the
+    consumers of this service open theirs with the same. Created in the event loop.
     `linger_ms`: how long a send waits for others to share its produce request."""
 
-    def __init__(self, kafka: KafkaSettings, linger_ms: int = 2) -> None:
+    def __init__(self, kafka: KafkaSettings, envelopes: Envelopes, linger_ms: int = 2) -> None:
         self._kafka = kafka
+        self.envelopes = envelopes
         self._linger_ms = linger_ms
         self._producer: AIOKafkaProducer | None = None
         self.idempotent = False
@@ -56,12 +68,17 @@ class EventProducer:
     async def stop(self) -> None:
         if self._producer is not None:
             await self._producer.stop()
+        await self.envelopes.close()
 
     @property
     def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
             raise RuntimeError("EventProducer.start() was not awaited")
         return self._producer
+
+    async def encoded(self, event: Event) -> bytes:
+        """The event as it travels: its personal fields sealed."""
+        return encode(await self.envelopes.seal(event))
 
     async def publish(self, event: Event) -> None:
         topic = topic_of(event).value
@@ -71,7 +88,7 @@ class EventProducer:
             partition = stage_status_partition(event.stage, event.call_sid, partitions)
         await self._started.send_and_wait(
             topic,
-            encode(event),
+            await self.encoded(event),
             key=event.call_sid.encode(),
             partition=partition,
             headers=tracing.kafka_headers(event.correlation_id, traceparent(event.correlation_id)),
@@ -81,6 +98,7 @@ class EventProducer:
     async def publish_raw(
         self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
     ) -> None:
+        """Bytes as they were read (a dead letter, a re-drive): sealed fields stay sealed."""
         await self._started.send_and_wait(topic, value, key=key, headers=headers)
 
 

@@ -12,6 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from pydantic import ValidationError
 
+from shared.call_keys import Envelopes
 from shared.events import AnyEvent, Stage, Topic, decode
 from shared.kafka.connection import client_options
 from shared.kafka.tansu_workarounds import end_offsets_confirmed
@@ -73,10 +74,13 @@ async def records_to_end(
             return
 
 
-async def replay(kafka: KafkaSettings, topics: Sequence[str]) -> AsyncIterator[AnyEvent]:
+async def replay(
+    kafka: KafkaSettings, topics: Sequence[str], envelopes: Envelopes
+) -> AsyncIterator[AnyEvent]:
     """Every event on `topics` from the beginning to the end (no consumer group, nothing
-    committed); in order within a partition. Undecodable messages are skipped: they are in
-    the dead-letter topics already."""
+    committed), opened with `envelopes`; in order within a partition. Undecodable messages
+    are skipped: they are in the dead-letter topics already; so are events of deleted calls
+    (their keys are destroyed)."""
     consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
@@ -89,8 +93,11 @@ async def replay(kafka: KafkaSettings, topics: Sequence[str]) -> AsyncIterator[A
         consumer.assign(partitions)
         async for record in records_to_end(consumer, partitions):
             try:
-                yield decode(record.value)
+                event = await envelopes.open(decode(record.value))
             except ValidationError:
                 log.warning("skipped undecodable %s:%s", record.topic, record.offset)
+                continue
+            if event is not None:
+                yield event
     finally:
         await consumer.stop()

@@ -15,6 +15,11 @@
   them in one transaction) and commits their offsets after it returns; if it fails, the events
   go through the one-by-one path. A message whose call still has one in flight there, or that
   does not decode, takes that path at once.
+- Events arrive with their personal fields sealed (decision 1204): the worker opens each one
+  with its call's key before its handler sees it, within the failure rule (a key the
+  database does not give is retried, a payload that does not open is given up). An event
+  of a deleted call (its key destroyed) is handled as nothing to do: its offset is committed,
+  nothing is published, nothing is dead-lettered.
 - The local broker's workarounds it runs (holes in a partition's offsets, a rebalance made
   without a topic's metadata) are shared/kafka/tansu_workarounds.py.
 """
@@ -44,6 +49,8 @@ from shared.kafka.offsets import Commits, HandledInputs, OffsetTracker
 from shared.kafka.producer import EventProducer
 from shared.kafka.tansu_workarounds import OffsetHoleGuard, TopicMetadataWatch
 from shared.logs import call_context
+from shared.retry import TerminalError
+from shared.sealing import Unopenable
 from shared.settings import (
     KafkaSettings,
     RetrySettings,
@@ -283,7 +290,13 @@ class StageWorker:
         handle_batch: BatchHandler,
         together: list[tuple[TopicPartition, ConsumerRecord[bytes, bytes], AnyEvent]],
     ) -> None:
-        wanted = [(record, event) for _, record, event in together if self.wants(event)]
+        chosen = [(record, event) for _, record, event in together if self.wants(event)]
+        opened = await self.producer.envelopes.open_all([event for _, event in chosen])
+        wanted = [
+            (record, event)
+            for (record, _), event in zip(chosen, opened, strict=True)
+            if event is not None
+        ]
         if not wanted:
             return
         started = time.perf_counter()
@@ -314,9 +327,20 @@ class StageWorker:
             metrics.handling(self.name, record.topic, event.occurred_at),
             self._start_announcement(event) as announcement,
         ):
-            outputs_of = functools.partial(self.handle, event)
+            outputs_of = functools.partial(self._open_and_handle, event)
             if await self._failures.handle(record, event, outputs_of, announcement.settle):
                 self._handled.add(event.event_id)
+
+    async def _open_and_handle(self, event: AnyEvent) -> Sequence[Event]:
+        """The handler's outputs for the event opened; none for an event of a deleted call."""
+        try:
+            opened = await self.producer.envelopes.open(event)
+        except Unopenable as error:
+            raise TerminalError(str(error)) from error
+        if opened is None:
+            log.info("an event of a deleted call (its key is destroyed): nothing to do")
+            return []
+        return await self.handle(opened)
 
     def _start_announcement(self, event: AnyEvent) -> StartAnnouncement:
         """`stage.started` for this event, published once the work has run

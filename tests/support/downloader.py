@@ -24,7 +24,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from callpipe.bootstrap import open_stage_worker
-from shared.events import RecordingCompleted, decode
+from shared.call_keys import Envelopes
+from shared.events import RecordingCompleted, decode, encode
 from shared.kafka.producer import EventProducer
 from shared.kafka.topics import dead_letter_topic
 from shared.settings import Settings
@@ -154,7 +155,7 @@ async def running_downloader(settings: Settings) -> AsyncIterator[ObjectStore]:
 
 
 async def publish(settings: Settings, *events: RecordingCompleted) -> None:
-    producer = EventProducer(settings.kafka)
+    producer = EventProducer(settings.kafka, Envelopes.of(settings))
     await producer.start()
     try:
         for event in events:
@@ -186,6 +187,7 @@ async def collect(
         auto_offset_reset="earliest",
     )
     await consumer.start()
+    envelopes = Envelopes.of(settings)
     seen: list[Seen] = []
     try:
         deadline = time.monotonic() + within_seconds
@@ -198,10 +200,17 @@ async def collect(
                     value = json.loads(record.value)
                     if record.topic != "downloader.dlq":
                         decode(record.value)  # every output honours the contract
-                    if value.get("call_sid") in call_sids:
-                        seen.append(Seen(record.topic, value, dict(record.headers)))
+                    if value.get("call_sid") not in call_sids:
+                        continue
+                    if record.topic != "downloader.dlq":
+                        # Seen as its consumers open it: with the keys of this test's calls.
+                        event = await envelopes.open(decode(record.value))
+                        if event is not None:
+                            value = json.loads(encode(event))
+                    seen.append(Seen(record.topic, value, dict(record.headers)))
     finally:
         await consumer.stop()
+        await envelopes.close()
     return seen
 
 

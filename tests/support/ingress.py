@@ -24,6 +24,7 @@ from twilio.request_validator import RequestValidator
 
 from callpipe.stack import tansu_binary
 from services.ingress.deliveries import deliveries
+from shared.call_keys import Envelopes
 from shared.db import create_engine
 from shared.events import AnyEvent, Topic, decode
 from shared.settings import Settings
@@ -122,7 +123,8 @@ def signed_headers(url: str, params: dict[str, str], token: str | None = None) -
 
 
 async def published(settings: Settings, topics: list[Topic] | None = None) -> list[AnyEvent]:
-    """Every event on the given topics (all of callpipe's by default), from the beginning."""
+    """Every event on the given topics (all of callpipe's by default), from the beginning,
+    opened with the calls' keys as a consumer does."""
     names = [t.value for t in (topics or list(Topic))]
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False, group_id=None
@@ -140,15 +142,24 @@ async def published(settings: Settings, topics: list[Topic] | None = None) -> li
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
-        events: list[AnyEvent] = []
+        raw: list[bytes] = []
         for _ in range(30):
             if not [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-                return events
+                return await _opened(settings, raw)
             batches = await consumer.getmany(timeout_ms=1000)
-            events.extend(decode(record.value) for batch in batches.values() for record in batch)
+            raw.extend(record.value for batch in batches.values() for record in batch)
         raise AssertionError(f"the broker does not deliver up to its end offsets {ends}")
     finally:
         await consumer.stop()
+
+
+async def _opened(settings: Settings, raw: list[bytes]) -> list[AnyEvent]:
+    envelopes = Envelopes.of(settings)
+    try:
+        opened = await envelopes.open_all([decode(value) for value in raw])
+    finally:
+        await envelopes.close()
+    return [event for event in opened if event is not None]
 
 
 async def published_once_there(

@@ -62,6 +62,7 @@ async def build_factories() -> dict[str, object]:
     from services.analytics.core import Figures
     from services.player.repository import CallRepository
     from services.reconciler.adapters import Reconciler, TwilioRecordings, deadlines
+    from shared.call_keys import Envelopes
     from shared.db import create_engine
     from shared.kafka.producer import EventProducer
     from shared.settings import Settings
@@ -75,7 +76,10 @@ async def build_factories() -> dict[str, object]:
     }
     async with AsyncExitStack() as stack:
         for name in ("downloader", "extractor"):
-            store, producer = ObjectStore(settings.s3), EventProducer(settings.kafka)
+            store, producer = (
+                ObjectStore(settings.s3),
+                EventProducer(settings.kafka, Envelopes.of(settings)),
+            )
             worker = await bootstrap.build_stage_worker(name, settings, store, producer, stack)
             built[name] = list(worker.topics)
         database = create_engine(settings.database_url)
@@ -84,7 +88,7 @@ async def build_factories() -> dict[str, object]:
         stack.push_async_callback(twilio.close)
         reconciler = Reconciler(
             CallRepository(database),
-            EventProducer(settings.kafka),
+            EventProducer(settings.kafka, Envelopes.of(settings)),
             twilio,
             settings.twilio.account_sid,
             deadlines(settings.reconcile),

@@ -69,10 +69,12 @@ class RunningStack:
     @property
     def settings(self) -> Settings:
         """What a client of this stack needs: its ports, and the secrets `callpipe up` made
-        in its data directory (the Twilio auth token that signs webhooks, the S3 keys)."""
+        in its data directory (the Twilio auth token that signs webhooks, the S3 keys, the
+        key that wraps the calls' keys in its database)."""
         return with_local_secrets(
             Settings(
                 data_dir=self.data_dir,
+                database={"url": self.env["CALLPIPE_DATABASE_URL"]},
                 kafka={"bootstrap": PORTS["CALLPIPE_KAFKA_BOOTSTRAP"]},
                 s3={"endpoint_url": PORTS["CALLPIPE_S3_ENDPOINT_URL"]},
                 ingress={

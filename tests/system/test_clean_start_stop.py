@@ -27,6 +27,7 @@ from sqlalchemy import make_url
 from twilio.request_validator import RequestValidator
 
 from callpipe.stack import Stack, settings_env
+from shared.call_keys import Envelopes
 from shared.events import (
     AnyEvent,
     Event,
@@ -329,7 +330,7 @@ def transcript_ready(settings: Settings, call_sid: str) -> TranscriptReady:
 
 def publish(settings: Settings, event: TranscriptReady) -> None:
     async def send() -> None:
-        producer = EventProducer(settings.kafka)
+        producer = EventProducer(settings.kafka, Envelopes.of(settings))
         await producer.start()
         try:
             await producer.publish(event)
@@ -345,7 +346,7 @@ def on_topic(settings: Settings, topic: str, kind: type[E], wanted: Callable[[E]
     async def read() -> list[E]:
         return [
             event
-            async for event in replay(settings.kafka, [topic])
+            async for event in replay(settings.kafka, [topic], Envelopes.of(settings))
             if isinstance(event, kind) and wanted(event)
         ]
 

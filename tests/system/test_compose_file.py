@@ -347,7 +347,10 @@ SECRETS = (
     "CALLPIPE_SESSION_SECRET",
     "CALLPIPE_API_KEY",
     "OPENAI_API_KEY",
+    "CALLPIPE_KEY_WRAPPING_KEY",
 )
+# Every callpipe service seals or opens events with the calls' keys (decision 1204).
+CALL_KEYS = {"POSTGRES_PASSWORD", "CALLPIPE_KEY_WRAPPING_KEY"}
 SECRETS_SEEN = {
     "kafka": set(),
     "kafka-topics": set(),
@@ -356,21 +359,21 @@ SECRETS_SEEN = {
     "postgres": {"POSTGRES_PASSWORD"},
     "migrate": {"POSTGRES_PASSWORD"},
     # Twilio's signatures, its REST API (the recording in REST mode); dedupe and outbox in SQL.
-    "ingress": {"POSTGRES_PASSWORD", "TWILIO_AUTH_TOKEN"},
+    "ingress": CALL_KEYS | {"TWILIO_AUTH_TOKEN"},
     # Fetches the recording with Twilio's credentials; download slots in SQL; archives to S3.
-    "downloader": {"POSTGRES_PASSWORD", "TWILIO_AUTH_TOKEN", "CALLPIPE_S3_SECRET_KEY"},
-    "transcriber": {"CALLPIPE_S3_SECRET_KEY", "OPENAI_API_KEY"},
-    "extractor": {"CALLPIPE_S3_SECRET_KEY", "OPENAI_API_KEY"},
+    "downloader": CALL_KEYS | {"TWILIO_AUTH_TOKEN", "CALLPIPE_S3_SECRET_KEY"},
+    "transcriber": CALL_KEYS | {"CALLPIPE_S3_SECRET_KEY", "OPENAI_API_KEY"},
+    "extractor": CALL_KEYS | {"CALLPIPE_S3_SECRET_KEY", "OPENAI_API_KEY"},
     # Deletes at Twilio the recordings of deleted calls whose business chose so.
-    "player": {
-        "POSTGRES_PASSWORD",
+    "player": CALL_KEYS
+    | {
         "TWILIO_AUTH_TOKEN",
         "CALLPIPE_S3_SECRET_KEY",
         "CALLPIPE_SESSION_SECRET",
         "CALLPIPE_API_KEY",
     },
     # Asks Twilio's REST API for a missing recording; reads and repairs the status table.
-    "reconciler": {"POSTGRES_PASSWORD", "TWILIO_AUTH_TOKEN"},
+    "reconciler": CALL_KEYS | {"TWILIO_AUTH_TOKEN"},
 }
 
 
@@ -433,13 +436,14 @@ OBJECT_STORE = {"s3.endpoint_url", "s3.region", "s3.bucket", "s3.access_key", "s
 TWILIO = {"twilio.account_sid", "twilio.auth_token"}
 OPENAI = {"openai.api_key", "openai.base_url", "openai.max_retries", "openai.timeout_seconds"}
 WORKER = KAFKA_CLIENT | OBSERVABILITY | STAGE_CONSUMER | OBJECT_STORE | {"worker.health_host"}
+KEYS = {"database.url", "keys.wrapping_key"}
 SETTINGS_READ = {
     "ingress": KAFKA_CLIENT
     | OBSERVABILITY
     | RETRIES
     | TWILIO
+    | KEYS
     | {
-        "database.url",
         "twilio.api_base_url",
         "ingress.public_base_url",
         "business.default_id",
@@ -455,8 +459,8 @@ SETTINGS_READ = {
     },
     "downloader": WORKER
     | TWILIO
+    | KEYS
     | {
-        "database.url",
         "downloader.media_allowed_origins",
         "downloader.timeout_seconds",
         "downloader.max_bytes",
@@ -470,6 +474,7 @@ SETTINGS_READ = {
     },
     "transcriber": WORKER
     | OPENAI
+    | KEYS
     | {
         "transcriber.backend",
         "transcriber.whisper_model",
@@ -484,6 +489,7 @@ SETTINGS_READ = {
     },
     "extractor": WORKER
     | OPENAI
+    | KEYS
     | {
         "extractor.backend",
         "extractor.catalogue",
@@ -496,12 +502,12 @@ SETTINGS_READ = {
     | STAGE_CONSUMER
     | OBJECT_STORE
     | TWILIO
+    | KEYS
     | {
         "twilio.api_base_url",
         "player.twilio_delete_retry_seconds",
         "s3.public_endpoint_url",
         "player.playback_url_seconds",
-        "database.url",
         "player.api_key",
         "player.session_secret",
         "player.api_key_cache_seconds",
@@ -516,8 +522,8 @@ SETTINGS_READ = {
     },
     "reconciler": KAFKA_CLIENT
     | TWILIO
+    | KEYS
     | {
-        "database.url",
         "twilio.api_base_url",
         "shutdown.grace_seconds",
         "shutdown.close_seconds",

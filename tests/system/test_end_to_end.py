@@ -19,13 +19,14 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from twilio.request_validator import RequestValidator
 
 from callpipe.twilio_simulator.samples import sample_path
-from shared.events import Topic
+from shared.call_keys import Envelopes
+from shared.events import AnyEvent, CallStarted, SummaryReady, Topic
 from shared.kafka.connection import client_options
-from shared.kafka.topics import replay
+from shared.kafka.topics import all_topics, records_to_end, replay
 from tests.support.stack import RunningStack, leftover_processes
 
 pytestmark = pytest.mark.stack
@@ -221,7 +222,12 @@ def call_sids_on_the_call_started_topic(stack: RunningStack) -> list[str]:
         finally:
             await consumer.stop()
         assert partitions == {0}
-        return [e.call_sid async for e in replay(stack.settings.kafka, [Topic.CALL_STARTED.value])]
+        return [
+            e.call_sid
+            async for e in replay(
+                stack.settings.kafka, [Topic.CALL_STARTED.value], Envelopes.of(stack.settings)
+            )
+        ]
 
     return asyncio.run(read())
 
@@ -313,3 +319,89 @@ def test_an_outbound_call_is_labelled_by_its_direction(stack: RunningStack) -> N
     transcript = stack.api.get(f"/api/calls/{call['call_sid']}/transcript").json()
     assert {u["speaker"] for u in transcript["utterances"]} == {"callee", "agent"}
     assert transcript["utterances"][0]["speaker"] == "callee"
+
+
+def raw_records(stack: RunningStack) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every message on every topic and dead-letter topic, from the beginning, as stored."""
+
+    async def read() -> list[ConsumerRecord[bytes, bytes]]:
+        consumer = AIOKafkaConsumer(**client_options(stack.settings.kafka), group_id=None)
+        await consumer.start()
+        try:
+            await consumer.topics()
+            partitions = [
+                TopicPartition(topic, partition)
+                for topic in all_topics()
+                for partition in sorted(consumer.partitions_for_topic(topic) or ())
+            ]
+            consumer.assign(partitions)
+            return [record async for record in records_to_end(consumer, partitions)]
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def opened_with_fresh_keys(stack: RunningStack, raw: list[bytes]) -> list[AnyEvent | None]:
+    """The events opened as a new consumer holding the wrapping key would (nothing cached)."""
+
+    async def open_all() -> list[AnyEvent | None]:
+        envelopes = Envelopes.of(stack.settings)
+        try:
+            return [await envelopes.read(value) for value in raw]
+        finally:
+            await envelopes.close()
+
+    return asyncio.run(open_all())
+
+
+def test_no_personal_data_is_on_any_topic_and_a_deleted_calls_events_no_longer_open(
+    stack: RunningStack,
+) -> None:
+    call_sid = stack.place_call("plumber_boston")
+    call = stack.wait_for_call(call_sid)
+    assert call["status"] == "completed", call
+    transcript = stack.api.get(f"/api/calls/{call_sid}/transcript").json()
+    said = [u["text"] for u in transcript["utterances"] if len(u["text"]) >= 12]
+    personal = [call["from_number"], call["transcript_preview"], call["summary"], *said]
+    lead = call["lead"] or {}
+    personal += [e["quote"] for e in lead.get("evidence", {}).values() if len(e["quote"]) >= 12]
+    personal += [lead[name] for name in ("caller_name", "callback_number") if lead.get(name)]
+    assert call["from_number"] and len(said) >= 2 and call["summary"], call
+
+    records = raw_records(stack)
+    of_the_call = [r for r in records if r.key == call_sid.encode()]
+    topics = {r.topic for r in of_the_call}
+    assert {"call.started", "call.status", "transcript.ready", "summary.ready"} <= topics
+    for record in records:
+        stored = record.value + b"".join(value for _, value in record.headers or ())
+        for value in personal:
+            assert value.encode() not in stored, (record.topic, value)
+            assert json.dumps(value)[1:-1].encode() not in stored, (record.topic, value)
+    sealed = [r.value for r in of_the_call if b'"sealed"' in r.value]
+    assert len(sealed) >= 4
+    before = opened_with_fresh_keys(stack, sealed)
+    started = [e for e in before if isinstance(e, CallStarted)]
+    assert started and all(e.from_number == call["from_number"] for e in started)
+    summaries = [e for e in before if isinstance(e, SummaryReady)]
+    assert summaries and summaries[-1].summary == call["summary"]
+
+    assert stack.api.delete(f"/api/calls/{call_sid}").status_code == 204
+
+    # Every copy is still on the broker, sealed, and no longer opens.
+    still_there = [r.value for r in raw_records(stack) if r.key == call_sid.encode()]
+    assert set(sealed) <= set(still_there)
+    assert opened_with_fresh_keys(stack, sealed) == [None] * len(sealed)
+    assert [
+        e.call_sid
+        for e in asyncio.run(replayed(stack, [Topic.CALL_STARTED.value]))
+        if e.call_sid == call_sid
+    ] == []
+
+
+async def replayed(stack: RunningStack, topics: list[str]) -> list[AnyEvent]:
+    envelopes = Envelopes.of(stack.settings)
+    try:
+        return [e async for e in replay(stack.settings.kafka, topics, envelopes)]
+    finally:
+        await envelopes.close()

@@ -9,6 +9,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka import errors as kafka_errors
 
+from shared.call_keys import Envelopes
 from shared.kafka.producer import EventProducer
 from shared.kafka.tansu_workarounds import broker_supports_idempotence, grants_producer_ids
 from shared.settings import Settings
@@ -44,7 +45,7 @@ async def test_auto_turns_idempotence_off_on_tansu_and_publishes_with_acks_all(
     bootstrap = PORTS["CALLPIPE_KAFKA_BOOTSTRAP"]
     assert await broker_supports_idempotence(_settings("auto").kafka) is False
     topic = f"probe.{uuid.uuid4().hex}"
-    producer = EventProducer(_settings("auto").kafka)
+    producer = EventProducer(_settings("auto").kafka, Envelopes.of(_settings("auto")))
     await producer.start()
     try:
         assert producer.idempotent is False
@@ -64,7 +65,7 @@ async def test_auto_turns_idempotence_off_on_tansu_and_publishes_with_acks_all(
 async def test_forcing_idempotence_on_tansu_fails_at_start_as_the_probe_predicts(
     stack: RunningStack,
 ) -> None:
-    producer = EventProducer(_settings(True).kafka)
+    producer = EventProducer(_settings(True).kafka, Envelopes.of(_settings(True)))
     with pytest.raises(kafka_errors.UnknownError):
         await producer.start()
     await producer.stop()

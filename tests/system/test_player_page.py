@@ -16,6 +16,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Response, Route, expect, sync_playwright
 
+from shared.call_keys import Envelopes
 from shared.events import Lead, SummaryReady
 from shared.kafka.producer import EventProducer
 from shared.settings import Settings
@@ -221,7 +222,7 @@ def test_hebrew_text_reads_right_to_left(page: Page, stack: RunningStack) -> Non
     settings = Settings(kafka={"bootstrap": stack.env["CALLPIPE_KAFKA_BOOTSTRAP"]})
 
     async def publish() -> None:
-        producer = EventProducer(settings.kafka)
+        producer = EventProducer(settings.kafka, Envelopes.of(settings))
         await producer.start()
         try:
             for event in (started, summary):

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from callpipe.dlq import list_dead_letters
+from shared.call_keys import Envelopes
 from shared.events import AnyEvent, encode
 from shared.kafka.producer import EventProducer
 from shared.kafka.topics import dead_letter_topic
@@ -82,7 +83,7 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_partition_kee
     await admin.create_topics([NewTopic(topic, 1, 1), NewTopic(dead_letter_topic(name), 1, 1)])
     await admin.close()
 
-    producer = EventProducer(settings.kafka)
+    producer = EventProducer(settings.kafka, Envelopes.of(settings))
     await producer.start()
     key = b"CApoison"  # one key: everything lands on the one partition, in this order
     poison = [
@@ -126,7 +127,7 @@ async def test_a_second_copy_of_a_handled_event_is_absorbed_and_a_retry_is_not(
     settings = stack.settings.updated(kafka={"partitions": 1})
     name = f"copies-{secrets.token_hex(4)}"
     topic = await one_partition_topic(settings, name)
-    producer = EventProducer(settings.kafka)
+    producer = EventProducer(settings.kafka, Envelopes.of(settings))
     await producer.start()
     first = factories.call_started("CAcopy", "reliability")
     retry = first.model_copy(update={"event_id": uuid.uuid4(), "attempt": 2})
@@ -148,7 +149,7 @@ async def test_on_sigterm_a_worker_commits_what_it_finished_and_hands_back_the_r
     settings = stack.settings.updated(shutdown={"grace_seconds": 1.0})
     name = f"shutdown-{secrets.token_hex(4)}"
     topic = await one_partition_topic(settings, name)
-    producer = EventProducer(settings.kafka)
+    producer = EventProducer(settings.kafka, Envelopes.of(settings))
     await producer.start()
     sids = ["CAfirst", "CAstuck", "CAthird"]
     for sid in sids:
@@ -232,7 +233,7 @@ async def test_a_poison_event_in_a_batch_is_dead_lettered_and_the_rest_applied(
         applied.append(event.call_sid)
         return []
 
-    producer = EventProducer(settings.kafka)
+    producer = EventProducer(settings.kafka, Envelopes.of(settings))
     await producer.start()
     worker = StageWorker(
         name, [topic], handle, StageWorkerSettings.of(settings), producer, handle_batch=handle_batch
@@ -257,7 +258,7 @@ async def test_a_batch_worker_killed_before_its_transaction_commits_commits_no_o
     topic = await one_partition_topic(settings, name)
     sids = ["CAcrash1", "CAcrash2", "CAcrash3"]
     await _publish_together(settings, topic, sids)
-    producer = EventProducer(settings.kafka)
+    producer = EventProducer(settings.kafka, Envelopes.of(settings))
     await producer.start()
 
     in_transaction = asyncio.Event()
@@ -310,7 +311,7 @@ async def test_a_running_worker_commits_at_most_once_per_interval_and_everything
     settings = stack.settings.updated(kafka={"commit_interval_ms": 3_600_000})
     name = f"interval-{secrets.token_hex(4)}"
     topic = await one_partition_topic(settings, name)
-    producer = EventProducer(settings.kafka)
+    producer = EventProducer(settings.kafka, Envelopes.of(settings))
     await producer.start()
     handled: list[str] = []
     later_done = asyncio.Event()

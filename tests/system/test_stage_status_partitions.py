@@ -11,6 +11,7 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from shared.call_keys import Envelopes
 from shared.events import (
     AnyEvent,
     Event,
@@ -58,7 +59,7 @@ async def test_the_producer_sends_each_stages_status_to_that_stages_partition(
 ) -> None:
     settings = Settings(kafka={"bootstrap": PORTS["CALLPIPE_KAFKA_BOOTSTRAP"]})
     call_sid = f"CA{uuid.uuid4().hex}"
-    producer = EventProducer(settings.kafka)
+    producer = EventProducer(settings.kafka, Envelopes.of(settings))
     await producer.start()
     try:
         for stage in STAGES:
@@ -96,7 +97,7 @@ async def test_a_stage_announces_only_the_work_that_outlasts_the_delay(
     name = f"announce-{uuid.uuid4().hex[:8]}"
     topic = await one_partition_topic(settings, name)
     quick, slow = f"CA{uuid.uuid4().hex}", f"CA{uuid.uuid4().hex}"
-    producer = EventProducer(settings.kafka)
+    producer = EventProducer(settings.kafka, Envelopes.of(settings))
     await producer.start()
     handled: set[str] = set()
     both_handled = asyncio.Event()

@@ -335,8 +335,8 @@ async def test_the_unfiltered_total_is_each_businesss_own_count(repo: CallReposi
             await repo.apply(event)
     await repo.apply(pipeline("CA-count-0")[1])  # a redelivery creates nothing
     await repo.apply(call_started("CA-count-other", business_id="biz-2"))
-    await repo.delete_call("CA-count-1")
-    await repo.delete_call("CA-count-1")  # twice: counted once
+    await repo.delete_call("biz-1", "CA-count-1")
+    await repo.delete_call("biz-1", "CA-count-1")  # twice: counted once
     await repo.apply(call_started("CA-count-1"))  # in flight after the delete: ignored
 
     _, total = await repo.page(10, 0, business_id="biz-1")
@@ -421,7 +421,7 @@ async def test_late_events_of_every_kind_after_a_deletion_bring_the_call_back_in
     events = pipeline("CA-late")
     for event in events[:3]:
         await repo.apply(event)
-    await repo.delete_call("CA-late")
+    await repo.delete_call("biz-1", "CA-late")
 
     for event in events[3:]:
         assert await repo.apply(event) is False
@@ -499,7 +499,7 @@ async def test_only_the_idempotency_keys_duplicated_count_as_applied_before(
 ) -> None:
     event = call_started("CA-dup-keys")
     assert await repo.apply(event) is True
-    await repo.delete_call("CA-dup-deleted")
+    await repo.delete_call("biz-1", "CA-dup-deleted")
     timeline_row = {
         "event_id": str(event.event_id),
         "call_sid": "CA-dup-keys",

@@ -26,6 +26,7 @@ from aiokafka.errors import KafkaError
 from callpipe.stack import Stack
 from lab.s3_proxy import Forward, Refuse, S3Proxy
 from shared import metrics
+from shared.call_keys import Envelopes
 from shared.events import AnyEvent, encode
 from shared.kafka.producer import EventProducer
 from shared.kafka.worker import StageWorker, StageWorkerSettings
@@ -151,7 +152,10 @@ async def test_a_record_written_late_is_handled_before_the_later_one_and_not_ski
     topic = await one_partition_topic(broker, name)
     slow_writes.topic, slow_writes.refuse = topic, False
     slow_writes.met.clear()
-    first, second = EventProducer(broker.kafka), EventProducer(broker.kafka)
+    first, second = (
+        EventProducer(broker.kafka, Envelopes.of(broker)),
+        EventProducer(broker.kafka, Envelopes.of(broker)),
+    )
     await first.start()
     await second.start()
     recorder = Recorder(expected=2)
@@ -190,7 +194,7 @@ async def test_a_hole_that_never_fills_is_gone_past_after_the_patience(
     slow_writes.topic, slow_writes.refuse = topic, True
     slow_writes.met.clear()
     settings = broker.updated(kafka={"offset_hole_patience_seconds": 1.0})
-    producer = EventProducer(settings.kafka)
+    producer = EventProducer(settings.kafka, Envelopes.of(settings))
     await producer.start()
     recorder = Recorder(expected=1)
     worker = StageWorker(name, [topic], recorder.handle, StageWorkerSettings.of(settings), producer)

@@ -23,6 +23,7 @@ from aiokafka.cluster import ClusterMetadata
 
 from callpipe.stack import Stack
 from services.player.projector import projected_topics
+from shared.call_keys import Envelopes
 from shared.events import AnyEvent, Event, encode
 from shared.kafka.connection import client_options
 from shared.kafka.producer import EventProducer
@@ -171,7 +172,7 @@ async def test_after_a_broker_restart_every_partition_is_assigned_and_handled_in
         handled.add(event.call_sid)
         return []
 
-    producer = EventProducer(settings.kafka)
+    producer = EventProducer(settings.kafka, Envelopes.of(settings))
     await producer.start()
     workers = [
         StageWorker(GROUP, topics, handle, StageWorkerSettings.of(settings), producer)

@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
 
 from callpipe.stack import tansu_binary
+from shared.call_keys import Envelopes
 from shared.kafka.connection import client_options
 from shared.kafka.producer import EventProducer
 from shared.kafka.topics import ensure_topics, replay
@@ -204,13 +205,13 @@ async def test_events_go_to_the_broker_and_back_over_tls_with_a_client_certifica
     event = factories.call_started(CALL_SID, "tls")
     async with tls_proxy(certificates):
         await ensure_topics(settings.kafka)
-        producer = EventProducer(settings.kafka)
+        producer = EventProducer(settings.kafka, Envelopes.of(settings))
         await producer.start()
         try:
             await producer.publish(event)
         finally:
             await producer.stop()
-        seen = [e async for e in replay(settings.kafka, ["call.started"])]
+        seen = [e async for e in replay(settings.kafka, ["call.started"], Envelopes.of(settings))]
     assert event in seen
 
 

@@ -41,6 +41,7 @@ def good(**changes: Any) -> Settings:
         "twilio.auth_token": SecretStr(secrets.token_hex(16)),
         "s3.secret_key": SecretStr(secrets.token_urlsafe(32)),
         "database.url": f"postgresql+asyncpg://callpipe:{secrets.token_urlsafe(32)}@db/callpipe",
+        "keys.wrapping_key": SecretStr(secrets.token_urlsafe(32)),
     }
     return settings_from(values | changes)
 
@@ -62,6 +63,7 @@ def test_the_defaults_are_refused_once_exposed_and_each_names_its_variable() -> 
         "TWILIO_AUTH_TOKEN",
         "CALLPIPE_S3_SECRET_KEY",
         "the password in CALLPIPE_DATABASE_URL",
+        "CALLPIPE_KEY_WRAPPING_KEY",
     ]
     message = str(WeakSecrets(problems))
     assert GENERATE in message
@@ -117,6 +119,9 @@ def test_loopback_in_any_spelling_is_local(changes: dict[str, str]) -> None:
         ("s3.secret_key", "change-me-s3-secret", "example"),
         ("s3.secret_key", "minioadmin", "well-known default"),
         ("s3.secret_key", "short-secret", "12 bytes long, shorter than 16"),
+        ("keys.wrapping_key", "callpipe-local-wrapping-key", "well-known default"),
+        ("keys.wrapping_key", "change-me-key-wrapping-key-of-forty-bytes", "example"),
+        ("keys.wrapping_key", "k" * 31, "31 bytes long, shorter than 32"),
     ],
 )
 def test_weak_values_are_refused(field: str, value: str, reason: str) -> None:
@@ -156,7 +161,12 @@ def test_a_service_is_checked_only_for_the_secrets_it_uses() -> None:
 
 
 def test_the_variables_named_are_the_settings_environment_variables() -> None:
-    for secret in (Secret.SESSION, Secret.TWILIO_AUTH_TOKEN, Secret.S3_SECRET_KEY):
+    for secret in (
+        Secret.SESSION,
+        Secret.TWILIO_AUTH_TOKEN,
+        Secret.S3_SECRET_KEY,
+        Secret.KEY_WRAPPING,
+    ):
         assert RULES[secret].variable == setting(secret.value).variable
 
 
@@ -177,6 +187,7 @@ EXAMPLES = {
     Secret.SESSION: ("CALLPIPE_SESSION_SECRET", "change-me-session-secret"),
     Secret.TWILIO_AUTH_TOKEN: ("TWILIO_AUTH_TOKEN", "change-me-twilio-auth-token"),
     Secret.S3_SECRET_KEY: ("CALLPIPE_S3_SECRET_KEY", "change-me-s3-secret"),
+    Secret.KEY_WRAPPING: ("CALLPIPE_KEY_WRAPPING_KEY", "change-me-key-wrapping-key"),
 }
 
 
@@ -261,6 +272,7 @@ def test_a_service_with_sound_secrets_goes_on_to_connect(
         "CALLPIPE_SESSION_SECRET": secrets.token_urlsafe(32),
         "TWILIO_AUTH_TOKEN": secrets.token_hex(16),
         "CALLPIPE_S3_SECRET_KEY": secrets.token_urlsafe(32),
+        "CALLPIPE_KEY_WRAPPING_KEY": secrets.token_urlsafe(32),
         "database_password": secrets.token_urlsafe(32),
     }
     process = subprocess.Popen(
@@ -292,6 +304,7 @@ def test_callpipe_secrets_prints_fresh_sound_values_for_env() -> None:
         "MINIO_ROOT_PASSWORD",
         "CALLPIPE_S3_SECRET_KEY",
         "CALLPIPE_SESSION_SECRET",
+        "CALLPIPE_KEY_WRAPPING_KEY",
     }
     assert not set(values.values()) & set(re.findall(r"=(\S+)$", second, re.MULTILINE))
     assert "TWILIO_AUTH_TOKEN" in first  # named, with where to find it: Twilio makes it
@@ -299,6 +312,7 @@ def test_callpipe_secrets_prints_fresh_sound_values_for_env() -> None:
         **{
             "player.session_secret": SecretStr(values["CALLPIPE_SESSION_SECRET"]),
             "s3.secret_key": SecretStr(values["CALLPIPE_S3_SECRET_KEY"]),
+            "keys.wrapping_key": SecretStr(values["CALLPIPE_KEY_WRAPPING_KEY"]),
             "database.url": f"postgresql+asyncpg://callpipe:{values['POSTGRES_PASSWORD']}@db/callpipe",
         }
     )

@@ -74,8 +74,8 @@ async def retry_stage(
 async def delete_call(call: Call, deleter: Deleter) -> Response:
     """Records the call's tombstone, which the stages look for; deletes every object under
     the call's folders (audio of every attempt, manifests, transcripts); downstream consumers
-    get a `call.deleted` event; then the row, its timeline and retry inputs go. When the
-    business chose `delete_from_twilio`, its recordings are deleted at Twilio too (retried
-    later if Twilio cannot be reached)."""
+    get a `call.deleted` event; then the row, its timeline and retry inputs go, and its key,
+    so its events on Kafka no longer open. When the business chose `delete_from_twilio`, its
+    recordings are deleted at Twilio too (retried later if Twilio cannot be reached)."""
     await deleter.delete_call(call)
     return Response(status_code=204)
