@@ -484,6 +484,8 @@ SETTINGS_READ = {
         "transcriber.concurrency",
         "transcriber.inbound_speakers",
         "transcriber.outbound_speakers",
+        "transcriber.audio_redaction_padding_seconds",
+        "transcriber.audio_redaction_sound",
         "openai.transcription_model",
         "openai.max_upload_bytes",
     },

@@ -366,7 +366,8 @@ def test_a_stage_failing_transiently_three_times_then_succeeding_completes_once(
     events = [e["event_type"] for e in call["timeline"]]
     assert events.count("stage.failed") == 3, events  # three tries reported "will retry"
     assert call["recording_tries"] == 3
-    assert "503" in (call["last_error"] or "")
+    assert "503" in (call["recording_error"] or "")  # history, on its stage
+    assert call["last_error"] is None  # not the error of a call that completed
     for once in ("recording.downloaded", "transcript.ready", "summary.ready"):
         assert events.count(once) == 1, events
     objects = asyncio.run(_objects_of(stack, call))

@@ -134,7 +134,8 @@ async def test_events_project_onto_the_row(repo: CallRepository) -> None:
     assert row.recording_bytes == 654321
     assert row.duration_seconds == 42.5
     assert row.recording_tries == 1
-    assert row.last_error == "HTTP 404"  # the retry report stays visible
+    assert row.recording_error == "HTTP 404"  # the retry report stays on its stage
+    assert row.last_error is None  # but is not the call's error once the stage completed
     assert row.transcript_key == "biz-1/CA-full/RE1.transcript.json"
     assert row.redacted_recording_key == "biz-1/CA-full/RE1.wav"
     assert row.transcript_preview == (
