@@ -30,6 +30,7 @@ from services.extractor.handler import ExtractHandler, Extractor, RulesExtractor
 from services.extractor.instant import InstantExtractor
 from services.extractor.openai_backend import OpenAIExtractor
 from services.player.repository import CallRepository
+from services.player.sweep import RetentionSweep
 from services.reconciler.adapters import Reconciler, TwilioRecordings
 from services.reconciler.adapters import deadlines as reconcile_deadlines
 from services.transcriber.core import SpeakerMapping, parse_labels
@@ -311,6 +312,12 @@ async def open_stage_worker(
         settings.retry.max_seconds,
     ):
         raise StoppedWhileConnecting("S3 server")
+    days = settings.s3.abort_incomplete_uploads_after_days
+    if spec.needs_bucket and days and not await store.abort_incomplete_uploads_after(days):
+        log.warning(
+            "the S3 server took no lifecycle rule aborting incomplete uploads: "
+            "it keeps a crashed upload's parts until they are aborted otherwise"
+        )
     worker = await build_stage_worker(name, settings, store, producer, stack, shutdown, health)
     return worker, store
 
@@ -480,6 +487,35 @@ async def open_reconciler(
         twilio,
         settings.twilio.account_sid,
         reconcile_deadlines(settings.reconcile),
+    )
+
+
+async def open_retention_sweep(
+    settings: Settings, stack: AsyncExitStack, shutdown: Shutdown | None = None
+) -> RetentionSweep:
+    """The retention sweep with its database, object store and producer, closed by `stack`
+    (each within the stop's bound). Waits for the broker while it is unreachable (raising
+    StoppedWhileConnecting if the stop comes first)."""
+    shutdown = shutdown or Shutdown("retention", settings.shutdown)
+    database = create_engine(settings.database_url)
+    stack.push_async_callback(shutdown.closing("the database", database.dispose))
+    repository = CallRepository(database)
+    stack.callback(repository.close)
+    store = ObjectStore(settings.s3)
+    await store.start()
+    stack.push_async_callback(shutdown.closing("the object store client", store.stop))
+    producer = EventProducer(settings.kafka)
+    if not await start_producer_patiently(
+        settings.kafka, settings.retry, producer, shutdown.stop, create_topics=False
+    ):
+        raise StoppedWhileConnecting("broker")
+    stack.push_async_callback(shutdown.closing("the producer", producer.stop))
+    return RetentionSweep(
+        repository,
+        store,
+        producer,
+        settings.retention.batch_size,
+        timedelta(seconds=settings.retention.claim_seconds),
     )
 
 

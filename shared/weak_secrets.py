@@ -54,7 +54,9 @@ SECRETS_OF_SERVICE: dict[str, tuple[Secret, ...]] = {
     "downloader": (Secret.TWILIO_AUTH_TOKEN, Secret.S3_SECRET_KEY, Secret.DATABASE_PASSWORD),
     "transcriber": (Secret.S3_SECRET_KEY,),
     "extractor": (Secret.S3_SECRET_KEY,),
-    "reconciler": (Secret.TWILIO_AUTH_TOKEN, Secret.DATABASE_PASSWORD),
+    # Beside the reconciliation, the retention sweep: objects and rows deleted.
+    "reconciler": (Secret.TWILIO_AUTH_TOKEN, Secret.S3_SECRET_KEY, Secret.DATABASE_PASSWORD),
+    "retention": (Secret.S3_SECRET_KEY, Secret.DATABASE_PASSWORD),
 }
 
 

@@ -22,12 +22,15 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
     Connection,
+    DateTime,
     Select,
+    String,
     and_,
     bindparam,
     delete,
     func,
     insert,
+    literal,
     or_,
     select,
     update,
@@ -39,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.player import core
 from services.player.data_settings import DEFAULT_DATA_SETTINGS, DataSettings
+from services.player.retention import Cutoffs
 from services.player.tables import (
     api_keys,
     business_call_counts,
@@ -47,6 +51,7 @@ from services.player.tables import (
     calls,
     deleted_calls,
     player_sessions,
+    retention_claims,
     stage_inputs,
 )
 from shared.call_state import STAGES, STATUS_FIELDS, TERMINAL, CallState, StageStatus
@@ -117,6 +122,8 @@ def _row_values(keys: tuple[str, ...], row: Any) -> dict[str, Any]:
     values = dict(zip(keys, row, strict=False))
     values["created_at"] = _aware(values["created_at"])
     values["updated_at"] = _aware(values["updated_at"])
+    if values["audio_expired_at"] is not None:
+        values["audio_expired_at"] = _aware(values["audio_expired_at"])
     return values
 
 
@@ -465,6 +472,7 @@ class CallRepository:
             count_calls(connection, business_id, -1)
         connection.execute(delete(stage_inputs).where(stage_inputs.c.call_sid == call_sid))
         connection.execute(delete(call_events).where(call_events.c.call_sid == call_sid))
+        connection.execute(delete(retention_claims).where(retention_claims.c.call_sid == call_sid))
         connection.execute(insert(deleted_calls).values(call_sid=call_sid, deleted_at=utc_now()))
 
     async def delete_call(self, call_sid: str) -> None:
@@ -736,6 +744,127 @@ class CallRepository:
                 )
             )
 
+    async def retention_settings(self) -> list[tuple[str, DataSettings]]:
+        """Every business that keeps its audio or its calls for a limited time, with its
+        data settings."""
+        query = (
+            select(business_data_settings)
+            .where(
+                or_(
+                    business_data_settings.c.audio_retention_days.is_not(None),
+                    business_data_settings.c.call_retention_days.is_not(None),
+                )
+            )
+            .order_by(business_data_settings.c.business_id)
+        )
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [
+            (
+                row.business_id,
+                DataSettings(
+                    redact=json.loads(row.redact),
+                    audio_retention_days=row.audio_retention_days,
+                    call_retention_days=row.call_retention_days,
+                ),
+            )
+            for row in rows
+        ]
+
+    async def claim_due(
+        self,
+        business_id: str,
+        due: Cutoffs,
+        claimed_by: str,
+        now: datetime,
+        claim_for: timedelta,
+        limit: int,
+    ) -> list[CallState]:
+        """Up to `limit` of the business's calls that are due under `due` (audio not yet
+        expired, or the whole call), oldest first, that no sweep holds a live claim on:
+        claimed by `claimed_by` until `now + claim_for`, in one statement (an upsert whose
+        conflict takes over only a claim that ran out), so two sweeps never claim one call."""
+        return await self._transactions.run(
+            partial(self._claim_due, business_id, due, claimed_by, now, claim_for, limit)
+        )
+
+    def _claim_due(
+        self,
+        business_id: str,
+        due: Cutoffs,
+        claimed_by: str,
+        now: datetime,
+        claim_for: timedelta,
+        limit: int,
+        connection: Connection,
+    ) -> list[CallState]:
+        now = now.astimezone(UTC)
+        until = now + claim_for
+        candidates = (
+            select(
+                calls.c.call_sid,
+                literal(claimed_by, String(36)),
+                literal(until, DateTime(timezone=True)),
+            )
+            .select_from(_CALLS_AND_CLAIMS)
+            .where(*_due_and_free(business_id, due, now))
+            .order_by(calls.c.created_at, calls.c.call_sid)
+            .limit(limit)
+        )
+        upsert = _upsert_insert(connection.dialect)(retention_claims).from_select(
+            ["call_sid", "claimed_by", "claimed_until"], candidates
+        )
+        claim = upsert.on_conflict_do_update(
+            index_elements=[retention_claims.c.call_sid],
+            set_={"claimed_by": claimed_by, "claimed_until": until},
+            where=retention_claims.c.claimed_until <= now,
+        ).returning(retention_claims.c.call_sid)
+        claimed = sorted(connection.execute(claim).scalars())
+        if not claimed:
+            return []
+        query = (
+            select(calls)
+            .where(calls.c.call_sid.in_(claimed))
+            .order_by(calls.c.created_at, calls.c.call_sid)
+        )
+        return [_state(row) for row in connection.execute(query)]
+
+    async def any_due(self, business_id: str, due: Cutoffs, now: datetime) -> bool:
+        """Whether a call of the business is due and free to claim."""
+        query = (
+            select(calls.c.call_sid)
+            .select_from(_CALLS_AND_CLAIMS)
+            .where(*_due_and_free(business_id, due, now.astimezone(UTC)))
+            .limit(1)
+        )
+        async with self._engine.connect() as connection:
+            return (await connection.execute(query)).first() is not None
+
+    async def expire_audio(self, call_sid: str, expired_at: datetime, reason: str) -> bool:
+        """Marks the call's audio expired (when, why) and drops the sweep's claim on it;
+        False when it was marked already, or the call is gone."""
+        return await self._transactions.run(
+            partial(self._expire_audio, call_sid, expired_at.astimezone(UTC), reason)
+        )
+
+    @staticmethod
+    def _expire_audio(
+        call_sid: str, expired_at: datetime, reason: str, connection: Connection
+    ) -> bool:
+        marked = connection.execute(
+            update(calls)
+            .where(calls.c.call_sid == call_sid, calls.c.audio_expired_at.is_(None))
+            .values(audio_expired_at=expired_at, audio_expired_reason=reason)
+        )
+        connection.execute(delete(retention_claims).where(retention_claims.c.call_sid == call_sid))
+        return bool(marked.rowcount)
+
+    async def release_claim(self, call_sid: str) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                delete(retention_claims).where(retention_claims.c.call_sid == call_sid)
+            )
+
     async def redaction_kinds(self, business_id: str) -> frozenset[EntityKind]:
         """Every kind the business's transcripts and summaries are redacted of: its choice,
         and always cards and long numbers. Before the player's first migration made the
@@ -748,6 +877,32 @@ class CallRepository:
             log.warning("no data settings table yet: the defaults for %s", business_id)
             settings = DEFAULT_DATA_SETTINGS
         return settings.redacted
+
+
+# A call with the sweep's claim on it, if any.
+_CALLS_AND_CLAIMS = calls.outerjoin(
+    retention_claims, retention_claims.c.call_sid == calls.c.call_sid
+)
+
+
+def _due_and_free(business_id: str, due: Cutoffs, now: datetime) -> list[Any]:
+    """Conditions on _CALLS_AND_CLAIMS: the business's calls due under `due` (`due.any`)
+    that no sweep holds a live claim on."""
+    reasons = []
+    if due.audio_before is not None:
+        reasons.append(
+            and_(
+                calls.c.created_at < due.audio_before.astimezone(UTC),
+                calls.c.audio_expired_at.is_(None),
+            )
+        )
+    if due.calls_before is not None:
+        reasons.append(calls.c.created_at < due.calls_before.astimezone(UTC))
+    return [
+        calls.c.business_id == business_id,
+        or_(*reasons),
+        or_(retention_claims.c.claimed_until.is_(None), retention_claims.c.claimed_until <= now),
+    ]
 
 
 def _no_such_table(error: DBAPIError) -> bool:

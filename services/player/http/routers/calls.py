@@ -1,18 +1,16 @@
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
 
-from services.player.core import call_view, own_key, recording_folder
+from services.player import deletion
+from services.player.core import call_view, own_key
 from services.player.http.deps import Business, Call, Producer, Repository, Store
 from services.player.http.stage_retry import retry_failed_stage
 from services.player.repository import CallFilter
-from shared.events import TWILIO_NAMESPACE, CallDeleted, Stage, call_correlation_id
-from shared.storage import call_prefixes
-from shared.tombstones import delete_call_objects
+from shared.events import Stage
 from shared.transcript import Transcript
 
 router = APIRouter(prefix="/api/calls")
@@ -77,22 +75,6 @@ async def retry_stage(
 async def delete_call(
     call: Call, repository: Repository, store: Store, producer: Producer
 ) -> Response:
-    """Records the call's tombstone, which the stages look for; deletes every object under
-    the call's folders (audio of every attempt, manifests, transcripts), then the row, its
-    timeline and retry inputs; downstream consumers get a `call.deleted` event."""
-    prefixes = call_prefixes(
-        call.business_id, call.call_sid, await repository.recording_days(call.call_sid)
-    )
-    if (folder := recording_folder(call)) and folder not in prefixes:
-        prefixes.append(folder)
-    await delete_call_objects(store, call.business_id, call.call_sid, prefixes)
-    await repository.delete_call(call.call_sid)
-    await producer.publish(
-        CallDeleted(
-            event_id=uuid.uuid5(TWILIO_NAMESPACE, f"{call.call_sid}:deleted"),
-            call_sid=call.call_sid,
-            business_id=call.business_id,
-            correlation_id=call_correlation_id(call.call_sid),
-        )
-    )
+    """Deletes the call everywhere (`services.player.deletion.delete_call`)."""
+    await deletion.delete_call(call, repository, store, producer)
     return Response(status_code=204)
