@@ -779,13 +779,17 @@ class CallRepository:
         now: datetime,
         claim_for: timedelta,
         limit: int,
+        passed_over: Collection[str] = (),
     ) -> list[CallState]:
         """Up to `limit` of the business's calls that are due under `due` (audio not yet
-        expired, or the whole call), oldest first, that no sweep holds a live claim on:
+        expired, or the whole call), oldest first, but those `passed_over`, that no sweep
+        holds a live claim on:
         claimed by `claimed_by` until `now + claim_for`, in one statement (an upsert whose
         conflict takes over only a claim that ran out), so two sweeps never claim one call."""
         return await self._transactions.run(
-            partial(self._claim_due, business_id, due, claimed_by, now, claim_for, limit)
+            partial(
+                self._claim_due, business_id, due, claimed_by, now, claim_for, limit, passed_over
+            )
         )
 
     def _claim_due(
@@ -796,6 +800,7 @@ class CallRepository:
         now: datetime,
         claim_for: timedelta,
         limit: int,
+        passed_over: Collection[str],
         connection: Connection,
     ) -> list[CallState]:
         now = now.astimezone(UTC)
@@ -807,7 +812,7 @@ class CallRepository:
                 literal(until, DateTime(timezone=True)),
             )
             .select_from(_CALLS_AND_CLAIMS)
-            .where(*_due_and_free(business_id, due, now))
+            .where(*_due_and_free(business_id, due, now, passed_over))
             .order_by(calls.c.created_at, calls.c.call_sid)
             .limit(limit)
         )
@@ -829,12 +834,15 @@ class CallRepository:
         )
         return [_state(row) for row in connection.execute(query)]
 
-    async def any_due(self, business_id: str, due: Cutoffs, now: datetime) -> bool:
-        """Whether a call of the business is due and free to claim."""
+    async def any_due(
+        self, business_id: str, due: Cutoffs, now: datetime, passed_over: Collection[str] = ()
+    ) -> bool:
+        """Whether a call of the business, but those `passed_over`, is due and free to
+        claim."""
         query = (
             select(calls.c.call_sid)
             .select_from(_CALLS_AND_CLAIMS)
-            .where(*_due_and_free(business_id, due, now.astimezone(UTC)))
+            .where(*_due_and_free(business_id, due, now.astimezone(UTC), passed_over))
             .limit(1)
         )
         async with self._engine.connect() as connection:
@@ -885,9 +893,11 @@ _CALLS_AND_CLAIMS = calls.outerjoin(
 )
 
 
-def _due_and_free(business_id: str, due: Cutoffs, now: datetime) -> list[Any]:
-    """Conditions on _CALLS_AND_CLAIMS: the business's calls due under `due` (`due.any`)
-    that no sweep holds a live claim on."""
+def _due_and_free(
+    business_id: str, due: Cutoffs, now: datetime, passed_over: Collection[str]
+) -> list[Any]:
+    """Conditions on _CALLS_AND_CLAIMS: the business's calls due under `due` (`due.any`),
+    but those `passed_over`, that no sweep holds a live claim on."""
     reasons = []
     if due.audio_before is not None:
         reasons.append(
@@ -898,11 +908,14 @@ def _due_and_free(business_id: str, due: Cutoffs, now: datetime) -> list[Any]:
         )
     if due.calls_before is not None:
         reasons.append(calls.c.created_at < due.calls_before.astimezone(UTC))
-    return [
+    conditions = [
         calls.c.business_id == business_id,
         or_(*reasons),
         or_(retention_claims.c.claimed_until.is_(None), retention_claims.c.claimed_until <= now),
     ]
+    if passed_over:
+        conditions.append(calls.c.call_sid.notin_(sorted(passed_over)))
+    return conditions
 
 
 def _no_such_table(error: DBAPIError) -> bool:

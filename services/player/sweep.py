@@ -55,17 +55,24 @@ class RetentionSweep:
         as_of = as_of or utc_now()
         done: Counter[str] = Counter(dict.fromkeys(COUNTS, 0))
         sweep = str(uuid.uuid4())
+        # A call this sweep failed on is not taken again by it, even once its claim ran out.
+        failed: set[str] = set()
         for business_id, settings in await self._repository.retention_settings():
             due = retention.cutoffs(settings, as_of)
             while True:
                 claimed = await self._repository.claim_due(
-                    business_id, due, sweep, utc_now(), self._claim_for, self._batch_size
+                    business_id, due, sweep, utc_now(), self._claim_for, self._batch_size, failed
                 )
-                if not claimed and not await self._repository.any_due(business_id, due, utc_now()):
+                if not claimed and not await self._repository.any_due(
+                    business_id, due, utc_now(), failed
+                ):
                     break
                 for call in claimed:
                     with call_context(call.call_sid, "-"):
-                        done[await self._sweep(call, settings, as_of)] += 1
+                        outcome = await self._sweep(call, settings, as_of)
+                    done[outcome] += 1
+                    if outcome == "failed":
+                        failed.add(call.call_sid)
         return done
 
     async def _sweep(self, call: CallState, settings: DataSettings, as_of: datetime) -> str:
