@@ -332,3 +332,27 @@ async def test_two_sweeps_at_once_share_the_calls_and_do_each_once(
         for repo, engine in zip(repos, engines, strict=True):
             repo.close()
             await engine.dispose()
+
+
+class RefusingOnce(Published):
+    """A broker that does not take the first event."""
+
+    async def publish(self, event: Event) -> None:
+        if not hasattr(self, "refused"):
+            self.refused = event
+            raise OSError("the broker did not answer")
+        await super().publish(event)
+
+
+async def test_a_deletion_whose_event_the_broker_refused_is_done_again_by_the_next_sweep(
+    repo: CallRepository, store: ObjectStore
+) -> None:
+    await keep(repo, "acme", 10, 10)
+    await add_call(repo, store, "acme", "CAold", CREATED)
+    producer = RefusingOnce()
+    sweep = RetentionSweep(repo, store, producer, 100, timedelta(0))
+    assert await sweep.run_once(CREATED + 11 * DAY) == counts(failed=1)
+    assert await repo.get("CAold") is not None  # the row goes last: the call is found again
+    assert await sweep.run_once(CREATED + 11 * DAY) == counts(calls_deleted=1)
+    assert await repo.get("CAold") is None
+    assert [event.call_sid for event in producer.events] == ["CAold"]
