@@ -7,6 +7,7 @@ share the work."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -356,3 +357,28 @@ async def test_a_deletion_whose_event_the_broker_refused_is_done_again_by_the_ne
     assert await sweep.run_once(CREATED + 11 * DAY) == counts(calls_deleted=1)
     assert await repo.get("CAold") is None
     assert [event.call_sid for event in producer.events] == ["CAold"]
+
+
+async def test_on_postgresql_a_claim_made_meanwhile_is_not_taken_over(
+    postgres_database_url: str, store: ObjectStore
+) -> None:
+    """Two sweeps claim the same call at the same moment: the second's statement waits for
+    the first's transaction, then finds the call claimed and leaves it."""
+    await asyncio.to_thread(migrate, postgres_database_url)
+    engine = create_engine(postgres_database_url)
+    repo = CallRepository(engine)
+    try:
+        await keep(repo, "acme", 30, None)
+        await add_call(repo, store, "acme", "CAold", CREATED)
+        due = cutoffs(await repo.data_settings("acme"), CREATED + 31 * DAY)
+        now = datetime.now(UTC)
+        claim = functools.partial(repo._claim_due, "acme", due, "first", now, CLAIM, 10, ())
+        async with engine.begin() as first:
+            assert [c.call_sid for c in await first.run_sync(claim)] == ["CAold"]
+            second = asyncio.create_task(repo.claim_due("acme", due, "second", now, CLAIM, 10))
+            await asyncio.sleep(0.5)
+            assert not second.done()  # waiting for the first's claim to commit or roll back
+        assert await second == []
+    finally:
+        repo.close()
+        await engine.dispose()
