@@ -30,6 +30,7 @@ from services.extractor.handler import ExtractHandler, Extractor, RulesExtractor
 from services.extractor.instant import InstantExtractor
 from services.extractor.openai_backend import OpenAIExtractor
 from services.player.repository import CallRepository
+from services.player.sweep import RetentionSweep
 from services.reconciler.adapters import Reconciler, TwilioRecordings
 from services.reconciler.adapters import deadlines as reconcile_deadlines
 from services.transcriber.core import SpeakerMapping, parse_labels
@@ -325,6 +326,12 @@ async def open_stage_worker(
         settings.retry.max_seconds,
     ):
         raise StoppedWhileConnecting("S3 server")
+    days = settings.s3.abort_incomplete_uploads_after_days
+    if spec.needs_bucket and days and not await store.abort_incomplete_uploads_after(days):
+        log.warning(
+            "the S3 server took no lifecycle rule aborting incomplete uploads: "
+            "it keeps a crashed upload's parts until they are aborted otherwise"
+        )
     worker = await build_stage_worker(name, settings, store, producer, stack, shutdown, health)
     return worker, store
 
@@ -508,12 +515,31 @@ async def open_deleter(
     first), object store, producer and Twilio, closed by `stack`: what `callpipe business
     delete` runs. Waits for the broker while it is unreachable (raising
     StoppedWhileConnecting if the stop comes first)."""
-    from services.player.deletion import Deleter
     from services.player.repository import migrate
-    from shared.twilio_rest import RecordingDeleter
 
     shutdown = shutdown or Shutdown("business-delete", settings.shutdown)
     await asyncio.to_thread(migrate, settings.database_url)
+    return await _deleter(settings, stack, shutdown)
+
+
+async def open_retention_sweep(
+    settings: Settings, stack: AsyncExitStack, shutdown: Shutdown | None = None
+) -> RetentionSweep:
+    """The retention sweep with the player's deletion (its database, object store, producer
+    and Twilio), closed by `stack` (each within the stop's bound). Waits for the broker while
+    it is unreachable (raising StoppedWhileConnecting if the stop comes first)."""
+    shutdown = shutdown or Shutdown("retention", settings.shutdown)
+    return RetentionSweep(
+        await _deleter(settings, stack, shutdown),
+        settings.retention.batch_size,
+        timedelta(seconds=settings.retention.claim_seconds),
+    )
+
+
+async def _deleter(settings: Settings, stack: AsyncExitStack, shutdown: Shutdown) -> Deleter:
+    from services.player.deletion import Deleter
+    from shared.twilio_rest import RecordingDeleter
+
     database = create_engine(settings.database_url)
     stack.push_async_callback(shutdown.closing("the database", database.dispose))
     repository = CallRepository(database)

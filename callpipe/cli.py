@@ -7,6 +7,8 @@ import contextlib
 import dataclasses
 import json
 import signal
+from collections import Counter
+from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from importlib.util import find_spec
 from pathlib import Path
@@ -97,7 +99,7 @@ def up(
 
 
 async def _supervise_and_reconcile(stack: Stack, stop: asyncio.Event) -> None:
-    from callpipe.bootstrap import StoppedWhileConnecting, open_reconciler
+    from callpipe.bootstrap import StoppedWhileConnecting, open_reconciler, open_retention_sweep
     from shared.shutdown import Shutdown
 
     shutdown = Shutdown("reconciler", stack.settings.shutdown, stop)
@@ -106,13 +108,19 @@ async def _supervise_and_reconcile(stack: Stack, stop: asyncio.Event) -> None:
             reconciler = await open_reconciler(
                 stack.settings, stack.twilio_api_base_url, resources, shutdown
             )
+            sweep = await open_retention_sweep(stack.settings, resources, shutdown)
         except StoppedWhileConnecting:
             return
-        reconciling = asyncio.create_task(
-            reconciler.run_periodically(stack.settings.reconcile.interval_seconds, stop)
-        )
+        scheduled = [
+            asyncio.create_task(
+                reconciler.run_periodically(stack.settings.reconcile.interval_seconds, stop)
+            ),
+            asyncio.create_task(
+                sweep.run_periodically(stack.settings.retention.interval_seconds, stop)
+            ),
+        ]
         await stack.supervise(stop)
-        await reconciling
+        await asyncio.gather(*scheduled)
 
 
 async def _demo(settings: Settings) -> None:
@@ -419,9 +427,11 @@ def reconcile(
     once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
 ) -> None:
     """Find calls whose recording never arrived or whose stage stopped moving; repair them
-    (Twilio's recording list, the stage's input again) or mark them failed. `callpipe up`
-    runs this every CALLPIPE_RECONCILE_INTERVAL_SECONDS."""
-    from callpipe.bootstrap import StoppedWhileConnecting, open_reconciler
+    (Twilio's recording list, the stage's input again) or mark them failed, every
+    CALLPIPE_RECONCILE_INTERVAL_SECONDS; and sweep audio and calls past their business's
+    retention every CALLPIPE_RETENTION_INTERVAL_SECONDS. `callpipe up` runs both. `--once`:
+    one reconciliation pass (`callpipe retention sweep` sweeps once)."""
+    from callpipe.bootstrap import StoppedWhileConnecting, open_reconciler, open_retention_sweep
     from shared.shutdown import Shutdown
 
     logs.configure("reconciler")
@@ -436,16 +446,82 @@ def reconcile(
                 reconciler = await open_reconciler(
                     settings, settings.twilio.api_base_url, resources, shutdown
                 )
+                if once:
+                    typer.echo(json.dumps(dict(await reconciler.run_once())))
+                    return
+                sweep = await open_retention_sweep(settings, resources, shutdown)
             except StoppedWhileConnecting as stopped:
                 typer.echo(f"reconciler {stopped}", err=True)
                 return
-            if once:
-                typer.echo(json.dumps(dict(await reconciler.run_once())))
-                return
-            await reconciler.run_periodically(settings.reconcile.interval_seconds, shutdown.stop)
+            await asyncio.gather(
+                reconciler.run_periodically(settings.reconcile.interval_seconds, shutdown.stop),
+                sweep.run_periodically(settings.retention.interval_seconds, shutdown.stop),
+            )
         shutdown.finished()
 
     asyncio.run(main())
+
+
+def _utc_time(value: str, option: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as error:
+        raise typer.BadParameter(f"not an ISO 8601 time: {value!r}", param_hint=option) from error
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+retention = typer.Typer(help="Retention: audio and calls past their business's retention.")
+app.add_typer(retention, name="retention")
+
+
+@retention.command("sweep")
+def retention_sweep(
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Sweep as if it were this time (ISO 8601, e.g. 2027-01-31T12:00:00Z; UTC "
+            "unless it says otherwise).",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the counts as one JSON object.")
+    ] = False,
+) -> None:
+    """Delete, once, the audio of calls older than their business's audio retention (the
+    calls stay, marked) and the calls older than its call retention (as `DELETE
+    /api/calls/{sid}` does). A call's age runs from its creation (its first event)."""
+    from callpipe.bootstrap import StoppedWhileConnecting, open_retention_sweep
+    from shared.shutdown import Shutdown
+
+    logs.configure("retention")
+    settings = local_settings()
+    _refuse_weak_secrets("retention sweep", settings, ["retention"])
+    when = None if as_of is None else _utc_time(as_of, "--as-of")
+
+    async def main() -> Counter[str] | None:
+        shutdown = Shutdown("retention", settings.shutdown)
+        shutdown.on_signals()
+        async with contextlib.AsyncExitStack() as resources:
+            try:
+                sweep = await open_retention_sweep(settings, resources, shutdown)
+            except StoppedWhileConnecting as stopped:
+                typer.echo(f"retention sweep {stopped}", err=True)
+                return None
+            return await sweep.run_once(when)
+
+    done = asyncio.run(main())
+    if done is None:
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(dict(done)))
+        return
+    typer.echo(
+        f"audio of {done['audio_expired']} call(s) deleted, {done['calls_deleted']} call(s) "
+        f"deleted, {done['failed']} failed (a later sweep takes them again)"
+    )
+    if done["failed"]:
+        raise typer.Exit(1)
 
 
 @app.command("env-example")

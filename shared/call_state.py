@@ -85,6 +85,9 @@ class CallState:
     lead_confidence: float | None = None
     lead_json: str | None = None  # the whole lead with its evidence, as the extractor sent it
     extractor: str | None = None
+    # Set when the business's retention deleted the call's audio: when, and why.
+    audio_expired_at: datetime | None = None
+    audio_expired_reason: str | None = None
 
     @classmethod
     def new(cls, event: AnyEvent) -> CallState:

@@ -133,6 +133,15 @@ class S3Settings(BaseSettings):
         "presigned URLs (their signature covers this host); empty = the endpoint URL",
     )
 
+    abort_incomplete_uploads_after_days: int = Field(
+        7,
+        ge=0,
+        description="the downloader, preparing the bucket, puts a lifecycle rule on it that "
+        "aborts multipart uploads left incomplete this many days (a crash mid-upload leaves "
+        "parts no listing shows); 0 = leave the bucket's lifecycle alone (compose: MinIO "
+        "refuses the rule and aborts stale uploads itself)",
+    )
+
     @property
     def browser_endpoint_url(self) -> str:
         return self.public_endpoint_url or self.endpoint_url
@@ -651,6 +660,28 @@ class LocalStackSettings(BaseSettings):
     analytics_port: int = Field(8110, description="`callpipe analytics`'s HTTP port (`/figures`)")
 
 
+class RetentionSettings(BaseSettings):
+    """The retention sweep, which deletes audio and calls past their business's retention."""
+
+    model_config = _config("RETENTION_")
+
+    interval_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="how often `callpipe up` (or `callpipe reconcile`) sweeps audio and calls "
+        "past their business's retention (`callpipe retention sweep` sweeps once)",
+    )
+    batch_size: int = Field(
+        100, ge=1, description="calls a sweep claims and works through at a time"
+    )
+    claim_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="a sweep holds the calls it claimed this long; another sweep leaves them "
+        "alone meanwhile, and takes those of a sweep that died once it ran out",
+    )
+
+
 class Settings(BaseSettings):
     """Every setting, one slice per concern."""
 
@@ -675,6 +706,7 @@ class Settings(BaseSettings):
     extractor: ExtractorSettings = Field(default_factory=ExtractorSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     local: LocalStackSettings = Field(default_factory=LocalStackSettings)
 

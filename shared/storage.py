@@ -24,11 +24,16 @@ def transcript_key(business_id: str, call_sid: str, recording_sid: str) -> str:
 
 
 def call_prefixes(business_id: str, call_sid: str, recording_days: Iterable[date]) -> list[str]:
-    """The folders every object of the call is under: its own (transcripts) and, for each
-    UTC day a recording of it completed on, the dated folder the downloader archives that
-    recording under (`services.downloader.core.object_key`)."""
-    dated = sorted({f"{business_id}/{day.isoformat()}/{call_sid}/" for day in recording_days})
-    return [f"{business_id}/{call_sid}/", *dated]
+    """The folders every object of the call is under: its own (transcripts) and its audio
+    folders (`audio_prefixes`)."""
+    return [f"{business_id}/{call_sid}/", *audio_prefixes(business_id, call_sid, recording_days)]
+
+
+def audio_prefixes(business_id: str, call_sid: str, recording_days: Iterable[date]) -> list[str]:
+    """The folders of the call's audio and manifests: for each UTC day a recording of it
+    completed on, the dated folder the downloader archives that recording under
+    (`services.downloader.core.object_key`)."""
+    return sorted({f"{business_id}/{day.isoformat()}/{call_sid}/" for day in recording_days})
 
 
 # SeaweedFS, the local stack's S3 server, gzips an object stored as audio/wav or audio/x-wav
@@ -45,6 +50,12 @@ def s3_unreachable(error: BaseException) -> bool:
         return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)) >= 500
     return False
 
+
+ABORT_UPLOADS_RULE = "callpipe-abort-incomplete-uploads"
+# What a server answers that takes no lifecycle rule (or not this one: MinIO refuses
+# AbortIncompleteMultipartUpload as malformed, and aborts stale uploads on its own), or a
+# user that may not set one.
+_LIFECYCLE_REFUSED = frozenset({"NotImplemented", "MalformedXML", "AccessDenied"})
 
 _STORED_TYPE = {"audio/wav": "audio/vnd.wave", "audio/x-wav": "audio/vnd.wave"}
 _READ_TYPE = {"audio/vnd.wave": "audio/wav"}
@@ -108,6 +119,34 @@ class ObjectStore:
             await self._client.head_bucket(Bucket=self.bucket)
         except ClientError:
             await self._client.create_bucket(Bucket=self.bucket)
+
+    async def abort_incomplete_uploads_after(self, days: int) -> bool:
+        """Puts the bucket's lifecycle rule that aborts multipart uploads left incomplete
+        `days` after they began (a downloader that died mid-upload leaves its parts, which
+        no listing shows), keeping the bucket's other rules. False when the server refuses
+        lifecycle rules or the user may not set them: the caller says so and goes on."""
+        try:
+            try:
+                current = await self._client.get_bucket_lifecycle_configuration(Bucket=self.bucket)
+                rules = [r for r in current.get("Rules", []) if r.get("ID") != ABORT_UPLOADS_RULE]
+            except ClientError as error:
+                if _error_code(error) != "NoSuchLifecycleConfiguration":
+                    raise
+                rules = []
+            rule = {
+                "ID": ABORT_UPLOADS_RULE,
+                "Status": "Enabled",
+                "Filter": {"Prefix": ""},
+                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": days},
+            }
+            await self._client.put_bucket_lifecycle_configuration(
+                Bucket=self.bucket, LifecycleConfiguration={"Rules": [*rules, rule]}
+            )
+        except ClientError as error:
+            if _error_code(error) in _LIFECYCLE_REFUSED:
+                return False
+            raise
+        return True
 
     async def put(
         self, key: str, data: bytes, content_type: str, metadata: dict[str, str] | None = None
@@ -288,8 +327,12 @@ class ObjectStore:
                 yield chunk
 
 
+def _error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
 def _missing(error: ClientError) -> bool:
-    return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+    return _error_code(error) in ("404", "NoSuchKey", "NotFound")
 
 
 async def _content_md5(body: bytes) -> str:

@@ -69,7 +69,20 @@ SECRETS_OF_SERVICE: dict[str, tuple[Secret, ...]] = {
     ),
     "transcriber": (Secret.S3_SECRET_KEY, Secret.DATABASE_PASSWORD, Secret.KEY_WRAPPING),
     "extractor": (Secret.S3_SECRET_KEY, Secret.DATABASE_PASSWORD, Secret.KEY_WRAPPING),
-    "reconciler": (Secret.TWILIO_AUTH_TOKEN, Secret.DATABASE_PASSWORD, Secret.KEY_WRAPPING),
+    # Beside the reconciliation, the retention sweep: objects and rows deleted, and
+    # recordings at Twilio for the businesses that chose so.
+    "reconciler": (
+        Secret.TWILIO_AUTH_TOKEN,
+        Secret.S3_SECRET_KEY,
+        Secret.DATABASE_PASSWORD,
+        Secret.KEY_WRAPPING,
+    ),
+    "retention": (
+        Secret.TWILIO_AUTH_TOKEN,
+        Secret.S3_SECRET_KEY,
+        Secret.DATABASE_PASSWORD,
+        Secret.KEY_WRAPPING,
+    ),
 }
 
 

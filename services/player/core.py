@@ -353,6 +353,8 @@ def call_view(call: Mapping[str, Any]) -> dict[str, Any]:
     view["lead"] = json.loads(view.pop("lead_json")) if view["lead_json"] else None
     view["created_at"] = call["created_at"].isoformat()
     view["updated_at"] = call["updated_at"].isoformat()
+    expired = call["audio_expired_at"]
+    view["audio_expired_at"] = expired.isoformat() if expired else None
     return view
 
 

@@ -1,4 +1,6 @@
-"""Deleting a call everywhere, and a whole business call by call (decisions 1203, 1207).
+"""Deleting a call everywhere, and a whole business call by call: the one way every deletion
+takes, `DELETE /api/calls/{sid}`, `DELETE /api/business`, `callpipe business delete` and the
+retention sweep (decisions 1203, 1206, 1207).
 
 A call: its Twilio deletion queued first when its business chose `delete_from_twilio`, then
 its tombstone and every object under its folders, `call.deleted`, and its rows last: a row
@@ -16,6 +18,7 @@ import logging
 import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 from twilio.base.exceptions import TwilioRestException
@@ -23,9 +26,8 @@ from twilio.base.exceptions import TwilioRestException
 from services.player.core import recording_folder
 from services.player.repository import CallRepository
 from shared.call_state import CallState
-from shared.events import TWILIO_NAMESPACE, CallDeleted, call_correlation_id
-from shared.kafka.producer import EventProducer
-from shared.storage import ObjectStore, call_prefixes
+from shared.events import TWILIO_NAMESPACE, CallDeleted, Event, call_correlation_id
+from shared.storage import ObjectStore, audio_prefixes, call_prefixes
 from shared.tombstones import delete_call_objects
 from shared.twilio_rest import RecordingDeleter
 
@@ -34,6 +36,22 @@ log = logging.getLogger(__name__)
 BUSINESS_BATCH = 100
 TWILIO_RETRY_BATCH = 100
 TWILIO_FAILURES = (TwilioRestException, aiohttp.ClientError, TimeoutError, OSError)
+
+
+class Publisher(Protocol):
+    async def publish(self, event: Event) -> None: ...
+
+
+async def audio_folders(call: CallState, repository: CallRepository) -> list[str]:
+    """The dated folders holding the call's audio and manifests: one per day a recording of
+    it completed on, and the folder of the recording its row names."""
+    folders = audio_prefixes(
+        call.business_id, call.call_sid, await repository.recording_days(call.call_sid)
+    )
+    own = f"{call.business_id}/{call.call_sid}/"  # its transcripts: no audio folder
+    if (folder := recording_folder(call)) and folder not in folders and folder != own:
+        folders.append(folder)
+    return folders
 
 
 @dataclass(frozen=True)
@@ -48,7 +66,7 @@ class BusinessDeleted:
 class Deleter:
     repository: CallRepository
     store: ObjectStore
-    producer: EventProducer
+    producer: Publisher
     open_twilio: Callable[[], RecordingDeleter]
 
     async def delete_call(self, call: CallState) -> bool:
@@ -97,11 +115,8 @@ class Deleter:
         if (await self.repository.data_settings(call.business_id)).delete_from_twilio:
             await self.repository.queue_twilio_deletion(call.call_sid, call.business_id)
             queued.append(call.call_sid)
-        prefixes = call_prefixes(
-            call.business_id, call.call_sid, await self.repository.recording_days(call.call_sid)
-        )
-        if (folder := recording_folder(call)) and folder not in prefixes:
-            prefixes.append(folder)
+        prefixes = call_prefixes(call.business_id, call.call_sid, [])
+        prefixes += await audio_folders(call, self.repository)
         await delete_call_objects(self.store, call.business_id, call.call_sid, prefixes)
         await self.producer.publish(
             CallDeleted(

@@ -23,12 +23,15 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
     Connection,
+    DateTime,
     Select,
+    String,
     and_,
     bindparam,
     delete,
     func,
     insert,
+    literal,
     or_,
     select,
     update,
@@ -40,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.player import core
 from services.player.data_settings import DEFAULT_DATA_SETTINGS, DataSettings, change_detail
+from services.player.retention import Cutoffs
 from services.player.tables import (
     api_keys,
     business_call_counts,
@@ -48,6 +52,7 @@ from services.player.tables import (
     calls,
     deleted_calls,
     player_sessions,
+    retention_claims,
     stage_inputs,
     twilio_deletions,
 )
@@ -121,6 +126,8 @@ def _row_values(keys: tuple[str, ...], row: Any) -> dict[str, Any]:
     values = dict(zip(keys, row, strict=False))
     values["created_at"] = _aware(values["created_at"])
     values["updated_at"] = _aware(values["updated_at"])
+    if values["audio_expired_at"] is not None:
+        values["audio_expired_at"] = _aware(values["audio_expired_at"])
     return values
 
 
@@ -472,6 +479,7 @@ class CallRepository:
             count_calls(connection, row_business_id, -1)
         connection.execute(delete(stage_inputs).where(stage_inputs.c.call_sid == call_sid))
         connection.execute(delete(call_events).where(call_events.c.call_sid == call_sid))
+        connection.execute(delete(retention_claims).where(retention_claims.c.call_sid == call_sid))
         connection.execute(insert(deleted_calls).values(call_sid=call_sid, deleted_at=utc_now()))
         destroy_call_key(connection, row_business_id or business_id, call_sid)
 
@@ -727,12 +735,7 @@ class CallRepository:
         row = connection.execute(query).first()
         if row is None:
             return DEFAULT_DATA_SETTINGS
-        return DataSettings(
-            redact=json.loads(row.redact),
-            audio_retention_days=row.audio_retention_days,
-            call_retention_days=row.call_retention_days,
-            delete_from_twilio=bool(row.delete_from_twilio),
-        )
+        return _data_settings_of(row)
 
     async def save_data_settings(self, business_id: str, settings: DataSettings) -> int:
         """Replaces the business's data settings. When the redaction or a retention changed,
@@ -784,6 +787,125 @@ class CallRepository:
         if entries:
             connection.execute(insert(call_events), entries)
         return len(entries)
+
+    async def retention_settings(self) -> list[tuple[str, DataSettings]]:
+        """Every business that keeps its audio or its calls for a limited time, with its
+        data settings."""
+        query = (
+            select(business_data_settings)
+            .where(
+                or_(
+                    business_data_settings.c.audio_retention_days.is_not(None),
+                    business_data_settings.c.call_retention_days.is_not(None),
+                )
+            )
+            .order_by(business_data_settings.c.business_id)
+        )
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [(row.business_id, _data_settings_of(row)) for row in rows]
+
+    async def claim_due(
+        self,
+        business_id: str,
+        due: Cutoffs,
+        claimed_by: str,
+        now: datetime,
+        claim_for: timedelta,
+        limit: int,
+        passed_over: Collection[str] = (),
+    ) -> list[CallState]:
+        """Up to `limit` of the business's calls that are due under `due` (audio not yet
+        expired, or the whole call), oldest first, but those `passed_over`, that no sweep
+        holds a live claim on:
+        claimed by `claimed_by` until `now + claim_for`, in one statement (an upsert whose
+        conflict takes over only a claim that ran out), so two sweeps never claim one call."""
+        return await self._transactions.run(
+            partial(
+                self._claim_due, business_id, due, claimed_by, now, claim_for, limit, passed_over
+            )
+        )
+
+    def _claim_due(
+        self,
+        business_id: str,
+        due: Cutoffs,
+        claimed_by: str,
+        now: datetime,
+        claim_for: timedelta,
+        limit: int,
+        passed_over: Collection[str],
+        connection: Connection,
+    ) -> list[CallState]:
+        now = now.astimezone(UTC)
+        until = now + claim_for
+        candidates = (
+            select(
+                calls.c.call_sid,
+                literal(claimed_by, String(36)),
+                literal(until, DateTime(timezone=True)),
+            )
+            .select_from(_CALLS_AND_CLAIMS)
+            .where(*_due_and_free(business_id, due, now, passed_over))
+            .order_by(calls.c.created_at, calls.c.call_sid)
+            .limit(limit)
+        )
+        upsert = _upsert_insert(connection.dialect)(retention_claims).from_select(
+            ["call_sid", "claimed_by", "claimed_until"], candidates
+        )
+        claim = upsert.on_conflict_do_update(
+            index_elements=[retention_claims.c.call_sid],
+            set_={"claimed_by": claimed_by, "claimed_until": until},
+            where=retention_claims.c.claimed_until <= now,
+        ).returning(retention_claims.c.call_sid)
+        claimed = sorted(connection.execute(claim).scalars())
+        if not claimed:
+            return []
+        query = (
+            select(calls)
+            .where(calls.c.call_sid.in_(claimed))
+            .order_by(calls.c.created_at, calls.c.call_sid)
+        )
+        return [_state(row) for row in connection.execute(query)]
+
+    async def any_due(
+        self, business_id: str, due: Cutoffs, now: datetime, passed_over: Collection[str] = ()
+    ) -> bool:
+        """Whether a call of the business, but those `passed_over`, is due and free to
+        claim."""
+        query = (
+            select(calls.c.call_sid)
+            .select_from(_CALLS_AND_CLAIMS)
+            .where(*_due_and_free(business_id, due, now.astimezone(UTC), passed_over))
+            .limit(1)
+        )
+        async with self._engine.connect() as connection:
+            return (await connection.execute(query)).first() is not None
+
+    async def expire_audio(self, call_sid: str, expired_at: datetime, reason: str) -> bool:
+        """Marks the call's audio expired (when, why) and drops the sweep's claim on it;
+        False when it was marked already, or the call is gone."""
+        return await self._transactions.run(
+            partial(self._expire_audio, call_sid, expired_at.astimezone(UTC), reason)
+        )
+
+    @staticmethod
+    def _expire_audio(
+        call_sid: str, expired_at: datetime, reason: str, connection: Connection
+    ) -> bool:
+        marked = connection.execute(
+            update(calls)
+            .where(calls.c.call_sid == call_sid, calls.c.audio_expired_at.is_(None))
+            .values(audio_expired_at=expired_at, audio_expired_reason=reason)
+        )
+        connection.execute(delete(retention_claims).where(retention_claims.c.call_sid == call_sid))
+        return bool(marked.rowcount)
+
+    async def release_claim(self, call_sid: str) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                delete(retention_claims).where(retention_claims.c.call_sid == call_sid)
+            )
 
     async def redaction_kinds(self, business_id: str) -> frozenset[EntityKind]:
         """Every kind the business's transcripts and summaries are redacted of: its choice,
@@ -863,6 +985,46 @@ class CallRepository:
                 delete(api_keys).where(api_keys.c.business_id == business_id)
             )
         return int(keys.rowcount)
+
+
+# A call with the sweep's claim on it, if any.
+_CALLS_AND_CLAIMS = calls.outerjoin(
+    retention_claims, retention_claims.c.call_sid == calls.c.call_sid
+)
+
+
+def _due_and_free(
+    business_id: str, due: Cutoffs, now: datetime, passed_over: Collection[str]
+) -> list[Any]:
+    """Conditions on _CALLS_AND_CLAIMS: the business's calls due under `due` (`due.any`),
+    but those `passed_over`, that no sweep holds a live claim on."""
+    reasons = []
+    if due.audio_before is not None:
+        reasons.append(
+            and_(
+                calls.c.created_at < due.audio_before.astimezone(UTC),
+                calls.c.audio_expired_at.is_(None),
+            )
+        )
+    if due.calls_before is not None:
+        reasons.append(calls.c.created_at < due.calls_before.astimezone(UTC))
+    conditions = [
+        calls.c.business_id == business_id,
+        or_(*reasons),
+        or_(retention_claims.c.claimed_until.is_(None), retention_claims.c.claimed_until <= now),
+    ]
+    if passed_over:
+        conditions.append(calls.c.call_sid.notin_(sorted(passed_over)))
+    return conditions
+
+
+def _data_settings_of(row: Any) -> DataSettings:
+    return DataSettings(
+        redact=json.loads(row.redact),
+        audio_retention_days=row.audio_retention_days,
+        call_retention_days=row.call_retention_days,
+        delete_from_twilio=bool(row.delete_from_twilio),
+    )
 
 
 def _no_such_table(error: DBAPIError) -> bool:

@@ -55,6 +55,8 @@ calls = Table(
     Column("lead_confidence", Float),
     Column("lead_json", Text),
     Column("extractor", String(128)),
+    Column("audio_expired_at", DateTime(timezone=True)),
+    Column("audio_expired_reason", Text),
 )
 
 # One row per applied event: its primary key makes the projection idempotent (an event id
@@ -144,4 +146,15 @@ twilio_deletions = Table(
     Column("queued_at", DateTime(timezone=True), nullable=False),
     Column("attempts", Integer, nullable=False),
     Column("last_error", Text),
+)
+
+# The retention sweep's claims on calls it is deleting audio of, or deleting (a lease: another
+# sweep leaves a claimed call alone until `claimed_until`, after which a crashed sweep's call
+# is taken again).
+retention_claims = Table(
+    "retention_claims",
+    metadata,
+    Column("call_sid", String(64), primary_key=True),
+    Column("claimed_by", String(36), nullable=False),
+    Column("claimed_until", DateTime(timezone=True), nullable=False),
 )

@@ -372,8 +372,9 @@ SECRETS_SEEN = {
         "CALLPIPE_SESSION_SECRET",
         "CALLPIPE_API_KEY",
     },
-    # Asks Twilio's REST API for a missing recording; reads and repairs the status table.
-    "reconciler": CALL_KEYS | {"TWILIO_AUTH_TOKEN"},
+    # Asks Twilio's REST API for a missing recording; reads and repairs the status table;
+    # its retention sweep deletes objects and rows (and recordings at Twilio, when chosen).
+    "reconciler": CALL_KEYS | {"TWILIO_AUTH_TOKEN", "CALLPIPE_S3_SECRET_KEY"},
 }
 
 
@@ -471,6 +472,7 @@ SETTINGS_READ = {
         "downloader.max_in_flight",
         "downloader.delete_recording_after_archive",
         "downloader.recording_format",
+        "s3.abort_incomplete_uploads_after_days",
     },
     "transcriber": WORKER
     | OPENAI
@@ -525,6 +527,7 @@ SETTINGS_READ = {
     "reconciler": KAFKA_CLIENT
     | TWILIO
     | KEYS
+    | OBJECT_STORE
     | {
         "twilio.api_base_url",
         "shutdown.grace_seconds",
@@ -534,6 +537,9 @@ SETTINGS_READ = {
         "reconcile.recording_give_up_after_seconds",
         "reconcile.stuck_after_seconds",
         "reconcile.stuck_give_up_after_seconds",
+        "retention.interval_seconds",
+        "retention.batch_size",
+        "retention.claim_seconds",
     },
 }
 # Settings of `callpipe up` and its tools only, or fixed by the images and healthchecks.

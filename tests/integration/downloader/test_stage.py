@@ -15,6 +15,7 @@ from callpipe.bootstrap import downloader_handler
 from callpipe.twilio_simulator.samples import sample_path
 from shared.events import RecordingCompleted, derived_event_id
 from shared.settings import Settings
+from shared.storage import ABORT_UPLOADS_RULE
 from tests.support.downloader import (
     add_recording,
     collect,
@@ -193,3 +194,13 @@ async def test_a_busy_business_keeps_to_its_slots_and_does_not_starve_another(
     assert busy_ended_first < 5, (
         f"the quiet business waited for {busy_ended_first} downloads of the busy one"
     )
+
+
+async def test_the_downloader_starting_puts_the_rule_aborting_incomplete_uploads(
+    settings: Settings,
+) -> None:
+    settings = settings.updated(s3={"abort_incomplete_uploads_after_days": 3})
+    async with running_downloader(settings) as store:
+        answer = await store._client.get_bucket_lifecycle_configuration(Bucket=store.bucket)
+    [rule] = [r for r in answer["Rules"] if r["ID"] == ABORT_UPLOADS_RULE]
+    assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 3}

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from shared.settings import Settings
-from shared.storage import ObjectStore
+from shared.storage import ABORT_UPLOADS_RULE, ObjectStore
 from tests.support.stack import module_s3_server
 
 
@@ -50,3 +51,42 @@ async def test_only_a_folder_is_deleted(store: ObjectStore, prefix: str) -> None
     with pytest.raises(ValueError, match="not a folder"):
         await store.delete_prefix(prefix)
     assert await store.keys("acme/CA2/") == ["acme/CA2/RE1.transcript.json"]
+
+
+async def test_the_bucket_gets_a_rule_aborting_incomplete_uploads_beside_its_own(
+    store: ObjectStore,
+) -> None:
+    client = store._client
+    expire = {"ID": "operator", "Status": "Enabled", "Filter": {"Prefix": "tmp/"}}
+    expire["Expiration"] = {"Days": 3}
+    await client.put_bucket_lifecycle_configuration(
+        Bucket=store.bucket, LifecycleConfiguration={"Rules": [expire]}
+    )
+    assert await store.abort_incomplete_uploads_after(2)
+    assert await store.abort_incomplete_uploads_after(5)  # again: replaced, not added
+
+    rules = (await client.get_bucket_lifecycle_configuration(Bucket=store.bucket))["Rules"]
+    by_id = {rule["ID"]: rule for rule in rules}
+    assert set(by_id) == {"operator", ABORT_UPLOADS_RULE}
+    assert by_id["operator"]["Expiration"] == {"Days": 3}
+    ours = by_id[ABORT_UPLOADS_RULE]
+    assert ours["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 5}
+    assert ours["Status"] == "Enabled"
+    assert ours["Filter"] == {"Prefix": ""}
+    await client.delete_bucket_lifecycle(Bucket=store.bucket)
+
+
+@pytest.mark.parametrize("code", ["NotImplemented", "MalformedXML", "AccessDenied"])
+async def test_a_server_that_refuses_lifecycle_rules_is_said_so(
+    store: ObjectStore, code: str
+) -> None:
+    def refuse(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": code}}, "PutBucketLifecycleConfiguration")
+
+    store._client.meta.events.register("before-call.s3.PutBucketLifecycleConfiguration", refuse)
+    try:
+        assert not await store.abort_incomplete_uploads_after(2)
+    finally:
+        store._client.meta.events.unregister(
+            "before-call.s3.PutBucketLifecycleConfiguration", refuse
+        )

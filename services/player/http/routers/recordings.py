@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
@@ -21,6 +22,7 @@ from services.player.http.deps import (
     Store,
 )
 from services.player.http.stage_retry import retry_failed_stage
+from services.player.retention import AUDIO_EXPIRED
 from shared.call_state import CallState, StageStatus
 from shared.events import Stage
 from shared.storage import ObjectInfo, ObjectStore
@@ -33,6 +35,8 @@ async def prepare_recording(
     call: Call, response: Response, repository: Repository, producer: Producer
 ) -> dict[str, Any]:
     """Makes sure the recording is on its way: idempotent, a double click queues one job."""
+    if call.audio_expired_at is not None:
+        raise HTTPException(status_code=410, detail=AUDIO_EXPIRED)
     status = call.recording_status
     if status == StageStatus.COMPLETED:
         response.status_code = 200
@@ -66,7 +70,9 @@ async def recording_file(
     the recording is redacted; 202 + Retry-After while it is on its way; 409 + Retry-After
     while it is being redacted, 409 without when it never was (its transcription failed);
     404 when the call has no recording; 410 with the reason when the download failed for
-    good. Never enqueues work."""
+    good or the business's retention deleted the audio. Never enqueues work."""
+    if call.audio_expired_at is not None:
+        return _expired(call.audio_expired_at, call.audio_expired_reason)
     match call.recording_status:
         case StageStatus.COMPLETED if key := own_key(call, call.recording_key):
             match playback(call, key):
@@ -98,6 +104,19 @@ def _unredacted(call: CallState) -> str:
             f"(retry the transcript stage): {call.transcript_error}"
         )
     return "the recording is not played: it was not redacted"
+
+
+def _expired(expired_at: datetime, reason: str | None) -> JSONResponse:
+    """410: the business's retention deleted the call's audio; when, and by which rule."""
+    return JSONResponse(
+        {
+            "status": "expired",
+            "detail": AUDIO_EXPIRED,
+            "expired_at": expired_at.isoformat(),
+            "reason": reason,
+        },
+        status_code=410,
+    )
 
 
 async def _audio(store: ObjectStore, key: str, request: Request, url_seconds: int) -> Response:
