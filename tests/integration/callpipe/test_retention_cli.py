@@ -51,7 +51,13 @@ async def _prepare(settings: Settings) -> None:
     try:
         await store.ensure_bucket()
         await repository.save_data_settings(
-            "acme", DataSettings(redact=["card"], audio_retention_days=30, call_retention_days=90)
+            "acme",
+            DataSettings(
+                redact=["card"],
+                audio_retention_days=30,
+                call_retention_days=90,
+                delete_from_twilio=False,
+            ),
         )
         day = CREATED.date().isoformat()
         await repository.apply_batch(

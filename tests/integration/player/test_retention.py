@@ -26,6 +26,7 @@ from shared.events import CallDeleted, Event
 from shared.settings import Settings
 from shared.storage import ObjectStore
 from shared.tombstones import delete_call_objects, tombstone_key
+from shared.transcript import AudioRedaction
 from shared.twilio_rest import RecordingDeleter
 from tests.support import events as factories
 from tests.support.stack import module_s3_server
@@ -110,6 +111,9 @@ async def add_call(
                 business,
                 transcript_key=keys["transcript"][0],
                 occurred_at=created + 3 * minute,
+                audio_redaction=AudioRedaction(
+                    object_key=keys["audio"][1], sound="tone", padding_seconds=0.25
+                ),
             ),
         ]
     )
@@ -121,7 +125,12 @@ async def add_call(
 async def keep(repo: CallRepository, business: str, audio: int | None, calls: int | None) -> None:
     await repo.save_data_settings(
         business,
-        DataSettings(redact=["card"], audio_retention_days=audio, call_retention_days=calls),
+        DataSettings(
+            redact=["card"],
+            audio_retention_days=audio,
+            call_retention_days=calls,
+            delete_from_twilio=False,
+        ),
     )
 
 

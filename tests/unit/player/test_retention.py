@@ -24,7 +24,12 @@ SECOND = timedelta(seconds=1)
 
 
 def keeping(audio: int | None, calls: int | None) -> DataSettings:
-    return DataSettings(redact=["card"], audio_retention_days=audio, call_retention_days=calls)
+    return DataSettings(
+        redact=["card"],
+        audio_retention_days=audio,
+        call_retention_days=calls,
+        delete_from_twilio=False,
+    )
 
 
 def call(age: timedelta, audio_expired: bool = False) -> CallAge:
