@@ -107,8 +107,10 @@ def _evidence(transcript: Transcript, field: str, quoted: Quoted | QuotedUrgency
     utterance = transcript.utterances[quoted.utterance]
     start = utterance.text.casefold().find(quoted.quote.casefold())
     if start < 0 and _squash(quoted.quote) not in _squash(utterance.text):
+        # The reason reaches logs, `stage.failed` and dead-letter headers: never the words.
         raise InvalidAnswer(
-            f"{field}: quote {quoted.quote!r} is not in utterance {quoted.utterance}"
+            f"{field}: its quote ({len(quoted.quote)} characters) is not in utterance "
+            f"{quoted.utterance}"
         )
     if start < 0:  # the same words with other punctuation: the whole utterance is the source
         span = Span(utterance, 0, len(utterance.text))

@@ -55,7 +55,7 @@ class OpenAIExtractor:
             choice = completion.choices[0] if completion.choices else None
             content = choice.message.content if choice else None
             if choice and choice.message.refusal:
-                reason = f"the model refused: {choice.message.refusal}"
+                reason = "the model refused to answer"  # its words may repeat the call's
             else:
                 try:
                     summary, lead = answer.checked_lead(content, transcript, profile)

@@ -130,7 +130,19 @@ async def test_an_invalid_answer_is_asked_again_then_fails_with_the_reason(
     with pytest.raises(TerminalError, match="LLM answer invalid after 3 tries") as failure:
         await OpenAIExtractor(client, MODEL, answer_attempts=3).extract(TRANSCRIPT, PROFILE)
     assert len(sim.requests) == 3
-    print(failure.value)
+    assert "Springfield" not in str(failure.value)  # a reason never repeats the call's words
+
+
+async def test_an_invented_quote_is_named_by_its_field_and_utterance_not_by_its_words(
+    simulator: tuple[OpenAISimulator, openai.AsyncOpenAI],
+) -> None:
+    sim, client = simulator
+    invented = good_answer(city=quoted("Springfield", 1, "I live in Springfield"))
+    sim.then(Reply(invented))
+    with pytest.raises(TerminalError) as failure:
+        await OpenAIExtractor(client, MODEL, answer_attempts=1).extract(TRANSCRIPT, PROFILE)
+    assert "city: its quote (21 characters) is not in utterance 1" in str(failure.value)
+    assert "live in" not in str(failure.value)
 
 
 async def test_one_invalid_answer_then_a_valid_one_succeeds(
