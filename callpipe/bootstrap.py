@@ -48,6 +48,8 @@ from shared.shutdown import Shutdown
 from shared.storage import ObjectStore, s3_unreachable
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from services.player.deletion import Deleter
     from services.transcriber.audio import TranscriptionBackend
     from services.transcriber.handler import TranscribeHandler
@@ -485,14 +487,7 @@ async def open_reconciler(
     shutdown = shutdown or Shutdown("reconciler", settings.shutdown)
     database = create_engine(settings.database_url)
     stack.push_async_callback(shutdown.closing("the database", database.dispose))
-    producer = EventProducer(
-        settings.kafka, Envelopes(CallKeys(database, settings.keys.wrapping_key))
-    )
-    if not await start_producer_patiently(
-        settings.kafka, settings.retry, producer, shutdown.stop, create_topics=False
-    ):
-        raise StoppedWhileConnecting("broker")
-    stack.push_async_callback(shutdown.closing("the producer", producer.stop))
+    producer = await _started_producer(settings, database, stack, shutdown)
     twilio = TwilioRecordings(
         settings.twilio.account_sid,
         settings.twilio.auth_token.get_secret_value(),
@@ -547,6 +542,21 @@ async def _deleter(settings: Settings, stack: AsyncExitStack, shutdown: Shutdown
     store = ObjectStore(settings.s3)
     await store.start()
     stack.push_async_callback(shutdown.closing("the object store client", store.stop))
+    producer = await _started_producer(settings, database, stack, shutdown)
+    open_twilio = partial(
+        RecordingDeleter,
+        settings.twilio.account_sid,
+        settings.twilio.auth_token.get_secret_value(),
+        settings.twilio.api_base_url,
+    )
+    return Deleter(repository, store, producer, open_twilio)
+
+
+async def _started_producer(
+    settings: Settings, database: AsyncEngine, stack: AsyncExitStack, shutdown: Shutdown
+) -> EventProducer:
+    """A producer sealing with the calls' keys in `database`, once the broker answers (raising
+    StoppedWhileConnecting if the stop comes first), stopped by `stack`."""
     producer = EventProducer(
         settings.kafka, Envelopes(CallKeys(database, settings.keys.wrapping_key))
     )
@@ -555,13 +565,7 @@ async def _deleter(settings: Settings, stack: AsyncExitStack, shutdown: Shutdown
     ):
         raise StoppedWhileConnecting("broker")
     stack.push_async_callback(shutdown.closing("the producer", producer.stop))
-    open_twilio = partial(
-        RecordingDeleter,
-        settings.twilio.account_sid,
-        settings.twilio.auth_token.get_secret_value(),
-        settings.twilio.api_base_url,
-    )
-    return Deleter(repository, store, producer, open_twilio)
+    return producer
 
 
 @dataclass(frozen=True)

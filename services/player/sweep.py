@@ -11,7 +11,6 @@ cut short leaves its claims, which run out, and the next sweep finishes those ca
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections import Counter
@@ -21,10 +20,9 @@ from services.player import retention
 from services.player.data_settings import DataSettings
 from services.player.deletion import Deleter, audio_folders
 from shared.call_state import CallState
-from shared.db import database_unreachable
 from shared.events import utc_now
 from shared.logs import call_context
-from shared.retry import describe
+from shared.periodic import run_periodically
 
 log = logging.getLogger(__name__)
 
@@ -95,27 +93,11 @@ class RetentionSweep:
         return "kept"
 
     async def run_periodically(self, interval_seconds: float, stop: asyncio.Event) -> None:
-        """A sweep every `interval_seconds` until `stop`. A sweep under way at the stop is
+        """A sweep every `interval_seconds` until `stop`; a sweep under way at the stop is
         cancelled: its claims run out and the next sweep finishes its calls."""
-        while not stop.is_set():
-            sweeping = asyncio.ensure_future(self.run_once())
-            stopping = asyncio.ensure_future(stop.wait())
-            await asyncio.wait([sweeping, stopping], return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if not sweeping.done():
-                sweeping.cancel()
-                await asyncio.gather(sweeping, return_exceptions=True)
-                log.info("stopping: the retention sweep under way is left to the next one")
-                return
-            try:
-                done = sweeping.result()
-            except Exception as error:  # the database or the store briefly away: next time
-                if database_unreachable(error):
-                    log.warning("retention sweep skipped: %s", describe(error))
-                else:
-                    log.exception("retention sweep failed")
-            else:
-                if any(done.values()):
-                    log.info("retention sweep: %s", dict(done))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval_seconds)
+        await run_periodically(self.run_once, interval_seconds, stop, "retention sweep", _report)
+
+
+def _report(done: Counter[str]) -> None:
+    if any(done.values()):
+        log.info("retention sweep: %s", dict(done))

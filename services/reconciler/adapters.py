@@ -5,7 +5,6 @@ the demo), and the broker."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from datetime import datetime, timedelta
@@ -15,11 +14,10 @@ from twilio.rest import Client
 
 from services.reconciler import core
 from shared.call_state import CallState
-from shared.db import database_unreachable
 from shared.events import AnyEvent, Stage, utc_now
 from shared.kafka.producer import EventProducer
 from shared.logs import call_context
-from shared.retry import describe
+from shared.periodic import run_periodically
 from shared.settings import ReconcileSettings
 from shared.twilio_rest import BaseUrlHttpClient
 
@@ -93,32 +91,11 @@ class Reconciler:
         return done
 
     async def run_periodically(self, interval_seconds: float, stop: asyncio.Event) -> None:
-        """A round every `interval_seconds` until `stop`. A round under way at the stop (one
-        waiting for a broker or database that does not answer) is cancelled: each repair is
-        idempotent, the next round does what it left."""
-        while not stop.is_set():
-            reconciling = asyncio.ensure_future(self.run_once())
-            stopping = asyncio.ensure_future(stop.wait())
-            await asyncio.wait([reconciling, stopping], return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if not reconciling.done():
-                reconciling.cancel()
-                await asyncio.gather(reconciling, return_exceptions=True)
-                log.info("stopping: the reconciliation round under way is left to the next one")
-                return
-            try:
-                done = reconciling.result()
-            except Exception as error:  # the database or the broker briefly away: next round
-                if database_unreachable(error):
-                    log.warning("reconciliation round skipped: %s", describe(error))
-                else:
-                    log.exception("reconciliation round failed")
-            else:
-                acted = {k: v for k, v in done.items() if k != "waiting"}
-                if acted:
-                    log.info("reconciled: %s", acted)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval_seconds)
+        """A round every `interval_seconds` until `stop`; a round under way at the stop (one
+        waiting for a broker or database that does not answer) is left to the next."""
+        await run_periodically(
+            self.run_once, interval_seconds, stop, "reconciliation round", _report_round
+        )
 
     async def _reconcile(self, state: CallState) -> str:
         now = utc_now()
@@ -160,3 +137,8 @@ def deadlines(settings: ReconcileSettings) -> core.Deadlines:
         stuck_after=timedelta(seconds=settings.stuck_after_seconds),
         stuck_give_up_after=timedelta(seconds=settings.stuck_give_up_after_seconds),
     )
+
+
+def _report_round(done: Counter[str]) -> None:
+    if acted := {outcome: n for outcome, n in done.items() if outcome != "waiting"}:
+        log.info("reconciled: %s", acted)
