@@ -219,10 +219,10 @@ def test_hebrew_text_reads_right_to_left(page: Page, stack: RunningStack) -> Non
         lead=Lead(service="אינסטלציה", city="תל אביב", confidence=0.8),
         extractor="test",
     )
-    settings = Settings(kafka={"bootstrap": stack.env["CALLPIPE_KAFKA_BOOTSTRAP"]})
 
     async def publish() -> None:
-        producer = EventProducer(settings.kafka, Envelopes.of(settings))
+        # The stack's own database and wrapping key: the player opens what it seals.
+        producer = EventProducer(stack.settings.kafka, Envelopes.of(stack.settings))
         await producer.start()
         try:
             for event in (started, summary):
