@@ -514,7 +514,8 @@ def test_the_player_started_before_its_database_and_broker_answers_503_then_proj
         servers.start("broker")
         worker.wait_for_status((200, {"status": "ready"}))
         event = transcript_ready(servers.settings, "CAplayerbeforedatabase")
-        publish(servers.settings, event)
+        # Sealed with a key in the player's own database, which it opens with.
+        publish(servers.settings.updated(database={"url": postgres_database_url}), event)
         deadline = time.monotonic() + WAIT_SECONDS
         listed: list[str] = []
         while event.call_sid not in listed:
@@ -537,6 +538,8 @@ def test_the_player_started_before_its_database_and_broker_answers_503_then_proj
 def test_the_ingress_started_before_its_database_answers_503_then_stores_and_publishes(
     servers: Servers, tmp_path: Path, postgres_database_url: str, late_database: LateForwarder
 ) -> None:
+    # The calls' keys are in the ingress's database: its events are read with them.
+    keyed = servers.settings.updated(database={"url": postgres_database_url})
     servers.start("s3")
     servers.start("broker")
     auth_token = secrets.token_hex(16)
@@ -573,7 +576,7 @@ def test_the_ingress_started_before_its_database_answers_503_then_stores_and_pub
         stored = httpx.post(url, data=callback, headers=signed, timeout=10)
         assert stored.status_code == 204, stored.text
         deadline = time.monotonic() + WAIT_SECONDS
-        while not recordings_completed(servers.settings, callback["RecordingSid"]):
+        while not recordings_completed(keyed, callback["RecordingSid"]):
             assert time.monotonic() < deadline, ingress.output()
             time.sleep(0.5)
         code, seconds = ingress.terminate()
@@ -581,7 +584,7 @@ def test_the_ingress_started_before_its_database_answers_503_then_stores_and_pub
     assert code == 0, output
     assert seconds < GRACE_SECONDS + CLOSE_SECONDS + STOP_SLACK_SECONDS, output
     assert "Traceback" not in output
-    assert len(recordings_completed(servers.settings, callback["RecordingSid"])) == 1
+    assert len(recordings_completed(keyed, callback["RecordingSid"])) == 1
 
 
 def recordings_completed(settings: Settings, recording_sid: str) -> list[RecordingCompleted]:
@@ -694,12 +697,20 @@ async def test_a_stop_step_that_gets_no_answer_is_abandoned_at_the_bound_and_nam
     assert shutdown.abandoned == ["committing (no answer)", "closing the object store (no answer)"]
 
 
+class OpenedAlready:
+    """Envelopes for events with nothing sealed: each opens as it is."""
+
+    async def open(self, event: AnyEvent) -> AnyEvent:
+        return event
+
+
 class BrokerAwayOnce:
     """A producer whose first publish finds the broker away; then it is back."""
 
     def __init__(self) -> None:
         self.published: list[Event] = []
         self.dead_letters: list[str] = []
+        self.envelopes = OpenedAlready()
         self._failed = False
 
     async def publish(self, event: Event) -> None:
